@@ -1,0 +1,130 @@
+/** Advantage estimation (DESIGN §1.8): GAE, masked whitening, and group (GRPO/RLOO) advantages. */
+import { tokenLayout, tokenShape, type TokenLayout } from './aggregate.js'
+import { defineOp } from './ops.js'
+import type { TokenFloats, TokenMask } from './policy.js'
+import { groupOffsets } from './reward.js'
+import type { Tensor } from './tensor.js'
+import { type FloatData, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
+
+export interface GaeOptions {
+  /** [B, T] (or flat with seqLengths) */
+  rewards: TokenFloats
+  values: TokenFloats
+  mask?: TokenMask
+  seqLengths?: Int32Array
+  /** γ in [0, 1]; default 1 */
+  gamma?: number
+  /** λ in [0, 1]; default 0.95 */
+  lambda?: number
+  /** V after the last token of each sequence (bootstrap for truncated ones); default 0 */
+  lastValues?: Float32Array | Float64Array | Tensor
+}
+
+export interface GaeResult {
+  /** per token, 0 where masked */
+  advantages: Float32Array
+  /** advantages + values, 0 where masked */
+  returns: Float32Array
+}
+
+export interface GaeArgs {
+  rewards: FloatData
+  values: FloatData
+  mask: Uint8Array | null
+  layout: TokenLayout
+  lastValues: FloatData | null
+  gamma: number
+  lambda: number
+}
+
+function validateGae(options: GaeOptions): GaeArgs {
+  const op = 'gae'
+  const o = optionsObject(op, options)
+  const layout = tokenLayout(op, 'rewards', tokenShape(op, 'rewards', o.rewards), o.seqLengths)
+  const M = layout.tokens
+  const S = layout.offsets.length - 1
+  return {
+    layout,
+    rewards: floatVector(op, 'rewards', o.rewards, M),
+    values: floatVector(op, 'values', o.values, M),
+    mask: maskVector(op, 'mask', o.mask, M),
+    lastValues: o.lastValues === undefined ? null : floatVector(op, 'lastValues', o.lastValues, S),
+    gamma: numberOption(op, 'gamma', o.gamma, 1, { min: 0, max: 1 }),
+    lambda: numberOption(op, 'lambda', o.lambda, 0.95, { min: 0, max: 1 }),
+  }
+}
+
+export interface WhitenOptions {
+  values: Float32Array | Float64Array | Tensor
+  mask?: TokenMask
+  /** false adds the mean back (TRL's shift_mean=False, for rewards); default true */
+  shiftMean?: boolean
+  /** Bessel-corrected variance; default true */
+  unbiased?: boolean
+  /** default 1e-8 */
+  eps?: number
+}
+
+export interface WhitenArgs {
+  values: FloatData
+  mask: Uint8Array | null
+  shiftMean: boolean
+  unbiased: boolean
+  eps: number
+}
+
+function validateWhiten(options: WhitenOptions): WhitenArgs {
+  const op = 'whiten'
+  const o = optionsObject(op, options)
+  const values = floatVector(op, 'values', o.values)
+  return {
+    values,
+    mask: maskVector(op, 'mask', o.mask, values.data.length),
+    shiftMean: booleanOption(op, 'shiftMean', o.shiftMean, true),
+    unbiased: booleanOption(op, 'unbiased', o.unbiased, true),
+    eps: numberOption(op, 'eps', o.eps, 1e-8, { min: 0 }),
+  }
+}
+
+export const GROUP_METHODS = ['grpo', 'rloo', 'mean-centered'] as const
+export type GroupMethod = (typeof GROUP_METHODS)[number]
+
+export interface GroupAdvantagesOptions {
+  /** one scalar reward per completion, group after group */
+  scores: Float32Array | Float64Array | Tensor
+  offsets?: Int32Array | Tensor
+  groupSize?: number
+  /** 'grpo' (default): (r − mean)/(std + eps); 'rloo': r − mean of the others; 'mean-centered': r − mean */
+  method?: GroupMethod
+  /** default 1e-6 (verl); TRL uses 1e-4, OpenRLHF 1e-9 */
+  eps?: number
+  /** Bessel-corrected std (all three anchors); default true */
+  unbiased?: boolean
+}
+
+export interface GroupAdvantagesArgs {
+  scores: FloatData
+  offsets: Int32Array
+  method: GroupMethod
+  eps: number
+  unbiased: boolean
+}
+
+function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantagesArgs {
+  const op = 'groupAdvantages'
+  const o = optionsObject(op, options)
+  const scores = floatVector(op, 'scores', o.scores)
+  return {
+    scores,
+    offsets: groupOffsets(op, scores.data.length, o.offsets, o.groupSize, 'groupSize'),
+    method: choiceOption(op, 'method', o.method, GROUP_METHODS, 'grpo'),
+    eps: numberOption(op, 'eps', o.eps, 1e-6, { min: 0 }),
+    unbiased: booleanOption(op, 'unbiased', o.unbiased, true),
+  }
+}
+
+export const [gae, gaeAsync] = defineOp(validateGae, (k, a) => k.gae(a), (k, a) => k.gaeAsync?.(a))
+export const [whiten, whitenAsync] = defineOp(validateWhiten, (k, a) => k.whiten(a), (k, a) => k.whitenAsync?.(a))
+export const [groupAdvantages, groupAdvantagesAsync] = defineOp(
+  validateGroupAdvantages, (k, a) => k.groupAdvantages(a), (k, a) => k.groupAdvantagesAsync?.(a),
+)

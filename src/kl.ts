@@ -1,0 +1,130 @@
+/**
+ * KL divergences (DESIGN §1.5): the exact full-vocabulary KL(p‖q) between two logits tensors, and the
+ * sampled-token estimators k1/abs/k2/k3 from per-token log-probabilities.
+ */
+import { type AggregationOptions, tokenShape } from './aggregate.js'
+import { rangeError } from './errors.js'
+import { defineOp } from './ops.js'
+import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
+import type { Tensor } from './tensor.js'
+import {
+  type FloatData, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
+} from './validate.js'
+import type { Reduction } from './vocab.js'
+
+export interface KlDivergenceOptions {
+  /** logits of p (e.g. π_old or π_ref), [N, V] */
+  pLogits: Tensor
+  /** logits of q (e.g. π_θ), same shape */
+  qLogits: Tensor
+  /** N rows; nonzero = the row counts */
+  mask?: TokenMask
+  /** 'mean' over counted rows (default), 'sum' or 'none' */
+  reduction?: Reduction
+  /** both logits are divided by T; default 1 */
+  temperature?: number
+  /** which gradients to return: 'q' (default when true), 'p', 'both', or false */
+  grad?: boolean | 'q' | 'p' | 'both'
+}
+
+export interface KlDivergenceResult {
+  /** the reduced KL; Σ perRow for reduction 'none' */
+  loss: number
+  perRow: Float32Array
+  count: number
+  gradQ?: Tensor
+  gradP?: Tensor
+}
+
+export interface KlDivergenceArgs {
+  pLogits: FloatData
+  qLogits: FloatData
+  shape: readonly number[]
+  N: number
+  V: number
+  mask: Uint8Array | null
+  reduction: Reduction
+  temperature: number
+  gradQ: boolean
+  gradP: boolean
+}
+
+function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
+  const op = 'klDivergence'
+  const o = optionsObject(op, options)
+  const p = floatMatrix(op, 'pLogits', o.pLogits)
+  const q = floatMatrix(op, 'qLogits', o.qLogits)
+  if (p.shape.length !== q.shape.length || p.shape.some((d, i) => d !== q.shape[i])) {
+    throw rangeError(op, 'qLogits.shape', `[${p.shape.join(', ')}] (the shape of pLogits)`, `[${q.shape.join(', ')}]`)
+  }
+  const grad = o.grad === true ? 'q' : o.grad === undefined ? false : o.grad
+  if (grad !== false && grad !== 'q' && grad !== 'p' && grad !== 'both') {
+    choiceOption(op, 'grad', grad, ['q', 'p', 'both'] as const, 'q')
+  }
+  return {
+    pLogits: p, qLogits: q, shape: p.shape, N: p.rows, V: p.cols,
+    mask: maskVector(op, 'mask', o.mask, p.rows),
+    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    temperature: numberOption(op, 'temperature', o.temperature, 1, { above: 0 }),
+    gradQ: grad === 'q' || grad === 'both',
+    gradP: grad === 'p' || grad === 'both',
+  }
+}
+
+export const KL_ESTIMATORS = ['k1', 'abs', 'k2', 'k3'] as const
+export type KlEstimator = (typeof KL_ESTIMATORS)[number]
+/** verl's names for the same estimators */
+const KL_ALIASES: Record<string, KlEstimator> = { kl: 'k1', mse: 'k2', low_var_kl: 'k3' }
+
+export function klEstimatorOption(op: string, value: unknown, fallback: KlEstimator): KlEstimator {
+  if (typeof value === 'string' && value in KL_ALIASES) return KL_ALIASES[value]
+  return choiceOption(op, 'estimator', value, KL_ESTIMATORS, fallback)
+}
+
+export interface KlPenaltyOptions extends AggregationOptions {
+  logp: TokenFloats
+  refLogp: TokenFloats
+  /** 'k1' | 'abs' | 'k2' | 'k3' (aliases kl, mse, low_var_kl); default 'k3' */
+  estimator?: KlEstimator | 'kl' | 'mse' | 'low_var_kl'
+  mask?: TokenMask
+  /** δ = logp − refLogp is clamped to ±this before exp; default 20 */
+  logRatioClamp?: number
+  /** clamp each estimate to ±this (verl/OpenRLHF: 10); default off */
+  outputClamp?: number | null
+}
+
+export interface KlPenaltyResult {
+  loss: number
+  perToken: Float32Array
+  gradLogp: Float32Array
+}
+
+export interface KlPenaltyArgs extends TokenBatch {
+  logp: FloatData
+  refLogp: FloatData
+  estimator: KlEstimator
+  logRatioClamp: number
+  outputClamp: number | null
+}
+
+function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
+  const op = 'klPenalty'
+  const o = optionsObject(op, options)
+  const batch = tokenBatch(op, 'logp', tokenShape(op, 'logp', o.logp), o)
+  const M = batch.layout.tokens
+  return {
+    ...batch,
+    logp: floatVector(op, 'logp', o.logp, M),
+    refLogp: floatVector(op, 'refLogp', o.refLogp, M),
+    estimator: klEstimatorOption(op, o.estimator, 'k3'),
+    logRatioClamp: numberOption(op, 'logRatioClamp', o.logRatioClamp, 20, { above: 0 }),
+    outputClamp: optionalNumber(op, 'outputClamp', o.outputClamp, { above: 0 }),
+  }
+}
+
+export const [klDivergence, klDivergenceAsync] = defineOp(
+  validateKlDivergence, (k, a) => k.klDivergence(a), (k, a) => k.klDivergenceAsync?.(a),
+)
+export const [klPenalty, klPenaltyAsync] = defineOp(
+  validateKlPenalty, (k, a) => k.klPenalty(a), (k, a) => k.klPenaltyAsync?.(a),
+)

@@ -1,0 +1,149 @@
+/**
+ * The fused PPO objective (DESIGN §1.7): from the policy logits, everything one update step needs.
+ * loss = policyLoss + β·kl + c1·valueLoss = −(L_RL − β L_KL − c1 L_V), all three aggregated alike (§1.9).
+ */
+import type { AggregationOptions } from './aggregate.js'
+import { rangeError, typeError } from './errors.js'
+import { type KlEstimator, klEstimatorOption } from './kl.js'
+import { defineOp } from './ops.js'
+import { type PolicyLossOptions, type TokenBatch, type TokenFloats, type TokenMask, policyOptions, tokenBatch } from './policy.js'
+import type { Tensor } from './tensor.js'
+import { type FloatData, floatMatrix, floatVector, intVector, numberOption, optionalNumber, optionsObject } from './validate.js'
+import { valueOptions } from './value.js'
+import { checkTargets } from './vocab.js'
+
+export interface PpoLossOptions extends AggregationOptions, Pick<PolicyLossOptions, 'clipLow' | 'clipHigh' | 'dualClip' | 'logRatioClamp'> {
+  /** policy logits, [N, V] or [B, T, V]; one row per token */
+  logits: Tensor
+  /** the sampled token of each row */
+  actions: Int32Array | Tensor
+  /** log π_old(a); taken from oldLogits when absent */
+  oldLogp?: TokenFloats
+  /** π_old logits: the anchor of the full KL (the seed's KL(π_old ‖ π_θ)) */
+  oldLogits?: Tensor
+  /** π_ref logits: the anchor of the KL instead of π_old */
+  refLogits?: Tensor
+  /** log π_ref(a) for the sampled estimators */
+  refLogp?: TokenFloats
+  advantages: TokenFloats
+  values?: TokenFloats
+  returns?: TokenFloats
+  oldValues?: TokenFloats
+  mask?: TokenMask
+  /** default 1 */
+  temperature?: number
+  /** KL coefficient β ≥ 0; default 0 */
+  beta?: number
+  /** value coefficient c1 ≥ 0; default 0.1 (TRL's vf_coef) */
+  c1?: number
+  /** 'full' (default when anchor logits are given) or a sampled estimator (default 'k3' otherwise) */
+  klEstimator?: KlEstimator | 'full'
+  /** clamp each sampled KL estimate to ±this; default off */
+  klOutputClamp?: number | null
+  /** ε_v of the clipped value loss; default off */
+  valueClip?: number | null
+  /** the ½ of TRL/verl/OpenRLHF on the value loss; default false */
+  half?: boolean
+}
+
+export interface PpoMetrics {
+  clipFraction: number
+  clipFractionLow: number
+  clipFractionHigh: number
+  dualClipFraction: number
+  approxKl: number
+  ratioMean: number
+  ratioMax: number
+  valueClipFraction: number
+  count: number
+}
+
+export interface PpoLossResult {
+  /** −objective: minimise this */
+  loss: number
+  /** L_RL − β L_KL − c1 L_V */
+  objective: number
+  policyLoss: number
+  kl: number
+  valueLoss: number
+  /** log π_θ(a) at the given temperature, 0 where masked */
+  logp: Float32Array
+  gradLogits: Tensor
+  gradValues?: Float32Array
+  metrics: PpoMetrics
+}
+
+export interface PpoLossArgs extends TokenBatch {
+  logits: FloatData
+  shape: readonly number[]
+  V: number
+  actions: Int32Array
+  oldLogp: FloatData | null
+  anchorLogits: FloatData | null
+  refLogp: FloatData | null
+  advantages: FloatData
+  values: FloatData | null
+  returns: FloatData | null
+  oldValues: FloatData | null
+  temperature: number
+  clipLow: number
+  clipHigh: number
+  dualClip: number | null
+  logRatioClamp: number
+  beta: number
+  c1: number
+  klEstimator: KlEstimator | 'full'
+  klOutputClamp: number | null
+  valueClip: number | null
+  half: boolean
+}
+
+function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
+  const op = 'ppoLoss'
+  const o = optionsObject(op, options)
+  const m = floatMatrix(op, 'logits', o.logits)
+  // [N, V] logits give N tokens; [B, T, V] logits give B sequences of T tokens
+  const batch = tokenBatch(op, 'logits', m.shape.slice(0, -1), o)
+  const M = m.rows
+  const actions = intVector(op, 'actions', o.actions, M)
+  checkTargets(op, 'actions', actions, m.cols, null)
+  if (o.oldLogits !== undefined && o.refLogits !== undefined) throw typeError(op, 'refLogits', 'absent when oldLogits is given (one KL anchor)', 'both')
+  const anchorName = o.oldLogits !== undefined ? 'oldLogits' : 'refLogits'
+  const anchor = o.oldLogits ?? o.refLogits
+  let anchorLogits: FloatData | null = null
+  if (anchor !== undefined) {
+    const a = floatMatrix(op, anchorName, anchor)
+    if (a.rows !== m.rows || a.cols !== m.cols) {
+      throw rangeError(op, `${anchorName}.shape`, `[${m.shape.join(', ')}] (the shape of logits)`, `[${a.shape.join(', ')}]`)
+    }
+    anchorLogits = a
+  }
+  if (o.oldLogp === undefined && o.oldLogits === undefined) throw typeError(op, 'oldLogp', 'given (or oldLogits)', undefined)
+  const vec = (name: string, v: unknown) => (v === undefined ? null : floatVector(op, name, v, M))
+  const klEstimator: KlEstimator | 'full' =
+    o.klEstimator === 'full' ? 'full' : o.klEstimator === undefined && anchorLogits !== null ? 'full' : klEstimatorOption(op, o.klEstimator, 'k3')
+  if (klEstimator === 'full' && anchorLogits === null) throw typeError(op, 'oldLogits', "given (or refLogits) for klEstimator 'full'", undefined)
+  const values = vec('values', o.values)
+  const returns = vec('returns', o.returns)
+  if ((values === null) !== (returns === null)) throw typeError(op, values === null ? 'values' : 'returns', 'given together with ' + (values === null ? 'returns' : 'values'), undefined)
+  const vopts = valueOptions(op, 'valueClip', o.valueClip, o.half)
+  const oldValues = vec('oldValues', o.oldValues)
+  if (vopts.clip !== null && oldValues === null) throw typeError(op, 'oldValues', 'given when valueClip is set', undefined)
+  return {
+    ...batch,
+    logits: m, shape: m.shape, V: m.cols, actions,
+    oldLogp: vec('oldLogp', o.oldLogp), anchorLogits, refLogp: vec('refLogp', o.refLogp),
+    advantages: floatVector(op, 'advantages', o.advantages, M),
+    values, returns, oldValues,
+    temperature: numberOption(op, 'temperature', o.temperature, 1, { above: 0 }),
+    ...policyOptions(op, o),
+    beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
+    c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),
+    klEstimator,
+    klOutputClamp: optionalNumber(op, 'klOutputClamp', o.klOutputClamp, { above: 0 }),
+    valueClip: vopts.clip,
+    half: vopts.half,
+  }
+}
+
+export const [ppoLoss, ppoLossAsync] = defineOp(validatePpoLoss, (k, a) => k.ppoLoss(a), (k, a) => k.ppoLossAsync?.(a))

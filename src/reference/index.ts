@@ -1,0 +1,134 @@
+/**
+ * The `js` backend: the reference kernels behind the Kernels interface. Inputs are decoded (bf16/f16 → exact
+ * float32), computed in float64 and stored into float32 outputs.
+ */
+import { decodeFloats } from '../dtypes.js'
+import type { Kernels } from '../kernels.js'
+import { Tensor } from '../tensor.js'
+import type { FloatData } from '../validate.js'
+import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
+import { klDivergenceKernel, klPenaltyKernel } from './kl.js'
+import { policyLossKernel } from './policy.js'
+import { ppoLossKernel } from './ppo.js'
+import { rewardLossKernel } from './reward.js'
+import { valueLossKernel } from './value.js'
+import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
+
+const f = (x: FloatData) => decodeFloats(x.data, x.dtype)
+const fOrNull = (x: FloatData | null) => (x === null ? null : f(x))
+const f32 = (n: number) => new Float32Array(n)
+const matrix = (data: Float32Array, shape: readonly number[]) => new Tensor(data, shape, 'float32')
+
+export const jsKernels: Kernels = {
+  logProbs(a) {
+    const logp = f32(a.N), lse = f32(a.N)
+    const entropy = a.entropy ? f32(a.N) : null
+    logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy)
+    return entropy === null ? { logp, lse } : { logp, lse, entropy }
+  },
+
+  logProbsBackward(a) {
+    const grad = f32(a.N * a.V)
+    logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad)
+    return { gradLogits: matrix(grad, a.shape) }
+  },
+
+  crossEntropy(a) {
+    const losses = f32(a.N), lse = f32(a.N)
+    const grad = a.grad ? f32(a.N * a.V) : null
+    const r = crossEntropyKernel(f(a.logits), a.N, a.V, a.targets, {
+      ...a, classWeights: fOrNull(a.classWeights), tokenWeights: fOrNull(a.tokenWeights),
+    }, losses, lse, grad)
+    return {
+      loss: Math.fround(r.loss), count: r.count, lse,
+      ...(a.reduction === 'none' ? { losses } : {}),
+      ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}),
+    }
+  },
+
+  rewardLoss(a) {
+    const K = a.scores.data.length
+    const N = a.offsets.length - 1
+    const probs = f32(K), gradScores = f32(K), losses = f32(N)
+    const r = rewardLossKernel(f(a.scores), a.offsets, {
+      ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
+    }, probs, gradScores, losses)
+    return {
+      loss: Math.fround(r.loss), probs, gradScores, accuracy: r.accuracy, count: r.count,
+      ...(a.reduction === 'none' ? { losses } : {}),
+    }
+  },
+
+  policyLoss(a) {
+    const M = a.layout.tokens
+    const perToken = f32(M), gradLogp = f32(M)
+    const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp)
+    return { ...r, loss: Math.fround(r.loss), approxKl: Math.fround(r.approxKl), ratioMean: Math.fround(r.ratioMean), ratioMax: Math.fround(r.ratioMax), gradLogp, perToken }
+  },
+
+  klDivergence(a) {
+    const perRow = f32(a.N)
+    const gq = a.gradQ ? f32(a.N * a.V) : null
+    const gp = a.gradP ? f32(a.N * a.V) : null
+    const r = klDivergenceKernel(f(a.pLogits), f(a.qLogits), a.N, a.V, a.mask, a.reduction, a.temperature, perRow, gq, gp)
+    return {
+      loss: Math.fround(r.loss), perRow, count: r.count,
+      ...(gq !== null ? { gradQ: matrix(gq, a.shape) } : {}),
+      ...(gp !== null ? { gradP: matrix(gp, a.shape) } : {}),
+    }
+  },
+
+  klPenalty(a) {
+    const M = a.layout.tokens
+    const perToken = f32(M), gradLogp = f32(M)
+    const loss = klPenaltyKernel(f(a.logp), f(a.refLogp), a.mask, a.layout, a.agg, a, perToken, gradLogp)
+    return { loss: Math.fround(loss), perToken, gradLogp }
+  },
+
+  valueLoss(a) {
+    const M = a.layout.tokens
+    const perToken = f32(M), gradValues = f32(M)
+    const r = valueLossKernel(f(a.values), f(a.returns), fOrNull(a.oldValues), a.mask, a.layout, a.agg, a, perToken, gradValues)
+    return { loss: Math.fround(r.loss), clipFraction: r.clipFraction, perToken, gradValues }
+  },
+
+  gae(a) {
+    const M = a.layout.tokens
+    const advantages = f32(M), returns = f32(M)
+    gaeKernel(f(a.rewards), f(a.values), a.mask, a.layout.offsets, fOrNull(a.lastValues), a.gamma, a.lambda, advantages, returns)
+    return { advantages, returns }
+  },
+
+  whiten(a) {
+    const out = f32(a.values.data.length)
+    whitenKernel(f(a.values), a.mask, a.shiftMean, a.unbiased, a.eps, out)
+    return out
+  },
+
+  groupAdvantages(a) {
+    const out = f32(a.scores.data.length)
+    groupAdvantagesKernel(f(a.scores), a.offsets, a.method, a.eps, a.unbiased, out)
+    return out
+  },
+
+  ppoLoss(a) {
+    const M = a.layout.tokens
+    const gradLogits = f32(M * a.V), logp = f32(M)
+    const gradValues = a.values !== null ? f32(M) : null
+    const r = ppoLossKernel({
+      logits: f(a.logits), V: a.V, actions: a.actions, oldLogp: fOrNull(a.oldLogp), anchorLogits: fOrNull(a.anchorLogits),
+      refLogp: fOrNull(a.refLogp), advantages: f(a.advantages), values: fOrNull(a.values), returns: fOrNull(a.returns),
+      oldValues: fOrNull(a.oldValues), valid: a.mask, layout: a.layout, agg: a.agg,
+    }, {
+      temperature: a.temperature, beta: a.beta, c1: a.c1, klEstimator: a.klEstimator, klOutputClamp: a.klOutputClamp,
+      policy: a, value: { clip: a.valueClip, half: a.half },
+    }, gradLogits, gradValues, logp)
+    const { loss, policyLoss, kl, valueLoss, ...metrics } = r
+    return {
+      loss: Math.fround(loss), objective: Math.fround(-loss), policyLoss: Math.fround(policyLoss), kl: Math.fround(kl),
+      valueLoss: Math.fround(valueLoss), logp, gradLogits: matrix(gradLogits, a.shape),
+      ...(gradValues !== null ? { gradValues } : {}),
+      metrics,
+    }
+  },
+}

@@ -1,0 +1,140 @@
+/**
+ * Reference fused PPO objective (DESIGN §1.7) from logits, per token t (a row of the logits):
+ *   logp_t = log softmax(z_t / T)[a_t]
+ *   ℓ^RL_t  policy term (§1.4) against oldLogp;  ℓ^KL_t  full-vocabulary KL(π_anchor ‖ π_θ) or a sampled
+ *   estimator (§1.5);  ℓ^V_t  value term (§1.6)
+ *   loss = agg(ℓ^RL) + β agg(ℓ^KL) + c1 agg(ℓ^V) = −(L_RL − β L_KL − c1 L_V)
+ * One pass per row gives the loss and dloss/dz_t = (w_t/T)[(g^RL_t + β g^KL_t)(onehot − q) + β (q − p_anchor)],
+ * the last term only for the full KL, and dloss/dV_t = c1 w_t g^V_t.
+ */
+import type { Aggregation, TokenLayout } from '../aggregate.js'
+import { aggregationWeights, countValid, type Floats } from './aggregate.js'
+import { type KlEstimator, klToken } from './kl.js'
+import { newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
+import { valueToken, type ValueKernelOptions } from './value.js'
+import { rowLse } from './vocab.js'
+
+export interface PpoKernelInputs {
+  logits: Floats
+  V: number
+  actions: Int32Array
+  /** null: taken from anchorLogits at the actions */
+  oldLogp: Floats | null
+  /** the logits of π_old or π_ref, for the full KL or to derive oldLogp / refLogp */
+  anchorLogits: Floats | null
+  refLogp: Floats | null
+  advantages: Floats
+  values: Floats | null
+  returns: Floats | null
+  oldValues: Floats | null
+  valid: Uint8Array | null
+  layout: TokenLayout
+  agg: Aggregation
+}
+
+export interface PpoKernelOptions {
+  temperature: number
+  policy: PolicyKernelOptions
+  beta: number
+  c1: number
+  klEstimator: KlEstimator | 'full'
+  klOutputClamp: number | null
+  value: ValueKernelOptions
+}
+
+export interface PpoKernelResult {
+  loss: number
+  policyLoss: number
+  kl: number
+  valueLoss: number
+  clipFraction: number
+  clipFractionLow: number
+  clipFractionHigh: number
+  dualClipFraction: number
+  approxKl: number
+  ratioMean: number
+  ratioMax: number
+  valueClipFraction: number
+  count: number
+}
+
+export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogits: Floats, gradValues: Floats | null, logp: Floats): PpoKernelResult {
+  const { logits: z, V, actions, layout } = x
+  const M = layout.tokens
+  const invT = 1 / o.temperature
+  const w = new Float64Array(M)
+  aggregationWeights(layout, x.valid, x.agg, w)
+  const ps = newPolicyTokenState()
+  const ks = new Float64Array(2)
+  const vs = new Float64Array(2)
+  const klOpts = { estimator: o.klEstimator === 'full' ? 'k1' as const : o.klEstimator, logRatioClamp: o.policy.logRatioClamp, outputClamp: o.klOutputClamp }
+  let policyLoss = 0, kl = 0, valueLoss = 0, approxKl = 0, ratioSum = 0, ratioMax = -Infinity
+  let low = 0, high = 0, dual = 0, vclip = 0
+  for (let t = 0; t < M; t++) {
+    const base = t * V
+    if (x.valid !== null && !x.valid[t]) {
+      gradLogits.fill(0, base, base + V)
+      if (gradValues !== null) gradValues[t] = 0
+      logp[t] = 0
+      continue
+    }
+    const y = actions[t]
+    const lse = rowLse(z, base, V, invT)
+    const lp = z[base + y] * invT - lse
+    logp[t] = lp
+    let lseA = 0
+    let anchorLp = 0
+    if (x.anchorLogits !== null) {
+      lseA = rowLse(x.anchorLogits, base, V, invT)
+      anchorLp = x.anchorLogits[base + y] * invT - lseA
+    }
+    const old = x.oldLogp !== null ? x.oldLogp[t] : anchorLp
+    policyToken(lp, old, x.advantages[t], o.policy, ps)
+    policyLoss += w[t] * ps.loss
+    approxKl += w[t] * (old - lp)
+    ratioSum += ps.ratio
+    if (ps.ratio > ratioMax) ratioMax = ps.ratio
+    if (ps.clippedLow) low++
+    if (ps.clippedHigh) high++
+    if (ps.dualClipped) dual++
+
+    // coefficient of (onehot − q) and of (q − p_anchor) in this row's gradient
+    let cLogp = w[t] * ps.grad
+    let cFull = 0
+    if (o.klEstimator === 'full') {
+      const A = x.anchorLogits as Floats
+      let k = 0
+      for (let v = 0; v < V; v++) {
+        const la = A[base + v] * invT - lseA
+        const pa = Math.exp(la)
+        if (pa > 0) k += pa * (la - (z[base + v] * invT - lse))
+      }
+      kl += w[t] * k
+      cFull = o.beta * w[t]
+    } else {
+      const ref = x.refLogp !== null ? x.refLogp[t] : x.anchorLogits !== null ? anchorLp : old
+      klToken(lp - ref, klOpts, ks)
+      kl += w[t] * ks[0]
+      cLogp += o.beta * w[t] * ks[1]
+    }
+    for (let v = 0; v < V; v++) {
+      const q = Math.exp(z[base + v] * invT - lse)
+      let d = cLogp * ((v === y ? 1 : 0) - q)
+      if (cFull !== 0) d += cFull * (q - Math.exp((x.anchorLogits as Floats)[base + v] * invT - lseA))
+      gradLogits[base + v] = d * invT
+    }
+    if (x.values !== null && x.returns !== null) {
+      if (valueToken(x.values[t], x.returns[t], x.oldValues === null ? 0 : x.oldValues[t], o.value, vs)) vclip++
+      valueLoss += w[t] * vs[0]
+      if (gradValues !== null) gradValues[t] = o.c1 * w[t] * vs[1]
+    }
+  }
+  const n = countValid(x.valid, M)
+  const f = n > 0 ? 1 / n : 0
+  return {
+    loss: policyLoss + o.beta * kl + o.c1 * valueLoss,
+    policyLoss, kl, valueLoss, approxKl, count: n,
+    clipFraction: (low + high) * f, clipFractionLow: low * f, clipFractionHigh: high * f, dualClipFraction: dual * f,
+    ratioMean: ratioSum * f, ratioMax: n > 0 ? ratioMax : 0, valueClipFraction: vclip * f,
+  }
+}

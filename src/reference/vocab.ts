@@ -1,0 +1,177 @@
+/**
+ * Reference vocabulary kernels (DESIGN §1.1, §1.2): log-softmax of the taken token, entropy, cross-entropy
+ * and their gradients, one logits row at a time, accumulated in float64.
+ *
+ * For a row z (length V) at temperature T, with s = z/T:
+ *   lse   = log Σ_v exp(s_v)                       (max-shifted; an all −inf row has lse = −inf)
+ *   logp  = s_y − lse
+ *   H     = −Σ_{p_v > 0} p_v log p_v               (xlogy: a −inf logit contributes 0, never NaN)
+ *   d/dz  = [g_logp (onehot_y − p) − g_H p (log p + H)] / T
+ * Cross-entropy (T = 1) with label smoothing ε, z-loss s, class weights w (W = Σ w) and token weights τ:
+ *   ℓ_n   = τ_n [ (1−ε) w_y (lse − z_y) + ε/V Σ_v w_v (lse − z_v) + s lse² ]
+ *   dℓ/dz = τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ]
+ * The mean divides by the number of non-ignored rows (Σ w_y over them with class weights, as PyTorch).
+ */
+import type { Floats } from './aggregate.js'
+
+/** lse of row `r` of z scaled by invT; −inf for a row with no finite mass. */
+export function rowLse(z: Floats, base: number, V: number, invT: number): number {
+  let m = -Infinity
+  for (let v = 0; v < V; v++) {
+    const s = z[base + v] * invT
+    if (s > m || s !== s) m = s
+  }
+  if (m === -Infinity || m !== m || m === Infinity) return m === -Infinity ? -Infinity : m
+  let sum = 0
+  for (let v = 0; v < V; v++) sum += Math.exp(z[base + v] * invT - m)
+  return m + Math.log(sum)
+}
+
+/** Entropy of a row given its lse, with xlogy semantics. */
+export function rowEntropy(z: Floats, base: number, V: number, invT: number, lse: number): number {
+  if (lse === -Infinity) return 0
+  let h = 0
+  for (let v = 0; v < V; v++) {
+    const lp = z[base + v] * invT - lse
+    const p = Math.exp(lp)
+    if (p > 0) h -= p * lp
+  }
+  return h
+}
+
+export interface LogProbsKernelOptions {
+  temperature: number
+  ignoreIndex: number
+}
+
+/** logp[n] (0 on ignored rows), lse[n], and entropy[n] when an output is given. */
+export function logProbsKernel(
+  z: Floats, N: number, V: number, targets: Int32Array, o: LogProbsKernelOptions,
+  logp: Floats, lse: Floats, entropy: Floats | null,
+): void {
+  const invT = 1 / o.temperature
+  for (let n = 0; n < N; n++) {
+    const base = n * V
+    const l = rowLse(z, base, V, invT)
+    lse[n] = l
+    const y = targets[n]
+    logp[n] = y === o.ignoreIndex ? 0 : l === -Infinity ? -Infinity : z[base + y] * invT - l
+    if (entropy !== null) entropy[n] = rowEntropy(z, base, V, invT, l)
+  }
+}
+
+/**
+ * Gradient of Σ_n g_logp[n]·logp[n] + g_H[n]·H[n] with respect to the logits. `entropy` may be null, in
+ * which case it is recomputed where g_H is given.
+ */
+export function logProbsBackwardKernel(
+  z: Floats, N: number, V: number, targets: Int32Array, lse: ArrayLike<number>,
+  gradLogp: ArrayLike<number> | null, gradEntropy: ArrayLike<number> | null, entropy: ArrayLike<number> | null,
+  o: LogProbsKernelOptions, grad: Floats,
+): void {
+  const invT = 1 / o.temperature
+  for (let n = 0; n < N; n++) {
+    const base = n * V
+    const l = lse[n]
+    const y = targets[n]
+    const gl = gradLogp === null || y === o.ignoreIndex ? 0 : gradLogp[n]
+    const gh = gradEntropy === null ? 0 : gradEntropy[n]
+    if (l === -Infinity || (gl === 0 && gh === 0)) {
+      grad.fill(0, base, base + V)
+      continue
+    }
+    const h = gh === 0 ? 0 : entropy !== null ? entropy[n] : rowEntropy(z, base, V, invT, l)
+    for (let v = 0; v < V; v++) {
+      const lp = z[base + v] * invT - l
+      const p = Math.exp(lp)
+      // the true-class term is formed here, in float64, not added to a rounded output afterwards
+      let d = v === y ? gl * (1 - p) : -gl * p
+      if (gh !== 0 && p > 0) d -= gh * p * (lp + h)
+      grad[base + v] = d * invT
+    }
+  }
+}
+
+export type Reduction = 'mean' | 'sum' | 'none'
+
+export interface CrossEntropyKernelOptions {
+  ignoreIndex: number
+  reduction: Reduction
+  labelSmoothing: number
+  zLoss: number
+  classWeights: Floats | null
+  tokenWeights: Floats | null
+}
+
+export interface CrossEntropyKernelResult {
+  loss: number
+  count: number
+}
+
+/**
+ * Cross-entropy per row into `losses` (0 on ignored rows), lse per row, and — when `grad` is given — the
+ * gradient of the reduced loss. For reduction 'none' the returned loss is Σ losses, and the gradient is its.
+ */
+export function crossEntropyKernel(
+  z: Floats, N: number, V: number, targets: Int32Array, o: CrossEntropyKernelOptions,
+  losses: Floats, lse: Floats, grad: Floats | null,
+): CrossEntropyKernelResult {
+  const eps = o.labelSmoothing
+  const cw = o.classWeights
+  let W = V
+  if (cw !== null) {
+    W = 0
+    for (let v = 0; v < V; v++) W += cw[v]
+  }
+  let count = 0
+  let denom = 0
+  let total = 0
+  for (let n = 0; n < N; n++) {
+    const base = n * V
+    const l = rowLse(z, base, V, 1)
+    lse[n] = l
+    const y = targets[n]
+    if (y === o.ignoreIndex) {
+      losses[n] = 0
+      continue
+    }
+    count++
+    const wy = cw === null ? 1 : cw[y]
+    denom += wy
+    const tw = o.tokenWeights === null ? 1 : o.tokenWeights[n]
+    let loss = (1 - eps) * wy * (l - z[base + y])
+    if (eps !== 0) {
+      let smooth = 0
+      for (let v = 0; v < V; v++) smooth += (cw === null ? 1 : cw[v]) * (l - z[base + v])
+      loss += (eps / V) * smooth
+    }
+    if (o.zLoss !== 0) loss += o.zLoss * l * l
+    loss *= tw
+    losses[n] = loss
+    total += loss
+  }
+  const scale = o.reduction === 'mean' ? (denom > 0 ? 1 / denom : 0) : 1
+  if (grad !== null) {
+    for (let n = 0; n < N; n++) {
+      const base = n * V
+      const y = targets[n]
+      const l = lse[n]
+      if (y === o.ignoreIndex || l === -Infinity) {
+        grad.fill(0, base, base + V)
+        continue
+      }
+      const g = scale * (o.tokenWeights === null ? 1 : o.tokenWeights[n])
+      const wy = cw === null ? 1 : cw[y]
+      // coefficient of p_v in dℓ/dz_v: (1−ε) w_y + ε W / V + 2 s lse
+      const cp = (1 - eps) * wy + (eps * W) / V + 2 * o.zLoss * l
+      for (let v = 0; v < V; v++) {
+        const p = Math.exp(z[base + v] - l)
+        let d = cp * p
+        if (v === y) d -= (1 - eps) * wy
+        if (eps !== 0) d -= (eps / V) * (cw === null ? 1 : cw[v])
+        grad[base + v] = g * d
+      }
+    }
+  }
+  return { loss: total * scale, count }
+}

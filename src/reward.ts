@@ -1,0 +1,128 @@
+/**
+ * Reward-model loss (DESIGN §1.3): a softmax over the K_n candidate scores of each prompt, with a hard label
+ * (`chosen`) or a soft one (`targetProbs`). Ragged K: flat scores plus offsets[N + 1]; uniform K: `K`.
+ */
+import { rangeError, typeError } from './errors.js'
+import { defineOp } from './ops.js'
+import type { Tensor } from './tensor.js'
+import { type FloatData, choiceOption, floatVector, intVector, numberOption, optionsObject } from './validate.js'
+import { decodeFloats } from './dtypes.js'
+import type { Reduction } from './vocab.js'
+
+type Floats = Float32Array | Float64Array | Tensor
+
+export interface RewardLossOptions {
+  /** all candidates' scores, prompt after prompt */
+  scores: Floats
+  /** N + 1 non-decreasing offsets into scores, from 0 to scores.length (ragged K) */
+  offsets?: Int32Array | Tensor
+  /** candidates per prompt (uniform K) */
+  K?: number
+  /** the preferred candidate of each prompt, in [0, K_n), or ignoreIndex */
+  chosen?: Int32Array | Tensor
+  /** a distribution over each prompt's candidates (sums to 1 ± 1e-4) */
+  targetProbs?: Floats
+  /** per-candidate margins added to the non-chosen scores (K = 2: −log σ(r_c − r_r − m), as TRL/OpenRLHF) */
+  margins?: Floats
+  /** c ≥ 0: + c · mean_n (Σ_i R_{n,i})², TRL's reward centering at K = 2; default 0 */
+  centerCoef?: number
+  /** 'mean' (default, over counted prompts), 'sum' or 'none' */
+  reduction?: Reduction
+  /** a chosen value that skips the prompt; default −100 */
+  ignoreIndex?: number
+}
+
+export interface RewardLossResult {
+  loss: number
+  /** per-prompt losses (reduction 'none'); 0 for prompts not counted */
+  losses?: Float32Array
+  /** softmax of each prompt's (margin-shifted) scores */
+  probs: Float32Array
+  gradScores: Float32Array
+  /** share of counted prompts whose label candidate scores strictly highest */
+  accuracy: number
+  /** prompts counted: a label that is not ignored and at least two candidates */
+  count: number
+}
+
+export interface RewardLossArgs {
+  scores: FloatData
+  offsets: Int32Array
+  chosen: Int32Array | null
+  targetProbs: FloatData | null
+  margins: FloatData | null
+  centerCoef: number
+  reduction: Reduction
+  ignoreIndex: number
+}
+
+/** Offsets of ragged groups, from `offsets` or a uniform group size; an empty group is a RangeError. */
+export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string): Int32Array {
+  if (offsets !== undefined && size !== undefined) throw typeError(op, sizeName, `absent when offsets is given`, size)
+  if (offsets !== undefined) {
+    const off = intVector(op, 'offsets', offsets)
+    if (off.length < 1) throw rangeError(op, 'offsets.length', '≥ 1 (N + 1 entries)', off.length)
+    if (off[0] !== 0) throw rangeError(op, 'offsets[0]', '0', off[0])
+    for (let n = 1; n < off.length; n++) {
+      if (off[n] < off[n - 1]) throw rangeError(op, `offsets[${n}]`, `non-decreasing (≥ offsets[${n - 1}] = ${off[n - 1]})`, off[n])
+      if (off[n] === off[n - 1]) throw rangeError(op, `group ${n - 1}`, 'non-empty (offsets[n+1] > offsets[n])', 'an empty group')
+    }
+    if (off[off.length - 1] !== total) {
+      throw rangeError(op, `offsets[${off.length - 1}]`, `the score count ${total}`, off[off.length - 1])
+    }
+    return off
+  }
+  if (size === undefined) throw typeError(op, 'offsets', `an Int32Array (or ${sizeName}: a number)`, undefined)
+  const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
+  if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
+  const out = new Int32Array(total / k + 1)
+  for (let n = 0; n < out.length; n++) out[n] = n * k
+  return out
+}
+
+function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
+  const op = 'rewardLoss'
+  const o = optionsObject(op, options)
+  const scores = floatVector(op, 'scores', o.scores)
+  const total = scores.data.length
+  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K')
+  const N = offsets.length - 1
+  const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, { integer: true })
+  if ((o.chosen === undefined) === (o.targetProbs === undefined)) {
+    throw typeError(op, 'chosen', 'given, or targetProbs, but not both', o.chosen === undefined ? undefined : 'both')
+  }
+  let chosen: Int32Array | null = null
+  let targetProbs: FloatData | null = null
+  if (o.chosen !== undefined) {
+    chosen = intVector(op, 'chosen', o.chosen, N)
+    for (let n = 0; n < N; n++) {
+      const b = chosen[n]
+      const K = offsets[n + 1] - offsets[n]
+      if ((b < 0 || b >= K) && b !== ignoreIndex) {
+        throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, b)
+      }
+    }
+  } else {
+    targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)
+    const y = decodeFloats(targetProbs.data, targetProbs.dtype)
+    for (let n = 0; n < N; n++) {
+      let sum = 0
+      for (let i = offsets[n]; i < offsets[n + 1]; i++) {
+        if (!(y[i] >= 0 && y[i] <= 1)) throw rangeError(op, `targetProbs[${i}]`, 'in [0, 1]', y[i])
+        sum += y[i]
+      }
+      if (Math.abs(sum - 1) > 1e-4) throw rangeError(op, `targetProbs of prompt ${n}`, 'to sum to 1 (± 1e-4)', sum)
+    }
+  }
+  return {
+    scores, offsets, chosen, targetProbs,
+    margins: o.margins === undefined ? null : floatVector(op, 'margins', o.margins, total),
+    centerCoef: numberOption(op, 'centerCoef', o.centerCoef, 0, { min: 0 }),
+    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    ignoreIndex,
+  }
+}
+
+export const [rewardLoss, rewardLossAsync] = defineOp(
+  validateRewardLoss, (k, a) => k.rewardLoss(a), (k, a) => k.rewardLossAsync?.(a),
+)

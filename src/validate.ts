@@ -1,0 +1,160 @@
+/**
+ * Argument checking shared by every op module. Each op validates its arguments once, here, and hands the
+ * backends plain, trusted data: the backends do not re-check shapes (the native addon repeats only the cheap
+ * checks that keep memory safe).
+ */
+import { type FloatDType } from './dtypes.js'
+import { describe, rangeError, typeError } from './errors.js'
+import { Tensor, isTensor } from './tensor.js'
+
+/** Float data as given, not yet decoded: backends decode bf16/f16 themselves (the native ones in the kernel). */
+export interface FloatData {
+  readonly data: Float32Array | Float64Array | Uint16Array
+  readonly dtype: FloatDType
+}
+
+const FLOAT_TENSOR = "a float Tensor (dtype 'float32', 'bfloat16', 'float16' or 'float64')"
+
+function floatDType(t: Tensor): FloatDType | undefined {
+  return t.dtype === 'int32' || t.dtype === 'uint8' ? undefined : t.dtype
+}
+
+/** A matrix input: a float Tensor of rank ≥ 2 whose last dimension is the row length. */
+export function floatMatrix(op: string, name: string, value: unknown): FloatData & { rows: number; cols: number; shape: readonly number[] } {
+  if (!isTensor(value)) throw typeError(op, name, FLOAT_TENSOR, value)
+  const dtype = floatDType(value)
+  if (dtype === undefined) throw typeError(op, name, FLOAT_TENSOR, `Tensor(dtype '${value.dtype}')`)
+  if (value.rank < 2) {
+    throw rangeError(op, `${name}.shape`, 'rank 2 [N, V] (or [B, T, V])', `[${value.shape.join(', ')}]`)
+  }
+  const cols = value.shape[value.rank - 1]
+  const rows = value.shape.slice(0, -1).reduce((a, b) => a * b, 1)
+  return { data: value.data as FloatData['data'], dtype, rows, cols, shape: value.shape }
+}
+
+/** A float vector: a Float32Array, a Float64Array or a float Tensor of any shape, with `length` elements. */
+export function floatVector(op: string, name: string, value: unknown, length?: number): FloatData {
+  let out: FloatData
+  if (isTensor(value)) {
+    const dtype = floatDType(value)
+    if (dtype === undefined) throw typeError(op, name, FLOAT_TENSOR, `Tensor(dtype '${value.dtype}')`)
+    out = { data: value.data as FloatData['data'], dtype }
+  } else if (value instanceof Float32Array) {
+    out = { data: value, dtype: 'float32' }
+  } else if (value instanceof Float64Array) {
+    out = { data: value, dtype: 'float64' }
+  } else {
+    throw typeError(op, name, 'a Float32Array, a Float64Array or a float Tensor', value)
+  }
+  if (length !== undefined && out.data.length !== length) {
+    throw rangeError(op, `${name}.length`, String(length), out.data.length)
+  }
+  return out
+}
+
+/** An int32 vector: an Int32Array or an int32 Tensor. */
+export function intVector(op: string, name: string, value: unknown, length?: number): Int32Array {
+  let data: Int32Array
+  if (isTensor(value)) {
+    if (value.dtype !== 'int32') throw typeError(op, name, "an Int32Array or an int32 Tensor", `Tensor(dtype '${value.dtype}')`)
+    data = value.data as Int32Array
+  } else if (value instanceof Int32Array) {
+    data = value
+  } else {
+    throw typeError(op, name, 'an Int32Array or an int32 Tensor', value)
+  }
+  if (length !== undefined && data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
+  return data
+}
+
+/**
+ * A mask: Uint8Array, Float32Array, Float64Array or a uint8/float Tensor. An element counts when it is
+ * nonzero (and not NaN). Returned as 0/1 bytes; null when no mask was given (everything counts).
+ */
+export function maskVector(op: string, name: string, value: unknown, length: number): Uint8Array | null {
+  if (value === undefined || value === null) return null
+  let data: ArrayLike<number>
+  if (isTensor(value)) {
+    if (value.dtype === 'int32' || value.dtype === 'bfloat16' || value.dtype === 'float16') {
+      throw typeError(op, name, 'a uint8 or float32/float64 mask', `Tensor(dtype '${value.dtype}')`)
+    }
+    data = value.data as ArrayLike<number>
+  } else if (value instanceof Uint8Array || value instanceof Float32Array || value instanceof Float64Array) {
+    data = value
+  } else {
+    throw typeError(op, name, 'a Uint8Array, Float32Array, Float64Array or a uint8/float Tensor', value)
+  }
+  if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
+  if (data instanceof Uint8Array) {
+    let binary = true
+    for (let i = 0; i < data.length; i++) if (data[i] > 1) { binary = false; break }
+    if (binary) return data
+  }
+  const out = new Uint8Array(length)
+  for (let i = 0; i < length; i++) {
+    const m = data[i]
+    out[i] = m !== 0 && m === m ? 1 : 0
+  }
+  return out
+}
+
+export interface NumberRule {
+  /** inclusive lower bound */ min?: number
+  /** inclusive upper bound */ max?: number
+  /** exclusive lower bound */ above?: number
+  /** exclusive upper bound */ below?: number
+  integer?: boolean
+}
+
+function ruleText(rule: NumberRule): string {
+  const parts: string[] = [rule.integer ? 'an integer' : 'a finite number']
+  if (rule.min !== undefined) parts.push(`≥ ${rule.min}`)
+  if (rule.above !== undefined) parts.push(`> ${rule.above}`)
+  if (rule.max !== undefined) parts.push(`≤ ${rule.max}`)
+  if (rule.below !== undefined) parts.push(`< ${rule.below}`)
+  return parts.join(' ')
+}
+
+/** A finite number option, `fallback` when undefined. Non-numbers are TypeErrors, out of range RangeErrors. */
+export function numberOption(op: string, name: string, value: unknown, fallback: number, rule: NumberRule = {}): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number') throw typeError(op, name, 'a number', value)
+  const ok =
+    Number.isFinite(value) &&
+    (!rule.integer || Number.isInteger(value)) &&
+    (rule.min === undefined || value >= rule.min) &&
+    (rule.max === undefined || value <= rule.max) &&
+    (rule.above === undefined || value > rule.above) &&
+    (rule.below === undefined || value < rule.below)
+  if (!ok) throw rangeError(op, name, ruleText(rule), value)
+  return value
+}
+
+/** Like numberOption, but null/undefined mean "off" and give null. */
+export function optionalNumber(op: string, name: string, value: unknown, rule: NumberRule = {}): number | null {
+  if (value === undefined || value === null) return null
+  return numberOption(op, name, value, 0, rule)
+}
+
+export function booleanOption(op: string, name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw typeError(op, name, 'a boolean', value)
+  return value
+}
+
+export function choiceOption<T extends string>(op: string, name: string, value: unknown, choices: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback
+  if (typeof value !== 'string' || !(choices as readonly string[]).includes(value)) {
+    const expected = `one of ${choices.map((c) => `'${c}'`).join(', ')}`
+    throw typeof value === 'string' ? rangeError(op, name, expected, describe(value)) : typeError(op, name, expected, value)
+  }
+  return value as T
+}
+
+/** The options object itself: undefined or a plain object. */
+export function optionsObject<T extends object>(op: string, value: T | undefined): T {
+  if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError(op, 'the argument', 'an options object', value)
+  }
+  return value
+}

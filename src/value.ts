@@ -1,0 +1,60 @@
+/** Value-function loss (DESIGN §1.6), aggregated as §1.9. */
+import { type AggregationOptions, tokenShape } from './aggregate.js'
+import { typeError } from './errors.js'
+import { defineOp } from './ops.js'
+import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
+import { type FloatData, booleanOption, floatVector, optionalNumber, optionsObject } from './validate.js'
+
+export interface ValueLossOptions extends AggregationOptions {
+  values: TokenFloats
+  returns: TokenFloats
+  /** required with `clip` */
+  oldValues?: TokenFloats
+  /** ε_v ≥ 0: max((V − R)², (clip(V, V_old ± ε_v) − R)²) (TRL 0.2, verl/OpenRLHF 0.5); default off */
+  clip?: number | null
+  /** multiply by ½ as TRL, verl and OpenRLHF do; default false (the seed's form) */
+  half?: boolean
+  mask?: TokenMask
+}
+
+export interface ValueLossResult {
+  loss: number
+  gradValues: Float32Array
+  perToken: Float32Array
+  /** share of counted tokens where the clipped term is the larger */
+  clipFraction: number
+}
+
+export interface ValueLossArgs extends TokenBatch {
+  values: FloatData
+  returns: FloatData
+  oldValues: FloatData | null
+  clip: number | null
+  half: boolean
+}
+
+export function valueOptions(op: string, clipName: string, clipValue: unknown, halfValue: unknown) {
+  return {
+    clip: optionalNumber(op, clipName, clipValue, { min: 0 }),
+    half: booleanOption(op, 'half', halfValue, false),
+  }
+}
+
+function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
+  const op = 'valueLoss'
+  const o = optionsObject(op, options)
+  const batch = tokenBatch(op, 'values', tokenShape(op, 'values', o.values), o)
+  const M = batch.layout.tokens
+  const opts = valueOptions(op, 'clip', o.clip, o.half)
+  if (opts.clip !== null && o.oldValues === undefined) throw typeError(op, 'oldValues', 'given when clip is set', undefined)
+  return {
+    ...batch, ...opts,
+    values: floatVector(op, 'values', o.values, M),
+    returns: floatVector(op, 'returns', o.returns, M),
+    oldValues: o.oldValues === undefined ? null : floatVector(op, 'oldValues', o.oldValues, M),
+  }
+}
+
+export const [valueLoss, valueLossAsync] = defineOp(
+  validateValueLoss, (k, a) => k.valueLoss(a), (k, a) => k.valueLossAsync?.(a),
+)

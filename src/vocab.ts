@@ -1,0 +1,179 @@
+/**
+ * Vocabulary ops (DESIGN §1.1, §1.2): log-probabilities of the taken tokens (with entropy), their backward,
+ * and cross-entropy. Logits are a [N, V] (or [..., V]) float Tensor; targets an Int32Array of N.
+ */
+import { rangeError, typeError } from './errors.js'
+import { defineOp } from './ops.js'
+import type { Tensor } from './tensor.js'
+import {
+  type FloatData, booleanOption, choiceOption, floatMatrix, floatVector, intVector, numberOption, optionsObject,
+} from './validate.js'
+
+export type Reduction = 'mean' | 'sum' | 'none'
+
+export interface LogProbsOptions {
+  logits: Tensor
+  targets: Int32Array | Tensor
+  /** logits are divided by T (> 0); default 1 */
+  temperature?: number
+  /** also return the entropy of each row; default false */
+  entropy?: boolean
+  /** rows whose target equals this are skipped (logp 0, zero gradient); default −100 */
+  ignoreIndex?: number
+}
+
+export interface LogProbsResult {
+  logp: Float32Array
+  lse: Float32Array
+  entropy?: Float32Array
+}
+
+export interface LogProbsBackwardOptions {
+  logits: Tensor
+  targets: Int32Array | Tensor
+  /** lse from logProbs (of logits / T) */
+  lse: Float32Array | Float64Array | Tensor
+  gradLogp?: Float32Array | Float64Array | Tensor
+  gradEntropy?: Float32Array | Float64Array | Tensor
+  /** entropy from logProbs; recomputed when absent and gradEntropy is given */
+  entropy?: Float32Array | Float64Array | Tensor
+  temperature?: number
+  ignoreIndex?: number
+}
+
+export interface GradLogitsResult {
+  /** float32, shaped like the logits */
+  gradLogits: Tensor
+}
+
+export interface CrossEntropyOptions {
+  logits: Tensor
+  targets: Int32Array | Tensor
+  ignoreIndex?: number
+  /** 'mean' (default: over non-ignored rows, or Σ classWeights[y] as PyTorch), 'sum', or 'none' */
+  reduction?: Reduction
+  /** ε in [0, 1]: (1 − ε) CE + ε mean_v(−log p_v); default 0 */
+  labelSmoothing?: number
+  /** s ≥ 0: + s · lse² per row (PaLM z-loss); default 0 */
+  zLoss?: number
+  /** V weights, as PyTorch's `weight` */
+  classWeights?: Float32Array | Float64Array | Tensor
+  /** N weights that scale each row's loss (the mean's denominator is unchanged) */
+  tokenWeights?: Float32Array | Float64Array | Tensor
+  /** also return dloss/dlogits; default false */
+  grad?: boolean
+}
+
+export interface CrossEntropyResult {
+  /** the reduced loss; for reduction 'none', Σ losses */
+  loss: number
+  /** per-row losses (reduction 'none') */
+  losses?: Float32Array
+  lse: Float32Array
+  /** non-ignored rows */
+  count: number
+  gradLogits?: Tensor
+}
+
+export interface VocabRows {
+  logits: FloatData
+  shape: readonly number[]
+  N: number
+  V: number
+  targets: Int32Array
+  ignoreIndex: number
+}
+
+/** Logits, targets and ignoreIndex, with every target in [0, V) or equal to ignoreIndex (the row named). */
+export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreIndexOption: unknown): VocabRows {
+  const m = floatMatrix(op, 'logits', logits)
+  const ignoreIndex = numberOption(op, 'ignoreIndex', ignoreIndexOption, -100, { integer: true })
+  const t = intVector(op, 'targets', targets, m.rows)
+  checkTargets(op, 'targets', t, m.cols, ignoreIndex)
+  return { logits: m, shape: m.shape, N: m.rows, V: m.cols, targets: t, ignoreIndex }
+}
+
+/** Every index in [0, V), or equal to ignoreIndex when there is one; the first bad row is named. */
+export function checkTargets(op: string, name: string, t: Int32Array, V: number, ignoreIndex: number | null): void {
+  for (let n = 0; n < t.length; n++) {
+    const y = t[n]
+    if ((y < 0 || y >= V) && y !== ignoreIndex) {
+      const expected = ignoreIndex === null ? `in [0, ${V})` : `in [0, ${V}) or equal to ignoreIndex (${ignoreIndex})`
+      throw rangeError(op, `${name}[${n}]`, expected, y)
+    }
+  }
+}
+
+export interface LogProbsArgs extends VocabRows {
+  temperature: number
+  entropy: boolean
+}
+
+export interface LogProbsBackwardArgs extends VocabRows {
+  temperature: number
+  lse: FloatData
+  gradLogp: FloatData | null
+  gradEntropy: FloatData | null
+  entropy: FloatData | null
+}
+
+export interface CrossEntropyArgs extends VocabRows {
+  reduction: Reduction
+  labelSmoothing: number
+  zLoss: number
+  classWeights: FloatData | null
+  tokenWeights: FloatData | null
+  grad: boolean
+}
+
+const temperatureOf = (op: string, v: unknown) => numberOption(op, 'temperature', v, 1, { above: 0 })
+
+function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
+  const op = 'logProbs'
+  const o = optionsObject(op, options)
+  return {
+    ...vocabRows(op, o.logits, o.targets, o.ignoreIndex),
+    temperature: temperatureOf(op, o.temperature),
+    entropy: booleanOption(op, 'entropy', o.entropy, false),
+  }
+}
+
+function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBackwardArgs {
+  const op = 'logProbsBackward'
+  const o = optionsObject(op, options)
+  const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
+  const vec = (name: string, v: unknown) => (v === undefined ? null : floatVector(op, name, v, rows.N))
+  const gradLogp = vec('gradLogp', o.gradLogp)
+  const gradEntropy = vec('gradEntropy', o.gradEntropy)
+  if (gradLogp === null && gradEntropy === null) throw typeError(op, 'gradLogp', 'given (or gradEntropy)', undefined)
+  return {
+    ...rows,
+    temperature: temperatureOf(op, o.temperature),
+    lse: floatVector(op, 'lse', o.lse, rows.N),
+    gradLogp, gradEntropy,
+    entropy: vec('entropy', o.entropy),
+  }
+}
+
+function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
+  const op = 'crossEntropy'
+  const o = optionsObject(op, options)
+  const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
+  return {
+    ...rows,
+    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    labelSmoothing: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }),
+    zLoss: numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 }),
+    classWeights: o.classWeights === undefined ? null : floatVector(op, 'classWeights', o.classWeights, rows.V),
+    tokenWeights: o.tokenWeights === undefined ? null : floatVector(op, 'tokenWeights', o.tokenWeights, rows.N),
+    grad: booleanOption(op, 'grad', o.grad, false),
+  }
+}
+
+export const [logProbs, logProbsAsync] = defineOp(validateLogProbs, (k, a) => k.logProbs(a), (k, a) => k.logProbsAsync?.(a))
+export const [logProbsBackward, logProbsBackwardAsync] = defineOp(
+  validateLogProbsBackward, (k, a) => k.logProbsBackward(a), (k, a) => k.logProbsBackwardAsync?.(a),
+)
+export const [crossEntropy, crossEntropyAsync] = defineOp(
+  validateCrossEntropy, (k, a) => k.crossEntropy(a), (k, a) => k.crossEntropyAsync?.(a),
+)

@@ -1,0 +1,96 @@
+/** Test helpers: a seeded generator, closeness checks that report the worst element, finite differences. */
+import { expect } from 'vitest'
+
+/** mulberry32: a small seeded PRNG, so every failure can be replayed from its seed. */
+export function rng(seed: number) {
+  let a = seed >>> 0
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const normal = () => {
+    const u = Math.max(uniform(), 1e-300)
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform())
+  }
+  return {
+    uniform,
+    normal,
+    int: (n: number) => Math.floor(uniform() * n),
+    f64: (n: number, scale = 1) => Float64Array.from({ length: n }, () => normal() * scale),
+    f32: (n: number, scale = 1) => Float32Array.from({ length: n }, () => normal() * scale),
+    ints: (n: number, hi: number) => Int32Array.from({ length: n }, () => Math.floor(uniform() * hi)),
+    mask: (n: number, p = 0.75) => Uint8Array.from({ length: n }, () => (uniform() < p ? 1 : 0)),
+  }
+}
+
+export interface Tolerance {
+  atol: number
+  rtol: number
+}
+
+/** max over elements of |a − e| / (atol + rtol·|e|); ≤ 1 passes. Infinities must match exactly. */
+export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance) {
+  let worst = 0
+  let at = -1
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i]
+    const e = expected[i]
+    let r: number
+    if (a === e || (a !== a && e !== e)) r = 0
+    else if (!Number.isFinite(e) || !Number.isFinite(a)) r = Infinity
+    else r = Math.abs(a - e) / (tol.atol + tol.rtol * Math.abs(e))
+    if (!(r <= worst)) {
+      worst = r
+      at = i
+    }
+  }
+  return { worst, at }
+}
+
+export function expectClose(actual: ArrayLike<number> | number, expected: ArrayLike<number> | number, tol: Tolerance, what = 'value') {
+  const a = typeof actual === 'number' ? [actual] : actual
+  const e = typeof expected === 'number' ? [expected] : expected
+  expect(a.length, `${what}: length`).toBe(e.length)
+  const { worst, at } = closeness(a, e, tol)
+  if (!(worst <= 1)) {
+    expect.fail(`${what}[${at}] = ${a[at]}, expected ${e[at]} (error ${worst.toExponential(2)}× the tolerance atol ${tol.atol}, rtol ${tol.rtol})`)
+  }
+}
+
+/** Tolerance for float32 results of the reference against float64 truth. */
+export const F32: Tolerance = { atol: 1e-6, rtol: 2e-6 }
+
+/**
+ * Central finite differences of f at x, every coordinate (x is perturbed in place and restored).
+ * h is relative to |x_i|, so the truncation error stays far below 1e-6 relative.
+ */
+export function numericGradient(f: () => number, x: Float64Array, h = 1e-6): Float64Array {
+  const g = new Float64Array(x.length)
+  for (let i = 0; i < x.length; i++) {
+    const xi = x[i]
+    const step = h * Math.max(1, Math.abs(xi))
+    x[i] = xi + step
+    const up = f()
+    x[i] = xi - step
+    const down = f()
+    x[i] = xi
+    g[i] = (up - down) / (2 * step)
+  }
+  return g
+}
+
+/** Analytic vs numeric gradient: |a − n| ≤ 1e-6 · max(|a|, |n|, scale), scale = the largest |gradient|·1e-2. */
+export function expectGradient(analytic: ArrayLike<number>, numeric: ArrayLike<number>, what: string, rel = 1e-6) {
+  let scale = 0
+  for (let i = 0; i < numeric.length; i++) scale = Math.max(scale, Math.abs(numeric[i]), Math.abs(analytic[i]))
+  const floor = scale * 1e-2 + 1e-12
+  for (let i = 0; i < numeric.length; i++) {
+    const a = analytic[i]
+    const n = numeric[i]
+    const err = Math.abs(a - n) / Math.max(Math.abs(a), Math.abs(n), floor)
+    if (!(err <= rel)) expect.fail(`${what}: d/dx[${i}] analytic ${a}, numeric ${n}, relative error ${err.toExponential(2)} > ${rel}`)
+  }
+}
