@@ -67,7 +67,7 @@ export function tokenLayout(op: string, name: string, shape: readonly number[], 
       width = Math.max(width, lengths[s])
     }
     if (offsets[lengths.length] !== tokens) {
-      throw rangeError(op, 'seqLengths', `to sum to the ${name} length ${tokens}`, offsets[lengths.length])
+      throw rangeError(op, 'the sum of seqLengths', `the ${name} length ${tokens}`, offsets[lengths.length])
     }
     return { tokens, offsets, width }
   }

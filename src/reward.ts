@@ -57,7 +57,7 @@ export interface RewardLossArgs {
 }
 
 /** Offsets of ragged groups, from `offsets` or a uniform group size; an empty group is a RangeError. */
-export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string): Int32Array {
+export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string, what = 'group'): Int32Array {
   if (offsets !== undefined && size !== undefined) throw typeError(op, sizeName, `absent when offsets is given`, size)
   if (offsets !== undefined) {
     const off = intVector(op, 'offsets', offsets)
@@ -65,7 +65,9 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
     if (off[0] !== 0) throw rangeError(op, 'offsets[0]', '0', off[0])
     for (let n = 1; n < off.length; n++) {
       if (off[n] < off[n - 1]) throw rangeError(op, `offsets[${n}]`, `non-decreasing (≥ offsets[${n - 1}] = ${off[n - 1]})`, off[n])
-      if (off[n] === off[n - 1]) throw rangeError(op, `group ${n - 1}`, 'non-empty (offsets[n+1] > offsets[n])', 'an empty group')
+      if (off[n] === off[n - 1]) {
+        throw new RangeError(`${op}: ${what} ${n - 1} has no candidates (offsets[${n}] = offsets[${n - 1}] = ${off[n]}); every ${what} needs at least one`)
+      }
     }
     if (off[off.length - 1] !== total) {
       throw rangeError(op, `offsets[${off.length - 1}]`, `the score count ${total}`, off[off.length - 1])
@@ -85,7 +87,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const o = optionsObject(op, options)
   const scores = floatVector(op, 'scores', o.scores)
   const total = scores.data.length
-  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K')
+  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt')
   const N = offsets.length - 1
   const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, { integer: true })
   if ((o.chosen === undefined) === (o.targetProbs === undefined)) {
@@ -111,7 +113,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
         if (!(y[i] >= 0 && y[i] <= 1)) throw rangeError(op, `targetProbs[${i}]`, 'in [0, 1]', y[i])
         sum += y[i]
       }
-      if (Math.abs(sum - 1) > 1e-4) throw rangeError(op, `targetProbs of prompt ${n}`, 'to sum to 1 (± 1e-4)', sum)
+      if (Math.abs(sum - 1) > 1e-4) throw rangeError(op, `the sum of targetProbs of prompt ${n}`, '1 (± 1e-4)', sum)
     }
   }
   return {

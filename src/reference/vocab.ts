@@ -109,8 +109,8 @@ export interface CrossEntropyKernelResult {
 }
 
 /**
- * Cross-entropy per row into `losses` (0 on ignored rows), lse per row, and — when `grad` is given — the
- * gradient of the reduced loss. For reduction 'none' the returned loss is Σ losses, and the gradient is its.
+ * Cross-entropy per row into `losses` (0 on ignored rows; +inf on an all −inf row), lse per row, and, when
+ * `grad` is given, the gradient of the reduced loss (for reduction 'none': of the returned Σ losses).
  */
 export function crossEntropyKernel(
   z: Floats, N: number, V: number, targets: Int32Array, o: CrossEntropyKernelOptions,
@@ -139,6 +139,12 @@ export function crossEntropyKernel(
     const wy = cw === null ? 1 : cw[y]
     denom += wy
     const tw = o.tokenWeights === null ? 1 : o.tokenWeights[n]
+    if (l === -Infinity) {
+      // no probability mass anywhere: the target is impossible
+      losses[n] = Infinity
+      total += Infinity
+      continue
+    }
     let loss = (1 - eps) * wy * (l - z[base + y])
     if (eps !== 0) {
       let smooth = 0

@@ -1,0 +1,157 @@
+/** Edge cases: ignored and masked data, −inf logits, empty batches, V = 1 (DESIGN §1, §2 Errors). */
+import { describe, expect, it } from 'vitest'
+import * as rk from '../src/index.js'
+import { F32, expectClose, rng } from './helpers.js'
+
+const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
+
+describe('edge cases', () => {
+  it('all rows ignored: loss 0, count 0, zero gradient', () => {
+    const logits = rk.tensor(rng(1).f32(3 * 5), [3, 5])
+    const targets = Int32Array.of(-100, -100, -100)
+    for (const reduction of ['mean', 'sum', 'none'] as const) {
+      const r = rk.crossEntropy({ logits, targets, reduction, grad: true })
+      expect(r.loss).toBe(0)
+      expect(r.count).toBe(0)
+      expect(r.gradLogits!.data.every((g) => g === 0)).toBe(true)
+    }
+    expect(Array.from(rk.logProbs({ logits, targets }).logp)).toEqual([0, 0, 0])
+  })
+
+  it('a custom ignoreIndex skips its rows', () => {
+    const logits = rk.tensor(rng(2).f32(2 * 4), [2, 4])
+    const a = rk.crossEntropy({ logits, targets: Int32Array.of(1, 7), ignoreIndex: 7 })
+    const b = rk.crossEntropy({ logits, targets: Int32Array.of(1, -100) })
+    expect(a.loss).toBe(b.loss)
+    expect(a.count).toBe(1)
+  })
+
+  it('a one-candidate prompt is excluded like an ignored one', () => {
+    const scores = Float64Array.of(1, 2, 0.5, 3, 1, 4)
+    const withSingle = rk.rewardLoss({ scores, offsets: Int32Array.of(0, 2, 3, 6), chosen: Int32Array.of(0, 0, 2) })
+    const withIgnored = rk.rewardLoss({ scores, offsets: Int32Array.of(0, 2, 3, 6), chosen: Int32Array.of(0, -100, 2) })
+    const without = rk.rewardLoss({ scores: Float64Array.of(1, 2, 3, 1, 4), offsets: Int32Array.of(0, 2, 5), chosen: Int32Array.of(0, 2) })
+    expect(withSingle.count).toBe(2)
+    expect(withSingle.loss).toBe(without.loss)
+    expect(withIgnored.loss).toBe(without.loss)
+    expect(withSingle.gradScores[2]).toBe(0)
+    expect(withSingle.accuracy).toBe(without.accuracy)
+    expect(withSingle.probs[2]).toBe(1)
+  })
+
+  it('fully masked sequences are excluded from sequence means', () => {
+    const r = rng(3)
+    const T = 4
+    const logp = r.f64(3 * T, 0.3), oldLogp = r.f64(3 * T, 0.3), advantages = r.f64(3 * T)
+    const mask = Uint8Array.of(1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 0)
+    const keep = [0, 1, 2, 3, 8, 9, 10, 11]
+    const pick = (x: Float64Array | Uint8Array) => keep.map((i) => x[i])
+    for (const aggregation of ['seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const) {
+      const full = rk.policyLoss({ logp: rk.tensor(logp, [3, T]), oldLogp, advantages, mask, aggregation })
+      const two = rk.policyLoss({
+        logp: rk.tensor(Float64Array.from(pick(logp)), [2, T]), oldLogp: Float64Array.from(pick(oldLogp)),
+        advantages: Float64Array.from(pick(advantages)), mask: Uint8Array.from(pick(mask)), aggregation,
+      })
+      expectClose(full.loss, two.loss, F32, aggregation)
+    }
+  })
+
+  it('−inf logits: entropy finite, lse right, no NaN anywhere', () => {
+    const z = Float32Array.of(-Infinity, 1, 2, -Infinity, 0.5, -Infinity)
+    const logits = rk.tensor(z, [1, 6])
+    const r = rk.logProbs({ logits, targets: Int32Array.of(2), entropy: true })
+    const lse = Math.log(Math.exp(1) + Math.exp(2) + Math.exp(0.5))
+    expectClose(r.lse, [lse], F32, 'lse')
+    expectClose(r.logp, [2 - lse], F32, 'logp')
+    const p = [1, 2, 0.5].map((x) => Math.exp(x - lse))
+    expectClose(r.entropy!, [-p.reduce((s, q) => s + q * Math.log(q), 0)], F32, 'entropy')
+    const ce = rk.crossEntropy({ logits, targets: Int32Array.of(2), grad: true })
+    expect(allFinite(ce.gradLogits!.data)).toBe(true)
+    expect(ce.gradLogits!.data[0]).toBe(0)
+    const g = rk.logProbsBackward({ logits, targets: Int32Array.of(2), lse: r.lse, gradLogp: Float32Array.of(1), gradEntropy: Float32Array.of(1) })
+    expect(allFinite(g.gradLogits.data)).toBe(true)
+    const kl = rk.klDivergence({ pLogits: logits, qLogits: rk.tensor(Float32Array.of(0, 1, 2, 3, 0.5, 1), [1, 6]), grad: 'both' })
+    expect(allFinite(kl.perRow) && allFinite(kl.gradQ!.data) && allFinite(kl.gradP!.data)).toBe(true)
+  })
+
+  it('a −inf target logit gives loss +inf, not NaN, with a finite gradient', () => {
+    const logits = rk.tensor(Float32Array.of(1, -Infinity, 0), [1, 3])
+    const ce = rk.crossEntropy({ logits, targets: Int32Array.of(1), grad: true })
+    expect(ce.loss).toBe(Infinity)
+    expect(allFinite(ce.gradLogits!.data)).toBe(true)
+    expect(rk.logProbs({ logits, targets: Int32Array.of(1) }).logp[0]).toBe(-Infinity)
+  })
+
+  it('an all −inf row: lse −inf, logp −inf, entropy 0, zero gradient', () => {
+    const logits = rk.tensor(Float32Array.of(-Infinity, -Infinity, 1, 2), [2, 2])
+    const r = rk.logProbs({ logits, targets: Int32Array.of(0, 1), entropy: true })
+    expect(r.lse[0]).toBe(-Infinity)
+    expect(r.logp[0]).toBe(-Infinity)
+    expect(r.entropy![0]).toBe(0)
+    const ce = rk.crossEntropy({ logits, targets: Int32Array.of(0, 1), grad: true, reduction: 'none' })
+    expect(ce.losses![0]).toBe(Infinity)
+    expect(Array.from(ce.gradLogits!.data.slice(0, 2))).toEqual([0, 0])
+  })
+
+  it('NaN in a masked slot does not leak', () => {
+    const r = rng(4)
+    const M = 6
+    const mask = Uint8Array.of(1, 0, 1, 1, 0, 1)
+    const poison = (x: Float64Array) => { x[1] = NaN; x[4] = NaN; return x }
+    const logp = poison(r.f64(M, 0.3)), oldLogp = poison(r.f64(M, 0.3)), advantages = poison(r.f64(M))
+    for (const aggregation of rk.AGGREGATIONS) {
+      const p = rk.policyLoss({ logp, oldLogp, advantages, mask, aggregation })
+      expect(Number.isFinite(p.loss) && allFinite(p.gradLogp) && allFinite(p.perToken), aggregation).toBe(true)
+      expect(Number.isFinite(p.approxKl) && Number.isFinite(p.ratioMean)).toBe(true)
+      const k = rk.klPenalty({ logp, refLogp: oldLogp, mask, aggregation })
+      expect(Number.isFinite(k.loss) && allFinite(k.gradLogp)).toBe(true)
+      const v = rk.valueLoss({ values: logp, returns: advantages, oldValues: oldLogp, clip: 0.2, mask, aggregation })
+      expect(Number.isFinite(v.loss) && allFinite(v.gradValues)).toBe(true)
+    }
+    const g = rk.gae({ rewards: advantages, values: logp, mask })
+    expect(allFinite(g.advantages) && allFinite(g.returns)).toBe(true)
+    expect(allFinite(rk.whiten({ values: logp, mask }))).toBe(true)
+    const V = 3
+    const logits = rk.tensor(Float64Array.from({ length: M * V }, (_, i) => (i >= V && i < 2 * V ? NaN : r.normal())), [M, V])
+    const ppo = rk.ppoLoss({ logits, actions: new Int32Array(M), oldLogp, advantages, values: logp, returns: advantages, mask })
+    expect(Number.isFinite(ppo.loss) && allFinite(ppo.gradLogits.data) && allFinite(ppo.gradValues!)).toBe(true)
+    const kl = rk.klDivergence({ pLogits: logits, qLogits: logits, mask, grad: true })
+    expect(Number.isFinite(kl.loss) && allFinite(kl.gradQ!.data)).toBe(true)
+  })
+
+  it('empty batches give empty results and a zero loss', () => {
+    const logits = rk.tensor(new Float32Array(0), [0, 7])
+    const targets = new Int32Array(0)
+    const ce = rk.crossEntropy({ logits, targets, grad: true })
+    expect([ce.loss, ce.count, ce.lse.length, ce.gradLogits!.data.length]).toEqual([0, 0, 0, 0])
+    expect(rk.logProbs({ logits, targets, entropy: true }).logp.length).toBe(0)
+    const rw = rk.rewardLoss({ scores: new Float32Array(0), offsets: Int32Array.of(0), chosen: new Int32Array(0) })
+    expect([rw.loss, rw.count, rw.accuracy]).toEqual([0, 0, 0])
+    const e = new Float32Array(0)
+    expect(rk.policyLoss({ logp: e, oldLogp: e, advantages: e }).loss).toBe(0)
+    expect(rk.gae({ rewards: rk.tensor(e, [0, 5]), values: e }).advantages.length).toBe(0)
+    expect(rk.whiten({ values: e }).length).toBe(0)
+    expect(rk.groupAdvantages({ scores: e, groupSize: 4 }).length).toBe(0)
+    expect(rk.klDivergence({ pLogits: logits, qLogits: logits }).loss).toBe(0)
+  })
+
+  it('V = 1: logp 0, loss 0, entropy 0, gradient 0', () => {
+    const logits = rk.tensor(Float32Array.of(3, -2), [2, 1])
+    const targets = Int32Array.of(0, 0)
+    const r = rk.logProbs({ logits, targets, entropy: true })
+    expect(Array.from(r.logp)).toEqual([0, 0])
+    expect(Array.from(r.entropy!)).toEqual([0, 0])
+    expect(Array.from(r.lse)).toEqual([3, -2])
+    const ce = rk.crossEntropy({ logits, targets, grad: true })
+    expect(ce.loss).toBe(0)
+    expect(Array.from(ce.gradLogits!.data)).toEqual([0, 0])
+  })
+
+  it('outputs are float32 and matrices keep the logits shape', () => {
+    const logits = rk.tensor(rng(5).f64(2 * 3 * 4), [2, 3, 4])
+    const r = rk.crossEntropy({ logits, targets: Int32Array.of(0, 1, 2, 3, 0, 1), grad: true })
+    expect(r.lse).toBeInstanceOf(Float32Array)
+    expect(r.gradLogits!.dtype).toBe('float32')
+    expect(r.gradLogits!.shape).toEqual([2, 3, 4])
+  })
+})
