@@ -8,6 +8,7 @@
  *     then an optional output clamp to ±κ (verl/OpenRLHF use κ = 10); a clamp that binds has zero gradient.
  */
 import type { Aggregation, TokenLayout } from '../aggregate.js'
+import { exp } from './exp.js'
 import { aggregationWeights, type Floats } from './aggregate.js'
 import { rowLse } from './vocab.js'
 
@@ -21,18 +22,18 @@ export function klRow(
   let kl = 0
   for (let v = 0; v < V; v++) {
     const lp = zp[base + v] * invT - lseP
-    const p = Math.exp(lp)
+    const p = exp(lp)
     if (p > 0) kl += p * (lp - (zq[base + v] * invT - lseQ))
   }
   if (gq !== null) {
     for (let v = 0; v < V; v++) {
-      gq[base + v] = scale * invT * (Math.exp(zq[base + v] * invT - lseQ) - Math.exp(zp[base + v] * invT - lseP))
+      gq[base + v] = scale * invT * (exp(zq[base + v] * invT - lseQ) - exp(zp[base + v] * invT - lseP))
     }
   }
   if (gp !== null) {
     for (let v = 0; v < V; v++) {
       const lp = zp[base + v] * invT - lseP
-      const p = Math.exp(lp)
+      const p = exp(lp)
       gp[base + v] = p > 0 ? scale * invT * p * (lp - (zq[base + v] * invT - lseQ) - kl) : 0
     }
   }
@@ -81,7 +82,7 @@ export function klToken(delta: number, o: KlPenaltyKernelOptions, s: Float64Arra
     case 'k3': {
       const C = o.logRatioClamp
       const dc = delta > C ? C : delta < -C ? -C : delta
-      const e = Math.exp(-dc)
+      const e = exp(-dc)
       k = e + dc - 1
       g = delta > C || delta < -C ? 0 : 1 - e
       break

@@ -8,6 +8,7 @@
  * the last term only for the full KL, and dloss/dV_t = c1 w_t g^V_t.
  */
 import type { Aggregation, TokenLayout } from '../aggregate.js'
+import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import { type KlEstimator, klToken } from './kl.js'
 import { newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
@@ -106,7 +107,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       let k = 0
       for (let v = 0; v < V; v++) {
         const la = A[base + v] * invT - lseA
-        const pa = Math.exp(la)
+        const pa = exp(la)
         if (pa > 0) k += pa * (la - (z[base + v] * invT - lse))
       }
       kl += w[t] * k
@@ -118,9 +119,9 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       cLogp += o.beta * w[t] * ks[1]
     }
     for (let v = 0; v < V; v++) {
-      const q = Math.exp(z[base + v] * invT - lse)
+      const q = exp(z[base + v] * invT - lse)
       let d = cLogp * ((v === y ? 1 : 0) - q)
-      if (cFull !== 0) d += cFull * (q - Math.exp((x.anchorLogits as Floats)[base + v] * invT - lseA))
+      if (cFull !== 0) d += cFull * (q - exp((x.anchorLogits as Floats)[base + v] * invT - lseA))
       gradLogits[base + v] = d * invT
     }
     if (x.values !== null && x.returns !== null) {

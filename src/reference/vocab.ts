@@ -13,18 +13,26 @@
  * The mean divides by the number of non-ignored rows (Σ w_y over them with class weights, as PyTorch).
  */
 import type { Floats } from './aggregate.js'
+import { exp } from './exp.js'
 
-/** lse of row `r` of z scaled by invT; −inf for a row with no finite mass. */
+/**
+ * lse of one row of z scaled by invT, in one pass (online: the running sum is rescaled when the max grows).
+ * A −inf logit adds nothing, so an all −inf row gives −inf (the max − max = NaN trap is never taken); a NaN
+ * propagates.
+ */
 export function rowLse(z: Floats, base: number, V: number, invT: number): number {
   let m = -Infinity
+  let sum = 0
   for (let v = 0; v < V; v++) {
     const s = z[base + v] * invT
-    if (s > m || s !== s) m = s
+    if (s > m) {
+      sum = sum * exp(m - s) + 1
+      m = s
+    } else if (s !== -Infinity) {
+      sum += exp(s - m)
+    }
   }
-  if (m === -Infinity || m !== m || m === Infinity) return m === -Infinity ? -Infinity : m
-  let sum = 0
-  for (let v = 0; v < V; v++) sum += Math.exp(z[base + v] * invT - m)
-  return m + Math.log(sum)
+  return m === -Infinity ? -Infinity : m + Math.log(sum)
 }
 
 /** Entropy of a row given its lse, with xlogy semantics. */
@@ -33,7 +41,7 @@ export function rowEntropy(z: Floats, base: number, V: number, invT: number, lse
   let h = 0
   for (let v = 0; v < V; v++) {
     const lp = z[base + v] * invT - lse
-    const p = Math.exp(lp)
+    const p = exp(lp)
     if (p > 0) h -= p * lp
   }
   return h
@@ -83,7 +91,7 @@ export function logProbsBackwardKernel(
     const h = gh === 0 ? 0 : entropy !== null ? entropy[n] : rowEntropy(z, base, V, invT, l)
     for (let v = 0; v < V; v++) {
       const lp = z[base + v] * invT - l
-      const p = Math.exp(lp)
+      const p = exp(lp)
       // the true-class term is formed here, in float64, not added to a rounded output afterwards
       let d = v === y ? gl * (1 - p) : -gl * p
       if (gh !== 0 && p > 0) d -= gh * p * (lp + h)
@@ -171,7 +179,7 @@ export function crossEntropyKernel(
       // coefficient of p_v in dℓ/dz_v: (1−ε) w_y + ε W / V + 2 s lse
       const cp = (1 - eps) * wy + (eps * W) / V + 2 * o.zLoss * l
       for (let v = 0; v < V; v++) {
-        const p = Math.exp(z[base + v] - l)
+        const p = exp(z[base + v] - l)
         let d = cp * p
         if (v === y) d -= (1 - eps) * wy
         if (eps !== 0) d -= (eps / V) * (cw === null ? 1 : cw[v])
