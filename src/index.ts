@@ -2,6 +2,9 @@
  * rlhf-kernels: the numerical core of RLHF for Node.js. Every op has a synchronous form and an `…Async`
  * twin with the same arguments that returns a Promise of the same result.
  */
+import './native.js'
+
+export { nativeStatus, type NativeStatus, type NativeInfo, type BuildInfo } from './native.js'
 export { Tensor, tensor, type Device, type HostArray, type TensorOptions } from './tensor.js'
 export { type DType, type FloatDType, bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, encodeFloats } from './dtypes.js'
 export { RlhfKernelsError } from './errors.js'

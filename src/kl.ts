@@ -3,7 +3,7 @@
  * sampled-token estimators k1/abs/k2/k3 from per-token log-probabilities.
  */
 import { type AggregationOptions, tokenShape } from './aggregate.js'
-import { rangeError } from './errors.js'
+import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
 import type { Tensor } from './tensor.js'
@@ -57,6 +57,7 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
   if (p.shape.length !== q.shape.length || p.shape.some((d, i) => d !== q.shape[i])) {
     throw rangeError(op, 'qLogits.shape', `[${p.shape.join(', ')}] (the shape of pLogits)`, `[${q.shape.join(', ')}]`)
   }
+  if (p.dtype !== q.dtype) throw typeError(op, 'qLogits', `a Tensor of dtype '${p.dtype}' (the dtype of pLogits)`, `Tensor(dtype '${q.dtype}')`)
   const grad = o.grad === true ? 'q' : o.grad === undefined ? false : o.grad
   if (grad !== false && grad !== 'q' && grad !== 'p' && grad !== 'both') {
     choiceOption(op, 'grad', grad, ['q', 'p', 'both'] as const, 'q')

@@ -116,6 +116,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     if (a.rows !== m.rows || a.cols !== m.cols) {
       throw rangeError(op, `${anchorName}.shape`, `[${m.shape.join(', ')}] (the shape of logits)`, `[${a.shape.join(', ')}]`)
     }
+    if (a.dtype !== m.dtype) throw typeError(op, anchorName, `a Tensor of dtype '${m.dtype}' (the dtype of logits)`, `Tensor(dtype '${a.dtype}')`)
     anchorLogits = a
   }
   if (o.oldLogp === undefined && o.oldLogits === undefined) throw typeError(op, 'oldLogp', 'given (or oldLogits)', undefined)

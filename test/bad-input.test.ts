@@ -2,8 +2,9 @@
  * Bad input: TypeError for wrong types, RangeError for shapes and values, each message naming the argument
  * with what was expected and what was given. Inputs are never modified.
  */
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
+import { HOST_BACKENDS } from './backends.js'
 import { rng } from './helpers.js'
 
 const r = rng(21)
@@ -63,7 +64,10 @@ export const BAD_INPUT: Case[] = [
   ['options missing', () => rk.crossEntropy(undefined as never), TypeError, /crossEntropy: the argument must be an options object/],
 ]
 
-describe('bad input', () => {
+describe.each(HOST_BACKENDS)('bad input on %s', (backend) => {
+  beforeAll(() => rk.setBackend(backend))
+  afterAll(() => rk.setBackend('auto'))
+
   it.each(BAD_INPUT)('%s', (_, call, errorClass, message) => {
     let caught: unknown
     try {
@@ -81,7 +85,10 @@ describe('bad input', () => {
   })
 })
 
-describe('inputs are never modified', () => {
+describe.each(HOST_BACKENDS)('inputs are never modified on %s', (backend) => {
+  beforeAll(() => rk.setBackend(backend))
+  afterAll(() => rk.setBackend('auto'))
+
   const snapshot = (xs: ArrayBufferView[]) => xs.map((x) => Buffer.from(new Uint8Array(x.buffer, x.byteOffset, x.byteLength)).toString('hex'))
   it('by any op, with gradients requested', () => {
     const z = r.f32(N * V), zr = r.f32(N * V), y = targets(), acts = Int32Array.of(1, 2, 3)

@@ -1,11 +1,15 @@
 /** Edge cases: ignored and masked data, −inf logits, empty batches, V = 1 (DESIGN §1, §2 Errors). */
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
+import { HOST_BACKENDS } from './backends.js'
 import { F32, expectClose, rng } from './helpers.js'
 
 const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
 
-describe('edge cases', () => {
+describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
+  beforeAll(() => rk.setBackend(backend))
+  afterAll(() => rk.setBackend('auto'))
+
   it('all rows ignored: loss 0, count 0, zero gradient', () => {
     const logits = rk.tensor(rng(1).f32(3 * 5), [3, 5])
     const targets = Int32Array.of(-100, -100, -100)

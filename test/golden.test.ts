@@ -3,7 +3,7 @@
  * inputs; our outputs are float32, so the tolerance is float32 rounding.
  */
 import { readFileSync } from 'node:fs'
-import { describe, it } from 'vitest'
+import { afterAll, beforeAll, describe, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { F32, expectClose } from './helpers.js'
 
@@ -13,7 +13,10 @@ const cases = (op: string) => golden.cases.filter((c) => c.op === op)
 const f64 = (x: number[]) => Float64Array.from(x)
 const mat = (x: number[], N: number, V: number) => rk.tensor(f64(x), [N, V])
 
-describe('golden values from PyTorch', () => {
+describe('golden values from PyTorch (js reference)', () => {
+  beforeAll(() => rk.setBackend('js'))
+  afterAll(() => rk.setBackend('auto'))
+
   it.each(cases('crossEntropy').map((c, i) => [i, c] as const))('crossEntropy case %i matches F.cross_entropy', (_, c) => {
     const r = rk.crossEntropy({
       logits: mat(c.logits, c.N, c.V), targets: Int32Array.from(c.targets), labelSmoothing: c.labelSmoothing,

@@ -1,11 +1,14 @@
 /** The seed's identities (DESIGN §1.3, §1.4, §1.7), checked through the public API. */
-import { describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { F32, expectClose, rng } from './helpers.js'
 
 const TOL = { atol: 2e-6, rtol: 1e-5 }
 
-describe('identities of the seed', () => {
+describe('identities of the seed (js reference)', () => {
+  beforeAll(() => rk.setBackend('js'))
+  afterAll(() => rk.setBackend('auto'))
+
   it('reward gradient = (P − onehot)/N', () => {
     const r = rng(11)
     const offsets = Int32Array.of(0, 4, 6, 9, 13)

@@ -1,0 +1,78 @@
+// Module init of the rlhf-kernels addon: the op bindings, info() for backends(), and per-env instance data
+// (so the addon loads in any number of worker_threads, each with its own state, freed with its env).
+#include <napi.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "../cpu/parallel.h"
+#include "bindings.h"
+#include "rlhf/device.h"
+
+namespace rk::addon {
+namespace {
+
+// The device query runs once per process (CUDA initialisation is process-wide and costs up to a second).
+const DeviceQuery& devices() {
+  static std::once_flag once;
+  static DeviceQuery q;
+  std::call_once(once, [] { q = query_devices(); });
+  return q;
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const DeviceQuery& q = devices();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  o.Set("threads", Napi::Number::New(env, pool_threads()));
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", Napi::Boolean::New(env, q.compiled));
+  cuda.Set("error", Napi::Number::New(env, q.error));
+  cuda.Set("errorName", Napi::String::New(env, q.error_name));
+  cuda.Set("errorString", Napi::String::New(env, q.error_string));
+  cuda.Set("deviceCount", Napi::Number::New(env, q.count));
+  cuda.Set("runtimeVersion", Napi::Number::New(env, q.runtime_version));
+  cuda.Set("driverVersion", Napi::Number::New(env, q.driver_version));
+  Napi::Array list = Napi::Array::New(env);
+  for (int d = 0; d < q.count && d < 16; d++) {
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("name", Napi::String::New(env, q.devices[d].name));
+    g.Set("computeCapability", Napi::String::New(env, std::to_string(q.devices[d].major) + "." + std::to_string(q.devices[d].minor)));
+    g.Set("totalMemory", Napi::Number::New(env, double(q.devices[d].total_memory)));
+    list.Set(uint32_t(d), g);
+  }
+  cuda.Set("devices", list);
+  o.Set("cuda", cuda);
+  return o;
+}
+
+// Per-env state: for now the env's identity for tests; device pools join it with the cuda backend.
+struct EnvData {
+  uint32_t id;
+};
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  static std::atomic<uint32_t> next_env{0};
+  env.SetInstanceData(new EnvData{next_env++});
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("envId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), info.Env().GetInstanceData<EnvData>()->id);
+  }, "envId"));
+  export_vocab(env, exports);
+  export_reward(env, exports);
+  export_policy(env, exports);
+  export_kl(env, exports);
+  export_value(env, exports);
+  export_advantages(env, exports);
+  export_ppo(env, exports);
+  return exports;
+}
+
+}  // namespace rk::addon
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return rk::addon::Init(env, exports); }
+
+NODE_API_MODULE(rlhf_kernels, InitAddon)

@@ -1,0 +1,77 @@
+// Bindings of the advantage estimators (src/advantages.ts → native/include/rlhf/advantages.h).
+#include "bindings.h"
+#include "rlhf/advantages.h"
+
+namespace rk::addon {
+namespace {
+
+struct GaeJob : Job {
+  static constexpr const char* name = "gae";
+  using Job::Job;
+  GaeParams p;
+  void prepare(const Args& a) {
+    Args layout = a.object("layout");
+    const int64_t M = layout.count("tokens");
+    p.num_seqs = layout.length_of("offsets") - 1;
+    p.offsets = layout.int32s("offsets", p.num_seqs + 1);
+    layout.check_offsets("layout.offsets", p.offsets, p.num_seqs + 1, M);
+    p.rewards = a.floats("rewards", M);
+    p.values = a.floats("values", M);
+    p.last_values = a.floats_or_absent("lastValues", p.num_seqs);
+    p.mask = a.mask("mask", M);
+    p.gamma = float(a.number("gamma"));
+    p.lambda = float(a.number("lambda"));
+    p.advantages = out.make("advantages", M);
+    p.returns = out.make("returns", M);
+  }
+  void run() override { gae(p); }
+  void finish(Napi::Object) const override {}
+};
+
+struct WhitenJob : Job {
+  static constexpr const char* name = "whiten";
+  using Job::Job;
+  WhitenParams p;
+  void prepare(const Args& a) {
+    p.values = a.floats("values", -1);
+    p.mask = a.mask("mask", p.values.size);
+    p.shift_mean = a.boolean("shiftMean");
+    p.unbiased = a.boolean("unbiased");
+    p.eps = float(a.number("eps"));
+    p.out = out.make("out", p.values.size);
+  }
+  void run() override { whiten(p); }
+  void finish(Napi::Object) const override {}
+};
+
+struct GroupAdvantagesJob : Job {
+  static constexpr const char* name = "groupAdvantages";
+  using Job::Job;
+  GroupAdvantagesParams p;
+  void prepare(const Args& a) {
+    p.scores = a.floats("scores", -1);
+    p.num_groups = a.length_of("offsets") - 1;
+    p.offsets = a.int32s("offsets", p.num_groups + 1);
+    a.check_offsets("offsets", p.offsets, p.num_groups + 1, p.scores.size);
+    const std::string m = a.string("method");
+    if (m == "grpo") p.method = GroupMethod::grpo;
+    else if (m == "rloo") p.method = GroupMethod::rloo;
+    else if (m == "mean-centered") p.method = GroupMethod::mean_centered;
+    else throw_range(a.env(), name, "unknown method " + m);
+    p.eps = float(a.number("eps"));
+    p.unbiased = a.boolean("unbiased");
+    p.out = out.make("out", p.scores.size);
+  }
+  void run() override { group_advantages(p); }
+  void finish(Napi::Object) const override {}
+};
+
+}  // namespace
+
+void export_advantages(Napi::Env env, Napi::Object exports) {
+  export_job<GaeJob>(env, exports);
+  export_job<WhitenJob>(env, exports);
+  export_job<GroupAdvantagesJob>(env, exports);
+}
+
+}  // namespace rk::addon

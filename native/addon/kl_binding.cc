@@ -1,0 +1,71 @@
+// Bindings of the KL ops (src/kl.ts → native/include/rlhf/kl.h).
+#include "bindings.h"
+#include "rlhf/kl.h"
+
+namespace rk::addon {
+
+KlEstimator read_kl_estimator(const Args& a, const char* key) {
+  const std::string e = a.string(key);
+  if (e == "k1") return KlEstimator::k1;
+  if (e == "abs") return KlEstimator::abs;
+  if (e == "k2") return KlEstimator::k2;
+  if (e == "k3") return KlEstimator::k3;
+  throw_range(a.env(), a.op(), "unknown KL estimator " + e);
+}
+
+namespace {
+
+struct KlDivergenceJob : Job {
+  static constexpr const char* name = "klDivergence";
+  using Job::Job;
+  KlDivergenceParams p;
+  KlDivergenceResult r;
+  void prepare(const Args& a) {
+    p.N = a.count("N");
+    p.V = a.count("V");
+    p.p_logits = a.floats("pLogits", p.N * p.V);
+    p.q_logits = a.floats("qLogits", p.N * p.V);
+    if (p.p_logits.dtype != p.q_logits.dtype) throw_type(a.env(), name, "pLogits and qLogits must have the same dtype");
+    p.mask = a.mask("mask", p.N);
+    p.reduction = a.reduction();
+    p.temperature = float(a.number("temperature"));
+    if (!(p.temperature > 0)) throw_range(a.env(), name, "temperature must be > 0");
+    p.per_row = out.make("perRow", p.N);
+    if (a.boolean("gradQ")) p.grad_q = out.make("gradQ", p.N * p.V);
+    if (a.boolean("gradP")) p.grad_p = out.make("gradP", p.N * p.V);
+  }
+  void run() override { r = kl_divergence(p); }
+  void finish(Napi::Object o) const override {
+    o.Set("loss", num(o.Env(), r.loss));
+    o.Set("count", num(o.Env(), double(r.count)));
+  }
+};
+
+struct KlPenaltyJob : Job {
+  static constexpr const char* name = "klPenalty";
+  using Job::Job;
+  KlPenaltyParams p;
+  float loss = 0.f;
+  void prepare(const Args& a) {
+    p.batch = a.token_batch();
+    const int64_t M = p.batch.tokens;
+    p.logp = a.floats("logp", M);
+    p.ref_logp = a.floats("refLogp", M);
+    p.opts.estimator = read_kl_estimator(a, "estimator");
+    p.opts.log_ratio_clamp = float(a.number("logRatioClamp"));
+    p.opts.output_clamp = a.has("outputClamp") ? float(a.number("outputClamp")) : 0.f;
+    p.per_token = out.make("perToken", M);
+    p.grad = out.make("gradLogp", M);
+  }
+  void run() override { loss = kl_penalty(p); }
+  void finish(Napi::Object o) const override { o.Set("loss", num(o.Env(), loss)); }
+};
+
+}  // namespace
+
+void export_kl(Napi::Env env, Napi::Object exports) {
+  export_job<KlDivergenceJob>(env, exports);
+  export_job<KlPenaltyJob>(env, exports);
+}
+
+}  // namespace rk::addon

@@ -1,0 +1,52 @@
+// Binding of the PPO policy loss (src/policy.ts → native/include/rlhf/policy.h).
+#include "bindings.h"
+#include "rlhf/policy.h"
+
+namespace rk::addon {
+
+PolicyOptions read_policy_options(const Args& a) {
+  PolicyOptions o;
+  o.clip_low = float(a.number("clipLow"));
+  o.clip_high = float(a.number("clipHigh"));
+  o.dual_clip = a.has("dualClip") ? float(a.number("dualClip")) : 0.f;
+  o.log_ratio_clamp = float(a.number("logRatioClamp"));
+  return o;
+}
+
+namespace {
+
+struct PolicyLossJob : Job {
+  static constexpr const char* name = "policyLoss";
+  using Job::Job;
+  PolicyLossParams p;
+  PolicyLossResult r;
+  void prepare(const Args& a) {
+    p.batch = a.token_batch();
+    const int64_t M = p.batch.tokens;
+    p.logp = a.floats("logp", M);
+    p.old_logp = a.floats("oldLogp", M);
+    p.advantages = a.floats("advantages", M);
+    p.opts = read_policy_options(a);
+    p.per_token = out.make("perToken", M);
+    p.grad = out.make("gradLogp", M);
+  }
+  void run() override { r = policy_loss(p); }
+  void finish(Napi::Object o) const override {
+    Napi::Env env = o.Env();
+    o.Set("loss", num(env, r.loss));
+    o.Set("clipFraction", num(env, r.clip_fraction));
+    o.Set("clipFractionLow", num(env, r.clip_fraction_low));
+    o.Set("clipFractionHigh", num(env, r.clip_fraction_high));
+    o.Set("dualClipFraction", num(env, r.dual_clip_fraction));
+    o.Set("approxKl", num(env, r.approx_kl));
+    o.Set("ratioMean", num(env, r.ratio_mean));
+    o.Set("ratioMax", num(env, r.ratio_max));
+    o.Set("count", num(env, double(r.count)));
+  }
+};
+
+}  // namespace
+
+void export_policy(Napi::Env env, Napi::Object exports) { export_job<PolicyLossJob>(env, exports); }
+
+}  // namespace rk::addon

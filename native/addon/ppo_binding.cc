@@ -1,0 +1,77 @@
+// Binding of the fused PPO objective (src/ppo.ts → native/include/rlhf/ppo.h).
+#include "bindings.h"
+#include "rlhf/ppo.h"
+
+namespace rk::addon {
+
+PolicyOptions read_policy_options(const Args& a);
+KlEstimator read_kl_estimator(const Args& a, const char* key);
+
+namespace {
+
+struct PpoLossJob : Job {
+  static constexpr const char* name = "ppoLoss";
+  using Job::Job;
+  PpoLossParams p;
+  PpoLossResult r;
+  void prepare(const Args& a) {
+    p.batch = a.token_batch();
+    const int64_t M = p.batch.tokens;
+    p.V = a.count("V");
+    p.logits = a.floats("logits", M * p.V);
+    p.actions = a.int32s("actions", M);
+    a.check_indices("actions", p.actions, M, p.V, false, 0);
+    p.anchor_logits = a.floats_or_absent("anchorLogits", M * p.V);
+    if (p.anchor_logits.present() && p.anchor_logits.dtype != p.logits.dtype) {
+      throw_type(a.env(), name, "the anchor logits must have the dtype of logits");
+    }
+    p.old_logp = a.floats_or_absent("oldLogp", M);
+    if (!p.old_logp.present() && !p.anchor_logits.present()) throw_type(a.env(), name, "oldLogp (or oldLogits) must be given");
+    p.ref_logp = a.floats_or_absent("refLogp", M);
+    p.advantages = a.floats("advantages", M);
+    p.values = a.floats_or_absent("values", M);
+    p.returns = a.floats_or_absent("returns", M);
+    p.old_values = a.floats_or_absent("oldValues", M);
+    p.temperature = float(a.number("temperature"));
+    if (!(p.temperature > 0)) throw_range(a.env(), name, "temperature must be > 0");
+    p.policy = read_policy_options(a);
+    p.beta = float(a.number("beta"));
+    p.c1 = float(a.number("c1"));
+    p.full_kl = a.string("klEstimator") == "full";
+    if (p.full_kl && !p.anchor_logits.present()) throw_type(a.env(), name, "klEstimator 'full' needs oldLogits or refLogits");
+    if (!p.full_kl) p.kl.estimator = read_kl_estimator(a, "klEstimator");
+    p.kl.log_ratio_clamp = p.policy.log_ratio_clamp;
+    p.kl.output_clamp = a.has("klOutputClamp") ? float(a.number("klOutputClamp")) : 0.f;
+    p.value.clip = a.has("valueClip") ? float(a.number("valueClip")) : -1.f;
+    if (p.value.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when valueClip is set");
+    p.value.half = a.boolean("half");
+    p.grad_logits = out.make("gradLogits", M * p.V);
+    p.logp = out.make("logp", M);
+    if (p.values.present() && p.returns.present()) p.grad_values = out.make("gradValues", M);
+  }
+  void run() override { r = ppo_loss(p); }
+  void finish(Napi::Object o) const override {
+    Napi::Env env = o.Env();
+    o.Set("loss", num(env, r.loss));
+    o.Set("policyLoss", num(env, r.policy_loss));
+    o.Set("kl", num(env, r.kl));
+    o.Set("valueLoss", num(env, r.value_loss));
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("clipFraction", num(env, r.clip_fraction));
+    m.Set("clipFractionLow", num(env, r.clip_fraction_low));
+    m.Set("clipFractionHigh", num(env, r.clip_fraction_high));
+    m.Set("dualClipFraction", num(env, r.dual_clip_fraction));
+    m.Set("approxKl", num(env, r.approx_kl));
+    m.Set("ratioMean", num(env, r.ratio_mean));
+    m.Set("ratioMax", num(env, r.ratio_max));
+    m.Set("valueClipFraction", num(env, r.value_clip_fraction));
+    m.Set("count", num(env, double(r.count)));
+    o.Set("metrics", m);
+  }
+};
+
+}  // namespace
+
+void export_ppo(Napi::Env env, Napi::Object exports) { export_job<PpoLossJob>(env, exports); }
+
+}  // namespace rk::addon

@@ -1,0 +1,51 @@
+// Binding of the reward-model loss (src/reward.ts → native/include/rlhf/reward.h).
+#include "bindings.h"
+#include "rlhf/reward.h"
+
+namespace rk::addon {
+namespace {
+
+struct RewardLossJob : Job {
+  static constexpr const char* name = "rewardLoss";
+  using Job::Job;
+  RewardLossParams p;
+  RewardLossResult r;
+  void prepare(const Args& a) {
+    p.scores = a.floats("scores", -1);
+    const int64_t total = p.scores.size;
+    p.N = a.length_of("offsets") - 1;
+    p.offsets = a.int32s("offsets", p.N + 1);
+    a.check_offsets("offsets", p.offsets, p.N + 1, total);
+    p.ignore_index = int32_t(a.number("ignoreIndex"));
+    if (a.has("chosen")) {
+      p.chosen = a.int32s("chosen", p.N);
+      for (int64_t n = 0; n < p.N; n++) {
+        const int32_t b = p.chosen[n];
+        const int64_t K = p.offsets[n + 1] - p.offsets[n];
+        if ((b < 0 || b >= K) && b != p.ignore_index) {
+          throw_range(a.env(), name, "chosen[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(b));
+        }
+      }
+    } else {
+      p.target_probs = a.floats("targetProbs", total);
+    }
+    p.margins = a.floats_or_absent("margins", total);
+    p.center_coef = float(a.number("centerCoef"));
+    p.reduction = a.reduction();
+    p.probs = out.make("probs", total);
+    p.grad = out.make("gradScores", total);
+    p.losses = out.make("losses", p.N);
+  }
+  void run() override { r = reward_loss(p); }
+  void finish(Napi::Object o) const override {
+    o.Set("loss", num(o.Env(), r.loss));
+    o.Set("count", num(o.Env(), double(r.count)));
+    o.Set("accuracy", num(o.Env(), r.accuracy));
+  }
+};
+
+}  // namespace
+
+void export_reward(Napi::Env env, Napi::Object exports) { export_job<RewardLossJob>(env, exports); }
+
+}  // namespace rk::addon

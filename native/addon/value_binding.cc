@@ -1,0 +1,36 @@
+// Binding of the value loss (src/value.ts → native/include/rlhf/value.h).
+#include "bindings.h"
+#include "rlhf/value.h"
+
+namespace rk::addon {
+namespace {
+
+struct ValueLossJob : Job {
+  static constexpr const char* name = "valueLoss";
+  using Job::Job;
+  ValueLossParams p;
+  ValueLossResult r;
+  void prepare(const Args& a) {
+    p.batch = a.token_batch();
+    const int64_t M = p.batch.tokens;
+    p.values = a.floats("values", M);
+    p.returns = a.floats("returns", M);
+    p.old_values = a.floats_or_absent("oldValues", M);
+    p.opts.clip = a.has("clip") ? float(a.number("clip")) : -1.f;
+    if (p.opts.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when clip is set");
+    p.opts.half = a.boolean("half");
+    p.per_token = out.make("perToken", M);
+    p.grad = out.make("gradValues", M);
+  }
+  void run() override { r = value_loss(p); }
+  void finish(Napi::Object o) const override {
+    o.Set("loss", num(o.Env(), r.loss));
+    o.Set("clipFraction", num(o.Env(), r.clip_fraction));
+  }
+};
+
+}  // namespace
+
+void export_value(Napi::Env env, Napi::Object exports) { export_job<ValueLossJob>(env, exports); }
+
+}  // namespace rk::addon

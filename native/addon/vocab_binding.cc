@@ -1,0 +1,99 @@
+// Bindings of the vocabulary ops (src/vocab.ts → native/include/rlhf/vocab.h).
+#include "bindings.h"
+#include "rlhf/vocab.h"
+
+namespace rk::addon {
+namespace {
+
+// logits [N, V], targets [N] in [0, V) or ignoreIndex: what every vocabulary job reads first
+struct Rows {
+  FloatIn logits;
+  int64_t N, V;
+  const int32_t* targets;
+  int32_t ignore_index;
+};
+
+Rows read_rows(const Args& a) {
+  Rows r;
+  r.N = a.count("N");
+  r.V = a.count("V");
+  r.logits = a.floats("logits", r.N * r.V);
+  r.targets = a.int32s("targets", r.N);
+  r.ignore_index = int32_t(a.number("ignoreIndex"));
+  a.check_indices("targets", r.targets, r.N, r.V, true, r.ignore_index);
+  return r;
+}
+
+float positive(const Args& a, const char* key) {
+  const double t = a.number(key);
+  if (!(t > 0 && t < INFINITY)) throw_range(a.env(), a.op(), std::string(key) + " must be a finite number > 0");
+  return float(t);
+}
+
+struct LogProbsJob : Job {
+  static constexpr const char* name = "logProbs";
+  using Job::Job;
+  LogProbsParams p;
+  void prepare(const Args& a) {
+    const Rows r = read_rows(a);
+    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
+    p.temperature = positive(a, "temperature");
+    p.logp = out.make("logp", p.N);
+    p.lse = out.make("lse", p.N);
+    if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
+  }
+  void run() override { log_probs(p); }
+  void finish(Napi::Object) const override {}
+};
+
+struct LogProbsBackwardJob : Job {
+  static constexpr const char* name = "logProbsBackward";
+  using Job::Job;
+  LogProbsBackwardParams p;
+  void prepare(const Args& a) {
+    const Rows r = read_rows(a);
+    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
+    p.temperature = positive(a, "temperature");
+    p.lse = a.floats("lse", p.N);
+    p.grad_logp = a.floats_or_absent("gradLogp", p.N);
+    p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);
+    p.entropy = a.floats_or_absent("entropy", p.N);
+    p.grad = out.make("gradLogits", p.N * p.V);
+  }
+  void run() override { log_probs_backward(p); }
+  void finish(Napi::Object) const override {}
+};
+
+struct CrossEntropyJob : Job {
+  static constexpr const char* name = "crossEntropy";
+  using Job::Job;
+  CrossEntropyParams p;
+  CrossEntropyResult r;
+  void prepare(const Args& a) {
+    const Rows rows = read_rows(a);
+    p.logits = rows.logits; p.N = rows.N; p.V = rows.V; p.targets = rows.targets; p.ignore_index = rows.ignore_index;
+    p.reduction = a.reduction();
+    p.label_smoothing = float(a.number("labelSmoothing"));
+    p.z_loss = float(a.number("zLoss"));
+    p.class_weights = a.floats_or_absent("classWeights", p.V);
+    p.token_weights = a.floats_or_absent("tokenWeights", p.N);
+    p.losses = out.make("losses", p.N);
+    p.lse = out.make("lse", p.N);
+    if (a.boolean("grad")) p.grad = out.make("gradLogits", p.N * p.V);
+  }
+  void run() override { r = cross_entropy(p); }
+  void finish(Napi::Object o) const override {
+    o.Set("loss", num(o.Env(), r.loss));
+    o.Set("count", num(o.Env(), double(r.count)));
+  }
+};
+
+}  // namespace
+
+void export_vocab(Napi::Env env, Napi::Object exports) {
+  export_job<LogProbsJob>(env, exports);
+  export_job<LogProbsBackwardJob>(env, exports);
+  export_job<CrossEntropyJob>(env, exports);
+}
+
+}  // namespace rk::addon

@@ -1,0 +1,88 @@
+// CPU KL divergences (DESIGN §1.5); math in native/include/rlhf/kl.h and src/reference/kl.ts.
+#include "rlhf/kl.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "parallel.h"
+#include "rlhf/aggregate.h"
+#include "rowmath.h"
+
+namespace rk {
+namespace {
+
+template <typename T>
+void kl_rows(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
+  const T* zp = static_cast<const T*>(p.p_logits.data);
+  const T* zq = static_cast<const T*>(p.q_logits.data);
+  const int64_t V = p.V;
+  const float invT = 1.f / p.temperature;
+  for (int64_t n = begin; n < end; n++) {
+    const T* rp = zp + n * V;
+    const T* rq = zq + n * V;
+    float* gq = p.grad_q ? p.grad_q + n * V : nullptr;
+    float* gp = p.grad_p ? p.grad_p + n * V : nullptr;
+    if (p.mask && !p.mask[n]) {
+      p.per_row[n] = 0.f;
+      if (gq) std::fill(gq, gq + V, 0.f);
+      if (gp) std::fill(gp, gp + V, 0.f);
+      continue;
+    }
+    const float lp_ = row_lse(rp, V, invT), lq_ = row_lse(rq, V, invT);
+    // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0
+    const float kl = lane_sum(V, [&](int64_t v) {
+      const float lp = load(rp, v) * invT - lp_;
+      const float pv = exp_approx(lp);
+      return pv > 0.f ? pv * (lp - (load(rq, v) * invT - lq_)) : 0.f;
+    });
+    p.per_row[n] = kl;
+    const float s = scale * invT;
+    if (gq) {
+      for (int64_t v = 0; v < V; v++) gq[v] = s * (exp_approx(load(rq, v) * invT - lq_) - exp_approx(load(rp, v) * invT - lp_));
+    }
+    if (gp) {
+      for (int64_t v = 0; v < V; v++) {
+        const float lp = load(rp, v) * invT - lp_;
+        const float pv = exp_approx(lp);
+        gp[v] = pv > 0.f ? s * pv * (lp - (load(rq, v) * invT - lq_) - kl) : 0.f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+KlDivergenceResult kl_divergence(const KlDivergenceParams& p) {
+  KlDivergenceResult r;
+  for (int64_t n = 0; n < p.N; n++) r.count += (p.mask == nullptr || p.mask[n]) ? 1 : 0;
+  const float scale = p.reduction == Reduction::mean ? (r.count > 0 ? 1.f / float(r.count) : 0.f) : 1.f;
+  dispatch_dtype(p.p_logits.dtype, [&]<typename T>() {
+    parallel_for(p.N, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V)), [&](int64_t b, int64_t e) { kl_rows<T>(p, scale, b, e); });
+  });
+  KahanSum total;
+  for (int64_t n = 0; n < p.N; n++) total.add(p.per_row[n]);
+  r.loss = total.value() * scale;
+  return r;
+}
+
+float kl_penalty(const KlPenaltyParams& p) {
+  const TokenBatch& b = p.batch;
+  std::vector<float> w(size_t(b.tokens));
+  aggregation_weights(b, w.data());
+  KahanSum loss;
+  for (int64_t t = 0; t < b.tokens; t++) {
+    if (b.mask && !b.mask[t]) {
+      p.per_token[t] = 0.f;
+      p.grad[t] = 0.f;
+      continue;
+    }
+    float k, g;
+    kl_token(read(p.logp, t) - read(p.ref_logp, t), p.opts, k, g);
+    p.per_token[t] = k;
+    p.grad[t] = w[t] * g;
+    loss.add(w[t] * k);
+  }
+  return loss.value();
+}
+
+}  // namespace rk

@@ -1,0 +1,138 @@
+// CPU fused PPO objective (DESIGN §1.7); math in src/reference/ppo.ts. Each logits row (token) is read for
+// its lse (and the anchor's), then once more to write the gradient; the batch sums are taken afterwards in
+// token order, so results do not depend on the thread count.
+#include "rlhf/ppo.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "parallel.h"
+#include "rlhf/aggregate.h"
+#include "rowmath.h"
+
+namespace rk {
+namespace {
+
+struct TokenTerms {
+  float policy = 0.f, kl = 0.f, value = 0.f, approx_kl = 0.f, ratio = 0.f;
+  uint8_t low = 0, high = 0, dual = 0, vclip = 0;
+};
+
+template <typename T>
+void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
+  const T* z = static_cast<const T*>(p.logits.data);
+  const T* za = static_cast<const T*>(p.anchor_logits.data);
+  const int64_t V = p.V;
+  const float invT = 1.f / p.temperature;
+  const TokenBatch& b = p.batch;
+  for (int64_t t = begin; t < end; t++) {
+    const T* row = z + t * V;
+    float* g = p.grad_logits + t * V;
+    if (b.mask && !b.mask[t]) {
+      std::fill(g, g + V, 0.f);
+      if (p.grad_values) p.grad_values[t] = 0.f;
+      p.logp[t] = 0.f;
+      continue;
+    }
+    const int32_t y = p.actions[t];
+    const float lse = row_lse(row, V, invT);
+    const float lp = load(row, y) * invT - lse;
+    p.logp[t] = lp;
+    const T* arow = za ? za + t * V : nullptr;
+    const float lse_a = arow ? row_lse(arow, V, invT) : 0.f;
+    const float anchor_lp = arow ? load(arow, y) * invT - lse_a : 0.f;
+    const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
+    const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
+    TokenTerms& tt = terms[t];
+    tt.policy = s.loss;
+    tt.approx_kl = old - lp;
+    tt.ratio = s.ratio;
+    tt.low = s.clipped_low;
+    tt.high = s.clipped_high;
+    tt.dual = s.dual_clipped;
+    float c_logp = w[t] * s.grad;
+    float c_full = 0.f;
+    if (p.full_kl) {
+      tt.kl = lane_sum(V, [&](int64_t v) {
+        const float la = load(arow, v) * invT - lse_a;
+        const float pa = exp_approx(la);
+        return pa > 0.f ? pa * (la - (load(row, v) * invT - lse)) : 0.f;
+      });
+      c_full = p.beta * w[t];
+    } else {
+      const float ref = p.ref_logp.present() ? read(p.ref_logp, t) : (arow ? anchor_lp : old);
+      float k, gk;
+      kl_token(lp - ref, p.kl, k, gk);
+      tt.kl = k;
+      c_logp += p.beta * w[t] * gk;
+    }
+    // dloss/dz = (1/T)[c_logp (onehot − q) + c_full (q − p_anchor)]
+    if (c_full != 0.f) {
+      for (int64_t v = 0; v < V; v++) {
+        const float q = exp_approx(load(row, v) * invT - lse);
+        g[v] = invT * (-c_logp * q + c_full * (q - exp_approx(load(arow, v) * invT - lse_a)));
+      }
+    } else {
+      for (int64_t v = 0; v < V; v++) g[v] = -invT * c_logp * exp_approx(load(row, v) * invT - lse);
+    }
+    {
+      const float q = exp_approx(load(row, y) * invT - lse);
+      const float full = c_full != 0.f ? c_full * (q - exp_approx(load(arow, y) * invT - lse_a)) : 0.f;
+      g[y] = invT * (c_logp * (1.f - q) + full);
+    }
+    if (p.values.present() && p.returns.present()) {
+      float l, gv;
+      const float old_v = p.old_values.present() ? read(p.old_values, t) : 0.f;
+      tt.vclip = value_token(read(p.values, t), read(p.returns, t), old_v, p.value, l, gv);
+      tt.value = l;
+      if (p.grad_values) p.grad_values[t] = p.c1 * w[t] * gv;
+    }
+  }
+}
+
+}  // namespace
+
+PpoLossResult ppo_loss(const PpoLossParams& p) {
+  const TokenBatch& b = p.batch;
+  std::vector<float> w(size_t(b.tokens));
+  PpoLossResult r;
+  r.count = aggregation_weights(b, w.data());
+  std::vector<TokenTerms> terms(size_t(b.tokens));
+  dispatch_dtype(p.logits.dtype, [&]<typename T>() {
+    parallel_for(b.tokens, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V)),
+                 [&](int64_t s, int64_t e) { ppo_rows<T>(p, w.data(), terms.data(), s, e); });
+  });
+  KahanSum pol, kl, val, akl, ratio;
+  float ratio_max = -INFINITY;
+  int64_t low = 0, high = 0, dual = 0, vclip = 0;
+  for (int64_t t = 0; t < b.tokens; t++) {
+    if (b.mask && !b.mask[t]) continue;
+    const TokenTerms& tt = terms[t];
+    pol.add(w[t] * tt.policy);
+    kl.add(w[t] * tt.kl);
+    val.add(w[t] * tt.value);
+    akl.add(w[t] * tt.approx_kl);
+    ratio.add(tt.ratio);
+    ratio_max = tt.ratio > ratio_max ? tt.ratio : ratio_max;
+    low += tt.low;
+    high += tt.high;
+    dual += tt.dual;
+    vclip += tt.vclip;
+  }
+  const float f = r.count > 0 ? 1.f / float(r.count) : 0.f;
+  r.policy_loss = pol.value();
+  r.kl = kl.value();
+  r.value_loss = val.value();
+  r.loss = r.policy_loss + p.beta * r.kl + p.c1 * r.value_loss;
+  r.approx_kl = akl.value();
+  r.ratio_mean = ratio.value() * f;
+  r.ratio_max = r.count > 0 ? ratio_max : 0.f;
+  r.clip_fraction = float(low + high) * f;
+  r.clip_fraction_low = float(low) * f;
+  r.clip_fraction_high = float(high) * f;
+  r.dual_clip_fraction = float(dual) * f;
+  r.value_clip_fraction = float(vclip) * f;
+  return r;
+}
+
+}  // namespace rk

@@ -1,0 +1,66 @@
+// KL divergences (DESIGN §1.5): full-vocabulary KL(p‖q) over two logits tensors, and the sampled-token
+// estimators. Math in src/reference/kl.ts.
+#pragma once
+#include <cmath>
+#include "common.h"
+
+namespace rk {
+
+struct KlDivergenceParams {
+  FloatIn p_logits, q_logits;
+  int64_t N = 0, V = 0;
+  const uint8_t* mask = nullptr;  // [N] or null
+  Reduction reduction = Reduction::mean;
+  float temperature = 1.f;
+  float* per_row = nullptr;  // [N]
+  float* grad_q = nullptr;   // [N, V] or null
+  float* grad_p = nullptr;   // [N, V] or null
+};
+struct KlDivergenceResult {
+  float loss = 0.f;
+  int64_t count = 0;
+};
+KlDivergenceResult kl_divergence(const KlDivergenceParams& p);
+
+enum class KlEstimator : int32_t { k1 = 0, abs = 1, k2 = 2, k3 = 3 };
+
+struct KlOptions {
+  KlEstimator estimator = KlEstimator::k3;
+  float log_ratio_clamp = 20.f;
+  float output_clamp = 0.f;  // ≤ 0: off
+};
+
+// Value and d/dlogp of one estimator at δ = logp − refLogp; shared by kl_penalty and ppo_loss.
+inline void kl_token(float delta, const KlOptions& o, float& k, float& g) {
+  k = 0.f;
+  g = 0.f;
+  switch (o.estimator) {
+    case KlEstimator::k1: k = delta; g = 1.f; break;
+    case KlEstimator::abs: k = std::fabs(delta); g = delta > 0.f ? 1.f : (delta < 0.f ? -1.f : 0.f); break;
+    case KlEstimator::k2: k = 0.5f * delta * delta; g = delta; break;
+    case KlEstimator::k3: {
+      const float C = o.log_ratio_clamp;
+      const float dc = delta > C ? C : (delta < -C ? -C : delta);
+      const float e = std::exp(-dc);
+      k = e + dc - 1.f;
+      g = (delta > C || delta < -C) ? 0.f : 1.f - e;
+      break;
+    }
+  }
+  const float K = o.output_clamp;
+  if (K > 0.f && (k > K || k < -K)) {
+    k = k > K ? K : -K;
+    g = 0.f;
+  }
+}
+
+struct KlPenaltyParams {
+  TokenBatch batch;
+  FloatIn logp, ref_logp;
+  KlOptions opts;
+  float* per_token = nullptr;
+  float* grad = nullptr;
+};
+float kl_penalty(const KlPenaltyParams& p);
+
+}  // namespace rk

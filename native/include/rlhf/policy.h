@@ -1,0 +1,54 @@
+// PPO clipped policy loss (DESIGN §1.4) per token, aggregated (§1.9). Math in src/reference/policy.ts.
+#pragma once
+#include <cmath>
+#include "common.h"
+
+namespace rk {
+
+struct PolicyOptions {
+  float clip_low = 0.2f, clip_high = 0.2f;
+  float dual_clip = 0.f;  // ≤ 1: off
+  float log_ratio_clamp = 20.f;
+};
+
+// One token's loss, d loss / d logp and flags; shared by policy_loss and ppo_loss.
+struct PolicyToken {
+  float loss, grad, ratio;
+  bool clipped_low, clipped_high, dual_clipped;
+};
+
+inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o) {
+  const float d = logp - old;
+  const float C = o.log_ratio_clamp;
+  const float dc = d > C ? C : (d < -C ? -C : d);
+  const float r = std::exp(dc);
+  const float lo = 1.f - o.clip_low, hi = 1.f + o.clip_high;
+  const float surr1 = r * A;
+  const float surr2 = (r < lo ? lo : (r > hi ? hi : r)) * A;
+  const bool clipped = surr2 < surr1;
+  float loss = -(clipped ? surr2 : surr1);
+  bool dual = false;
+  if (o.dual_clip > 1.f && A < 0.f && -o.dual_clip * A < loss) {
+    loss = -o.dual_clip * A;
+    dual = true;
+  }
+  const bool flat = clipped || dual || d > C || d < -C;
+  return {loss, flat ? 0.f : -r * A, r, clipped && A < 0.f, clipped && A > 0.f, dual};
+}
+
+struct PolicyLossParams {
+  TokenBatch batch;
+  FloatIn logp, old_logp, advantages;
+  PolicyOptions opts;
+  float* per_token = nullptr;
+  float* grad = nullptr;
+};
+struct PolicyLossResult {
+  float loss = 0.f;
+  float clip_fraction = 0.f, clip_fraction_low = 0.f, clip_fraction_high = 0.f, dual_clip_fraction = 0.f;
+  float approx_kl = 0.f, ratio_mean = 0.f, ratio_max = 0.f;
+  int64_t count = 0;
+};
+PolicyLossResult policy_loss(const PolicyLossParams& p);
+
+}  // namespace rk

@@ -1,0 +1,44 @@
+// Value loss (DESIGN §1.6), aggregated (§1.9). Math in src/reference/value.ts.
+#pragma once
+#include "common.h"
+
+namespace rk {
+
+struct ValueOptions {
+  float clip = -1.f;  // < 0: off
+  bool half = false;
+};
+
+// One token's loss and d/dV; returns whether the clipped term was the larger. Shared with ppo_loss.
+inline bool value_token(float V, float R, float V_old, const ValueOptions& o, float& loss, float& grad) {
+  const float h = o.half ? 0.5f : 1.f;
+  const float e1 = V - R;
+  float u = e1 * e1;
+  bool clipped = false;
+  if (o.clip >= 0.f) {
+    const float lo = V_old - o.clip, hi = V_old + o.clip;
+    const float e2 = (V < lo ? lo : (V > hi ? hi : V)) - R;
+    if (e2 * e2 > u) {
+      u = e2 * e2;
+      clipped = true;
+    }
+  }
+  loss = h * u;
+  grad = clipped ? 0.f : 2.f * h * e1;
+  return clipped;
+}
+
+struct ValueLossParams {
+  TokenBatch batch;
+  FloatIn values, returns, old_values;
+  ValueOptions opts;
+  float* per_token = nullptr;
+  float* grad = nullptr;
+};
+struct ValueLossResult {
+  float loss = 0.f;
+  float clip_fraction = 0.f;
+};
+ValueLossResult value_loss(const ValueLossParams& p);
+
+}  // namespace rk

@@ -1,0 +1,54 @@
+// Vocabulary kernels (DESIGN §1.1, §1.2): log-probs of the taken token with entropy, their backward, and
+// cross-entropy, over logits [N, V]. Math in src/reference/vocab.ts; the CPU version is native/cpu/vocab.cc.
+#pragma once
+#include "common.h"
+
+namespace rk {
+
+struct LogProbsParams {
+  FloatIn logits;
+  int64_t N = 0, V = 0;
+  const int32_t* targets = nullptr;
+  int32_t ignore_index = -100;
+  float temperature = 1.f;
+  float* logp = nullptr;     // [N]
+  float* lse = nullptr;      // [N]
+  float* entropy = nullptr;  // [N] or null
+};
+void log_probs(const LogProbsParams& p);
+
+struct LogProbsBackwardParams {
+  FloatIn logits;
+  int64_t N = 0, V = 0;
+  const int32_t* targets = nullptr;
+  int32_t ignore_index = -100;
+  float temperature = 1.f;
+  FloatIn lse;           // [N]
+  FloatIn grad_logp;     // [N] or absent
+  FloatIn grad_entropy;  // [N] or absent
+  FloatIn entropy;       // [N] or absent (recomputed where grad_entropy is given)
+  float* grad = nullptr; // [N, V]
+};
+void log_probs_backward(const LogProbsBackwardParams& p);
+
+struct CrossEntropyParams {
+  FloatIn logits;
+  int64_t N = 0, V = 0;
+  const int32_t* targets = nullptr;
+  int32_t ignore_index = -100;
+  Reduction reduction = Reduction::mean;
+  float label_smoothing = 0.f;
+  float z_loss = 0.f;
+  FloatIn class_weights;  // [V] or absent
+  FloatIn token_weights;  // [N] or absent
+  float* losses = nullptr;  // [N]
+  float* lse = nullptr;     // [N]
+  float* grad = nullptr;    // [N, V] or null
+};
+struct CrossEntropyResult {
+  float loss = 0.f;
+  int64_t count = 0;
+};
+CrossEntropyResult cross_entropy(const CrossEntropyParams& p);
+
+}  // namespace rk
