@@ -19,13 +19,14 @@ export function defineOp<O, A, R>(
   const async = (options: O): Promise<R> => {
     let args: A
     let k: Kernels
+    let native: Promise<R> | undefined
     try {
       args = validate(options)
       k = kernels()
+      native = runAsync?.(k, args)
     } catch (error) {
       return Promise.reject(error)
     }
-    const native = runAsync?.(k, args)
     if (native !== undefined) return native
     return new Promise<R>((resolve, reject) => {
       setImmediate(() => {

@@ -72,8 +72,20 @@ template <class J>
 Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<J>(env);
-  Args args(env, J::name, info[0], job->pins);
-  job->prepare(args);
+  if (async) {
+    // a bad argument rejects the promise, as the TypeScript layer does
+    try {
+      Args args(env, J::name, info[0], job->pins);
+      job->prepare(args);
+    } catch (const Napi::Error& e) {
+      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+      d.Reject(e.Value());
+      return d.Promise();
+    }
+  } else {
+    Args args(env, J::name, info[0], job->pins);
+    job->prepare(args);
+  }
   if (async) {
     auto* worker = new JobWorker(env, std::move(job));
     Napi::Promise promise = worker->promise();

@@ -1,0 +1,177 @@
+/**
+ * The native addon as a Node package: what backends() reports on this machine, the addon's own checks
+ * (memory safety never depends on the TypeScript layer), worker_threads, and async work off the event loop.
+ */
+import { execFileSync } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { Worker } from 'node:worker_threads'
+import { describe, expect, it } from 'vitest'
+import * as rk from '../src/index.js'
+import { rng } from './helpers.js'
+
+const root = new URL('..', import.meta.url).pathname
+const addonPath = `${root}build/Release/rlhf_kernels.node`
+const buildInfoPath = `${root}build/Release/build-info.json`
+const buildInfo = existsSync(buildInfoPath) ? JSON.parse(readFileSync(buildInfoPath, 'utf8')) : null
+const cpu = rk.backends().find((b) => b.name === 'cpu')!
+const cuda = rk.backends().find((b) => b.name === 'cuda')!
+const nvccHere = (() => {
+  try {
+    execFileSync('nvcc', ['--version'], { stdio: 'ignore' })
+    return true
+  } catch {
+    return existsSync('/usr/local/cuda/bin/nvcc')
+  }
+})()
+
+describe('backends() on this machine', () => {
+  it('cpu is available whenever the install built the addon (and always in CI)', () => {
+    if (process.env.CI || buildInfo?.ok) {
+      expect(cpu.available, cpu.reason).toBe(true)
+      expect(rk.currentBackend()).toBe('cpu')
+    } else {
+      expect(cpu.reason).toMatch(/native/)
+    }
+  })
+
+  it('cuda is compiled in when nvcc is here, and says why it is unavailable without a GPU', () => {
+    if (!cpu.available) return expect(cuda.reason).toMatch(/not loaded/)
+    const info = rk.nativeStatus.info!
+    if (nvccHere && buildInfo?.builder === 'cmake-js') expect(info.cuda.compiled).toBe(true)
+    if (info.cuda.compiled && info.cuda.error !== 0) {
+      expect(cuda.available).toBe(false)
+      expect(cuda.reason).toContain(info.cuda.errorName)
+      expect(cuda.reason).toMatch(/devices: 0/)
+      if (info.cuda.error === 35) expect(cuda.reason).toMatch(/no NVIDIA driver/)
+    }
+    if (!info.cuda.compiled) expect(cuda.reason).toMatch(/without CUDA/)
+  })
+})
+
+describe.runIf(existsSync(addonPath))("the addon's own checks (called directly, without the TypeScript layer)", () => {
+  const addon = createRequire(import.meta.url)(addonPath)
+  const logits = { data: new Float32Array(6), dtype: 'float32' }
+  const ce = (over: object) => () => addon.crossEntropy({
+    logits, N: 2, V: 3, targets: Int32Array.of(0, 1), ignoreIndex: -100, reduction: 'mean', labelSmoothing: 0, zLoss: 0, grad: true, ...over,
+  })
+  const layout = { tokens: 4, offsets: Int32Array.of(0, 4), width: 4 }
+  const f = (n: number) => ({ data: new Float32Array(n), dtype: 'float32' })
+  const policy = (over: object) => () => addon.policyLoss({
+    layout, logp: f(4), oldLogp: f(4), advantages: f(4), clipLow: 0.2, clipHigh: 0.2, logRatioClamp: 20, ...over,
+  })
+
+  it.each([
+    ['a target past V (an out-of-bounds read if unchecked)', ce({ targets: Int32Array.of(0, 3) }), RangeError, /targets\[1\] must be in \[0, 3\)/],
+    ['a negative target', ce({ targets: Int32Array.of(-5, 0) }), RangeError, /targets\[0\]/],
+    ['logits shorter than N·V', ce({ N: 3 }), RangeError, /logits must have 9 elements, got 6/],
+    ['targets shorter than N', ce({ targets: Int32Array.of(0) }), RangeError, /targets must have 2 elements/],
+    ['data not matching its dtype', ce({ logits: { data: new Uint16Array(6), dtype: 'float32' } }), TypeError, /does not match its dtype/],
+    ['targets of the wrong class', ce({ targets: new Float32Array(2) }), TypeError, /targets must be an Int32Array/],
+    ['offsets past the tokens', policy({ layout: { ...layout, offsets: Int32Array.of(0, 9) } }), RangeError, /offsets must run from 0 to 4/],
+    ['offsets decreasing', policy({ layout: { ...layout, offsets: Int32Array.of(0, 3, 1, 4) } }), RangeError, /non-decreasing/],
+    ['a mask value other than 0/1', policy({ mask: Uint8Array.of(1, 2, 0, 1) }), RangeError, /mask must hold 0 or 1/],
+    ['per-token inputs of different lengths', policy({ oldLogp: f(3) }), RangeError, /oldLogp must have 4 elements/],
+    ['reward offsets past the scores', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 5), chosen: Int32Array.of(0, 0), ignoreIndex: -100, centerCoef: 0, reduction: 'mean' }), RangeError, /offsets must run from 0 to 3/],
+    ['a chosen index past its prompt', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 3), chosen: Int32Array.of(2, 0), ignoreIndex: -100, centerCoef: 0, reduction: 'mean' }), RangeError, /chosen\[0\] must be in \[0, 2\)/],
+    ['an action past V', () => addon.ppoLoss({ layout: { tokens: 2, offsets: Int32Array.of(0, 2), width: 2 }, V: 3, logits: f(6), actions: Int32Array.of(0, 3), oldLogp: f(2), advantages: f(2), temperature: 1, clipLow: 0.2, clipHigh: 0.2, logRatioClamp: 20, beta: 0, c1: 0, klEstimator: 'k3', half: false }), RangeError, /actions\[1\] must be in \[0, 3\)/],
+    ['not an object', () => addon.gae(42), TypeError, /arguments must be an object/],
+  ] as const)('%s', (_, call, errorClass, message) => {
+    expect(call).toThrow(errorClass)
+    expect(call).toThrow(message)
+  })
+
+  it('async calls reject the same way', async () => {
+    await expect(addon.crossEntropyAsync({ logits, N: 2, V: 3, targets: Int32Array.of(0, 7), ignoreIndex: -100, reduction: 'mean', labelSmoothing: 0, zLoss: 0, grad: false })).rejects.toThrow(RangeError)
+  })
+})
+
+describe.runIf(cpu.available)('threads', () => {
+  it('the addon loads and computes in 4 worker_threads at once, each with its own env', async () => {
+    const dist = new URL('../dist/index.js', import.meta.url).href
+    expect(existsSync(new URL(dist)), 'dist/ is built by `npm install` (prepare)').toBe(true)
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads')
+      import(${JSON.stringify(dist)}).then((rk) => {
+        const { N, V, data, targets } = workerData
+        const r = rk.crossEntropy({ logits: rk.tensor(data, [N, V]), targets, grad: true })
+        const addon = require(${JSON.stringify(addonPath)})
+        parentPort.postMessage({ backend: rk.currentBackend(), loss: r.loss, grad: r.gradLogits.data, env: addon.envId() })
+      })`
+    const r = rng(51)
+    const N = 64, V = 3001
+    const data = r.f32(N * V, 2), targets = r.ints(N, V)
+    const expected = rk.crossEntropy({ logits: rk.tensor(data, [N, V]), targets, grad: true })
+    const results = await Promise.all(Array.from({ length: 4 }, () => new Promise<any>((resolve, reject) => {
+      const w = new Worker(code, { eval: true, workerData: { N, V, data, targets } })
+      w.once('message', (m) => { resolve(m); w.terminate() })
+      w.once('error', reject)
+    })))
+    for (const m of results) {
+      expect(m.backend).toBe('cpu')
+      expect(m.loss).toBe(expected.loss)
+      expect(Array.from(m.grad as Float32Array)).toEqual(Array.from(expected.gradLogits!.data))
+    }
+    expect(new Set(results.map((m) => m.env)).size).toBe(4)
+  })
+
+  it('an async native job does not block the event loop (p99 delay < 10 ms during a ≥ 200 ms job)', async () => {
+    const r = rng(52)
+    const V = 32000
+    const make = (N: number) => ({ logits: rk.tensor(r.f32(N * V, 3), [N, V]), targets: r.ints(N, V), grad: true, labelSmoothing: 0.1 })
+    // calibrate: enough rows for ≥ 250 ms on this machine
+    const probe = make(32)
+    let t = performance.now()
+    rk.crossEntropy(probe)
+    const perRow = (performance.now() - t) / 32
+    const N = Math.min(4096, Math.max(32, Math.ceil(250 / perRow)))
+    const job = make(N)
+    const h = monitorEventLoopDelay({ resolution: 1 })
+    h.enable()
+    t = performance.now()
+    const result = await rk.crossEntropyAsync(job)
+    const elapsed = performance.now() - t
+    h.disable()
+    expect(result.count).toBe(N)
+    expect(elapsed).toBeGreaterThanOrEqual(200)
+    expect(h.percentile(99) / 1e6).toBeLessThan(10)
+  })
+})
+
+describe('the loader', () => {
+  const dist = new URL('../dist/index.js', import.meta.url).href
+  const probe = (env: Record<string, string>) => {
+    const script = `import(${JSON.stringify(dist)}).then((rk) => {
+      const r = rk.crossEntropy({ logits: rk.tensor(Float32Array.of(1, 2, 3, 4), [2, 2]), targets: Int32Array.of(0, 1) })
+      console.log(JSON.stringify({ backends: rk.backends(), current: rk.currentBackend(), loss: r.loss, errors: rk.nativeStatus.errors }))
+    }, (e) => { console.log(JSON.stringify({ thrown: e.message, code: e.code })) })`
+    const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' })
+    return JSON.parse(out.trim().split('\n').pop()!)
+  }
+
+  it('RLHF_KERNELS_BACKEND=js: the addon is not loaded, the ops run on js, backends() says why', () => {
+    const r = probe({ RLHF_KERNELS_BACKEND: 'js' })
+    expect(r.current).toBe('js')
+    expect(r.loss).toBeCloseTo((Math.log(1 + Math.E) + Math.log(1 + Math.exp(-1))) / 2, 6)
+    expect(r.backends.find((b: rk.BackendStatus) => b.name === 'cpu').reason).toMatch(/RLHF_KERNELS_BACKEND=js/)
+  })
+
+  it.runIf(cpu.available)('a bad RLHF_KERNELS_NATIVE_PATH is recorded and the local build is used', () => {
+    const r = probe({ RLHF_KERNELS_NATIVE_PATH: '/nonexistent/rlhf_kernels.node' })
+    expect(r.current).toBe('cpu')
+    expect(r.errors[0]).toMatch(/nonexistent.*does not exist/)
+  })
+
+  it('RLHF_KERNELS_REQUIRE=cuda on a machine without a usable GPU throws at import, listing the causes', () => {
+    if (cuda.available) return
+    const r = probe({ RLHF_KERNELS_REQUIRE: 'cuda' })
+    expect(r.code).toBe('ERR_CUDA_UNAVAILABLE')
+    expect(r.thrown).toMatch(/RLHF_KERNELS_REQUIRE=cuda/)
+  })
+
+  it('RLHF_KERNELS_REQUIRE=cpu with the addon switched off throws ERR_BACKEND_UNAVAILABLE', () => {
+    const r = probe({ RLHF_KERNELS_REQUIRE: 'cpu', RLHF_KERNELS_BACKEND: 'js' })
+    expect(r.code).toBe('ERR_BACKEND_UNAVAILABLE')
+  })
+})
