@@ -12,7 +12,7 @@ namespace rk {
 namespace {
 
 template <typename T>
-void kl_rows(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
+RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
   const T* zp = static_cast<const T*>(p.p_logits.data);
   const T* zq = static_cast<const T*>(p.q_logits.data);
   const int64_t V = p.V;
@@ -30,22 +30,18 @@ void kl_rows(const KlDivergenceParams& p, float scale, int64_t begin, int64_t en
     }
     const float lp_ = row_lse(rp, V, invT), lq_ = row_lse(rq, V, invT);
     // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0
-    const float kl = lane_sum(V, [&](int64_t v) {
-      const float lp = load(rp, v) * invT - lp_;
-      const float pv = exp_approx(lp);
-      return pv > 0.f ? pv * (lp - (load(rq, v) * invT - lq_)) : 0.f;
+    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) {
+      const auto lp = a * invT - lp_;
+      return xlogy_term(exp_approx(lp), lp - (b * invT - lq_));
     });
     p.per_row[n] = kl;
     const float s = scale * invT;
-    if (gq) {
-      for (int64_t v = 0; v < V; v++) gq[v] = s * (exp_approx(load(rq, v) * invT - lq_) - exp_approx(load(rp, v) * invT - lp_));
-    }
+    if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(b * invT - lq_) - exp_approx(a * invT - lp_)); });
     if (gp) {
-      for (int64_t v = 0; v < V; v++) {
-        const float lp = load(rp, v) * invT - lp_;
-        const float pv = exp_approx(lp);
-        gp[v] = pv > 0.f ? s * pv * (lp - (load(rq, v) * invT - lq_) - kl) : 0.f;
-      }
+      row_map2(rp, rq, V, gp, [&](auto a, auto b) {
+        const auto lp = a * invT - lp_;
+        return s * xlogy_term(exp_approx(lp), lp - (b * invT - lq_) - kl);
+      });
     }
   }
 }

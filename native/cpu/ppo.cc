@@ -19,7 +19,7 @@ struct TokenTerms {
 };
 
 template <typename T>
-void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
+RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   const int64_t V = p.V;
@@ -53,10 +53,9 @@ void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t
     float c_logp = w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
-      tt.kl = lane_sum(V, [&](int64_t v) {
-        const float la = load(arow, v) * invT - lse_a;
-        const float pa = exp_approx(la);
-        return pa > 0.f ? pa * (la - (load(row, v) * invT - lse)) : 0.f;
+      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) {
+        const auto la = a * invT - lse_a;
+        return xlogy_term(exp_approx(la), la - (z * invT - lse));
       });
       c_full = p.beta * w[t];
     } else {
@@ -68,12 +67,12 @@ void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t
     }
     // dloss/dz = (1/T)[c_logp (onehot − q) + c_full (q − p_anchor)]
     if (c_full != 0.f) {
-      for (int64_t v = 0; v < V; v++) {
-        const float q = exp_approx(load(row, v) * invT - lse);
-        g[v] = invT * (-c_logp * q + c_full * (q - exp_approx(load(arow, v) * invT - lse_a)));
-      }
+      row_map2(row, arow, V, g, [&](auto z, auto a) {
+        const auto q = exp_approx(z * invT - lse);
+        return invT * (-c_logp * q + c_full * (q - exp_approx(a * invT - lse_a)));
+      });
     } else {
-      for (int64_t v = 0; v < V; v++) g[v] = -invT * c_logp * exp_approx(load(row, v) * invT - lse);
+      row_map(row, V, g, [&](auto z) { return -invT * c_logp * exp_approx(z * invT - lse); });
     }
     {
       const float q = exp_approx(load(row, y) * invT - lse);

@@ -1,5 +1,6 @@
-// Row primitives of the vocabulary kernels, written as lane-blocked loops that GCC and Clang vectorise
-// without -ffast-math: LANES independent accumulators per row, combined at the end in a fixed order.
+// Row primitives of the vocabulary kernels. Each row is processed 8 floats at a time with GCC/Clang
+// vector extensions, sums blocked and compensated (row_sum2), then a scalar tail; the order of every sum is
+// fixed by the row length alone.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -7,50 +8,87 @@
 
 #include "rlhf/common.h"
 
+#define RK_INLINE inline __attribute__((always_inline))
+
+// The row kernels are built twice on x86-64 Linux with GCC, for x86-64-v3 (AVX2 + FMA) and for the
+// baseline, and the dynamic loader picks the one this CPU runs. `flatten` inlines every call inside each
+// clone, so no helper compiled for one ISA is ever called from code built for the other.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RK_NO_MULTIVERSION)
+#define RK_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
+#else
+#define RK_ROW_KERNEL __attribute__((flatten))
+#endif
+
 namespace rk {
 
-constexpr int LANES = 16;
+constexpr int W = 8;
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
 
-// exp(x) in float32 (Cephes expf polynomial; ≤ 2 ulp against std::exp, tested in the parity suite).
-// x < −87.3 (e.g. −inf) gives exactly 0, so a −inf logit has probability 0; NaN gives NaN.
-inline float exp_approx(float x) {
+// exp(x) in float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ≤ 2 ulp from std::exp
+// (tested against it in test/parity.test.ts through every op). x < −87.3 (−inf included) gives exactly 0,
+// so a −inf logit has probability 0; NaN gives NaN. The same code serves 8 lanes and one.
+template <typename V, typename I>
+RK_INLINE V exp_body(V x, I& e) {
   const float hi = 88.3762626647949f, lo = -87.3365447505531f;
-  const bool under = x < lo;
-  float xc = x > hi ? hi : x;
+  V xc = x > hi ? hi : x;
   xc = xc < lo ? lo : xc;
-  const float n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5·2^23)
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
+  const V n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5·2^23)
+  const V r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+  V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
-  const int32_t e = (int32_t(n) + 127) << 23;
+  if constexpr (sizeof(V) == sizeof(float)) e = (int32_t(n) + 127) << 23;
+  else e = (__builtin_convertvector(n, vi) + 127) << 23;
+  return p;
+}
+
+// (A NaN input needs no select of its own: it makes r, and so p and the result, NaN.)
+RK_INLINE float exp_approx(float x) {
+  int32_t e;
+  const float p = exp_body(x, e);
   float scale;
   std::memcpy(&scale, &e, 4);
-  const float y = p * scale;
-  return under ? 0.f : (x == x ? y : x);
+  return x < -87.3365447505531f ? 0.f : p * scale;
 }
+
+RK_INLINE vf exp_approx(vf x) {
+  vi e;
+  const vf p = exp_body(x, e);
+  return x < -87.3365447505531f ? 0.f : p * (vf)e;
+}
+
+template <typename T>
+RK_INLINE vf vload(const T* p, int64_t i) {
+  vf r;
+  for (int l = 0; l < W; l++) r[l] = load(p, i + l);
+  return r;
+}
+
+RK_INLINE void vstore(float* p, int64_t i, vf x) { std::memcpy(p + i, &x, sizeof(vf)); }
 
 // max_v x_v·invT over a row, and whether any element is NaN.
 template <typename T>
-inline float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
-  float m[LANES];
-  int32_t nan[LANES];
-  for (int l = 0; l < LANES; l++) { m[l] = -INFINITY; nan[l] = 0; }
+RK_INLINE float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
+  vf m0 = vf{} - INFINITY, m1 = m0;
+  vi nan = {};
   int64_t v = 0;
-  for (; v + LANES <= V; v += LANES) {
-    for (int l = 0; l < LANES; l++) {
-      const float s = load(x, v + l) * invT;
-      m[l] = s > m[l] ? s : m[l];
-      nan[l] |= s != s;
-    }
+  for (; v + 2 * W <= V; v += 2 * W) {
+    const vf a = vload(x, v) * invT, b = vload(x, v + W) * invT;
+    m0 = a > m0 ? a : m0;
+    m1 = b > m1 ? b : m1;
+    nan |= (a != a) | (b != b);
   }
   float mx = -INFINITY;
   int32_t any = 0;
-  for (int l = 0; l < LANES; l++) { mx = m[l] > mx ? m[l] : mx; any |= nan[l]; }
+  for (int l = 0; l < W; l++) {
+    mx = m0[l] > mx ? m0[l] : mx;
+    mx = m1[l] > mx ? m1[l] : mx;
+    any |= nan[l];
+  }
   for (; v < V; v++) {
     const float s = load(x, v) * invT;
     mx = s > mx ? s : mx;
@@ -60,45 +98,68 @@ inline float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
   return mx;
 }
 
-// Σ_v f(v) with per-lane Kahan compensation, f vectorisable; lanes combined in a fixed order.
-template <typename F>
-inline float lane_sum(int64_t V, F&& f) {
-  float s[LANES], c[LANES];
-  for (int l = 0; l < LANES; l++) { s[l] = 0.f; c[l] = 0.f; }
-  int64_t v = 0;
-  for (; v + LANES <= V; v += LANES) {
-    for (int l = 0; l < LANES; l++) {
-      const float y = f(v + l) - c[l];
-      const float t = s[l] + y;
-      c[l] = (t - s[l]) - y;
-      s[l] = t;
-    }
-  }
+// Σ_v f(x_v, y_v) over two rows (pass y = x for one), f generic over vf and float. Blocked summation:
+// plain float32 sums within a block of BLOCK elements (8 lanes × 2 accumulators, ≤ 16 terms each), then
+// each block's partial sum added to the row total with Kahan–Babuška compensation.
+constexpr int64_t BLOCK = 256;
+template <typename T, typename U, typename F>
+RK_INLINE float row_sum2(const T* x, const U* y, int64_t V, F&& f) {
   KahanSum total;
-  for (int l = 0; l < LANES; l++) { total.add(s[l]); total.add(-c[l]); }
-  for (; v < V; v++) total.add(f(v));
+  int64_t v = 0;
+  for (; v + BLOCK <= V; v += BLOCK) {
+    vf s0 = f(vload(x, v), vload(y, v)), s1 = f(vload(x, v + W), vload(y, v + W));
+    for (int64_t i = v + 2 * W; i < v + BLOCK; i += 2 * W) {
+      s0 += f(vload(x, i), vload(y, i));
+      s1 += f(vload(x, i + W), vload(y, i + W));
+    }
+    const vf s = s0 + s1;
+    float b = 0.f;
+    for (int l = 0; l < W; l++) b += s[l];
+    total.add(b);
+  }
+  for (; v < V; v++) total.add(f(load(x, v), load(y, v)));
   return total.value();
+}
+
+template <typename T, typename F>
+RK_INLINE float row_sum(const T* x, int64_t V, F&& f) {
+  return row_sum2(x, x, V, [&](auto a, auto) { return f(a); });
+}
+
+// out_v = f(x_v, y_v) over two rows (pass y = x for one).
+template <typename T, typename U, typename F>
+RK_INLINE void row_map2(const T* x, const U* y, int64_t V, float* out, F&& f) {
+  int64_t v = 0;
+  for (; v + W <= V; v += W) vstore(out, v, f(vload(x, v), vload(y, v)));
+  for (; v < V; v++) out[v] = f(load(x, v), load(y, v));
+}
+
+template <typename T, typename F>
+RK_INLINE void row_map(const T* x, int64_t V, float* out, F&& f) {
+  row_map2(x, x, V, out, [&](auto a, auto) { return f(a); });
 }
 
 // lse of a row of x·invT: −inf for an all −inf row, NaN if any element is NaN, +inf if one is +inf.
 template <typename T>
-inline float row_lse(const T* x, int64_t V, float invT) {
+RK_INLINE float row_lse(const T* x, int64_t V, float invT) {
   bool has_nan = false;
   const float m = row_max(x, V, invT, has_nan);
   if (has_nan) return NAN;
   if (m == -INFINITY || m == INFINITY) return m;
-  const float sum = lane_sum(V, [&](int64_t v) { return exp_approx(load(x, v) * invT - m); });
-  return m + std::log(sum);
+  return m + std::log(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); }));
 }
 
-// Entropy −Σ p log p of a row given its lse, with xlogy semantics (p = 0 contributes 0).
+// xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is.
+template <typename V>
+RK_INLINE V xlogy_term(V p, V t) { return p > 0.f ? p * t : 0.f; }
+
+// Entropy −Σ p log p of a row given its lse, with xlogy semantics.
 template <typename T>
-inline float row_entropy(const T* x, int64_t V, float invT, float lse) {
+RK_INLINE float row_entropy(const T* x, int64_t V, float invT, float lse) {
   if (lse == -INFINITY) return 0.f;
-  return 0.f - lane_sum(V, [&](int64_t v) {  // 0 − s, not −s: an empty sum gives +0
-    const float lp = load(x, v) * invT - lse;
-    const float p = exp_approx(lp);
-    return p > 0.f ? p * lp : 0.f;
+  return 0.f - row_sum(x, V, [&](auto z) {  // 0 − s, not −s: an empty sum gives +0
+    const auto lp = z * invT - lse;
+    return xlogy_term(exp_approx(lp), lp);
   });
 }
 

@@ -15,7 +15,7 @@ namespace {
 int64_t row_grain(int64_t V) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, V)); }
 
 template <typename T>
-void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_t end) {
+RK_ROW_KERNEL void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const float invT = 1.f / p.temperature;
   for (int64_t n = begin; n < end; n++) {
@@ -29,7 +29,7 @@ void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_t end) {
 }
 
 template <typename T>
-void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) {
+RK_ROW_KERNEL void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const float invT = 1.f / p.temperature;
   const int64_t V = p.V;
@@ -45,13 +45,12 @@ void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) 
       continue;
     }
     const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy(row, V, invT, l));
-    // d = [−g_logp·p − g_H·p·(log p + H)] / T, the true-class term added in float32 before the store
-    for (int64_t v = 0; v < V; v++) {
-      const float lp = load(row, v) * invT - l;
-      const float q = exp_approx(lp);
-      const float ent = q > 0.f ? gh * q * (lp + h) : 0.f;
-      g[v] = (-gl * q - ent) * invT;
-    }
+    // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression
+    row_map(row, V, g, [&](auto z) {
+      const auto lp = z * invT - l;
+      const auto q = exp_approx(lp);
+      return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
+    });
     if (y != p.ignore_index && y >= 0 && y < V) {
       const float lp = load(row, y) * invT - l;
       const float q = exp_approx(lp);
@@ -62,11 +61,10 @@ void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) 
 }
 
 template <typename T>
-void cross_entropy_rows(const CrossEntropyParams& p, float W, float scale, int64_t begin, int64_t end) {
+RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* cw, float W, float scale, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const int64_t V = p.V;
   const float eps = p.label_smoothing;
-  const bool cw = p.class_weights.present();
   for (int64_t n = begin; n < end; n++) {
     const T* row = z + n * V;
     const float l = row_lse(row, V, 1.f);
@@ -78,13 +76,13 @@ void cross_entropy_rows(const CrossEntropyParams& p, float W, float scale, int64
       if (g) std::fill(g, g + V, 0.f);
       continue;
     }
-    const float wy = cw ? read(p.class_weights, y) : 1.f;
+    const float wy = cw ? cw[y] : 1.f;
     const float tw = p.token_weights.present() ? read(p.token_weights, n) : 1.f;
     float loss = (1.f - eps) * wy * (l - load(row, y));
     if (eps != 0.f) {
       // Σ_v w_v (lse − z_v); a −inf logit makes it +inf, as in PyTorch
-      const float smooth = cw ? lane_sum(V, [&](int64_t v) { return read(p.class_weights, v) * (l - load(row, v)); })
-                              : lane_sum(V, [&](int64_t v) { return l - load(row, v); });
+      const float smooth = cw ? row_sum2(row, cw, V, [&](auto z, auto w) { return w * (l - z); })
+                              : row_sum(row, V, [&](auto z) { return l - z; });
       loss += eps / float(V) * smooth;
     }
     if (p.z_loss != 0.f) loss += p.z_loss * l * l;
@@ -93,14 +91,11 @@ void cross_entropy_rows(const CrossEntropyParams& p, float W, float scale, int64
     const float gs = scale * tw;
     const float cp = (1.f - eps) * wy + eps * W / float(V) + 2.f * p.z_loss * l;
     const float e = eps / float(V);
-    if (cw) {
-      for (int64_t v = 0; v < V; v++) g[v] = gs * (cp * exp_approx(load(row, v) - l) - e * read(p.class_weights, v));
-    } else {
-      for (int64_t v = 0; v < V; v++) g[v] = gs * (cp * exp_approx(load(row, v) - l) - e);
-    }
+    if (cw) row_map2(row, cw, V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(z - l) - e * w); });
+    else row_map(row, V, g, [&](auto z) { return gs * (cp * exp_approx(z - l) - e); });
     // the true-class gradient, formed in float32 as one expression (no cancellation against a stored value)
     const float py = exp_approx(load(row, y) - l);
-    g[y] = gs * (cp * py - (1.f - eps) * wy - e * (cw ? read(p.class_weights, y) : 1.f));
+    g[y] = gs * (cp * py - (1.f - eps) * wy - e * (cw ? cw[y] : 1.f));
   }
 }
 
@@ -121,18 +116,22 @@ void log_probs_backward(const LogProbsBackwardParams& p) {
 CrossEntropyResult cross_entropy(const CrossEntropyParams& p) {
   CrossEntropyResult r;
   KahanSum W, denom;
-  if (p.class_weights.present()) for (int64_t v = 0; v < p.V; v++) W.add(read(p.class_weights, v));
+  std::vector<float> cw;  // class weights decoded once, read by every row
+  if (p.class_weights.present()) {
+    cw.resize(size_t(p.V));
+    for (int64_t v = 0; v < p.V; v++) W.add(cw[v] = read(p.class_weights, v));
+  }
   for (int64_t n = 0; n < p.N; n++) {
     const int32_t y = p.targets[n];
     if (y == p.ignore_index) continue;
     r.count++;
-    denom.add(p.class_weights.present() ? read(p.class_weights, y) : 1.f);
+    denom.add(cw.empty() ? 1.f : cw[y]);
   }
-  const float Wv = p.class_weights.present() ? W.value() : float(p.V);
+  const float Wv = cw.empty() ? float(p.V) : W.value();
   const float d = denom.value();
   const float scale = p.reduction == Reduction::mean ? (d > 0.f ? 1.f / d : 0.f) : 1.f;
   dispatch_dtype(p.logits.dtype, [&]<typename T>() {
-    parallel_for(p.N, row_grain(p.V), [&](int64_t b, int64_t e) { cross_entropy_rows<T>(p, Wv, scale, b, e); });
+    parallel_for(p.N, row_grain(p.V), [&](int64_t b, int64_t e) { cross_entropy_rows<T>(p, cw.empty() ? nullptr : cw.data(), Wv, scale, b, e); });
   });
   KahanSum total;  // in row order, whatever the thread count
   for (int64_t n = 0; n < p.N; n++) total.add(p.losses[n]);
