@@ -16,8 +16,23 @@ import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from './vo
 
 const f = (x: FloatData) => decodeFloats(x.data, x.dtype)
 const fOrNull = (x: FloatData | null) => (x === null ? null : f(x))
-const f32 = (n: number) => new Float32Array(n)
-const matrix = (data: Float32Array, shape: readonly number[]) => new Tensor(data, shape, 'float32')
+
+// Outputs are float32. withFloat64Outputs runs a computation with float64 outputs instead: the exact
+// reference the `parity` command compares every backend and a file's expected values against.
+let float64Outputs = false
+const f32 = (n: number) => (float64Outputs ? new Float64Array(n) : new Float32Array(n)) as Float32Array
+const round = (x: number): number => (float64Outputs ? x : Math.fround(x))
+const matrix = (data: Float32Array, shape: readonly number[]) =>
+  new Tensor(data, shape, float64Outputs ? 'float64' : 'float32')
+
+export function withFloat64Outputs<T>(fn: () => T): T {
+  float64Outputs = true
+  try {
+    return fn()
+  } finally {
+    float64Outputs = false
+  }
+}
 
 export const jsKernels: Kernels = {
   logProbs(a) {
@@ -40,7 +55,7 @@ export const jsKernels: Kernels = {
       ...a, classWeights: fOrNull(a.classWeights), tokenWeights: fOrNull(a.tokenWeights),
     }, losses, lse, grad)
     return {
-      loss: Math.fround(r.loss), count: r.count, lse,
+      loss: round(r.loss), count: r.count, lse,
       ...(a.reduction === 'none' ? { losses } : {}),
       ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}),
     }
@@ -54,7 +69,7 @@ export const jsKernels: Kernels = {
       ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
     }, probs, gradScores, losses)
     return {
-      loss: Math.fround(r.loss), probs, gradScores, accuracy: r.accuracy, count: r.count,
+      loss: round(r.loss), probs, gradScores, accuracy: r.accuracy, count: r.count,
       ...(a.reduction === 'none' ? { losses } : {}),
     }
   },
@@ -63,7 +78,7 @@ export const jsKernels: Kernels = {
     const M = a.layout.tokens
     const perToken = f32(M), gradLogp = f32(M)
     const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp)
-    return { ...r, loss: Math.fround(r.loss), approxKl: Math.fround(r.approxKl), ratioMean: Math.fround(r.ratioMean), ratioMax: Math.fround(r.ratioMax), gradLogp, perToken }
+    return { ...r, loss: round(r.loss), approxKl: round(r.approxKl), ratioMean: round(r.ratioMean), ratioMax: round(r.ratioMax), gradLogp, perToken }
   },
 
   klDivergence(a) {
@@ -72,7 +87,7 @@ export const jsKernels: Kernels = {
     const gp = a.gradP ? f32(a.N * a.V) : null
     const r = klDivergenceKernel(f(a.pLogits), f(a.qLogits), a.N, a.V, a.mask, a.reduction, a.temperature, perRow, gq, gp)
     return {
-      loss: Math.fround(r.loss), perRow, count: r.count,
+      loss: round(r.loss), perRow, count: r.count,
       ...(gq !== null ? { gradQ: matrix(gq, a.shape) } : {}),
       ...(gp !== null ? { gradP: matrix(gp, a.shape) } : {}),
     }
@@ -82,14 +97,14 @@ export const jsKernels: Kernels = {
     const M = a.layout.tokens
     const perToken = f32(M), gradLogp = f32(M)
     const loss = klPenaltyKernel(f(a.logp), f(a.refLogp), a.mask, a.layout, a.agg, a, perToken, gradLogp)
-    return { loss: Math.fround(loss), perToken, gradLogp }
+    return { loss: round(loss), perToken, gradLogp }
   },
 
   valueLoss(a) {
     const M = a.layout.tokens
     const perToken = f32(M), gradValues = f32(M)
     const r = valueLossKernel(f(a.values), f(a.returns), fOrNull(a.oldValues), a.mask, a.layout, a.agg, a, perToken, gradValues)
-    return { loss: Math.fround(r.loss), clipFraction: r.clipFraction, perToken, gradValues }
+    return { loss: round(r.loss), clipFraction: r.clipFraction, perToken, gradValues }
   },
 
   gae(a) {
@@ -125,8 +140,8 @@ export const jsKernels: Kernels = {
     }, gradLogits, gradValues, logp)
     const { loss, policyLoss, kl, valueLoss, ...metrics } = r
     return {
-      loss: Math.fround(loss), objective: Math.fround(-loss), policyLoss: Math.fround(policyLoss), kl: Math.fround(kl),
-      valueLoss: Math.fround(valueLoss), logp, gradLogits: matrix(gradLogits, a.shape),
+      loss: round(loss), objective: round(-loss), policyLoss: round(policyLoss), kl: round(kl),
+      valueLoss: round(valueLoss), logp, gradLogits: matrix(gradLogits, a.shape),
       ...(gradValues !== null ? { gradValues } : {}),
       metrics,
     }

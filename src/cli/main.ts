@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+/**
+ * The `rlhf-kernels` command: demo (an end-to-end RLHF run), parity FILE (ops on saved tensors vs the
+ * float64 reference and the file's expected values), bench, info. Bad use prints one line on stderr and
+ * exits 2; a parity failure exits 1.
+ */
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import * as rk from '../index.js'
+import { DEMO_DEFAULTS, runDemo } from './demo.js'
+import { EXPECTED_TOLERANCE, runParity } from './parity.js'
+import { formatTable } from './table.js'
+import { TensorFileError } from './tensorfile.js'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+const USAGE = `usage: rlhf-kernels <command> [options]
+
+commands:
+  demo              train a reward model from preferences, then a policy with PPO against it
+      --seed N          random seed (default ${DEMO_DEFAULTS.seed})
+      --steps N         PPO iterations (default ${DEMO_DEFAULTS.steps})
+      --rm-steps N      reward-model optimiser steps (default ${DEMO_DEFAULTS.rmSteps})
+      --soft            train the reward model on the humans' choice distributions, not their choices
+      --out DIR         where curves.json and curves.svg go (default ${DEMO_DEFAULTS.out})
+      --quiet           no progress bars
+  parity FILE       run the ops FILE's tensors describe on every backend; compare with the float64
+                    reference and with the expected values in FILE (.safetensors, .npz, .npy, or a
+                    directory of .npy files)
+      --atol X --rtol Y tolerance against the file's expected values (default ${EXPECTED_TOLERANCE.atol}, ${EXPECTED_TOLERANCE.rtol})
+  bench             run the benchmark suites
+  info              backends, build information and GPUs
+
+options for every command:
+  --backend js|cpu|cuda   run the ops on this backend (default: the fastest available)
+  --help`
+
+class UsageError extends Error {}
+
+interface Parsed {
+  command: string
+  positional: string[]
+  flags: Map<string, string | true>
+}
+
+const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
+  backend: { value: true, commands: ['demo', 'parity', 'bench', 'info'] },
+  seed: { value: true, commands: ['demo'] },
+  steps: { value: true, commands: ['demo'] },
+  'rm-steps': { value: true, commands: ['demo'] },
+  soft: { value: false, commands: ['demo'] },
+  out: { value: true, commands: ['demo'] },
+  quiet: { value: false, commands: ['demo'] },
+  atol: { value: true, commands: ['parity'] },
+  rtol: { value: true, commands: ['parity'] },
+  help: { value: false, commands: ['demo', 'parity', 'bench', 'info'] },
+}
+
+function parse(argv: string[]): Parsed {
+  const [command, ...rest] = argv
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') return { command: 'help', positional: [], flags: new Map() }
+  if (!['demo', 'parity', 'bench', 'info'].includes(command)) throw new UsageError(`unknown command '${command}' (commands: demo, parity, bench, info; see --help)`)
+  const flags = new Map<string, string | true>()
+  const positional: string[] = []
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]
+    if (!a.startsWith('--')) {
+      positional.push(a)
+      continue
+    }
+    const [name, inline] = a.slice(2).split(/=(.*)/s, 2)
+    const spec = FLAGS[name]
+    if (!spec || !spec.commands.includes(command)) throw new UsageError(`unknown option --${name} for '${command}' (see --help)`)
+    if (!spec.value) flags.set(name, true)
+    else {
+      const v = inline ?? rest[++i]
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`--${name} needs a value`)
+      flags.set(name, v)
+    }
+  }
+  return { command, positional, flags }
+}
+
+function intFlag(p: Parsed, name: string, fallback: number, min: number): number {
+  const v = p.flags.get(name)
+  if (v === undefined) return fallback
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'`)
+  return n
+}
+
+function numFlag(p: Parsed, name: string, fallback: number): number {
+  const v = p.flags.get(name)
+  if (v === undefined) return fallback
+  const n = Number(v)
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0, got '${v}'`)
+  return n
+}
+
+function demo(p: Parsed) {
+  if (p.positional.length) throw new UsageError(`demo takes no arguments, got '${p.positional[0]}'`)
+  const out = (p.flags.get('out') as string | undefined) ?? (DEMO_DEFAULTS.out as string)
+  const s = runDemo({
+    seed: intFlag(p, 'seed', DEMO_DEFAULTS.seed, 0),
+    steps: intFlag(p, 'steps', DEMO_DEFAULTS.steps, 1),
+    rmSteps: intFlag(p, 'rm-steps', DEMO_DEFAULTS.rmSteps, 1),
+    soft: p.flags.has('soft'),
+    quiet: p.flags.has('quiet'),
+    out,
+  })
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`
+  console.log(`\nRLHF demo on the ${s.backend} backend, ${s.seconds.toFixed(1)} s`)
+  console.log(formatTable(['', 'value'], [
+    ['reward model: held-out pairwise accuracy vs the hidden truth', pct(s.rmHeldOutAccuracy)],
+    ['reward model: held-out agreement with the human choice', pct(s.rmHumanAccuracy)],
+    ['true (hidden) reward before PPO', s.trueRewardBefore.toFixed(3)],
+    ['true (hidden) reward after PPO', s.trueRewardAfter.toFixed(3)],
+    ['final KL to the reference policy', s.finalKl.toFixed(4)],
+    ['final clip fraction', s.finalClipFraction.toFixed(3)],
+  ]))
+  console.log(`curves: ${join(out, 'curves.svg')}, ${join(out, 'curves.json')}`)
+}
+
+function parity(p: Parsed): number {
+  if (p.positional.length !== 1) throw new UsageError(`parity needs exactly one FILE, got ${p.positional.length}`)
+  const tol = { atol: numFlag(p, 'atol', EXPECTED_TOLERANCE.atol), rtol: numFlag(p, 'rtol', EXPECTED_TOLERANCE.rtol) }
+  const { rows, pass } = runParity(p.positional[0], tol)
+  console.log(formatTable(
+    ['op', 'output', 'backend', 'vs float64 reference (max abs / rel)', 'vs expected in file (max abs / rel)', 'result'],
+    rows.map((r) => [r.op, r.output, r.backend, r.vsReference, r.vsExpected, r.pass ? 'pass' : 'FAIL']),
+  ))
+  console.log(pass ? `\nall ${rows.length} checks passed` : `\n${rows.filter((r) => !r.pass).length} of ${rows.length} checks FAILED`)
+  return pass ? 0 : 1
+}
+
+function info() {
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+  console.log(`rlhf-kernels ${pkg.version}, node ${process.version}, ${process.platform}-${process.arch}`)
+  console.log(`\nbackends (host data runs on: ${rk.currentBackend()})`)
+  console.log(formatTable(['backend', 'available', 'why not'], rk.backends().map((b) => [b.name, b.available ? 'yes' : 'no', b.reason ?? ''])))
+  const s = rk.nativeStatus
+  console.log(`\nnative addon: ${s.loaded ? s.path : 'not loaded'}`)
+  for (const e of s.errors) console.log(`  ${e}`)
+  if (s.build) {
+    const { info: _, failures, ...build } = s.build as Record<string, unknown>
+    console.log(`build: ${JSON.stringify(build)}`)
+    if (Array.isArray(failures)) for (const f of failures) console.log(`  ${String(f).split('\n')[0]}`)
+  }
+  if (s.info) {
+    const c = s.info.cuda
+    console.log(`cpu threads: ${s.info.threads}`)
+    console.log(`CUDA: ${c.compiled ? `compiled in (runtime ${c.runtimeVersion}, driver ${c.driverVersion}), cudaGetDeviceCount: ${c.errorName || 'cudaSuccess'}` : 'not compiled in'}`)
+    console.log(`GPUs: ${c.devices.length ? c.devices.map((d) => `${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`).join(', ') : 'none'}`)
+  }
+}
+
+async function bench() {
+  const suite = join(root, 'bench', 'cross-entropy.js')
+  const { crossEntropySuite } = await import(pathToFileURL(suite).href)
+  const { title, rows } = await crossEntropySuite()
+  console.log(title)
+  console.log(formatTable(['name', 'ms', '±%', 'GB/s', 'check'], rows.map((r: Record<string, unknown>) =>
+    [String(r.name), String(r.ms ?? ''), String(r['±%'] ?? ''), String(r['GB/s'] ?? ''), String(r.check ?? r.note ?? '')])))
+}
+
+async function main(argv: string[]): Promise<number> {
+  const p = parse(argv)
+  if (p.command === 'help' || p.flags.has('help')) {
+    console.log(USAGE)
+    return 0
+  }
+  const backend = p.flags.get('backend')
+  if (backend !== undefined) {
+    if (!['js', 'cpu', 'cuda'].includes(backend as string)) throw new UsageError(`--backend must be js, cpu or cuda, got '${backend}'`)
+    const status = rk.backends().find((b) => b.name === backend)!
+    if (!status.available) throw new UsageError(`the ${backend} backend is not available: ${status.reason}`)
+    rk.setBackend(backend as rk.BackendName)
+  }
+  switch (p.command) {
+    case 'demo': demo(p); return 0
+    case 'parity': return parity(p)
+    case 'bench': await bench(); return 0
+    default: info(); return 0
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code },
+  (error: unknown) => {
+    // bad use, bad files and bad tensors: one line, exit 2; anything else is a bug and keeps its stack
+    if (error instanceof UsageError || error instanceof TensorFileError || error instanceof TypeError || error instanceof RangeError) {
+      process.stderr.write(`rlhf-kernels: ${(error as Error).message.split('\n')[0]}\n`)
+      process.exitCode = 2
+    } else {
+      throw error
+    }
+  },
+)

@@ -1,0 +1,218 @@
+/**
+ * `rlhf-kernels parity FILE`: run the ops that a file of saved tensors describes, by conventional names,
+ * on every available backend. Each backend is compared with the float64 reference and with the expected
+ * values stored in the file (e.g. PyTorch's). Failures give exit code 1.
+ */
+import { backends, setBackend, type BackendName } from '../backend.js'
+import { rangeError } from '../errors.js'
+import * as rk from '../index.js'
+import { withFloat64Outputs } from '../reference/index.js'
+import type { Tolerance } from './table.js'
+import { type NamedArray, type TensorSet, readTensorSet } from './tensorfile.js'
+
+/** Tolerances of a backend against the float64 reference (README: Tests and tolerances). */
+export const BACKEND_TOLERANCE: Record<BackendName, { value: Tolerance; grad: Tolerance }> = {
+  js: { value: { atol: 1e-6, rtol: 2e-6 }, grad: { atol: 1e-6, rtol: 2e-6 } },
+  cpu: { value: { atol: 5e-6, rtol: 5e-6 }, grad: { atol: 5e-7, rtol: 5e-5 } },
+  cuda: { value: { atol: 5e-6, rtol: 5e-6 }, grad: { atol: 5e-7, rtol: 5e-5 } },
+}
+/** Against a file's expected values, which were computed in the peer's own precision (float32 usually). */
+export const EXPECTED_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-4 }
+
+interface Recipe {
+  op: string
+  /** inputs that must be present */
+  needs: string[]
+  /** recipes whose inputs also match but that this one gives way to */
+  unless?: string[]
+  run: (t: Inputs) => unknown
+  /** file name of an expected value → path in the result */
+  expected: Record<string, string>
+}
+
+/** The file's arrays as op inputs. */
+class Inputs {
+  constructor(private set: TensorSet, private file: string) {}
+  has(name: string) {
+    return this.set.arrays.has(name)
+  }
+  array(name: string): NamedArray {
+    const a = this.set.arrays.get(name)
+    if (!a) throw rangeError('parity', name, 'present in the file', 'absent')
+    return a
+  }
+  floats(name: string) {
+    return Float64Array.from(this.array(name).data)
+  }
+  maybe(name: string) {
+    return this.has(name) ? this.floats(name) : undefined
+  }
+  ints(name: string) {
+    const a = this.array(name)
+    if (!['I64', 'I32', 'I16', 'I8', 'U8'].includes(a.dtype)) {
+      throw new TypeError(`${this.file}: ${name} must hold integers, got dtype ${a.dtype}`)
+    }
+    return Int32Array.from(a.data)
+  }
+  matrix(name: string) {
+    const a = this.array(name)
+    if (a.shape.length < 2) throw new RangeError(`${this.file}: ${name} must have rank ≥ 2 ([N, V]), got shape [${a.shape.join(', ')}]`)
+    return rk.tensor(Float64Array.from(a.data), a.shape)
+  }
+  /** [B, T] token data keeps its shape, so sequence aggregations see the sequences */
+  tokens(name: string) {
+    const a = this.array(name)
+    return a.shape.length === 2 ? rk.tensor(Float64Array.from(a.data), a.shape) : Float64Array.from(a.data)
+  }
+  meta(key: string): string | undefined {
+    return this.set.metadata[key]
+  }
+  num(key: string): number | undefined {
+    const v = this.meta(key)
+    if (v === undefined) return undefined
+    const n = Number(v)
+    if (!Number.isFinite(n)) throw new TypeError(`${this.file}: metadata ${key} must be a number, got ${JSON.stringify(v)}`)
+    return n
+  }
+}
+
+const RECIPES: Recipe[] = [
+  {
+    op: 'crossEntropy', needs: ['logits', 'targets'],
+    run: (t) => rk.crossEntropy({
+      logits: t.matrix('logits'), targets: t.ints('targets'), grad: true, ignoreIndex: t.num('ignore_index'),
+      labelSmoothing: t.num('label_smoothing'), zLoss: t.num('z_loss'), reduction: t.meta('reduction') as rk.Reduction | undefined,
+    }),
+    expected: { loss: 'loss', losses: 'losses', lse: 'lse', grad_logits: 'gradLogits' },
+  },
+  {
+    op: 'logProbs', needs: ['logits', 'targets'],
+    run: (t) => rk.logProbs({ logits: t.matrix('logits'), targets: t.ints('targets'), entropy: true, temperature: t.num('temperature'), ignoreIndex: t.num('ignore_index') }),
+    expected: { logp: 'logp', entropy: 'entropy' },
+  },
+  {
+    op: 'klDivergence', needs: ['p_logits', 'q_logits'],
+    run: (t) => rk.klDivergence({ pLogits: t.matrix('p_logits'), qLogits: t.matrix('q_logits'), grad: 'both', temperature: t.num('temperature') }),
+    expected: { kl: 'loss', kl_per_row: 'perRow', grad_q: 'gradQ', grad_p: 'gradP' },
+  },
+  {
+    op: 'policyLoss', needs: ['logp', 'old_logp', 'advantages'],
+    run: (t) => rk.policyLoss({
+      logp: t.tokens('logp'), oldLogp: t.floats('old_logp'), advantages: t.floats('advantages'), mask: t.maybe('mask'),
+      clipLow: t.num('clip_low'), clipHigh: t.num('clip_high'), dualClip: t.num('dual_clip'),
+      aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
+    }),
+    expected: { pg_loss: 'loss', policy_loss: 'loss', grad_logp: 'gradLogp', pg_clipfrac: 'clipFraction' },
+  },
+  {
+    op: 'klPenalty', needs: ['logp', 'ref_logp'],
+    run: (t) => rk.klPenalty({
+      logp: t.tokens('logp'), refLogp: t.floats('ref_logp'), mask: t.maybe('mask'),
+      estimator: (t.meta('kl_estimator') ?? 'k3') as rk.KlEstimator, aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
+    }),
+    expected: { kl_loss: 'loss', kl: 'perToken', grad_kl_logp: 'gradLogp' },
+  },
+  {
+    op: 'valueLoss', needs: ['values', 'returns'], unless: ['rewards'],
+    run: (t) => rk.valueLoss({
+      values: t.tokens('values'), returns: t.floats('returns'), oldValues: t.maybe('old_values'), mask: t.maybe('mask'),
+      clip: t.num('value_clip'), half: t.meta('half') === 'true', aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
+    }),
+    expected: { value_loss: 'loss', vf_loss: 'loss', grad_values: 'gradValues' },
+  },
+  {
+    op: 'gae', needs: ['rewards', 'values'],
+    run: (t) => rk.gae({ rewards: t.tokens('rewards'), values: t.floats('values'), mask: t.maybe('mask'), gamma: t.num('gamma'), lambda: t.num('lambda') }),
+    expected: { advantages: 'advantages', returns: 'returns' },
+  },
+  {
+    op: 'rewardLoss', needs: ['scores', 'chosen'],
+    run: (t) => rk.rewardLoss({
+      scores: t.floats('scores'), chosen: t.ints('chosen'), margins: t.maybe('margins'), centerCoef: t.num('center_coef'),
+      ...(t.has('offsets') ? { offsets: t.ints('offsets') } : { K: t.num('K') ?? t.array('scores').data.length / t.array('chosen').data.length }),
+    }),
+    expected: { reward_loss: 'loss', grad_scores: 'gradScores', probs: 'probs' },
+  },
+]
+
+function pick(result: unknown, path: string): ArrayLike<number> | undefined {
+  const v = (result as Record<string, unknown>)[path]
+  if (typeof v === 'number') return [v]
+  if (v instanceof rk.Tensor) return v.data as ArrayLike<number>
+  if (ArrayBuffer.isView(v)) return v as unknown as ArrayLike<number>
+  return undefined
+}
+
+/** max |a − e|, max |a − e|/|e|, and whether every element is within tol (NaN and ±inf must match). */
+export function difference(a: ArrayLike<number>, e: ArrayLike<number>, tol: Tolerance) {
+  let abs = 0, rel = 0, ok = a.length === e.length
+  for (let i = 0; i < Math.min(a.length, e.length); i++) {
+    if (a[i] === e[i] || (Number.isNaN(a[i]) && Number.isNaN(e[i]))) continue
+    const d = Math.abs(a[i] - e[i])
+    if (!Number.isFinite(d)) { ok = false; abs = Infinity; rel = Infinity; continue }
+    abs = Math.max(abs, d)
+    rel = Math.max(rel, d / Math.max(Math.abs(e[i]), 1e-30))
+    if (!(d <= tol.atol + tol.rtol * Math.abs(e[i]))) ok = false
+  }
+  return { abs, rel, ok }
+}
+
+export interface ParityRow {
+  op: string
+  output: string
+  backend: string
+  vsReference: string
+  vsExpected: string
+  pass: boolean
+}
+
+function withBackend<T>(name: BackendName, fn: () => T): T {
+  setBackend(name)
+  try {
+    return fn()
+  } finally {
+    setBackend('auto')
+  }
+}
+
+const fmt = (d: { abs: number; rel: number }) => `${d.abs.toExponential(1)} / ${d.rel.toExponential(1)}`
+const comparable = (d: { abs: number }) => !Number.isNaN(d.abs)
+
+/** Every matching op on every host backend; rows for the table, and whether all passed. */
+export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE): { rows: ParityRow[]; pass: boolean } {
+  const set = readTensorSet(path)
+  const inputs = new Inputs(set, path)
+  const recipes = RECIPES.filter((r) => r.needs.every((n) => set.arrays.has(n)) && !(r.unless ?? []).some((n) => set.arrays.has(n)))
+  if (recipes.length === 0) {
+    throw new RangeError(`${path}: no op matches its tensors (${[...set.arrays.keys()].join(', ')}); see the README's parity section for the names`)
+  }
+  const names = backends().filter((b) => b.available && b.name !== 'cuda').map((b) => b.name)
+  const rows: ParityRow[] = []
+  for (const recipe of recipes) {
+    const reference = withBackend('js', () => withFloat64Outputs(() => recipe.run(inputs)))
+    for (const backend of names) {
+      const result = withBackend(backend, () => recipe.run(inputs))
+      const outputs = [...new Set([...Object.values(recipe.expected)])]
+      for (const output of outputs) {
+        const got = pick(result, output)
+        const ref = pick(reference, output)
+        if (got === undefined || ref === undefined) continue
+        const tol = /^grad/.test(output) ? BACKEND_TOLERANCE[backend].grad : BACKEND_TOLERANCE[backend].value
+        const vsRef = difference(got, ref, tol)
+        const fileName = Object.entries(recipe.expected).find(([file, out]) => out === output && set.arrays.has(file))?.[0]
+        let vsExp = { abs: 0, rel: 0, ok: true }
+        if (fileName !== undefined) {
+          const want = set.arrays.get(fileName)!.data
+          vsExp = want.length === got.length ? difference(got, want, expectedTolerance) : { abs: NaN, rel: NaN, ok: false }
+        }
+        rows.push({
+          op: recipe.op, output, backend,
+          vsReference: fmt(vsRef),
+          vsExpected: fileName === undefined ? '—' : comparable(vsExp) ? `${fmt(vsExp)} (${fileName})` : `length differs (${fileName})`,
+          pass: vsRef.ok && vsExp.ok,
+        })
+      }
+    }
+  }
+  return { rows, pass: rows.every((r) => r.pass) }
+}

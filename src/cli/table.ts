@@ -1,0 +1,13 @@
+/** Plain-text tables and the tolerance type shared by the CLI commands. */
+
+export interface Tolerance {
+  atol: number
+  rtol: number
+}
+
+/** Columns padded to their widest cell, a rule under the header. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()
+  return [line(header), widths.map((w) => '─'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}
