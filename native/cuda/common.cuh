@@ -1,0 +1,73 @@
+// Device helpers shared by the CUDA kernels: dtype loads, the (max, sum) pair of online softmax and its
+// reductions. Every reduction runs in a fixed order (shuffle trees, then one warp over the warp results),
+// so results are bitwise reproducible; no float atomics anywhere.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "rlhf/common.h"
+
+namespace rk::gpu {
+
+template <typename T> __device__ __forceinline__ float to_float(T x);
+template <> __device__ __forceinline__ float to_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_float<double>(double x) { return float(x); }
+template <> __device__ __forceinline__ float to_float<bf16>(bf16 x) { return __uint_as_float(uint32_t(x.bits) << 16); }
+template <> __device__ __forceinline__ float to_float<f16>(f16 x) { return __half2float(__ushort_as_half(x.bits)); }
+
+// Running max m and Σ exp(x − m) of a set of values; −inf values add nothing (the −inf − −inf trap is guarded).
+struct MaxSum {
+  float m, s;
+};
+
+__device__ __forceinline__ MaxSum maxsum_combine(MaxSum a, MaxSum b) {
+  if (a.m == -INFINITY) return b;
+  if (b.m == -INFINITY) return a;
+  const float m = fmaxf(a.m, b.m);
+  return {m, a.s * __expf(a.m - m) + b.s * __expf(b.m - m)};
+}
+
+__device__ __forceinline__ MaxSum maxsum_add(MaxSum a, float x) {
+  if (x == -INFINITY) return a;
+  if (x > a.m) return {x, a.s * __expf(a.m - x) + 1.f};  // a.m = −inf gives exp(−inf) = 0
+  return {a.m, a.s + __expf(x - a.m)};
+}
+
+__device__ __forceinline__ MaxSum warp_maxsum(MaxSum v) {
+  for (int o = 16; o > 0; o >>= 1) {
+    MaxSum w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
+    v = maxsum_combine(v, w);
+  }
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide reductions (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
+__device__ __forceinline__ MaxSum block_maxsum(MaxSum v) {
+  __shared__ float sm[32], ss[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_maxsum(v);
+  __syncthreads();  // the buffers may still be read by a previous reduction
+  if (lane == 0) { sm[warp] = v.m; ss[warp] = v.s; }
+  __syncthreads();
+  MaxSum r = lane < warps ? MaxSum{sm[lane], ss[lane]} : MaxSum{-INFINITY, 0.f};
+  return warp_maxsum(r);
+}
+
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float s[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) s[warp] = v;
+  __syncthreads();
+  return warp_sum(lane < warps ? s[lane] : 0.f);
+}
+
+}  // namespace rk::gpu

@@ -1,0 +1,25 @@
+// The CUDA vocabulary kernels (native/cuda/vocab.cu): the same parameter structs as the CPU kernels, with
+// every pointer on the device. Launches are asynchronous on `stream`; results of batch reductions stay on
+// the device (no host round trip inside an op). Returns the launch status.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "vocab.h"
+
+namespace rk::gpu {
+
+// Written by the kernels: the first row whose target lies outside [0, V) and is not ignore_index
+// (INT32_MAX when there is none). The binding reads it after the op and raises a RangeError naming the row.
+struct DeviceFlags {
+  int32_t first_bad_row;
+};
+
+// lse, logp and (when p.entropy is set) entropy per row.
+cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
+
+// Per-row losses, lse, and in result[0..2] the reduced loss, the non-ignored count and the mean's
+// 1/denominator; the gradient when p.grad is set. Class and token weights must be float32 on the device.
+// scratch: N + 1 floats of device memory.
+cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
+
+}  // namespace rk::gpu
