@@ -71,3 +71,19 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 }  // namespace rk::gpu
+
+namespace rk::gpu {
+
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float s[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (lane == 0) s[warp] = v;
+  __syncthreads();
+  v = lane < warps ? s[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace rk::gpu

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "common.cuh"
+#include "rlhf/cuda_ops.h"
 #include "rlhf/cuda_vocab.h"
 
 namespace rk::gpu {
@@ -148,6 +149,44 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntrop
   }
 }
 
+// d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
+template <typename T>
+__global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBackwardParams p) {
+  const int64_t n = blockIdx.x;
+  const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
+  float* g = p.grad + n * p.V;
+  const float invT = 1.f / p.temperature;
+  const float l = read(p.lse, n);
+  const int32_t y = p.targets[n];
+  const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
+  const float gl = (p.grad_logp.data && target_ok) ? read(p.grad_logp, n) : 0.f;
+  const float gh = p.grad_entropy.data ? read(p.grad_entropy, n) : 0.f;
+  if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
+    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
+    return;
+  }
+  float h = 0.f;
+  if (gh != 0.f) {
+    if (p.entropy.data) {
+      h = read(p.entropy, n);
+    } else {
+      float part = 0.f;
+      for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
+        const float lp = to_float(row[v]) * invT - l;
+        const float q = __expf(lp);
+        if (q > 0.f) part -= q * lp;
+      }
+      h = block_sum(part);
+    }
+  }
+  for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
+    const float lp = to_float(row[v]) * invT - l;
+    const float q = __expf(lp);
+    const float ent = q > 0.f ? gh * q * (lp + h) : 0.f;
+    g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent) * invT;
+  }
+}
+
 __global__ void sum_weights_kernel(const float* w, int64_t V, float* out) {
   float s = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += w[v];
@@ -173,6 +212,14 @@ cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t 
     using T = decltype(tag);
     if (p.entropy) log_probs_kernel<T, true><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
     else log_probs_kernel<T, false><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t log_probs_backward(const LogProbsBackwardParams& p, cudaStream_t stream) {
+  if (p.N == 0) return cudaSuccess;
+  return with_dtype(p.logits.dtype, [&](auto tag) {
+    log_probs_backward_kernel<decltype(tag)><<<unsigned(p.N), THREADS, 0, stream>>>(p);
     return cudaGetLastError();
   });
 }

@@ -5,6 +5,13 @@
 #include <cstdint>
 #include <cstring>
 
+// Functions shared by the CPU kernels and the CUDA kernels are compiled for both by nvcc.
+#if defined(__CUDACC__)
+#define RK_HD __host__ __device__
+#else
+#define RK_HD
+#endif
+
 namespace rk {
 
 // Element type of a float input. Every kernel decodes its input to float32 as it reads it.
@@ -38,14 +45,14 @@ struct TokenBatch {
 };
 
 // bfloat16 / float16 bit patterns → float32, exactly; written branch-free so loops over them vectorise.
-inline float bf16_to_float(uint16_t bits) {
+RK_HD inline float bf16_to_float(uint16_t bits) {
   uint32_t u = uint32_t(bits) << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
 
-inline float f16_to_float(uint16_t bits) {
+RK_HD inline float f16_to_float(uint16_t bits) {
   uint32_t sign = uint32_t(bits & 0x8000u) << 16;
   uint32_t em = bits & 0x7fffu;
   // exponent+mantissa shifted into a float and rescaled by 2^112: exact for normal and subnormal halves
@@ -82,7 +89,7 @@ template <typename F> inline auto dispatch_dtype(DType dtype, F&& f) {
 }
 
 // Reads element i of an optional float input as float32 (0 when absent).
-inline float read(const FloatIn& x, int64_t i) {
+RK_HD inline float read(const FloatIn& x, int64_t i) {
   switch (x.dtype) {
     case DType::f64: return float(static_cast<const double*>(x.data)[i]);
     case DType::bf16: return bf16_to_float(static_cast<const uint16_t*>(x.data)[i]);

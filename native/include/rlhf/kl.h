@@ -31,7 +31,7 @@ struct KlOptions {
 };
 
 // Value and d/dlogp of one estimator at δ = logp − refLogp; shared by kl_penalty and ppo_loss.
-inline void kl_token(float delta, const KlOptions& o, float& k, float& g) {
+RK_HD inline void kl_token(float delta, const KlOptions& o, float& k, float& g) {
   k = 0.f;
   g = 0.f;
   switch (o.estimator) {

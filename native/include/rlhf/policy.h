@@ -17,7 +17,7 @@ struct PolicyToken {
   bool clipped_low, clipped_high, dual_clipped;
 };
 
-inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o) {
+RK_HD inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o) {
   const float d = logp - old;
   const float C = o.log_ratio_clamp;
   const float dc = d > C ? C : (d < -C ? -C : d);

@@ -10,7 +10,7 @@ struct ValueOptions {
 };
 
 // One token's loss and d/dV; returns whether the clipped term was the larger. Shared with ppo_loss.
-inline bool value_token(float V, float R, float V_old, const ValueOptions& o, float& loss, float& grad) {
+RK_HD inline bool value_token(float V, float R, float V_old, const ValueOptions& o, float& loss, float& grad) {
   const float h = o.half ? 0.5f : 1.f;
   const float e1 = V - R;
   float u = e1 * e1;
