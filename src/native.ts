@@ -140,7 +140,7 @@ function cudaReason(status: NativeStatus): string {
     const driver = c.error === 35 ? ' (no NVIDIA driver, or one older than the CUDA runtime)' : c.error === 100 ? ' (no GPU)' : ''
     return `compiled with CUDA ${Math.floor(c.runtimeVersion / 1000)}.${(c.runtimeVersion % 1000) / 10}, but cudaGetDeviceCount failed: ${c.errorName}: ${c.errorString}${driver}; devices: ${c.deviceCount}`
   }
-  return `${c.deviceCount} GPU(s) found (${c.devices.map((d) => d.name).join(', ')}), but the CUDA kernels are not part of this build yet`
+  return `${c.deviceCount} GPU(s) found (${c.devices.map((d) => d.name).join(', ')}), but device tensors are not connected to the CUDA kernels yet (bench/cuda/*.cu checks the kernels directly)`
 }
 
 const { addon, status } = load()

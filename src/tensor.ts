@@ -35,13 +35,16 @@ export class Tensor {
     return this.shape.length
   }
 
-  /** Copies this tensor to a device. The cuda backend is not part of this build. */
+  /**
+   * Copies this tensor to a device. Device tensors need the cuda backend, whose kernels are built
+   * (native/cuda) but not yet connected to tensors: `rk.backends()` says why cuda is unavailable here.
+   */
   to(device: Device): Tensor {
     if (device === 'cpu') return this
     if (device === 'cuda') {
       throw new RlhfKernelsError(
         'ERR_CUDA_UNAVAILABLE',
-        'Tensor.to: the cuda backend is not available in this build; host tensors run on the cpu or js backend',
+        'Tensor.to: the cuda backend is not available (rk.backends() gives the reason); host tensors run on the cpu or js backend',
       )
     }
     throw typeError('Tensor.to', 'device', "'cpu' or 'cuda'", device)

@@ -53,10 +53,8 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     float c_logp = w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
-      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) {
-        const auto la = a * invT - lse_a;
-        return xlogy_term(exp_approx(la), la - (z * invT - lse));
-      });
+      const float dl = lse_a - lse;  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
+      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return xlogy_term(exp_approx(a * invT - lse_a), (a - z) * invT - dl); });
       c_full = p.beta * w[t];
     } else {
       const float ref = p.ref_logp.present() ? read(p.ref_logp, t) : (arow ? anchor_lp : old);

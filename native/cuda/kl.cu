@@ -60,21 +60,23 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
   const float invT = 1.f / p.temperature;
   const float lp_ = row_lse(rp, V, invT), lq_ = row_lse(rq, V, invT);
+  // log p − log q = (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference (as the CPU kernel)
+  const float dl = lp_ - lq_;
   float part = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float lp = to_float(rp[v]) * invT - lp_;
-    const float pv = __expf(lp);
-    if (pv > 0.f) part += pv * (lp - (to_float(rq[v]) * invT - lq_));
+    const float a = to_float(rp[v]), b = to_float(rq[v]);
+    const float pv = __expf(a * invT - lp_);
+    if (pv > 0.f) part += pv * ((a - b) * invT - dl);
   }
   const float kl = block_sum(part);
   if (threadIdx.x == 0) p.per_row[n] = kl;
   const float s = result[2] * invT;
+  const float c = dl + kl;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float lp = to_float(rp[v]) * invT - lp_;
-    const float lq = to_float(rq[v]) * invT - lq_;
-    const float pv = __expf(lp);
-    if (gq) gq[v] = s * (__expf(lq) - pv);
-    if (gp) gp[v] = pv > 0.f ? s * pv * (lp - lq - kl) : 0.f;
+    const float a = to_float(rp[v]), b = to_float(rq[v]);
+    const float pv = __expf(a * invT - lp_);
+    if (gq) gq[v] = s * (__expf(b * invT - lq_) - pv);
+    if (gp) gp[v] = pv > 0.f ? s * pv * ((a - b) * invT - c) : 0.f;
   }
 }
 

@@ -60,11 +60,12 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
   const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
   float c_logp = w * s.grad, c_full = 0.f, kl = 0.f;
   if (p.full_kl) {
+    const float dl = lse_a - lse;
     float part = 0.f;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float la = to_float(arow[v]) * invT - lse_a;
-      const float pa = __expf(la);
-      if (pa > 0.f) part += pa * (la - (to_float(row[v]) * invT - lse));
+      const float a = to_float(arow[v]);
+      const float pa = __expf(a * invT - lse_a);
+      if (pa > 0.f) part += pa * ((a - to_float(row[v])) * invT - dl);
     }
     kl = block_sum(part);
     c_full = p.beta * w;
