@@ -116,6 +116,20 @@ describe.runIf(cpu.available)('threads', () => {
     expect(new Set(results.map((m) => m.env)).size).toBe(4)
   })
 
+  it('concurrent async jobs on the libuv pool each return their own, correct result', async () => {
+    const r = rng(53)
+    const jobs = Array.from({ length: 8 }, (_, i) => {
+      const N = 16 + i, V = 2000 + 97 * i
+      return { logits: rk.tensor(r.f32(N * V, 2), [N, V]), targets: r.ints(N, V), grad: true }
+    })
+    const results = await Promise.all(jobs.map((j) => rk.crossEntropyAsync(j)))
+    results.forEach((got, i) => {
+      const want = rk.crossEntropy(jobs[i])
+      expect(got.loss).toBe(want.loss)
+      expect(Array.from(got.gradLogits!.data)).toEqual(Array.from(want.gradLogits!.data))
+    })
+  })
+
   it('an async native job does not block the event loop (p99 delay < 10 ms during a ≥ 200 ms job)', async () => {
     const r = rng(52)
     const V = 32000
@@ -173,5 +187,30 @@ describe('the loader', () => {
   it('RLHF_KERNELS_REQUIRE=cpu with the addon switched off throws ERR_BACKEND_UNAVAILABLE', () => {
     const r = probe({ RLHF_KERNELS_REQUIRE: 'cpu', RLHF_KERNELS_BACKEND: 'js' })
     expect(r.code).toBe('ERR_BACKEND_UNAVAILABLE')
+  })
+})
+
+describe.runIf(cpu.available)('determinism of the cpu backend', () => {
+  it('gives bitwise identical results with 1, 2 and 3 threads', () => {
+    const dist = new URL('../dist/index.js', import.meta.url).href
+    const script = `import(${JSON.stringify(dist)}).then((rk) => {
+      let a = 12345
+      const u = () => ((a = (Math.imul(a, 1103515245) + 12345) >>> 0) / 4294967296) * 6 - 3
+      const N = 96, V = 4099
+      const logits = rk.tensor(Float32Array.from({ length: N * V }, u), [N, V])
+      const other = rk.tensor(Float32Array.from({ length: N * V }, u), [N, V])
+      const targets = Int32Array.from({ length: N }, (_, i) => (i * 37) % V)
+      const ce = rk.crossEntropy({ logits, targets, grad: true, labelSmoothing: 0.1 })
+      const kl = rk.klDivergence({ pLogits: other, qLogits: logits, grad: 'both' })
+      const ppo = rk.ppoLoss({ logits, actions: targets, oldLogits: other, advantages: Float32Array.from({ length: N }, u), beta: 0.1 })
+      const h = require('node:crypto').createHash('sha256')
+      for (const x of [ce.gradLogits.data, ce.lse, kl.gradQ.data, kl.gradP.data, ppo.gradLogits.data, Float64Array.of(ce.loss, kl.loss, ppo.loss)]) h.update(new Uint8Array(x.buffer))
+      console.log(rk.currentBackend(), h.digest('hex'))
+    })`
+    const run = (threads: string) => execFileSync(process.execPath, ['-e', script], { env: { ...process.env, RLHF_KERNELS_THREADS: threads }, encoding: 'utf8' }).trim()
+    const one = run('1')
+    expect(one).toMatch(/^cpu [0-9a-f]{64}$/)
+    expect(run('2')).toBe(one)
+    expect(run('3')).toBe(one)
   })
 })
