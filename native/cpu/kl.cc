@@ -28,10 +28,11 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, 0.f);
       continue;
     }
-    const float lp_ = row_lse(rp, V, invT), lq_ = row_lse(rq, V, invT);
+    const double lse_p = row_lse_exact(rp, V, invT), lse_q = row_lse_exact(rq, V, invT);
+    const float lp_ = float(lse_p), lq_ = float(lse_q);
     // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0. log p − log q is formed as
     // (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference instead of two of O(|z|) terms.
-    const float dl = lp_ - lq_;
+    const float dl = float(lse_p - lse_q);
     const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) {
       return xlogy_term(exp_approx(a * invT - lp_), (a - b) * invT - dl);
     });
@@ -39,7 +40,7 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
     const float s = scale * invT;
     if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(b * invT - lq_) - exp_approx(a * invT - lp_)); });
     if (gp) {
-      const float c = dl + kl;
+      const float c = float(lse_p - lse_q + double(kl));
       row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(a * invT - lp_), (a - b) * invT - c); });
     }
   }

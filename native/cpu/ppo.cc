@@ -35,11 +35,13 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
       continue;
     }
     const int32_t y = p.actions[t];
-    const float lse = row_lse(row, V, invT);
+    const double lse_exact = row_lse_exact(row, V, invT);
+    const float lse = float(lse_exact);
     const float lp = load(row, y) * invT - lse;
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
-    const float lse_a = arow ? row_lse(arow, V, invT) : 0.f;
+    const double lse_a_exact = arow ? row_lse_exact(arow, V, invT) : 0.0;
+    const float lse_a = float(lse_a_exact);
     const float anchor_lp = arow ? load(arow, y) * invT - lse_a : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
     const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
@@ -53,7 +55,7 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     float c_logp = w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
-      const float dl = lse_a - lse;  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
+      const float dl = float(lse_a_exact - lse_exact);  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
       tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return xlogy_term(exp_approx(a * invT - lse_a), (a - z) * invT - dl); });
       c_full = p.beta * w[t];
     } else {

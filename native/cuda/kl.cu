@@ -24,12 +24,13 @@ struct KlPenaltyOp {
 
 constexpr int THREADS = 512;
 
+// lse in double: the KL takes the difference of two of them (see native/cpu/rowmath.h, row_lse_exact)
 template <typename T>
-__device__ float row_lse(const T* row, int64_t V, float invT) {
+__device__ double row_lse(const T* row, int64_t V, float invT) {
   MaxSum ms{-INFINITY, 0.f};
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
   const MaxSum all = block_maxsum(ms);
-  return all.m == -INFINITY ? -INFINITY : all.m + __logf(all.s);
+  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
 }
 
 __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduction, float* result) {
@@ -59,9 +60,10 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
   const T* rp = static_cast<const T*>(p.p_logits.data) + n * V;
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
   const float invT = 1.f / p.temperature;
-  const float lp_ = row_lse(rp, V, invT), lq_ = row_lse(rq, V, invT);
+  const double lse_p = row_lse(rp, V, invT), lse_q = row_lse(rq, V, invT);
+  const float lp_ = float(lse_p), lq_ = float(lse_q);
   // log p − log q = (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference (as the CPU kernel)
-  const float dl = lp_ - lq_;
+  const float dl = float(lse_p - lse_q);
   float part = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
@@ -71,7 +73,7 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
   const float kl = block_sum(part);
   if (threadIdx.x == 0) p.per_row[n] = kl;
   const float s = result[2] * invT;
-  const float c = dl + kl;
+  const float c = float(lse_p - lse_q + double(kl));
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
     const float pv = __expf(a * invT - lp_);

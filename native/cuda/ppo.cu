@@ -11,12 +11,13 @@ namespace {
 constexpr int THREADS = 512;
 constexpr int TERMS = 8;  // w·policy, w·kl, w·value, w·approxKl, ratio, low, high, dual (+ vclip below)
 
+// lse in double: the full KL takes the difference of two of them (as native/cuda/kl.cu)
 template <typename T>
-__device__ float lse_of(const T* row, int64_t V, float invT) {
+__device__ double lse_of(const T* row, int64_t V, float invT) {
   MaxSum ms{-INFINITY, 0.f};
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
   const MaxSum all = block_maxsum(ms);
-  return all.m == -INFINITY ? -INFINITY : all.m + __logf(all.s);
+  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
 }
 
 __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
@@ -50,8 +51,9 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
   const T* row = static_cast<const T*>(p.logits.data) + t * V;
   const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
   const float invT = 1.f / p.temperature;
-  const float lse = lse_of(row, V, invT);
-  const float lse_a = arow ? lse_of(arow, V, invT) : 0.f;
+  const double lse_exact = lse_of(row, V, invT);
+  const double lse_a_exact = arow ? lse_of(arow, V, invT) : 0.0;
+  const float lse = float(lse_exact), lse_a = float(lse_a_exact);
   const int32_t y = p.actions[t];
   const float lp = to_float(row[y]) * invT - lse;
   const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
@@ -60,7 +62,7 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
   const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
   float c_logp = w * s.grad, c_full = 0.f, kl = 0.f;
   if (p.full_kl) {
-    const float dl = lse_a - lse;
+    const float dl = float(lse_a_exact - lse_exact);
     float part = 0.f;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
       const float a = to_float(arow[v]);
