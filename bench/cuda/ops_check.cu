@@ -18,14 +18,7 @@
 #include "rlhf/aggregate.h"
 #include "rlhf/cuda_ops.h"
 
-#define CHECK(x)                                                                               \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
+#include "check.cuh"
 
 static std::mt19937 gen(std::random_device{}());
 static int failures = 0;

@@ -20,14 +20,7 @@
 #include "rlhf/cuda_vocab.h"
 #include "rlhf/vocab.h"
 
-#define CHECK(x)                                                                               \
-  do {                                                                                         \
-    cudaError_t e_ = (x);                                                                      \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                            \
-    }                                                                                          \
-  } while (0)
+#include "check.cuh"
 
 static uint16_t to_bf16(float f) {
   uint32_t u;

@@ -8,22 +8,7 @@
 namespace rk {
 
 void gae(const GaeParams& p) {
-  for (int64_t s = 0; s < p.num_seqs; s++) {
-    float next = p.last_values.present() ? read(p.last_values, s) : 0.f;
-    float acc = 0.f;
-    for (int64_t t = int64_t(p.offsets[s + 1]) - 1; t >= p.offsets[s]; t--) {
-      if (p.mask && !p.mask[t]) {
-        p.advantages[t] = 0.f;
-        p.returns[t] = 0.f;
-        continue;
-      }
-      const float v = read(p.values, t);
-      acc = read(p.rewards, t) + p.gamma * next - v + p.gamma * p.lambda * acc;
-      next = v;
-      p.advantages[t] = acc;
-      p.returns[t] = acc + v;
-    }
-  }
+  for (int64_t s = 0; s < p.num_seqs; s++) gae_sequence(p, s);
 }
 
 void whiten(const WhitenParams& p) {

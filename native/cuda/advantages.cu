@@ -9,21 +9,7 @@ namespace {
 
 __global__ void gae_kernel(GaeParams p) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (s >= p.num_seqs) return;
-  float next = p.last_values.data ? read(p.last_values, s) : 0.f;
-  float acc = 0.f;
-  for (int64_t t = int64_t(p.offsets[s + 1]) - 1; t >= p.offsets[s]; t--) {
-    if (p.mask && !p.mask[t]) {
-      p.advantages[t] = 0.f;
-      p.returns[t] = 0.f;
-      continue;
-    }
-    const float v = read(p.values, t);
-    acc = read(p.rewards, t) + p.gamma * next - v + p.gamma * p.lambda * acc;
-    next = v;
-    p.advantages[t] = acc;
-    p.returns[t] = acc + v;
-  }
+  if (s < p.num_seqs) gae_sequence(p, s);
 }
 
 // one block: mean and 1/sqrt(var + eps) of the counted values into stats[0..1]

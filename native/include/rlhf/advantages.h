@@ -16,6 +16,24 @@ struct GaeParams {
 };
 void gae(const GaeParams& p);
 
+// GAE of sequence s, backwards in time (shared by the CPU loop and the CUDA kernel).
+RK_HD inline void gae_sequence(const GaeParams& p, int64_t s) {
+  float next = p.last_values.data ? read(p.last_values, s) : 0.f;
+  float acc = 0.f;
+  for (int64_t t = int64_t(p.offsets[s + 1]) - 1; t >= p.offsets[s]; t--) {
+    if (p.mask && !p.mask[t]) {
+      p.advantages[t] = 0.f;
+      p.returns[t] = 0.f;
+      continue;
+    }
+    const float v = read(p.values, t);
+    acc = read(p.rewards, t) + p.gamma * next - v + p.gamma * p.lambda * acc;
+    next = v;
+    p.advantages[t] = acc;
+    p.returns[t] = acc + v;
+  }
+}
+
 struct WhitenParams {
   FloatIn values;
   const uint8_t* mask = nullptr;
