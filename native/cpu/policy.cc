@@ -12,9 +12,8 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
   std::vector<float> w(size_t(b.tokens));
   PolicyLossResult r;
   r.count = aggregation_weights(b, w.data());
-  KahanSum loss, kl, ratio;
-  float ratio_max = -INFINITY;
-  int64_t low = 0, high = 0, dual = 0;
+  KahanSum loss, kl;
+  ClipStats stats;
   for (int64_t t = 0; t < b.tokens; t++) {
     if (b.mask && !b.mask[t]) {
       p.per_token[t] = 0.f;
@@ -27,21 +26,11 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
     p.grad[t] = w[t] * s.grad;
     loss.add(w[t] * s.loss);
     kl.add(w[t] * (old - lp));
-    ratio.add(s.ratio);
-    ratio_max = s.ratio > ratio_max ? s.ratio : ratio_max;
-    low += s.clipped_low;
-    high += s.clipped_high;
-    dual += s.dual_clipped;
+    stats.add(s.ratio, s.clipped_low, s.clipped_high, s.dual_clipped);
   }
-  const float f = r.count > 0 ? 1.f / float(r.count) : 0.f;
   r.loss = loss.value();
   r.approx_kl = kl.value();
-  r.ratio_mean = ratio.value() * f;
-  r.ratio_max = r.count > 0 ? ratio_max : 0.f;
-  r.clip_fraction = float(low + high) * f;
-  r.clip_fraction_low = float(low) * f;
-  r.clip_fraction_high = float(high) * f;
-  r.dual_clip_fraction = float(dual) * f;
+  stats.write(r, r.count);
   return r;
 }
 

@@ -101,9 +101,9 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
     parallel_for(b.tokens, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V)),
                  [&](int64_t s, int64_t e) { ppo_rows<T>(p, w.data(), terms.data(), s, e); });
   });
-  KahanSum pol, kl, val, akl, ratio;
-  float ratio_max = -INFINITY;
-  int64_t low = 0, high = 0, dual = 0, vclip = 0;
+  KahanSum pol, kl, val, akl;
+  ClipStats stats;
+  int64_t vclip = 0;
   for (int64_t t = 0; t < b.tokens; t++) {
     if (b.mask && !b.mask[t]) continue;
     const TokenTerms& tt = terms[t];
@@ -111,26 +111,16 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
     kl.add(w[t] * tt.kl);
     val.add(w[t] * tt.value);
     akl.add(w[t] * tt.approx_kl);
-    ratio.add(tt.ratio);
-    ratio_max = tt.ratio > ratio_max ? tt.ratio : ratio_max;
-    low += tt.low;
-    high += tt.high;
-    dual += tt.dual;
+    stats.add(tt.ratio, tt.low, tt.high, tt.dual);
     vclip += tt.vclip;
   }
-  const float f = r.count > 0 ? 1.f / float(r.count) : 0.f;
   r.policy_loss = pol.value();
   r.kl = kl.value();
   r.value_loss = val.value();
   r.loss = r.policy_loss + p.beta * r.kl + p.c1 * r.value_loss;
   r.approx_kl = akl.value();
-  r.ratio_mean = ratio.value() * f;
-  r.ratio_max = r.count > 0 ? ratio_max : 0.f;
-  r.clip_fraction = float(low + high) * f;
-  r.clip_fraction_low = float(low) * f;
-  r.clip_fraction_high = float(high) * f;
-  r.dual_clip_fraction = float(dual) * f;
-  r.value_clip_fraction = float(vclip) * f;
+  stats.write(r, r.count);
+  r.value_clip_fraction = float(vclip) * (r.count > 0 ? 1.f / float(r.count) : 0.f);
   return r;
 }
 

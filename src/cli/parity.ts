@@ -192,7 +192,7 @@ export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE):
     const reference = withBackend('js', () => withFloat64Outputs(() => recipe.run(inputs)))
     for (const backend of names) {
       const result = withBackend(backend, () => recipe.run(inputs))
-      const outputs = [...new Set([...Object.values(recipe.expected)])]
+      const outputs = new Set(Object.values(recipe.expected))
       for (const output of outputs) {
         const got = pick(result, output)
         const ref = pick(reference, output)

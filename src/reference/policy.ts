@@ -54,6 +54,32 @@ export function policyToken(logp: number, old: number, A: number, o: PolicyKerne
   s.dualClipped = dual
 }
 
+/** The clip metrics over the counted tokens, shared by policyLoss and ppoLoss. */
+export class ClipStats {
+  private ratioSum = 0
+  private ratioMax = -Infinity
+  private low = 0
+  private high = 0
+  private dual = 0
+
+  add(s: PolicyTokenState): void {
+    this.ratioSum += s.ratio
+    if (s.ratio > this.ratioMax) this.ratioMax = s.ratio
+    if (s.clippedLow) this.low++
+    if (s.clippedHigh) this.high++
+    if (s.dualClipped) this.dual++
+  }
+
+  /** Fractions of the n counted tokens, ratio mean and max (0 when n = 0). */
+  result(n: number) {
+    const f = n > 0 ? 1 / n : 0
+    return {
+      clipFraction: (this.low + this.high) * f, clipFractionLow: this.low * f, clipFractionHigh: this.high * f,
+      dualClipFraction: this.dual * f, ratioMean: this.ratioSum * f, ratioMax: n > 0 ? this.ratioMax : 0,
+    }
+  }
+}
+
 export interface PolicyKernelResult {
   loss: number
   clipFraction: number
@@ -74,8 +100,8 @@ export function policyLossKernel(
   const w = new Float64Array(M)
   aggregationWeights(layout, valid, agg, w)
   const s = newPolicyTokenState()
-  let loss = 0, kl = 0, ratioSum = 0, ratioMax = -Infinity
-  let low = 0, high = 0, dual = 0
+  const stats = new ClipStats()
+  let loss = 0, kl = 0
   for (let t = 0; t < M; t++) {
     if (valid !== null && !valid[t]) {
       perToken[t] = 0
@@ -87,17 +113,8 @@ export function policyLossKernel(
     grad[t] = w[t] * s.grad
     loss += w[t] * s.loss
     kl += w[t] * (old[t] - logp[t])
-    ratioSum += s.ratio
-    if (s.ratio > ratioMax) ratioMax = s.ratio
-    if (s.clippedLow) low++
-    if (s.clippedHigh) high++
-    if (s.dualClipped) dual++
+    stats.add(s)
   }
   const n = countValid(valid, M)
-  const f = n > 0 ? 1 / n : 0
-  return {
-    loss, count: n,
-    clipFraction: (low + high) * f, clipFractionLow: low * f, clipFractionHigh: high * f, dualClipFraction: dual * f,
-    approxKl: kl, ratioMean: ratioSum * f, ratioMax: n > 0 ? ratioMax : 0,
-  }
+  return { loss, count: n, approxKl: kl, ...stats.result(n) }
 }

@@ -11,7 +11,7 @@ import type { Aggregation, TokenLayout } from '../aggregate.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import { type KlEstimator, klToken } from './kl.js'
-import { newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
+import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
 import { rowLse } from './vocab.js'
 
@@ -69,8 +69,8 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
   const ks = new Float64Array(2)
   const vs = new Float64Array(2)
   const klOpts = { estimator: o.klEstimator === 'full' ? 'k1' as const : o.klEstimator, logRatioClamp: o.policy.logRatioClamp, outputClamp: o.klOutputClamp }
-  let policyLoss = 0, kl = 0, valueLoss = 0, approxKl = 0, ratioSum = 0, ratioMax = -Infinity
-  let low = 0, high = 0, dual = 0, vclip = 0
+  const stats = new ClipStats()
+  let policyLoss = 0, kl = 0, valueLoss = 0, approxKl = 0, vclip = 0
   for (let t = 0; t < M; t++) {
     const base = t * V
     if (x.valid !== null && !x.valid[t]) {
@@ -93,11 +93,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
     policyToken(lp, old, x.advantages[t], o.policy, ps)
     policyLoss += w[t] * ps.loss
     approxKl += w[t] * (old - lp)
-    ratioSum += ps.ratio
-    if (ps.ratio > ratioMax) ratioMax = ps.ratio
-    if (ps.clippedLow) low++
-    if (ps.clippedHigh) high++
-    if (ps.dualClipped) dual++
+    stats.add(ps)
 
     // coefficient of (onehot − q) and of (q − p_anchor) in this row's gradient
     let cLogp = w[t] * ps.grad
@@ -131,11 +127,9 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
     }
   }
   const n = countValid(x.valid, M)
-  const f = n > 0 ? 1 / n : 0
   return {
     loss: policyLoss + o.beta * kl + o.c1 * valueLoss,
     policyLoss, kl, valueLoss, approxKl, count: n,
-    clipFraction: (low + high) * f, clipFractionLow: low * f, clipFractionHigh: high * f, dualClipFraction: dual * f,
-    ratioMean: ratioSum * f, ratioMax: n > 0 ? ratioMax : 0, valueClipFraction: vclip * f,
+    ...stats.result(n), valueClipFraction: vclip * (n > 0 ? 1 / n : 0),
   }
 }

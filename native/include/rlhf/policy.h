@@ -36,6 +36,33 @@ RK_HD inline PolicyToken policy_token(float logp, float old, float A, const Poli
   return {loss, flat ? 0.f : -r * A, r, clipped && A < 0.f, clipped && A > 0.f, dual};
 }
 
+// The clip metrics over the counted tokens, shared by policy_loss and ppo_loss (host side only).
+struct ClipStats {
+  KahanSum ratio;
+  float ratio_max = -INFINITY;
+  int64_t low = 0, high = 0, dual = 0;
+
+  void add(float r, bool clipped_low, bool clipped_high, bool dual_clipped) {
+    ratio.add(r);
+    ratio_max = r > ratio_max ? r : ratio_max;
+    low += clipped_low;
+    high += clipped_high;
+    dual += dual_clipped;
+  }
+
+  // Fractions of the `count` counted tokens, ratio mean and max, into any result with these fields.
+  template <class Result>
+  void write(Result& r, int64_t count) const {
+    const float f = count > 0 ? 1.f / float(count) : 0.f;
+    r.ratio_mean = ratio.value() * f;
+    r.ratio_max = count > 0 ? ratio_max : 0.f;
+    r.clip_fraction = float(low + high) * f;
+    r.clip_fraction_low = float(low) * f;
+    r.clip_fraction_high = float(high) * f;
+    r.dual_clip_fraction = float(dual) * f;
+  }
+};
+
 struct PolicyLossParams {
   TokenBatch batch;
   FloatIn logp, old_logp, advantages;
