@@ -67,6 +67,8 @@ function smokeLoad() {
 
 function cmakeBuild(cuda, nvcc) {
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js')
+  // a cache from an earlier build keeps its options (CUDA on or off): configure afresh every time
+  rmSync(join(root, 'build', 'CMakeCache.txt'), { force: true })
   const args = [cmakeJs, 'compile', '--out', 'build', `--CDRLHF_KERNELS_CUDA=${cuda ? 'ON' : 'OFF'}`]
   if (cuda && nvcc) args.push(`--CDCMAKE_CUDA_COMPILER=${nvcc}`)
   if (cuda && env.RLHF_KERNELS_CUDA_ARCH) args.push(`--CDCMAKE_CUDA_ARCHITECTURES=${env.RLHF_KERNELS_CUDA_ARCH}`)
@@ -116,7 +118,6 @@ function main() {
       } else {
         failures.push(`the CUDA build failed:\n${tail(r.out)}`)
         say('the CUDA build failed; retrying CPU-only')
-        rmSync(join(root, 'build', 'CMakeCache.txt'), { force: true })
       }
     }
     if (!built) {
@@ -148,6 +149,7 @@ function main() {
   }
   info.ok = true
   info.info = smoke.info
+  info.cuda = smoke.info?.cuda?.compiled === true  // what the binary says, not what was asked for
   finish(null)
 }
 

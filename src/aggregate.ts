@@ -14,7 +14,7 @@
  */
 import { rangeError, typeError } from './errors.js'
 import { isTensor } from './tensor.js'
-import { choiceOption, intVector, optionalNumber } from './validate.js'
+import { choiceOption, hostOnly, intVector, optionalNumber } from './validate.js'
 
 export const AGGREGATIONS = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const
 export type AggregationMode = (typeof AGGREGATIONS)[number]
@@ -58,7 +58,7 @@ export function tokenShape(op: string, name: string, value: unknown): readonly n
 export function tokenLayout(op: string, name: string, shape: readonly number[], seqLengths: unknown): TokenLayout {
   const tokens = shape.reduce((a, b) => a * b, 1)
   if (seqLengths !== undefined) {
-    const lengths = intVector(op, 'seqLengths', seqLengths)
+    const lengths = hostOnly(op, 'seqLengths', intVector(op, 'seqLengths', seqLengths))
     const offsets = new Int32Array(lengths.length + 1)
     let width = 0
     for (let s = 0; s < lengths.length; s++) {

@@ -78,7 +78,16 @@ function requireBackend(name: BackendName): Kernels {
   return r.kernels
 }
 
-/** The kernels an op runs on for host inputs. */
-export function kernels(): Kernels {
+/**
+ * The kernels an op runs on: `cuda` for arguments that hold device tensors (whatever the host choice),
+ * else the current backend.
+ */
+export function kernels(device = false): Kernels {
+  if (device) {
+    if (choice === 'cpu' || choice === 'js') {
+      throw new RlhfKernelsError('ERR_DEVICE_TENSOR', `the ${choice} backend was chosen, but an input is a cuda tensor: call toHost() on it, or setBackend('auto')`)
+    }
+    return requireBackend('cuda')
+  }
   return requireBackend(currentBackend())
 }

@@ -4,8 +4,9 @@
  */
 import './native.js'
 
-export { nativeStatus, type NativeStatus, type NativeInfo, type BuildInfo } from './native.js'
-export { Tensor, tensor, type Device, type HostArray, type TensorOptions } from './tensor.js'
+export { nativeStatus, memory, releaseCachedMemory, type NativeStatus, type NativeInfo, type BuildInfo, type MemoryInfo } from './native.js'
+export { Tensor, tensor, type Device, type DeviceTensor, type HostArray, type TensorOptions } from './tensor.js'
+export type { OnDevice } from './ops.js'
 export { type DType, type FloatDType, bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, encodeFloats } from './dtypes.js'
 export { RlhfKernelsError } from './errors.js'
 export { backends, setBackend, currentBackend, type BackendName, type BackendChoice, type BackendStatus } from './backend.js'

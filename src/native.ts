@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url'
 import { registerBackend } from './backend.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
-import { Tensor } from './tensor.js'
+import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
+import { onDevice } from './validate.js'
 
 /** What the addon's info() reports. */
 export interface NativeInfo {
@@ -45,7 +46,26 @@ export interface NativeStatus {
   info: NativeInfo | null
 }
 
-type Addon = Record<string, (args: object) => any> & { info(): NativeInfo }
+type NativeFn = (args: object, ...rest: unknown[]) => any
+type Addon = Record<string, NativeFn> & {
+  info(): NativeInfo
+  /** the cuda backend's entry points, in a build with CUDA */
+  cuda?: Record<string, NativeFn>
+}
+
+/** What this thread holds on the GPU (all zeros before the first GPU call, or without the cuda backend). */
+export interface MemoryInfo {
+  /** live device tensors (made by to('cuda') or returned by ops on device tensors) */
+  tensors: number
+  /** their bytes, also reported to V8 as external memory */
+  tensorBytes: number
+  /** device bytes in use: tensors and the temporaries of calls in flight */
+  deviceBytes: number
+  /** device bytes kept by the caching pool for reuse (releaseCachedMemory() gives them back) */
+  cachedBytes: number
+  /** pinned host bytes (staging for copies), in use or cached */
+  pinnedBytes: number
+}
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const require = createRequire(import.meta.url)
@@ -90,11 +110,12 @@ function load(): { addon: Addon | null; status: NativeStatus } {
   return { addon: null, status }
 }
 
-const matrix = (data: Float32Array, shape: readonly number[]) => new Tensor(data, shape, 'float32')
+/** A float32 matrix result: a host array, or a device tensor (cuda) given the input's shape. */
+const matrix = (data: Float32Array | Tensor, shape: readonly number[]) =>
+  data instanceof Tensor ? data.reshaped(shape) : new Tensor(data, shape, 'float32')
 
-/** The cpu backend: the addon's kernels behind the Kernels interface, results shaped as the public API. */
-function cpuKernels(addon: Addon): Kernels {
-  const shapes = {
+/** The addon's results shaped as the public API, for the cpu and cuda backends alike. */
+const shapes: Record<string, (r: any, a: any) => unknown> = {
     logProbs: (r: any) => r,
     logProbsBackward: (r: any, a: any) => ({ gradLogits: matrix(r.gradLogits, a.shape) }),
     crossEntropy: (r: any, a: any) => ({
@@ -121,7 +142,10 @@ function cpuKernels(addon: Addon): Kernels {
       loss: r.loss, objective: -r.loss, policyLoss: r.policyLoss, kl: r.kl, valueLoss: r.valueLoss, logp: r.logp,
       gradLogits: matrix(r.gradLogits, a.shape), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
-  }
+}
+
+/** The cpu backend: the addon's kernels behind the Kernels interface. */
+function cpuKernels(addon: Addon): Kernels {
   const kernels: Record<string, unknown> = {}
   for (const [name, shape] of Object.entries(shapes)) {
     const sync = addon[name]
@@ -132,6 +156,47 @@ function cpuKernels(addon: Addon): Kernels {
   return kernels as unknown as Kernels
 }
 
+/** Validated arguments as the cuda bindings read them: device storage becomes `{ device: handle }`. */
+function toCudaArgs(value: unknown): unknown {
+  if (value instanceof DeviceData) return { device: value.handle }
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || Array.isArray(value)) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = k === 'data' && v instanceof DeviceData ? undefined : toCudaArgs(v)
+    if (k === 'data' && v instanceof DeviceData) out.device = v.handle
+  }
+  return out
+}
+
+/** Device outputs of the cuda bindings (`{ device, length }`) as float32 device tensors. */
+function fromCuda(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return value
+  const v = value as Record<string, unknown>
+  if ('device' in v && typeof v.length === 'number') return new Tensor(new DeviceData(v.device, v.length, 'float32'), [v.length], 'float32')
+  for (const k of Object.keys(v)) v[k] = fromCuda(v[k])
+  return v
+}
+
+/** The cuda backend: host inputs are uploaded for the call; results of device inputs stay on the GPU. */
+function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
+  const kernels: Record<string, unknown> = {}
+  for (const [name, shape] of Object.entries(shapes)) {
+    const sync = cuda[name]
+    const async = cuda[`${name}Async`]
+    const prepare = (args: object) => ({ ...(toCudaArgs(args) as object), deviceResults: onDevice(args) })
+    kernels[name] = (args: object) => shape(fromCuda(sync(prepare(args))), args)
+    kernels[`${name}Async`] = (args: object) => (async(prepare(args)) as Promise<unknown>).then((r) => shape(fromCuda(r), args))
+  }
+  return kernels as unknown as Kernels
+}
+
+/** The addon's event timing of one op on the GPU (bench): milliseconds of each of `iterations` launches. */
+export function cudaTime(op: string, args: object, iterations: number): Float64Array {
+  const fn = addon?.cuda?.[`${op}Time`]
+  if (!fn || !cudaUsable) throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `cudaTime: the cuda backend is not available: ${cudaWhy}`)
+  return fn({ ...(toCudaArgs(args) as object), deviceResults: true }, iterations) as Float64Array
+}
+
 function cudaReason(status: NativeStatus): string {
   if (!status.loaded || status.info === null) return `the native addon is not loaded: ${status.errors.join('; ')}`
   const c = status.info.cuda
@@ -140,7 +205,8 @@ function cudaReason(status: NativeStatus): string {
     const driver = c.error === 35 ? ' (no NVIDIA driver, or one older than the CUDA runtime)' : c.error === 100 ? ' (no GPU)' : ''
     return `compiled with CUDA ${Math.floor(c.runtimeVersion / 1000)}.${(c.runtimeVersion % 1000) / 10}, but cudaGetDeviceCount failed: ${c.errorName}: ${c.errorString}${driver}; devices: ${c.deviceCount}`
   }
-  return `${c.deviceCount} GPU(s) found (${c.devices.map((d) => d.name).join(', ')}), but device tensors are not connected to the CUDA kernels yet (bench/cuda/*.cu checks the kernels directly)`
+  if (c.deviceCount === 0) return 'compiled with CUDA, but no GPU was found'
+  return ''
 }
 
 const { addon, status } = load()
@@ -149,16 +215,46 @@ export const nativeStatus: Readonly<NativeStatus> = status
 if (addon !== null) registerBackend('cpu', cpuKernels(addon))
 else registerBackend('cpu', null, `the native addon is not loaded: ${status.errors.join('; ')}`)
 const cudaWhy = cudaReason(status)
-registerBackend('cuda', null, cudaWhy)
-
-if (status.info !== null && status.info.cuda.compiled && status.info.cuda.deviceCount > 0) {
-  process.emitWarning(`rlhf-kernels: a GPU is present but the cuda backend is unusable: ${cudaWhy}`, { code: 'RLHF_KERNELS_FALLBACK' })
+const cudaUsable = cudaWhy === '' && addon?.cuda !== undefined
+if (cudaUsable) {
+  const a = addon!
+  registerBackend('cuda', cudaKernels(a.cuda!))
+  installDeviceMemory({
+    upload: (data: HostArray) => a.cudaUpload(data as unknown as object),
+    download: (handle: unknown, into: HostArray) => { a.cudaDownload(handle as object, into) },
+    downloadAsync: (handle: unknown, into: HostArray) => a.cudaDownloadAsync(handle as object, into) as Promise<void>,
+    dispose: (handle: unknown) => { a.cudaDispose(handle as object) },
+  })
+} else {
+  registerBackend('cuda', null, cudaWhy || 'the native addon has no CUDA entry points')
+  installDeviceMemory(null, cudaWhy)
 }
+
+/** What this thread holds on the GPU; it drains the finalisers' queue first, so freed tensors do not count. */
+export function memory(): MemoryInfo {
+  if (!cudaUsable) return { tensors: 0, tensorBytes: 0, deviceBytes: 0, cachedBytes: 0, pinnedBytes: 0 }
+  return addon!.cudaMemory({}) as MemoryInfo
+}
+
+/** Waits for this thread's GPU work, then gives the caching pool's unused blocks back to the driver. */
+export function releaseCachedMemory(): void {
+  if (cudaUsable) addon!.cudaReleaseCached({})
+}
+
+/** @internal the addon's device helpers for the GPU benchmark */
+export const cudaBench = cudaUsable
+  ? {
+      empty: (bytes: number) => addon!.cudaEmpty(bytes as unknown as object),
+      fillNormal: (handle: unknown, dtype: string, seed: number, scale: number) => addon!.cudaFillNormal(handle as object, dtype, seed, scale),
+      fillInt: (handle: unknown, limit: number, seed: number) => addon!.cudaFillInt(handle as object, limit, seed),
+      copyBandwidth: (bytes: number, iterations: number) => addon!.cudaCopyBandwidth(bytes as unknown as object, iterations) as number,
+    }
+  : null
 
 const required = process.env.RLHF_KERNELS_REQUIRE
 if (required === 'cpu' && addon === null) {
   throw new RlhfKernelsError('ERR_BACKEND_UNAVAILABLE', `RLHF_KERNELS_REQUIRE=cpu, but the cpu backend is unavailable:\n- ${status.errors.join('\n- ')}`)
 }
-if (required === 'cuda') {
+if (required === 'cuda' && !cudaUsable) {
   throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `RLHF_KERNELS_REQUIRE=cuda, but the cuda backend is unavailable:\n- ${cudaWhy}`)
 }

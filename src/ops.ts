@@ -1,28 +1,44 @@
 /**
  * How every public op is put together: validate the options once, pick the backend's kernels, run.
+ * Arguments that hold device tensors run on `cuda`, and their array results stay on the GPU as device
+ * tensors; others run on the current host backend.
  * The async twin validates synchronously (a bad argument rejects the promise) and runs the work off the
- * caller's turn: on the native backends in the libuv pool, on `js` in a later macrotask of this thread.
- * Inputs must not be modified until the promise settles.
+ * caller's turn: on cpu in the libuv pool, on cuda on the env's stream (the JS thread only enqueues), on `js`
+ * in a later macrotask of this thread. Inputs must not be modified until the promise settles.
  */
 import { kernels } from './backend.js'
 import type { Kernels } from './kernels.js'
+import type { DeviceTensor, Tensor } from './tensor.js'
+import { onDevice } from './validate.js'
 
-export type Op<O, R> = (options: O) => R
-export type AsyncOp<O, R> = (options: O) => Promise<R>
+/** A result with its arrays on the GPU: what an op returns for device-tensor inputs. */
+export type OnDevice<R> = R extends Float32Array | Tensor
+  ? DeviceTensor
+  : { [K in keyof R]: R[K] extends Float32Array | Tensor ? DeviceTensor : R[K] extends Float32Array | Tensor | undefined ? DeviceTensor | undefined : R[K] }
 
-export function defineOp<O, A, R>(
+/** True when some option of X is typed as a DeviceTensor (options typed `any` do not count). */
+type IsDevice<T> = 0 extends 1 & T ? false : [T] extends [DeviceTensor] ? true : false
+type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof X] ? true : false
+
+export type Op<O, R> = <X extends O>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
+export type AsyncOp<O, R> = <X extends O>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
+
+export function defineOp<O, A extends object, R>(
   validate: (options: O) => A,
   run: (k: Kernels, args: A) => R,
   runAsync?: (k: Kernels, args: A) => Promise<R> | undefined,
 ): [Op<O, R>, AsyncOp<O, R>] {
-  const sync = (options: O): R => run(kernels(), validate(options))
+  const sync = (options: O): R => {
+    const args = validate(options)
+    return run(kernels(onDevice(args)), args)
+  }
   const async = (options: O): Promise<R> => {
     let args: A
     let k: Kernels
     let native: Promise<R> | undefined
     try {
       args = validate(options)
-      k = kernels()
+      k = kernels(onDevice(args))
       native = runAsync?.(k, args)
     } catch (error) {
       return Promise.reject(error)
@@ -38,5 +54,5 @@ export function defineOp<O, A, R>(
       })
     })
   }
-  return [sync, async]
+  return [sync as Op<O, R>, async as AsyncOp<O, R>]
 }

@@ -4,8 +4,8 @@
  */
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import type { Tensor } from './tensor.js'
-import { type FloatData, choiceOption, floatVector, intVector, numberOption, optionsObject } from './validate.js'
+import { type Tensor, isDeviceData } from './tensor.js'
+import { type FloatData, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
 import type { Reduction } from './vocab.js'
 
@@ -60,7 +60,7 @@ export interface RewardLossArgs {
 export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string, what = 'group'): Int32Array {
   if (offsets !== undefined && size !== undefined) throw typeError(op, sizeName, `absent when offsets is given`, size)
   if (offsets !== undefined) {
-    const off = intVector(op, 'offsets', offsets)
+    const off = hostOnly(op, 'offsets', intVector(op, 'offsets', offsets))
     if (off.length < 1) throw rangeError(op, 'offsets.length', '≥ 1 (N + 1 entries)', off.length)
     if (off[0] !== 0) throw rangeError(op, 'offsets[0]', '0', off[0])
     for (let n = 1; n < off.length; n++) {
@@ -97,7 +97,8 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   let targetProbs: FloatData | null = null
   if (o.chosen !== undefined) {
     chosen = intVector(op, 'chosen', o.chosen, N)
-    for (let n = 0; n < N; n++) {
+    // device labels are checked by the kernel (a device flag, then a RangeError naming the prompt)
+    for (let n = 0; n < N && !isDeviceData(chosen); n++) {
       const b = chosen[n]
       const K = offsets[n + 1] - offsets[n]
       if ((b < 0 || b >= K) && b !== ignoreIndex) {
@@ -106,6 +107,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
     }
   } else {
     targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)
+    hostOnly(op, 'targetProbs', targetProbs.data)
     const y = decodeFloats(targetProbs.data, targetProbs.dtype)
     for (let n = 0; n < N; n++) {
       let sum = 0

@@ -4,6 +4,11 @@
  * Host tensors wrap the caller's typed array without copying it; no op ever writes into an input.
  * float32 data is a Float32Array, float64 a Float64Array, bfloat16/float16 a Uint16Array of bit patterns,
  * int32 an Int32Array (targets, actions), uint8 a Uint8Array (masks).
+ *
+ * Device tensors (`t.to('cuda')`, and the results of ops on device tensors) own GPU memory: `dispose()`
+ * gives it back at once (to the addon's caching pool); a tensor that is garbage-collected undisposed has its
+ * memory queued for release by a finaliser and freed at the next GPU call. Their bytes count as V8 external
+ * memory, and `rk.memory()` shows what is held.
  */
 import { ARRAY_CLASS, DTYPES, type DType, type FloatDType, decodeFloats, inferDType } from './dtypes.js'
 import { RlhfKernelsError, describe, rangeError, typeError } from './errors.js'
@@ -17,55 +22,160 @@ export interface TensorOptions {
   dtype?: DType
 }
 
+/** What the addon provides for device memory (installed by the loader when the cuda backend is usable). */
+export interface DeviceMemory {
+  upload(data: HostArray): unknown
+  download(handle: unknown, into: HostArray): void
+  downloadAsync(handle: unknown, into: HostArray): Promise<void>
+  dispose(handle: unknown): void
+}
+
+let deviceMemory: DeviceMemory | null = null
+let deviceReason = 'the native addon is not loaded'
+
+/** Installs the addon's device memory functions, or records why there are none. */
+export function installDeviceMemory(memory: DeviceMemory | null, reason = ''): void {
+  deviceMemory = memory
+  deviceReason = reason
+}
+
+function requireDeviceMemory(where: string): DeviceMemory {
+  if (deviceMemory === null) {
+    throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `${where}: the cuda backend is not available: ${deviceReason}`)
+  }
+  return deviceMemory
+}
+
+/**
+ * The storage of a device tensor as the op layer sees it: the addon's handle and the element count. It
+ * stands in for the host array in validated arguments (see validate.ts); only the cuda backend reads it.
+ */
+export class DeviceData {
+  constructor(readonly handle: unknown, readonly length: number, readonly dtype: DType) {}
+}
+
+export function isDeviceData(x: unknown): x is DeviceData {
+  return x instanceof DeviceData
+}
+
+/** A Tensor whose data is on the GPU. */
+export interface DeviceTensor extends Tensor {
+  readonly device: 'cuda'
+}
+
 export class Tensor {
-  readonly data: HostArray
   readonly shape: readonly number[]
   readonly dtype: DType
-  readonly device: Device = 'cpu'
+  readonly device: Device
   readonly size: number
+  #host: HostArray | null
+  #device: DeviceData | null
+  #disposed = false
 
-  constructor(data: HostArray, shape: readonly number[], dtype: DType) {
-    this.data = data
+  constructor(data: HostArray, shape: readonly number[], dtype: DType)
+  /** @internal a device tensor over an addon handle (ops and `to('cuda')` make these) */
+  constructor(data: DeviceData, shape: readonly number[], dtype: DType)
+  constructor(data: HostArray | DeviceData, shape: readonly number[], dtype: DType) {
     this.shape = Object.freeze([...shape])
     this.dtype = dtype
     this.size = data.length
+    if (data instanceof DeviceData) {
+      this.#host = null
+      this.#device = data
+      this.device = 'cuda'
+    } else {
+      this.#host = data
+      this.#device = null
+      this.device = 'cpu'
+    }
+  }
+
+  /** The host typed array. A device tensor has none: use toHost() or toFloat32Array(). */
+  get data(): HostArray {
+    if (this.#host === null) {
+      throw new RlhfKernelsError('ERR_DEVICE_TENSOR', 'Tensor.data: this tensor is on the GPU; use toHost() or toFloat32Array() to read it')
+    }
+    return this.#host
   }
 
   get rank(): number {
     return this.shape.length
   }
 
-  /**
-   * Copies this tensor to a device. Device tensors need the cuda backend, whose kernels are built
-   * (native/cuda) but not yet connected to tensors: `rk.backends()` says why cuda is unavailable here.
-   */
-  to(device: Device): Tensor {
-    if (device === 'cpu') return this
-    if (device === 'cuda') {
-      throw new RlhfKernelsError(
-        'ERR_CUDA_UNAVAILABLE',
-        'Tensor.to: the cuda backend is not available (rk.backends() gives the reason); host tensors run on the cpu or js backend',
-      )
-    }
-    throw typeError('Tensor.to', 'device', "'cpu' or 'cuda'", device)
+  /** True once dispose() has freed a device tensor's memory. */
+  get isDisposed(): boolean {
+    return this.#disposed
   }
 
-  /** The host copy of this tensor (a host tensor is its own host copy). */
+  /** @internal what validated arguments carry: the host array, or the device storage */
+  storage(where: string): HostArray | DeviceData {
+    if (this.#disposed) throw new RlhfKernelsError('ERR_DISPOSED', `${where}: the tensor was disposed`)
+    return this.#host ?? this.#device!
+  }
+
+  /** @internal the same storage seen with another shape of the same size */
+  reshaped(shape: readonly number[]): Tensor {
+    const s = this.storage('reshape')
+    return s instanceof DeviceData ? new Tensor(s, shape, this.dtype) : new Tensor(s, shape, this.dtype)
+  }
+
+  /**
+   * A copy of this tensor on `device`: `to('cuda')` uploads (the host array may change afterwards),
+   * `to('cpu')` downloads. A tensor already there is returned as is.
+   */
+  to(device: 'cuda'): DeviceTensor
+  to(device: 'cpu'): Tensor
+  to(device: Device): Tensor
+  to(device: Device): Tensor {
+    if (device !== 'cpu' && device !== 'cuda') throw typeError('Tensor.to', 'device', "'cpu' or 'cuda'", device)
+    if (device === this.device) {
+      this.storage('Tensor.to')
+      return this
+    }
+    if (device === 'cpu') return this.toHost()
+    const memory = requireDeviceMemory('Tensor.to')
+    const host = this.#host!
+    return new Tensor(new DeviceData(memory.upload(host), host.length, this.dtype), this.shape, this.dtype)
+  }
+
+  /** The host copy of this tensor (a host tensor is its own host copy). Waits for queued GPU work. */
   toHost(): Tensor {
-    return this
+    const s = this.storage('Tensor.toHost')
+    if (!(s instanceof DeviceData)) return this
+    const out = new ARRAY_CLASS[this.dtype](s.length) as HostArray
+    requireDeviceMemory('Tensor.toHost').download(s.handle, out)
+    return new Tensor(out, this.shape, this.dtype)
+  }
+
+  /** toHost() without blocking the JS thread: the copy is enqueued and the promise settles when it is done. */
+  async toHostAsync(): Promise<Tensor> {
+    const s = this.storage('Tensor.toHostAsync')
+    if (!(s instanceof DeviceData)) return this
+    const out = new ARRAY_CLASS[this.dtype](s.length) as HostArray
+    await requireDeviceMemory('Tensor.toHostAsync').downloadAsync(s.handle, out)
+    return new Tensor(out, this.shape, this.dtype)
   }
 
   /** The values as float32 (bf16/f16 decoded exactly; float64 rounded; integers converted). */
   toFloat32Array(): Float32Array {
-    if (this.dtype === 'float32') return Float32Array.from(this.data as Float32Array)
-    if (this.dtype === 'bfloat16' || this.dtype === 'float16') {
-      return Float32Array.from(decodeFloats(this.data, this.dtype))
+    if (this.device === 'cuda') {
+      const host = this.toHost()
+      return this.dtype === 'float32' ? (host.data as Float32Array) : host.toFloat32Array()
     }
-    return Float32Array.from(this.data as ArrayLike<number>)
+    const data = this.data
+    if (this.dtype === 'float32') return Float32Array.from(data as Float32Array)
+    if (this.dtype === 'bfloat16' || this.dtype === 'float16') {
+      return Float32Array.from(decodeFloats(data, this.dtype))
+    }
+    return Float32Array.from(data as ArrayLike<number>)
   }
 
-  /** Frees device memory; a no-op for host tensors. Safe to call twice. */
-  dispose(): void {}
+  /** Frees device memory now (back to the addon's pool); a no-op for host tensors. Safe to call twice. */
+  dispose(): void {
+    if (this.#device === null || this.#disposed) return
+    this.#disposed = true
+    deviceMemory?.dispose(this.#device.handle)
+  }
 
   [Symbol.dispose](): void {
     this.dispose()

@@ -2,10 +2,35 @@
  * Argument checking shared by every op module. Each op validates its arguments once, here, and hands the
  * backends plain, trusted data: the backends do not re-check shapes (the native addon repeats only the cheap
  * checks that keep memory safe).
+ *
+ * Device tensors: their storage (a DeviceData, with the same `length`) stands in for the host array in the
+ * validated arguments, under the host array's type. ops.ts sends any arguments that hold one to the cuda
+ * backend, the only one that reads them; values that only the GPU holds (device targets) are checked there,
+ * and inputs whose values must be checked here (offsets, soft labels) must be host data.
  */
 import { type FloatDType } from './dtypes.js'
 import { describe, rangeError, typeError } from './errors.js'
-import { Tensor, isTensor } from './tensor.js'
+import { DeviceData, Tensor, isDeviceData, isTensor } from './tensor.js'
+
+/** A tensor's data for validated arguments: the host array, or (typed as one) its device storage. */
+function dataOf<T>(op: string, name: string, t: Tensor): T {
+  return t.storage(`${op}: ${name}`) as unknown as T
+}
+
+/** The host array of an input whose values are checked here: device tensors are refused with a TypeError. */
+export function hostOnly<T>(op: string, name: string, data: T): T {
+  if (isDeviceData(data)) throw typeError(op, name, 'host data (its values are checked on the host), not a cuda tensor', 'Tensor(cuda)')
+  return data
+}
+
+/** True when validated arguments hold any device storage (then they run on the cuda backend). */
+export function onDevice(args: object): boolean {
+  for (const v of Object.values(args)) {
+    if (v instanceof DeviceData) return true
+    if (v !== null && typeof v === 'object' && !ArrayBuffer.isView(v) && (v as { data?: unknown }).data instanceof DeviceData) return true
+  }
+  return false
+}
 
 /** Float data as given, not yet decoded: backends decode bf16/f16 themselves (the native ones in the kernel). */
 export interface FloatData {
@@ -29,7 +54,7 @@ export function floatMatrix(op: string, name: string, value: unknown): FloatData
   }
   const cols = value.shape[value.rank - 1]
   const rows = value.shape.slice(0, -1).reduce((a, b) => a * b, 1)
-  return { data: value.data as FloatData['data'], dtype, rows, cols, shape: value.shape }
+  return { data: dataOf(op, name, value), dtype, rows, cols, shape: value.shape }
 }
 
 /** A float vector: a Float32Array, a Float64Array or a float Tensor of any shape, with `length` elements. */
@@ -38,7 +63,7 @@ export function floatVector(op: string, name: string, value: unknown, length?: n
   if (isTensor(value)) {
     const dtype = floatDType(value)
     if (dtype === undefined) throw typeError(op, name, FLOAT_TENSOR, `Tensor(dtype '${value.dtype}')`)
-    out = { data: value.data as FloatData['data'], dtype }
+    out = { data: dataOf(op, name, value), dtype }
   } else if (value instanceof Float32Array) {
     out = { data: value, dtype: 'float32' }
   } else if (value instanceof Float64Array) {
@@ -57,7 +82,7 @@ export function intVector(op: string, name: string, value: unknown, length?: num
   let data: Int32Array
   if (isTensor(value)) {
     if (value.dtype !== 'int32') throw typeError(op, name, "an Int32Array or an int32 Tensor", `Tensor(dtype '${value.dtype}')`)
-    data = value.data as Int32Array
+    data = dataOf(op, name, value)
   } else if (value instanceof Int32Array) {
     data = value
   } else {
@@ -78,7 +103,13 @@ export function maskVector(op: string, name: string, value: unknown, length: num
     if (value.dtype === 'int32' || value.dtype === 'bfloat16' || value.dtype === 'float16') {
       throw typeError(op, name, 'a uint8 or float32/float64 mask', `Tensor(dtype '${value.dtype}')`)
     }
-    data = value.data as ArrayLike<number>
+    data = dataOf(op, name, value)
+    if (isDeviceData(data)) {
+      // a device mask is used as it is: a token counts where the byte is nonzero
+      if (value.dtype !== 'uint8') throw typeError(op, name, 'a uint8 Tensor (on the GPU, masks are bytes)', `Tensor(cuda, dtype '${value.dtype}')`)
+      if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
+      return data as unknown as Uint8Array
+    }
   } else if (value instanceof Uint8Array || value instanceof Float32Array || value instanceof Float64Array) {
     data = value
   } else {

@@ -4,7 +4,7 @@
  */
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import type { Tensor } from './tensor.js'
+import { type Tensor, isDeviceData } from './tensor.js'
 import {
   type FloatData, booleanOption, choiceOption, floatMatrix, floatVector, intVector, numberOption, optionsObject,
 } from './validate.js'
@@ -95,6 +95,7 @@ export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreI
 
 /** Every index in [0, V), or equal to ignoreIndex when there is one; the first bad row is named. */
 export function checkTargets(op: string, name: string, t: Int32Array, V: number, ignoreIndex: number | null): void {
+  if (isDeviceData(t)) return  // checked by the kernel: a device flag, then a RangeError naming the row
   for (let n = 0; n < t.length; n++) {
     const y = t[n]
     if ((y < 0 || y >= V) && y !== ignoreIndex) {

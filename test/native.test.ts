@@ -134,12 +134,13 @@ describe.runIf(cpu.available)('threads', () => {
     const r = rng(52)
     const V = 32000
     const make = (N: number) => ({ logits: rk.tensor(r.f32(N * V, 3), [N, V]), targets: r.ints(N, V), grad: true, labelSmoothing: 0.1 })
-    // calibrate: enough rows for ≥ 250 ms on this machine
-    const probe = make(32)
+    // calibrate on a warm probe: enough rows for ~400 ms on this machine (the check needs ≥ 200 ms)
+    const probe = make(64)
+    rk.crossEntropy(probe)
     let t = performance.now()
     rk.crossEntropy(probe)
-    const perRow = (performance.now() - t) / 32
-    const N = Math.min(4096, Math.max(32, Math.ceil(250 / perRow)))
+    const perRow = (performance.now() - t) / 64
+    const N = Math.min(8192, Math.max(64, Math.ceil(400 / perRow)))
     const job = make(N)
     const h = monitorEventLoopDelay({ resolution: 1 })
     h.enable()

@@ -7,6 +7,7 @@
 
 #include "../cpu/parallel.h"
 #include "bindings.h"
+#include "env.h"
 #include "rlhf/device.h"
 
 namespace rk::addon {
@@ -47,20 +48,20 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// Per-env state: for now the env's identity for tests; device pools join it with the cuda backend.
-struct EnvData {
-  uint32_t id;
-};
-
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   static std::atomic<uint32_t> next_env{0};
-  env.SetInstanceData(new EnvData{next_env++});
+  auto* data = new EnvData;
+  data->id = next_env++;
+  env.SetInstanceData(data);
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("envId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), info.Env().GetInstanceData<EnvData>()->id);
   }, "envId"));
+#if RLHF_KERNELS_HAVE_CUDA
+  exports.Set("cuda", Napi::Object::New(env));  // the cuda backend's entry points (export_job)
+#endif
   export_vocab(env, exports);
   export_reward(env, exports);
   export_policy(env, exports);
@@ -68,6 +69,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_value(env, exports);
   export_advantages(env, exports);
   export_ppo(env, exports);
+  export_gpu(env, exports);
   return exports;
 }
 

@@ -1,5 +1,8 @@
 // Bindings of the advantage estimators (src/advantages.ts → native/include/rlhf/advantages.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/advantages.h"
 
 namespace rk::addon {
@@ -25,6 +28,9 @@ struct GaeJob : Job {
     p.returns = out.make("returns", M);
   }
   void run() override { gae(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::gae(p, g.stream()); }
+#endif
   void finish(Napi::Object) const override {}
 };
 
@@ -41,6 +47,9 @@ struct WhitenJob : Job {
     p.out = out.make("out", p.values.size);
   }
   void run() override { whiten(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::whiten(p, static_cast<float*>(g.scratch(2 * sizeof(float))), g.stream()); }
+#endif
   void finish(Napi::Object) const override {}
 };
 
@@ -63,6 +72,9 @@ struct GroupAdvantagesJob : Job {
     p.out = out.make("out", p.scores.size);
   }
   void run() override { group_advantages(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::group_advantages(p, g.stream()); }
+#endif
   void finish(Napi::Object) const override {}
 };
 

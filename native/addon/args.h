@@ -1,12 +1,18 @@
 // Reading the validated argument objects of src/*.ts in C++. The TypeScript layer has checked every shape
 // and option; these checks repeat only what memory safety depends on (array classes, lengths, indices), so a
 // caller that bypasses the TypeScript layer gets a TypeError or RangeError, never an out-of-bounds access.
+//
+// The same reader serves both native backends. For the cpu backend every array is a host typed array and
+// the pointers are into it. For the cuda backend (a GpuCall is given) an array is a host typed array, which
+// is checked here and uploaded, or a device tensor `{ device: handle }`, whose indices the kernel checks
+// (a device flag, then a RangeError); the pointers are device pointers.
 #pragma once
 #include <napi.h>
 
 #include <string>
 #include <vector>
 
+#include "gpu.h"
 #include "rlhf/common.h"
 
 namespace rk::addon {
@@ -44,7 +50,7 @@ inline void* data_of(const Napi::TypedArray& a) {
 
 class Args {
  public:
-  Args(Napi::Env env, const char* op, Napi::Value v, Pins& pins) : env_(env), op_(op), pins_(pins) {
+  Args(Napi::Env env, const char* op, Napi::Value v, Pins& pins, GpuCall* gpu = nullptr) : env_(env), op_(op), pins_(pins), gpu_(gpu) {
     if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
     o_ = v.As<Napi::Object>();
   }
@@ -77,17 +83,15 @@ class Args {
     if (!v.IsString()) throw_type(env_, op_, std::string(key) + " must be a string");
     return v.As<Napi::String>().Utf8Value();
   }
-  Args object(const char* key) const { return Args(env_, op_, o_.Get(key), pins_); }
+  Args object(const char* key) const { return Args(env_, op_, o_.Get(key), pins_, gpu_); }
+  bool on_gpu() const { return gpu_ != nullptr; }
 
   // A { data, dtype } float input with exactly `length` elements (length < 0: any).
   FloatIn floats(const char* key, int64_t length) const {
     Napi::Value v = o_.Get(key);
     if (!v.IsObject()) throw_type(env_, op_, std::string(key) + " must be a float input");
     Napi::Object f = v.As<Napi::Object>();
-    Napi::Value data = f.Get("data");
     const std::string dtype = Napi::Value(f.Get("dtype")).IsString() ? f.Get("dtype").As<Napi::String>().Utf8Value() : "";
-    if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
-    Napi::TypedArray a = data.As<Napi::TypedArray>();
     FloatIn in;
     napi_typedarray_type want;
     if (dtype == "float32") { in.dtype = DType::f32; want = napi_float32_array; }
@@ -95,13 +99,22 @@ class Args {
     else if (dtype == "bfloat16") { in.dtype = DType::bf16; want = napi_uint16_array; }
     else if (dtype == "float16") { in.dtype = DType::f16; want = napi_uint16_array; }
     else throw_type(env_, op_, std::string(key) + ".dtype must be a float dtype");
-    if (a.TypedArrayType() != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
-    in.size = int64_t(a.ElementLength());
+    const size_t es = in.dtype == DType::f64 ? 8 : in.dtype == DType::f32 ? 4 : 2;
+    const void* device = nullptr;
+    if (device_input(f, key, es, in.size, device)) {
+      in.data = device;
+    } else {
+      Napi::Value data = f.Get("data");
+      if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
+      Napi::TypedArray a = data.As<Napi::TypedArray>();
+      if (a.TypedArrayType() != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
+      in.size = int64_t(a.ElementLength());
+      pins_.pin(a);
+      in.data = place(data_of(a), size_t(in.size) * es);
+    }
     if (length >= 0 && in.size != length) {
       throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(in.size));
     }
-    pins_.pin(a);
-    in.data = data_of(a);
     return in;
   }
   FloatIn floats_or_absent(const char* key, int64_t length) const { return has(key) ? floats(key, length) : FloatIn{}; }
@@ -109,6 +122,14 @@ class Args {
   template <typename E, napi_typedarray_type Want>
   const E* typed(const char* key, int64_t length, const char* what) const {
     Napi::Value v = o_.Get(key);
+    const void* device = nullptr;
+    int64_t n = 0;
+    if (v.IsObject() && !v.IsTypedArray() && device_input(v.As<Napi::Object>(), key, sizeof(E), n, device)) {
+      if (length >= 0 && n != length) {
+        throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(n));
+      }
+      return static_cast<const E*>(device);
+    }
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Want) {
       throw_type(env_, op_, std::string(key) + " must be " + what);
     }
@@ -117,7 +138,17 @@ class Args {
       throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(a.ElementLength()));
     }
     pins_.pin(a);
-    return static_cast<const E*>(data_of(a));
+    return static_cast<const E*>(place(data_of(a), a.ByteLength()));
+  }
+
+  // The host copy of an array this reader returned: itself on the cpu backend, the uploaded source on
+  // the cuda backend, null for a device tensor (nothing on the host to check).
+  template <typename E>
+  const E* host_view(const E* p) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu_) return static_cast<const E*>(gpu_->host_of(p));
+#endif
+    return p;
   }
   const int32_t* int32s(const char* key, int64_t length) const {
     return typed<int32_t, napi_int32_array>(key, length, "an Int32Array");
@@ -131,23 +162,38 @@ class Args {
   const uint8_t* mask(const char* key, int64_t length) const {
     if (!has(key)) return nullptr;
     const uint8_t* m = typed<uint8_t, napi_uint8_array>(key, length, "a Uint8Array");
-    for (int64_t i = 0; i < length; i++) if (m[i] > 1) throw_range(env_, op_, std::string(key) + " must hold 0 or 1");
+    // a device mask counts a token where it is nonzero, as the TypeScript layer reads every mask
+    if (const uint8_t* h = host_view(m)) {
+      for (int64_t i = 0; i < length; i++) if (h[i] > 1) throw_range(env_, op_, std::string(key) + " must hold 0 or 1");
+    }
     return m;
   }
 
   // Every index in [0, limit) or equal to `ignore` (when allowed); the first bad row is named.
+  // Device indices are checked by the kernel, which flags the first bad row for the binding to name.
   void check_indices(const char* key, const int32_t* idx, int64_t n, int64_t limit, bool has_ignore, int32_t ignore) const {
+    const std::string expected = "in [0, " + std::to_string(limit) + ")" + (has_ignore ? " or equal to ignoreIndex (" + std::to_string(ignore) + ")" : "");
+    idx = host_view(idx);
+    if (idx == nullptr) return device_indices(key, expected);
     for (int64_t i = 0; i < n; i++) {
       const int32_t y = idx[i];
       if ((y < 0 || y >= limit) && !(has_ignore && y == ignore)) {
-        throw_range(env_, op_, std::string(key) + "[" + std::to_string(i) + "] must be in [0, " + std::to_string(limit) + ")" +
-                                   (has_ignore ? " or equal to ignoreIndex (" + std::to_string(ignore) + ")" : "") + ", got " + std::to_string(y));
+        throw_range(env_, op_, std::string(key) + "[" + std::to_string(i) + "] must be " + expected + ", got " + std::to_string(y));
       }
     }
+  }
+  // Indices on the device: the kernel flags the first bad one; this names the array and its valid range.
+  void device_indices(const std::string& key, const std::string& expected) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu_) gpu_->device_indices(key, expected);
+#endif
+    (void)key; (void)expected;
   }
 
   // offsets[0] = 0, non-decreasing, offsets[last] = total
   void check_offsets(const char* key, const int32_t* off, int64_t n, int64_t total) const {
+    off = host_view(off);
+    if (off == nullptr) throw_type(env_, op_, std::string(key) + " must be host data (an Int32Array), not a device tensor");
     if (n < 1 || off[0] != 0 || off[n - 1] != total) throw_range(env_, op_, std::string(key) + " must run from 0 to " + std::to_string(total));
     for (int64_t i = 1; i < n; i++) if (off[i] < off[i - 1]) throw_range(env_, op_, std::string(key) + " must be non-decreasing");
   }
@@ -186,10 +232,40 @@ class Args {
   }
 
  private:
+  // A device tensor `{ device: handle }` (cuda backend only): its pointer and element count.
+  bool device_input(Napi::Object o, const char* key, size_t es, int64_t& n, const void*& ptr) const {
+    if (!o.Has("device")) return false;
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu_) {
+      DeviceBlock* b = gpu_->env().unwrap(o.Get("device"));
+      if (b == nullptr) {
+        Napi::Error e = Napi::Error::New(env_, std::string(op_) + ": " + key + " is a disposed device tensor (or one of another thread)");
+        e.Set("code", Napi::String::New(env_, "ERR_DISPOSED"));
+        throw e;
+      }
+      pins_.pin(o);
+      n = int64_t(b->bytes / es);
+      ptr = b->ptr;
+      return true;
+    }
+#endif
+    (void)es; (void)n; (void)ptr;
+    throw_type(env_, op_, std::string(key) + " is a device tensor: it runs on the cuda backend only");
+  }
+  // Where the kernel reads a host array: in place (cpu), or uploaded (cuda).
+  const void* place(const void* host, size_t bytes) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu_) return gpu_->upload(env_, host, bytes);
+#endif
+    (void)bytes;
+    return host;
+  }
+
   Napi::Env env_;
   const char* op_;
   Napi::Object o_;
   Pins& pins_;
+  GpuCall* gpu_;
 };
 
 // Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), pinned for
@@ -197,7 +273,11 @@ class Args {
 class Outputs {
  public:
   explicit Outputs(Napi::Env env, Pins& pins) : env_(env), pins_(pins) {}
+  GpuCall* gpu = nullptr;  // cuda backend: outputs are device blocks (gpu.h)
   float* make(const char* name, int64_t n) {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu) return gpu->output(env_, name, n);
+#endif
     Napi::Float32Array a = Napi::Float32Array::New(env_, size_t(n));
     pins_.pin(a);
     names_.push_back(name);
@@ -206,6 +286,9 @@ class Outputs {
   }
   // puts every output into `result` under its name
   void put(Napi::Object result) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu) return gpu->put(result);
+#endif
     for (size_t i = 0; i < names_.size(); i++) result.Set(names_[i], arrays_[i].Value());
   }
 

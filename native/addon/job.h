@@ -7,6 +7,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "args.h"
 
@@ -19,6 +20,13 @@ struct Job {
   virtual ~Job() = default;
   virtual void run() = 0;                              // the kernel: no Node calls, never on the JS thread for async
   virtual void finish(Napi::Object result) const = 0;  // scalars into the result (outputs are added by put)
+#if RLHF_KERNELS_HAVE_CUDA
+  std::unique_ptr<GpuCall> gpu;
+  // The CUDA kernels, enqueued on gpu->stream(); scalars go to gpu->result(), read back by the runner.
+  virtual cudaError_t launch(GpuCall& g) = 0;
+  // The scalar results as the CPU kernel returns them (what finish() reads), from the result block.
+  virtual void collect(const float* result) { (void)result; }
+#endif
 };
 
 inline Napi::Value result_of(Napi::Env env, const Job& job) {
@@ -97,11 +105,112 @@ Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
   return result_of(env, *job);
 }
 
+#if RLHF_KERNELS_HAVE_CUDA
+
+// Prepares a job for the cuda backend (its arguments read, uploaded or taken from device tensors) and
+// enqueues its kernels and the copies back. Throws on a bad argument or a failed launch.
+template <class J>
+std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool launch = true) {
+  auto g = gpu_env(env);
+  auto job = std::make_unique<J>(env);
+  const bool device_results = args_value.IsObject() && args_value.As<Napi::Object>().Get("deviceResults").ToBoolean().Value();
+  job->gpu = std::make_unique<GpuCall>(env, g, device_results);
+  job->out.gpu = job->gpu.get();
+  Args args(env, J::name, args_value, job->pins, job->gpu.get());
+  job->prepare(args);
+  job->gpu->begin(env);
+  if (!launch) return job;
+  cudaError_t err = job->launch(*job->gpu);
+  if (err == cudaSuccess) err = job->gpu->read_back();
+  if (err != cudaSuccess) {
+    g->fail(err);
+    throw cuda_error(env, J::name, err);
+  }
+  return job;
+}
+
+// After the stream passed the job: its errors, its index flag, then the result object.
+inline Napi::Value complete_gpu_job(Napi::Env env, const char* name, Job& job, cudaError_t status) {
+  if (status != cudaSuccess) {
+    job.gpu->env().fail(status);
+    throw cuda_error(env, name, status);
+  }
+  job.gpu->done();
+  job.gpu->check_flags(env, name);
+  job.collect(job.gpu->host_result());
+  return result_of(env, job);
+}
+
+template <class J>
+Napi::Value run_gpu_job(const Napi::CallbackInfo& info, bool async) {
+  Napi::Env env = info.Env();
+  if (!async) {
+    auto job = enqueue_gpu_job<J>(env, info[0]);
+    return complete_gpu_job(env, J::name, *job, cudaStreamSynchronize(job->gpu->stream()));
+  }
+  std::shared_ptr<J> job;
+  try {
+    job = enqueue_gpu_job<J>(env, info[0]);
+  } catch (const Napi::Error& e) {
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Reject(e.Value());
+    return d.Promise();
+  }
+  return when_stream_done(env, job->gpu->env(), [job](Napi::Env env, cudaError_t status) {
+    return complete_gpu_job(env, J::name, *job, status);
+  });
+}
+
+// Times the job's kernels with CUDA events: `iterations` launches after one warm-up, on inputs prepared
+// once. Returns the milliseconds of each launch (the op's own work: no uploads, no copies back).
+template <class J>
+Napi::Value time_gpu_job(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto job = enqueue_gpu_job<J>(env, info[0], false);
+  const int iterations = info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 10;
+  cudaStream_t stream = job->gpu->stream();
+  std::vector<cudaEvent_t> events(size_t(iterations) + 1);
+  for (auto& e : events) cudaEventCreate(&e);
+  cudaError_t err = job->launch(*job->gpu);
+  for (int i = 0; i < iterations && err == cudaSuccess; i++) {
+    cudaEventRecord(events[size_t(i)], stream);
+    err = job->launch(*job->gpu);
+  }
+  if (err == cudaSuccess) err = cudaEventRecord(events[size_t(iterations)], stream);
+  if (err == cudaSuccess) err = job->gpu->read_back();
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  Napi::Float64Array ms = Napi::Float64Array::New(env, size_t(iterations));
+  for (int i = 0; i < iterations && err == cudaSuccess; i++) {
+    float t = 0.f;
+    err = cudaEventElapsedTime(&t, events[size_t(i)], events[size_t(i) + 1]);
+    ms[size_t(i)] = t;
+  }
+  for (auto& e : events) cudaEventDestroy(e);
+  if (err != cudaSuccess) {
+    job->gpu->env().fail(err);
+    throw cuda_error(env, J::name, err);
+  }
+  job->gpu->done();
+  job->gpu->check_flags(env, J::name);
+  return ms;
+}
+
+#endif
+
+// Exports name and nameAsync (cpu backend) and, in a CUDA build, cuda.name, cuda.nameAsync and
+// cuda.nameTime (the cuda backend and its event timing).
 template <class J>
 void export_job(Napi::Env env, Napi::Object exports) {
   exports.Set(J::name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_job<J>(info, false); }, J::name));
   const std::string async_name = std::string(J::name) + "Async";
   exports.Set(async_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_job<J>(info, true); }, async_name));
+#if RLHF_KERNELS_HAVE_CUDA
+  Napi::Object cuda = exports.Get("cuda").As<Napi::Object>();
+  cuda.Set(J::name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_gpu_job<J>(info, false); }, J::name));
+  cuda.Set(async_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_gpu_job<J>(info, true); }, async_name));
+  const std::string time_name = std::string(J::name) + "Time";
+  cuda.Set(time_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return time_gpu_job<J>(info); }, time_name));
+#endif
 }
 
 inline Napi::Number num(Napi::Env env, double v) { return Napi::Number::New(env, v); }

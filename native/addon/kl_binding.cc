@@ -1,5 +1,8 @@
 // Bindings of the KL ops (src/kl.ts → native/include/rlhf/kl.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/kl.h"
 
 namespace rk::addon {
@@ -35,6 +38,12 @@ struct KlDivergenceJob : Job {
     if (a.boolean("gradP")) p.grad_p = out.make("gradP", p.N * p.V);
   }
   void run() override { r = kl_divergence(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::kl_divergence(p, g.result(), static_cast<float*>(g.scratch(size_t(p.N + 1) * sizeof(float))), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::kl_divergence_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     o.Set("loss", num(o.Env(), r.loss));
     o.Set("count", num(o.Env(), double(r.count)));
@@ -58,6 +67,12 @@ struct KlPenaltyJob : Job {
     p.grad = out.make("gradLogp", M);
   }
   void run() override { loss = kl_penalty(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::kl_penalty(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 1)), g.stream());
+  }
+  void collect(const float* result) override { loss = result[0]; }
+#endif
   void finish(Napi::Object o) const override { o.Set("loss", num(o.Env(), loss)); }
 };
 

@@ -1,5 +1,8 @@
 // Binding of the PPO policy loss (src/policy.ts → native/include/rlhf/policy.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/policy.h"
 
 namespace rk::addon {
@@ -31,6 +34,12 @@ struct PolicyLossJob : Job {
     p.grad = out.make("gradLogp", M);
   }
   void run() override { r = policy_loss(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::policy_loss(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 8)), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::policy_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     Napi::Env env = o.Env();
     o.Set("loss", num(env, r.loss));

@@ -1,5 +1,8 @@
 // Binding of the fused PPO objective (src/ppo.ts → native/include/rlhf/ppo.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/ppo.h"
 
 namespace rk::addon {
@@ -50,6 +53,12 @@ struct PpoLossJob : Job {
     if (p.values.present() && p.returns.present()) p.grad_values = out.make("gradValues", M);
   }
   void run() override { r = ppo_loss(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::ppo_loss(p, g.result(), g.scratch(gpu::ppo_scratch_bytes(p)), g.flags(), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::ppo_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     Napi::Env env = o.Env();
     o.Set("loss", num(env, r.loss));

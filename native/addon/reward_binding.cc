@@ -1,5 +1,8 @@
 // Binding of the reward-model loss (src/reward.ts → native/include/rlhf/reward.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/reward.h"
 
 namespace rk::addon {
@@ -19,9 +22,12 @@ struct RewardLossJob : Job {
     p.ignore_index = int32_t(a.number("ignoreIndex"));
     if (a.has("chosen")) {
       p.chosen = a.int32s("chosen", p.N);
-      for (int64_t n = 0; n < p.N; n++) {
-        const int32_t b = p.chosen[n];
-        const int64_t K = p.offsets[n + 1] - p.offsets[n];
+      const int32_t* chosen = a.host_view(p.chosen);
+      const int32_t* offsets = a.host_view(p.offsets);
+      if (chosen == nullptr) a.device_indices("chosen", "in [0, K) for its prompt's K candidates, or equal to ignoreIndex (" + std::to_string(p.ignore_index) + ")");
+      for (int64_t n = 0; chosen != nullptr && n < p.N; n++) {
+        const int32_t b = chosen[n];
+        const int64_t K = offsets[n + 1] - offsets[n];
         if ((b < 0 || b >= K) && b != p.ignore_index) {
           throw_range(a.env(), name, "chosen[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(b));
         }
@@ -37,6 +43,12 @@ struct RewardLossJob : Job {
     p.losses = out.make("losses", p.N);
   }
   void run() override { r = reward_loss(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::reward_loss(p, g.result(), static_cast<float*>(g.scratch(size_t(2 * p.N + 1) * sizeof(float))), g.flags(), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::reward_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     o.Set("loss", num(o.Env(), r.loss));
     o.Set("count", num(o.Env(), double(r.count)));

@@ -1,5 +1,8 @@
 // Binding of the value loss (src/value.ts → native/include/rlhf/value.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/value.h"
 
 namespace rk::addon {
@@ -23,6 +26,12 @@ struct ValueLossJob : Job {
     p.grad = out.make("gradValues", M);
   }
   void run() override { r = value_loss(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::value_loss(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 3)), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::value_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     o.Set("loss", num(o.Env(), r.loss));
     o.Set("clipFraction", num(o.Env(), r.clip_fraction));

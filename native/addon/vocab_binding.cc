@@ -1,5 +1,8 @@
 // Bindings of the vocabulary ops (src/vocab.ts → native/include/rlhf/vocab.h).
 #include "bindings.h"
+#if RLHF_KERNELS_HAVE_CUDA
+#include "rlhf/cuda_ops.h"
+#endif
 #include "rlhf/vocab.h"
 
 namespace rk::addon {
@@ -43,6 +46,9 @@ struct LogProbsJob : Job {
     if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
   }
   void run() override { log_probs(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::log_probs(p, g.flags(), g.stream()); }
+#endif
   void finish(Napi::Object) const override {}
 };
 
@@ -61,6 +67,9 @@ struct LogProbsBackwardJob : Job {
     p.grad = out.make("gradLogits", p.N * p.V);
   }
   void run() override { log_probs_backward(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::log_probs_backward(p, g.flags(), g.stream()); }
+#endif
   void finish(Napi::Object) const override {}
 };
 
@@ -82,6 +91,12 @@ struct CrossEntropyJob : Job {
     if (a.boolean("grad")) p.grad = out.make("gradLogits", p.N * p.V);
   }
   void run() override { r = cross_entropy(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override {
+    return gpu::cross_entropy(p, g.result(), static_cast<float*>(g.scratch(size_t(p.N + 1) * sizeof(float))), g.flags(), g.stream());
+  }
+  void collect(const float* result) override { r = gpu::cross_entropy_result(result); }
+#endif
   void finish(Napi::Object o) const override {
     o.Set("loss", num(o.Env(), r.loss));
     o.Set("count", num(o.Env(), double(r.count)));

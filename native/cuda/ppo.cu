@@ -31,13 +31,17 @@ __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip) {
+__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
+                                                           DeviceFlags* flags) {
   const int64_t t = blockIdx.x;
   const int64_t V = p.V;
   float* g = p.grad_logits + t * V;
   float* term = terms + t * TERMS;
   const TokenBatch& b = p.batch;
-  if (b.mask && !b.mask[t]) {
+  const int32_t y = p.actions[t];
+  const bool bad = y < 0 || y >= V;  // device actions: flagged, never read out of the row
+  if (bad && threadIdx.x == 0 && !(b.mask && !b.mask[t])) atomicMin(&flags->first_bad_row, int32_t(t));
+  if ((b.mask && !b.mask[t]) || bad) {
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) g[v] = 0.f;
     if (threadIdx.x == 0) {
       for (int k = 0; k < TERMS; k++) term[k] = 0.f;
@@ -54,7 +58,6 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
   const double lse_exact = lse_of(row, V, invT);
   const double lse_a_exact = arow ? lse_of(arow, V, invT) : 0.0;
   const float lse = float(lse_exact), lse_a = float(lse_a_exact);
-  const int32_t y = p.actions[t];
   const float lp = to_float(row[y]) * invT - lse;
   const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
   const float old = p.old_logp.data ? read(p.old_logp, t) : anchor_lp;
@@ -131,8 +134,11 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
 
 }  // namespace
 
-// scratch: token_scratch_bytes(num_seqs, 0) + tokens · (TERMS + 1) floats
-cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, cudaStream_t stream) {
+size_t ppo_scratch_bytes(const PpoLossParams& p) {
+  return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
+}
+
+cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream) {
   const TokenBatch& b = p.batch;
   const TokenScratch s = token_scratch(scratch, b.num_seqs);
   float* terms = reinterpret_cast<float*>(static_cast<char*>(scratch) + token_scratch_bytes(b.num_seqs, 0));
@@ -141,10 +147,10 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, cudaS
   if (err != cudaSuccess) return err;
   if (b.tokens > 0) {
     switch (p.logits.dtype) {
-      case DType::bf16: ppo_rows_kernel<bf16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip); break;
-      case DType::f16: ppo_rows_kernel<f16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip); break;
-      case DType::f64: ppo_rows_kernel<double><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip); break;
-      default: ppo_rows_kernel<float><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip);
+      case DType::bf16: ppo_rows_kernel<bf16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
+      case DType::f16: ppo_rows_kernel<f16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
+      case DType::f64: ppo_rows_kernel<double><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
+      default: ppo_rows_kernel<float><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags);
     }
   }
   ppo_total_kernel<<<1, 1024, 0, stream>>>(terms, vclip, b.tokens, p.beta, p.c1, s.totals, result);

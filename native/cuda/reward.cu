@@ -20,11 +20,17 @@ __global__ void reward_count_kernel(RewardLossParams p, float* result) {
   }
 }
 
-__global__ void reward_prompt_kernel(RewardLossParams p, const float* result, float* correct) {
+__global__ void reward_prompt_kernel(RewardLossParams p, const float* result, float* correct, DeviceFlags* flags) {
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n >= p.N) return;
   const int64_t a = p.offsets[n], K = p.offsets[n + 1] - a;
   const int32_t b = p.chosen ? p.chosen[n] : -1;
+  if (p.chosen && b != p.ignore_index && (b < 0 || b >= K)) {  // device labels: flagged, never read out of the group
+    atomicMin(&flags->first_bad_row, int32_t(n));
+    for (int64_t i = 0; i < K; i++) p.probs[a + i] = p.grad[a + i] = 0.f;
+    p.losses[n] = correct[n] = 0.f;
+    return;
+  }
   auto shifted = [&](int64_t i) { return read(p.scores, a + i) + (p.margins.data && i != b ? read(p.margins, a + i) : 0.f); };
   float m = -INFINITY;
   for (int64_t i = 0; i < K; i++) m = fmaxf(m, shifted(i));
@@ -88,9 +94,9 @@ __global__ void reward_total_kernel(const float* losses, const float* correct, i
 
 }  // namespace
 
-cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, cudaStream_t stream) {
+cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
   reward_count_kernel<<<1, 1024, 0, stream>>>(p, result);
-  if (p.N > 0) reward_prompt_kernel<<<unsigned((p.N + 255) / 256), 256, 0, stream>>>(p, result, scratch);
+  if (p.N > 0) reward_prompt_kernel<<<unsigned((p.N + 255) / 256), 256, 0, stream>>>(p, result, scratch, flags);
   reward_total_kernel<<<1, 1024, 0, stream>>>(p.losses, scratch, p.N, result);
   return cudaGetLastError();
 }

@@ -13,7 +13,7 @@ constexpr int TOKEN_THREADS = 256;
 __global__ void seq_counts_kernel(TokenBatch b, int32_t* counts) {
   const int64_t s = blockIdx.x;
   int32_t n = 0;
-  for (int64_t t = b.offsets[s] + threadIdx.x; t < b.offsets[s + 1]; t += blockDim.x) n += b.mask ? b.mask[t] : 1;
+  for (int64_t t = b.offsets[s] + threadIdx.x; t < b.offsets[s + 1]; t += blockDim.x) n += b.mask ? (b.mask[t] != 0) : 1;  // a device mask counts where nonzero
   const float total = block_sum(float(n));
   if (threadIdx.x == 0) counts[s] = int32_t(total);
 }

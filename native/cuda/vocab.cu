@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntrop
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
 template <typename T>
-__global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBackwardParams p) {
+__global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -159,6 +159,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
   const float l = read(p.lse, n);
   const int32_t y = p.targets[n];
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
+  if (!target_ok && y != p.ignore_index && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
   const float gl = (p.grad_logp.data && target_ok) ? read(p.grad_logp, n) : 0.f;
   const float gh = p.grad_entropy.data ? read(p.grad_entropy, n) : 0.f;
   if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
@@ -216,10 +217,10 @@ cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t 
   });
 }
 
-cudaError_t log_probs_backward(const LogProbsBackwardParams& p, cudaStream_t stream) {
+cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* flags, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;
   return with_dtype(p.logits.dtype, [&](auto tag) {
-    log_probs_backward_kernel<decltype(tag)><<<unsigned(p.N), THREADS, 0, stream>>>(p);
+    log_probs_backward_kernel<decltype(tag)><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
     return cudaGetLastError();
   });
 }

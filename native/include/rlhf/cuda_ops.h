@@ -26,15 +26,59 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
 cudaError_t value_loss(const ValueLossParams& p, float* result, void* scratch, cudaStream_t stream);
 // result: loss, count; scratch: N + 1 floats
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream);
-// result: loss, count, correct; scratch: 2·N floats
-cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, cudaStream_t stream);
+// result: loss, count, correct; scratch: 2·N floats. flags: the first prompt whose chosen index is bad.
+cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
 cudaError_t gae(const GaeParams& p, cudaStream_t stream);
 // scratch: 2 floats
 cudaError_t whiten(const WhitenParams& p, float* scratch, cudaStream_t stream);
 cudaError_t group_advantages(const GroupAdvantagesParams& p, cudaStream_t stream);
-cudaError_t log_probs_backward(const LogProbsBackwardParams& p, cudaStream_t stream);
+// flags: the first row whose target is bad (its gradient row is zero)
+cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* flags, cudaStream_t stream);
 // result: loss, policyLoss, kl, valueLoss, approxKl, ratioSum, clippedLow, clippedHigh, dualClipped,
-// valueClipped, ratioMax, count; scratch: token_scratch_bytes(num_seqs, 0) + tokens · 9 floats
-cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, cudaStream_t stream);
+// valueClipped, ratioMax, count; scratch: ppo_scratch_bytes(p). flags: the first token whose action is bad.
+size_t ppo_scratch_bytes(const PpoLossParams& p);
+cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
+
+// The result blocks above as the CPU kernels' result structs (fractions and means formed on the host, as
+// the CPU kernels form them).
+template <class R>
+inline void clip_metrics(R& r, float count, float ratio_sum, float low, float high, float dual, float ratio_max) {
+  const float f = count > 0.f ? 1.f / count : 0.f;
+  r.count = int64_t(count);
+  r.ratio_mean = ratio_sum * f;
+  r.ratio_max = count > 0.f ? ratio_max : 0.f;
+  r.clip_fraction = (low + high) * f;
+  r.clip_fraction_low = low * f;
+  r.clip_fraction_high = high * f;
+  r.dual_clip_fraction = dual * f;
+}
+inline CrossEntropyResult cross_entropy_result(const float* r) { return {r[0], int64_t(r[1])}; }
+inline PolicyLossResult policy_result(const float* r) {
+  PolicyLossResult o;
+  o.loss = r[0];
+  o.approx_kl = r[1];
+  clip_metrics(o, r[3], r[2], r[4], r[5], r[6], r[7]);
+  return o;
+}
+inline ValueLossResult value_result(const float* r) { return {r[0], r[2] > 0.f ? float(double(r[1]) / double(r[2])) : 0.f}; }
+inline KlDivergenceResult kl_divergence_result(const float* r) { return {r[0], int64_t(r[1])}; }
+inline RewardLossResult reward_result(const float* r) {
+  RewardLossResult o;
+  o.loss = r[0];
+  o.count = int64_t(r[1]);
+  o.accuracy = r[1] > 0.f ? float(double(r[2]) / double(r[1])) : 0.f;
+  return o;
+}
+inline PpoLossResult ppo_result(const float* r) {
+  PpoLossResult o;
+  o.loss = r[0];
+  o.policy_loss = r[1];
+  o.kl = r[2];
+  o.value_loss = r[3];
+  o.approx_kl = r[4];
+  clip_metrics(o, r[11], r[5], r[6], r[7], r[8], r[10]);
+  o.value_clip_fraction = r[9] * (r[11] > 0.f ? 1.f / r[11] : 0.f);
+  return o;
+}
 
 }  // namespace rk::gpu
