@@ -123,8 +123,6 @@ function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantag
   }
 }
 
-export const [gae, gaeAsync] = defineOp(validateGae, (k, a) => k.gae(a), (k, a) => k.gaeAsync?.(a))
-export const [whiten, whitenAsync] = defineOp(validateWhiten, (k, a) => k.whiten(a), (k, a) => k.whitenAsync?.(a))
-export const [groupAdvantages, groupAdvantagesAsync] = defineOp(
-  validateGroupAdvantages, (k, a) => k.groupAdvantages(a), (k, a) => k.groupAdvantagesAsync?.(a),
-)
+export const [gae, gaeAsync] = defineOp('gae', validateGae)
+export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten)
+export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages)

@@ -12,17 +12,26 @@ import type {
   CrossEntropyArgs, CrossEntropyResult, GradLogitsResult, LogProbsArgs, LogProbsBackwardArgs, LogProbsResult,
 } from './vocab.js'
 
-type Pair<Name extends string, A, R> = { [K in Name]: (args: A) => R } & { [K in `${Name}Async`]?: (args: A) => Promise<R> }
+/** Each op's validated arguments and its public result. */
+export interface OpTypes {
+  logProbs: [LogProbsArgs, LogProbsResult]
+  logProbsBackward: [LogProbsBackwardArgs, GradLogitsResult]
+  crossEntropy: [CrossEntropyArgs, CrossEntropyResult]
+  rewardLoss: [RewardLossArgs, RewardLossResult]
+  policyLoss: [PolicyLossArgs, PolicyLossResult]
+  klDivergence: [KlDivergenceArgs, KlDivergenceResult]
+  klPenalty: [KlPenaltyArgs, KlPenaltyResult]
+  valueLoss: [ValueLossArgs, ValueLossResult]
+  gae: [GaeArgs, GaeResult]
+  whiten: [WhitenArgs, Float32Array]
+  groupAdvantages: [GroupAdvantagesArgs, Float32Array]
+  ppoLoss: [PpoLossArgs, PpoLossResult]
+}
 
-export type Kernels = Pair<'logProbs', LogProbsArgs, LogProbsResult> &
-  Pair<'logProbsBackward', LogProbsBackwardArgs, GradLogitsResult> &
-  Pair<'crossEntropy', CrossEntropyArgs, CrossEntropyResult> &
-  Pair<'rewardLoss', RewardLossArgs, RewardLossResult> &
-  Pair<'policyLoss', PolicyLossArgs, PolicyLossResult> &
-  Pair<'klDivergence', KlDivergenceArgs, KlDivergenceResult> &
-  Pair<'klPenalty', KlPenaltyArgs, KlPenaltyResult> &
-  Pair<'valueLoss', ValueLossArgs, ValueLossResult> &
-  Pair<'gae', GaeArgs, GaeResult> &
-  Pair<'whiten', WhitenArgs, Float32Array> &
-  Pair<'groupAdvantages', GroupAdvantagesArgs, Float32Array> &
-  Pair<'ppoLoss', PpoLossArgs, PpoLossResult>
+export type OpName = keyof OpTypes
+export type ArgsOf<N extends OpName> = OpTypes[N][0]
+export type ResultOf<N extends OpName> = OpTypes[N][1]
+
+export type Kernels = { [N in OpName]: (args: ArgsOf<N>) => ResultOf<N> } & {
+  [N in OpName as `${N}Async`]?: (args: ArgsOf<N>) => Promise<ResultOf<N>>
+}

@@ -123,9 +123,5 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   }
 }
 
-export const [klDivergence, klDivergenceAsync] = defineOp(
-  validateKlDivergence, (k, a) => k.klDivergence(a), (k, a) => k.klDivergenceAsync?.(a),
-)
-export const [klPenalty, klPenaltyAsync] = defineOp(
-  validateKlPenalty, (k, a) => k.klPenalty(a), (k, a) => k.klPenaltyAsync?.(a),
-)
+export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence)
+export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty)

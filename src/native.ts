@@ -12,6 +12,7 @@ import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
 import { onDevice } from './validate.js'
+import { validatorOf } from './ops.js'
 
 /** What the addon's info() reports. */
 export interface NativeInfo {
@@ -190,11 +191,15 @@ function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
   return kernels as unknown as Kernels
 }
 
-/** The addon's event timing of one op on the GPU (bench): milliseconds of each of `iterations` launches. */
-export function cudaTime(op: string, args: object, iterations: number): Float64Array {
+/**
+ * @internal The addon's CUDA-event timing of one op (the GPU benchmark): the options are validated as the
+ * op validates them, inputs prepared once, then the milliseconds of each of `iterations` launches.
+ */
+export function cudaTime(op: string, options: object, iterations: number): Float64Array {
   const fn = addon?.cuda?.[`${op}Time`]
-  if (!fn || !cudaUsable) throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `cudaTime: the cuda backend is not available: ${cudaWhy}`)
-  return fn({ ...(toCudaArgs(args) as object), deviceResults: true }, iterations) as Float64Array
+  const validate = validatorOf(op)
+  if (!fn || !cudaUsable || !validate) throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `cudaTime: the cuda backend is not available: ${cudaWhy}`)
+  return fn({ ...(toCudaArgs(validate(options)) as object), deviceResults: true }, iterations) as Float64Array
 }
 
 function cudaReason(status: NativeStatus): string {

@@ -7,7 +7,7 @@
  * in a later macrotask of this thread. Inputs must not be modified until the promise settles.
  */
 import { kernels } from './backend.js'
-import type { Kernels } from './kernels.js'
+import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import type { DeviceTensor, Tensor } from './tensor.js'
 import { onDevice } from './validate.js'
 
@@ -23,14 +23,24 @@ type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof
 export type Op<O, R> = <X extends O>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
 export type AsyncOp<O, R> = <X extends O>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
 
-export function defineOp<O, A extends object, R>(
-  validate: (options: O) => A,
-  run: (k: Kernels, args: A) => R,
-  runAsync?: (k: Kernels, args: A) => Promise<R> | undefined,
-): [Op<O, R>, AsyncOp<O, R>] {
+const validators = new Map<string, (options: never) => object>()
+
+/** @internal an op's validation, for the GPU benchmark (it times the kernels on validated arguments) */
+export function validatorOf(name: string): ((options: object) => object) | undefined {
+  return validators.get(name) as ((options: object) => object) | undefined
+}
+
+/** The public sync and async forms of the backends' op `name`, with its validation. */
+export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
+  type A = ArgsOf<N>
+  type R = ResultOf<N>
+  validators.set(name, validate)
+  const run = (k: Kernels, args: A): R => (k[name] as unknown as (a: A) => R)(args)
+  const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
+    (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)
   const sync = (options: O): R => {
     const args = validate(options)
-    return run(kernels(onDevice(args)), args)
+    return run(kernels(onDevice(args as object)), args)
   }
   const async = (options: O): Promise<R> => {
     let args: A
@@ -38,8 +48,8 @@ export function defineOp<O, A extends object, R>(
     let native: Promise<R> | undefined
     try {
       args = validate(options)
-      k = kernels(onDevice(args))
-      native = runAsync?.(k, args)
+      k = kernels(onDevice(args as object))
+      native = runAsync(k, args)
     } catch (error) {
       return Promise.reject(error)
     }

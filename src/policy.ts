@@ -91,6 +91,4 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   }
 }
 
-export const [policyLoss, policyLossAsync] = defineOp(
-  validatePolicyLoss, (k, a) => k.policyLoss(a), (k, a) => k.policyLossAsync?.(a),
-)
+export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss)

@@ -147,4 +147,4 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   }
 }
 
-export const [ppoLoss, ppoLossAsync] = defineOp(validatePpoLoss, (k, a) => k.ppoLoss(a), (k, a) => k.ppoLossAsync?.(a))
+export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss)

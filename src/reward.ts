@@ -127,6 +127,4 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   }
 }
 
-export const [rewardLoss, rewardLossAsync] = defineOp(
-  validateRewardLoss, (k, a) => k.rewardLoss(a), (k, a) => k.rewardLossAsync?.(a),
-)
+export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss)

@@ -55,6 +55,4 @@ function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   }
 }
 
-export const [valueLoss, valueLossAsync] = defineOp(
-  validateValueLoss, (k, a) => k.valueLoss(a), (k, a) => k.valueLossAsync?.(a),
-)
+export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss)

@@ -171,10 +171,6 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   }
 }
 
-export const [logProbs, logProbsAsync] = defineOp(validateLogProbs, (k, a) => k.logProbs(a), (k, a) => k.logProbsAsync?.(a))
-export const [logProbsBackward, logProbsBackwardAsync] = defineOp(
-  validateLogProbsBackward, (k, a) => k.logProbsBackward(a), (k, a) => k.logProbsBackwardAsync?.(a),
-)
-export const [crossEntropy, crossEntropyAsync] = defineOp(
-  validateCrossEntropy, (k, a) => k.crossEntropy(a), (k, a) => k.crossEntropyAsync?.(a),
-)
+export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs)
+export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward)
+export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy)
