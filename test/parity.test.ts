@@ -1,7 +1,8 @@
 /**
  * Parity: every op, option and dtype on each native backend against the js reference, on fresh random
  * inputs each run (the seed is printed in the test name, so a failure can be replayed with PARITY_SEED).
- * Shapes include one row, an odd V, a V that is not a multiple of 8 or 16 (the vector lanes), and V = 128256.
+ * Shapes include one row, an odd V, a V that is not a multiple of 8 or 16 (the vector lanes), V = 2048 and
+ * 32000 (the single-pass CUDA kernels in one CTA and in a cluster), and V = 128256.
  * Backend-agnostic: on cuda the same host inputs are uploaded for each call (test/cuda.test.ts checks that
  * device-tensor inputs give bitwise the same results), and every result is read back to the host.
  */
@@ -23,7 +24,8 @@ export const PARITY: Record<'value' | 'grad', Tolerance> = {
 
 type Dtype = 'float32' | 'bfloat16' | 'float16'
 const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
-const SHAPES: [number, number][] = [[1, 37], [5, 1001], [3, 4099], [2, 128256]]
+// 2048 and 32000: one CTA and a two-CTA cluster of the single-pass CUDA kernels; the others unaligned or large
+const SHAPES: [number, number][] = [[1, 37], [5, 1001], [3, 4099], [6, 2048], [4, 32000], [2, 128256]]
 
 /** Everything numeric in a result, flattened: [path, values]. */
 function leaves(x: unknown, path = ''): [string, ArrayLike<number>][] {

@@ -1,6 +1,9 @@
 // CUDA KL divergences (DESIGN §1.5): sampled-token estimators (math shared with the CPU, rlhf/kl.h) and the
-// full-vocabulary KL(p‖q) per row. v1 reads each row pair three times (both lse, the KL, the gradients).
+// full-vocabulary KL(p‖q) per row. Version 2 holds both rows on chip (rowtile.cuh): two reads and one
+// write for the KL and its gradient wrt q. Version 1 reads the row pair three times (both lse, the KL, the
+// gradients) and serves the gradient wrt p and the shapes version 2 does not take.
 #include "rlhf/cuda_ops.h"
+#include "rowtile.cuh"
 #include "tokens.cuh"
 
 namespace rk::gpu {
@@ -82,6 +85,66 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
   }
 }
 
+// Version 2. With a = z_p/T, b = z_q/T and each thread's maxima m_a, m_b, the registers hold
+// e_a = exp(a − m_a) and e_b = exp(b − m_b) (one exp each per element) and the thread sums
+// S_a = Σ e_a, S_b = Σ e_b, U = Σ e_a (a − b). After the row-wide combination (rescaled to the row maxima):
+//   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[2] (mean, sum or none).
+// lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParams p, const float* result, int cluster) {
+  const int64_t n = blockIdx.x / cluster;
+  const int64_t V = p.V;
+  const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
+  const bool lead = blockIdx.x % cluster == 0;
+  RowTile<T> a, b;
+  if (p.mask && !p.mask[n]) {  // the same for every CTA of the cluster: the same row
+    a.store(p.grad_q + n * V, begin, end, [](int64_t, float) { return 0.f; });
+    if (lead && threadIdx.x == 0) p.per_row[n] = 0.f;
+    return;
+  }
+  const float invT = 1.f / p.temperature;
+  a.load(static_cast<const T*>(p.p_logits.data) + n * V, begin, end, invT);
+  b.load(static_cast<const T*>(p.q_logits.data) + n * V, begin, end, invT);
+  MaxSums<2> pa;  // (m_a; S_a, U)
+  MaxSums<1> pb;  // (m_b; S_b)
+  pa.plain = pb.plain = 0.f;
+  pa.m = a.max();
+  pb.m = b.max();
+  const float ma = pa.m, mb = pb.m;
+  float sa = 0.f, u = 0.f, sb = 0.f;
+#pragma unroll
+  for (int i = 0; i < TILE_R; i++) {
+    const float ea = ma == -INFINITY ? 0.f : __expf(a.x[i] - ma);
+    const float eb = mb == -INFINITY ? 0.f : __expf(b.x[i] - mb);
+    if (ea > 0.f) u += ea * (a.x[i] - b.x[i]);
+    sa += ea;
+    sb += eb;
+    a.x[i] = ea;
+    b.x[i] = eb;
+  }
+  pa.s[0] = sa;
+  pa.s[1] = u;
+  pb.s[0] = sb;
+  const MaxSums<2> A = row_combine(pa, cluster);
+  const MaxSums<1> B = row_combine(pb, cluster);
+  const double lse_p = A.m == -INFINITY ? -INFINITY : double(A.m) + log(double(A.s[0]));
+  const double lse_q = B.m == -INFINITY ? -INFINITY : double(B.m) + log(double(B.s[0]));
+  if (lead && threadIdx.x == 0) p.per_row[n] = A.s[0] > 0.f ? A.s[1] / A.s[0] - float(lse_p - lse_q) : 0.f;
+  const float s = result[2] * invT;
+  const float ra = ma == -INFINITY ? 0.f : __expf(ma - A.m) / A.s[0];
+  const float rb = mb == -INFINITY ? 0.f : __expf(mb - B.m) / B.s[0];
+  // the store walks a's columns; b's register of the same index is the same column
+  float* gq = p.grad_q + n * V;
+#pragma unroll
+  for (int k = 0; k < RowTile<T>::LOADS; k++) {
+    const int64_t c = RowTile<T>::col(begin, k);
+    if (c >= end) continue;
+#pragma unroll
+    for (int j = 0; j < RowTile<T>::VEC; j++) b.x[k * RowTile<T>::VEC + j] = s * (b.x[k * RowTile<T>::VEC + j] * rb - a.x[k * RowTile<T>::VEC + j] * ra);
+  }
+  b.store(gq, begin, end, [](int64_t, float g) { return g; });
+}
+
 __global__ void kl_total_kernel(const float* per_row, int64_t N, float* result) {
   float v = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) v += per_row[n];
@@ -98,7 +161,25 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream) {
   (void)scratch;
   row_count_kernel<<<1, 1024, 0, stream>>>(p.mask, p.N, p.reduction, result);
-  if (p.N > 0) {
+  int cluster = 0;
+  if (p.grad_q && !p.grad_p) {
+    switch (p.p_logits.dtype) {
+      case DType::bf16: cluster = tile_cluster_size<bf16>(p.V); break;
+      case DType::f16: cluster = tile_cluster_size<f16>(p.V); break;
+      case DType::f64: cluster = 0; break;  // two float64 rows per thread do not fit the registers: version 1
+      default: cluster = tile_cluster_size<float>(p.V);
+    }
+  }
+  if (cluster > 0) {
+    const float* res = result;
+    cudaError_t err;
+    switch (p.p_logits.dtype) {
+      case DType::bf16: err = launch_tiles(kl_tile_kernel<bf16>, p.N, cluster, 0, stream, p, res, cluster); break;
+      case DType::f16: err = launch_tiles(kl_tile_kernel<f16>, p.N, cluster, 0, stream, p, res, cluster); break;
+      default: err = launch_tiles(kl_tile_kernel<float>, p.N, cluster, 0, stream, p, res, cluster);
+    }
+    if (err != cudaSuccess) return err;
+  } else if (p.N > 0) {
     switch (p.p_logits.dtype) {
       case DType::bf16: kl_rows_kernel<bf16><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); break;
       case DType::f16: kl_rows_kernel<f16><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); break;

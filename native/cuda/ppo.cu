@@ -1,8 +1,10 @@
 // CUDA fused PPO objective from logits (DESIGN §1.7); math in src/reference/ppo.ts, token terms shared with
-// the CPU (rlhf/policy.h, kl.h, value.h). One block per token row: the row's lse (and the anchor's), the
-// token's policy / KL / value terms, the full KL when asked, and dloss/dlogits written once. Per-token
-// terms go to scratch and are summed in token order by one block. v1 reads a row up to three times.
+// the CPU (rlhf/policy.h, kl.h, value.h). Per token row: the row's lse, the token's policy / KL / value
+// terms, and dloss/dlogits written once. Per-token terms go to scratch and are summed in token order by
+// one block. Version 2 holds the row on chip (one read); version 1 reads it two or three times and serves
+// the full-vocabulary KL (anchor logits) and the shapes version 2 does not take.
 #include "rlhf/cuda_ops.h"
+#include "rowtile.cuh"
 #include "tokens.cuh"
 
 namespace rk::gpu {
@@ -30,63 +32,29 @@ __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
   return lo;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
-                                                           DeviceFlags* flags) {
-  const int64_t t = blockIdx.x;
-  const int64_t V = p.V;
-  float* g = p.grad_logits + t * V;
-  float* term = terms + t * TERMS;
-  const TokenBatch& b = p.batch;
-  const int32_t y = p.actions[t];
-  const bool bad = y < 0 || y >= V;  // device actions: flagged, never read out of the row
-  if (bad && threadIdx.x == 0 && !(b.mask && !b.mask[t])) atomicMin(&flags->first_bad_row, int32_t(t));
-  if ((b.mask && !b.mask[t]) || bad) {
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) g[v] = 0.f;
-    if (threadIdx.x == 0) {
-      for (int k = 0; k < TERMS; k++) term[k] = 0.f;
-      term[4] = -INFINITY;  // ratio: ignored by the max, and the sum skips masked tokens
-      vclip[t] = 0.f;
-      p.logp[t] = 0.f;
-      if (p.grad_values) p.grad_values[t] = 0.f;
-    }
-    return;
-  }
-  const T* row = static_cast<const T*>(p.logits.data) + t * V;
-  const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
-  const float invT = 1.f / p.temperature;
-  const double lse_exact = lse_of(row, V, invT);
-  const double lse_a_exact = arow ? lse_of(arow, V, invT) : 0.0;
-  const float lse = float(lse_exact), lse_a = float(lse_a_exact);
-  const float lp = to_float(row[y]) * invT - lse;
-  const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
-  const float old = p.old_logp.data ? read(p.old_logp, t) : anchor_lp;
-  const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
+// A token the loss skips (masked, or a bad action): zero terms, logp and value gradient (thread 0).
+__device__ __forceinline__ void ppo_skip_token(const PpoLossParams& p, int64_t t, float* term, float* vclip) {
+  for (int k = 0; k < TERMS; k++) term[k] = 0.f;
+  term[4] = -INFINITY;  // ratio: ignored by the max, and the sum skips masked tokens
+  vclip[t] = 0.f;
+  p.logp[t] = 0.f;
+  if (p.grad_values) p.grad_values[t] = 0.f;
+}
+
+// The token's policy, KL and value terms once its log-prob lp is known (`write`: one thread stores them); returns
+// dloss/dlogp from the policy and the sampled-estimator KL: the coefficient of (onehot_y − p)/T in the
+// gradient. With the full-vocabulary KL (kl_full ≥ 0 given) the KL's gradient is added by the caller.
+__device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, float lp, float old, float anchor_lp, bool has_anchor,
+                                           float w, float kl_full, float* term, float* vclip, bool write) {
   const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
-  float c_logp = w * s.grad, c_full = 0.f, kl = 0.f;
-  if (p.full_kl) {
-    const float dl = float(lse_a_exact - lse_exact);
-    float part = 0.f;
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float a = to_float(arow[v]);
-      const float pa = __expf(a * invT - lse_a);
-      if (pa > 0.f) part += pa * ((a - to_float(row[v])) * invT - dl);
-    }
-    kl = block_sum(part);
-    c_full = p.beta * w;
-  } else {
-    const float ref = p.ref_logp.data ? read(p.ref_logp, t) : (arow ? anchor_lp : old);
+  float c_logp = w * s.grad, kl = kl_full;
+  if (!p.full_kl) {
+    const float ref = p.ref_logp.data ? read(p.ref_logp, t) : (has_anchor ? anchor_lp : old);
     float gk;
     kl_token(lp - ref, p.kl, kl, gk);
     c_logp += p.beta * w * gk;
   }
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float q = __expf(to_float(row[v]) * invT - lse);
-    float d = c_logp * ((v == y ? 1.f : 0.f) - q);
-    if (c_full != 0.f) d += c_full * (q - __expf(to_float(arow[v]) * invT - lse_a));
-    g[v] = d * invT;
-  }
-  if (threadIdx.x == 0) {
+  if (write) {
     p.logp[t] = lp;
     float vl = 0.f, gv = 0.f;
     bool clipped = false;
@@ -104,6 +72,96 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
     term[7] = s.dual_clipped;
     vclip[t] = clipped;
   }
+  return c_logp;
+}
+
+// Version 1, one block per token row, two or three reads of the row: the lse (and the anchor's), then
+// the full KL when asked, then the gradient. Taken with anchor logits, unaligned rows, V > 131072.
+template <typename T>
+__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
+                                                           DeviceFlags* flags) {
+  const int64_t t = blockIdx.x;
+  const int64_t V = p.V;
+  float* g = p.grad_logits + t * V;
+  float* term = terms + t * TERMS;
+  const TokenBatch& b = p.batch;
+  const int32_t y = p.actions[t];
+  const bool bad = y < 0 || y >= V;  // device actions: flagged, never read out of the row
+  if (bad && threadIdx.x == 0 && !(b.mask && !b.mask[t])) atomicMin(&flags->first_bad_row, int32_t(t));
+  if ((b.mask && !b.mask[t]) || bad) {
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) g[v] = 0.f;
+    if (threadIdx.x == 0) ppo_skip_token(p, t, term, vclip);
+    return;
+  }
+  const T* row = static_cast<const T*>(p.logits.data) + t * V;
+  const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
+  const float invT = 1.f / p.temperature;
+  const double lse_exact = lse_of(row, V, invT);
+  const double lse_a_exact = arow ? lse_of(arow, V, invT) : 0.0;
+  const float lse = float(lse_exact), lse_a = float(lse_a_exact);
+  const float lp = to_float(row[y]) * invT - lse;
+  const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
+  const float old = p.old_logp.data ? read(p.old_logp, t) : anchor_lp;
+  const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
+  float kl = 0.f, c_full = 0.f;
+  if (p.full_kl) {
+    const float dl = float(lse_a_exact - lse_exact);
+    float part = 0.f;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+      const float a = to_float(arow[v]);
+      const float pa = __expf(a * invT - lse_a);
+      if (pa > 0.f) part += pa * ((a - to_float(row[v])) * invT - dl);
+    }
+    kl = block_sum(part);
+    c_full = p.beta * w;
+  }
+  const float c_logp = ppo_token(p, t, lp, old, anchor_lp, arow != nullptr, w, kl, term, vclip, threadIdx.x == 0);
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float q = __expf(to_float(row[v]) * invT - lse);
+    float d = c_logp * ((v == y ? 1.f : 0.f) - q);
+    if (c_full != 0.f) d += c_full * (q - __expf(to_float(arow[v]) * invT - lse_a));
+    g[v] = d * invT;
+  }
+}
+
+// Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
+// sampled-estimator KL (no anchor logits). dloss/dz_v = c·(onehot_y − p_v)/T with c from ppo_token;
+// p_v = exp(z_v/T − m_t)·exp(m_t − m)/Σ, one exp per element.
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
+                                                               DeviceFlags* flags, int cluster) {
+  const int64_t t = blockIdx.x / cluster;
+  const int64_t V = p.V;
+  const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
+  const bool lead = blockIdx.x % cluster == 0;
+  float* g = p.grad_logits + t * V;
+  float* term = terms + t * TERMS;
+  const TokenBatch& b = p.batch;
+  const int32_t y = p.actions[t];
+  const bool bad = y < 0 || y >= V;
+  const bool masked = b.mask && !b.mask[t];
+  RowTile<T> tile;
+  if (masked || bad) {  // every CTA of the cluster takes this branch together: the same token
+    if (bad && !masked && lead && threadIdx.x == 0) atomicMin(&flags->first_bad_row, int32_t(t));
+    tile.store(g, begin, end, [](int64_t, float) { return 0.f; });
+    if (lead && threadIdx.x == 0) ppo_skip_token(p, t, term, vclip);
+    return;
+  }
+  const float invT = 1.f / p.temperature;
+  tile.load(static_cast<const T*>(p.logits.data) + t * V, begin, end, invT);
+  MaxSums<1> part;
+  part.plain = 0.f;
+  part.m = tile.max();
+  const float mt = part.m;
+  part.s[0] = tile.exp_shift(mt);
+  const MaxSums<1> all = row_combine(part, cluster);
+  const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
+  const float lp = to_float(static_cast<const T*>(p.logits.data)[t * V + y]) * invT - lse;
+  const float old = read(p.old_logp, t);
+  const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
+  const float c_logp = ppo_token(p, t, lp, old, 0.f, false, w, 0.f, term, vclip, lead && threadIdx.x == 0) * invT;
+  const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
+  tile.store(g, begin, end, [&](int64_t v, float e) { return c_logp * ((v == y ? 1.f : 0.f) - e * r); });
 }
 
 // result: loss, policyLoss, kl, valueLoss, approxKl, ratioSum, low, high, dual, vclip, ratioMax, count
@@ -145,7 +203,27 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   float* vclip = terms + b.tokens * TERMS;
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
-  if (b.tokens > 0) {
+  // version 2 where it applies (no anchor logits, aligned rows, a cluster this device runs), else version 1
+  int cluster = 0;
+  if (!p.anchor_logits.data && p.old_logp.data) {
+    switch (p.logits.dtype) {
+      case DType::bf16: cluster = tile_cluster_size<bf16>(p.V); break;
+      case DType::f16: cluster = tile_cluster_size<f16>(p.V); break;
+      case DType::f64: cluster = tile_cluster_size<double>(p.V); break;
+      default: cluster = tile_cluster_size<float>(p.V);
+    }
+  }
+  if (cluster > 0) {
+    const float* totals = s.totals;
+    const int32_t* counts = s.counts;
+    switch (p.logits.dtype) {
+      case DType::bf16: err = launch_tiles(ppo_tile_kernel<bf16>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
+      case DType::f16: err = launch_tiles(ppo_tile_kernel<f16>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
+      case DType::f64: err = launch_tiles(ppo_tile_kernel<double>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
+      default: err = launch_tiles(ppo_tile_kernel<float>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster);
+    }
+    if (err != cudaSuccess) return err;
+  } else if (b.tokens > 0) {
     switch (p.logits.dtype) {
       case DType::bf16: ppo_rows_kernel<bf16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
       case DType::f16: ppo_rows_kernel<f16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;

@@ -1,18 +1,21 @@
 // CUDA vocabulary kernels (DESIGN §1.1, §1.2). Math: src/reference/vocab.ts; CPU twin: native/cpu/vocab.cc.
 //
-// Version 1: one block per row and two passes for the gradient.
-// - Forward: one read of the row. Each thread keeps an online (max, Σ exp) pair, plus Σ exp·x for the
-//   entropy, over a strided slice. The block combines the pairs in a fixed tree order.
-// - Batch loss: a second, single-block kernel sums the per-row losses and weights in row order, and writes
-//   the loss and the mean's 1/denominator to device memory.
-// - Gradient: a third kernel reads each row again and writes dlogits once, so 2 reads + 1 write. The
-//   design's 1 read + 1 write (the row held in registers, or a cluster sharing (max, sum) through
-//   distributed shared memory) is the next version; bench/NOTES.md has the plan.
+// - Forward (logProbs, the loss of crossEntropy without gradient): one block per row, one read. Each
+//   thread keeps an online (max, Σ exp) pair, plus Σ exp·x for the entropy, over a strided slice; the block
+//   combines the pairs in a fixed tree order.
+// - Fused forward+backward (crossEntropy with grad), version 2: the row held on chip (rowtile.cuh), split
+//   over a cluster above 16384 columns: one read of the logits and one write of the gradient.
+// - The two-pass version 1 (a forward kernel, then a gradient kernel reading the row again: 2 reads + 1
+//   write) stays for what version 2 does not take: class weights, unaligned rows, V > 131072, pre-sm_90
+//   devices for rows that need a cluster.
+// - Batch loss: a single-block kernel sums the per-row losses and weights in row order, and writes the loss
+//   and the mean's 1/denominator to device memory.
 #include <cstdint>
 
 #include "common.cuh"
 #include "rlhf/cuda_ops.h"
 #include "rlhf/cuda_vocab.h"
+#include "rowtile.cuh"
 
 namespace rk::gpu {
 namespace {
@@ -188,6 +191,81 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
   }
 }
 
+// The mean's 1/denominator before the fused kernel writes gradients: result[1] = non-ignored rows,
+// result[2] = 1/(rows with a valid target) for the mean, else 1. (finalize_kernel later recomputes both,
+// identically: the same integer-valued sums.)
+__global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
+                                                                   Reduction reduction, float* result) {
+  float c = 0.f, w = 0.f;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    const int32_t y = targets[n];
+    c += y != ignore_index ? 1.f : 0.f;
+    w += y != ignore_index && y >= 0 && y < V ? 1.f : 0.f;
+  }
+  c = block_sum(c);
+  w = block_sum(w);
+  if (threadIdx.x == 0) {
+    result[1] = c;
+    result[2] = reduction == Reduction::mean ? (w > 0.f ? 1.f / w : 0.f) : 1.f;
+  }
+}
+
+// Cross-entropy forward+backward in one pass (no class weights), the row on chip. Row n, target y, ε the
+// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[2] the reduction's scale:
+//   loss_n = τ_n [(1−ε)(lse − x_y) + ε/V·(V·lse − Σ_v x_v) + s·lse²]
+//   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
+// p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
+// Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
+template <typename T>
+__global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossEntropyParams p, const float* result, float* row_weight,
+                                                                         DeviceFlags* flags, int cluster) {
+  const int64_t n = blockIdx.x / cluster;
+  const int64_t V = p.V;
+  const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
+  const T* row = static_cast<const T*>(p.logits.data) + n * V;
+  const int32_t y = p.targets[n];
+  const bool ignored = y == p.ignore_index;
+  const bool bad = !ignored && (y < 0 || y >= V);
+  RowTile<T> tile;
+  tile.load(row, begin, end, 1.f);
+  MaxSums<1> part;
+  part.plain = 0.f;
+  if (p.label_smoothing != 0.f) {
+    for (int i = 0; i < TILE_R; i++) part.plain += RowTile<T>::col(begin, i / RowTile<T>::VEC) < end ? tile.x[i] : 0.f;
+  }
+  part.m = tile.max();
+  const float mt = part.m;
+  part.s[0] = tile.exp_shift(mt);
+  const MaxSums<1> all = row_combine(part, cluster);
+  const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
+  const bool zero = ignored || bad || lse == -INFINITY;
+  const float eps = p.label_smoothing;
+  const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
+  const float gs = result[2] * tw;
+  const float cp = 1.f + 2.f * p.z_loss * lse;
+  const float e = eps / float(V);
+  const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
+  tile.store(p.grad + n * V, begin, end, [&](int64_t v, float ev) {
+    if (zero) return 0.f;
+    return gs * (cp * (ev * r) - (v == y ? 1.f - eps : 0.f) - e);
+  });
+  if (blockIdx.x % cluster != 0 || threadIdx.x != 0) return;
+  p.lse[n] = lse;
+  if (bad) flag_bad_row(flags, int32_t(n));
+  if (ignored || bad) {
+    p.losses[n] = 0.f;
+    row_weight[n] = 0.f;
+    return;
+  }
+  float loss = INFINITY;
+  if (lse != -INFINITY) {
+    loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
+    if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+  }
+  p.losses[n] = tw * loss;
+  row_weight[n] = 1.f;
+}
+
 __global__ void sum_weights_kernel(const float* w, int64_t V, float* out) {
   float s = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += w[v];
@@ -231,6 +309,14 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
   float* w_sum = scratch + p.N;
   return with_dtype(p.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
+    const int cluster = p.grad && !p.class_weights.data ? tile_cluster_size<T>(p.V) : 0;
+    if (cluster > 0) {  // version 2: one pass
+      cross_entropy_scale_kernel<<<1, 1024, 0, stream>>>(p.targets, p.ignore_index, p.N, p.V, p.reduction, result);
+      cudaError_t err = launch_tiles(cross_entropy_tile_kernel<T>, p.N, cluster, 0, stream, p, static_cast<const float*>(result), row_weight, flags, cluster);
+      if (err != cudaSuccess) return err;
+      finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
+      return cudaGetLastError();
+    }
     if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(static_cast<const float*>(p.class_weights.data), p.V, w_sum);
     if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
