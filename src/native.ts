@@ -178,6 +178,20 @@ function fromCuda(value: unknown): unknown {
   return v
 }
 
+/** Disposes the device outputs an op made but its public result leaves out (e.g. losses of a 'mean'). */
+function releaseUnused(made: Record<string, unknown>, result: unknown) {
+  const kept = new Set<unknown>()
+  const walk = (x: unknown) => {
+    if (x instanceof Tensor) {
+      if (x.device === 'cuda') kept.add((x.storage('result') as DeviceData).handle)
+    } else if (x !== null && typeof x === 'object' && !ArrayBuffer.isView(x)) Object.values(x).forEach(walk)
+  }
+  walk(result)
+  for (const v of Object.values(made)) {
+    if (v instanceof Tensor && v.device === 'cuda' && !kept.has((v.storage('result') as DeviceData).handle)) v.dispose()
+  }
+}
+
 /** The cuda backend: host inputs are uploaded for the call; results of device inputs stay on the GPU. */
 function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
   const kernels: Record<string, unknown> = {}
@@ -185,8 +199,14 @@ function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
     const sync = cuda[name]
     const async = cuda[`${name}Async`]
     const prepare = (args: object) => ({ ...(toCudaArgs(args) as object), deviceResults: onDevice(args) })
-    kernels[name] = (args: object) => shape(fromCuda(sync(prepare(args))), args)
-    kernels[`${name}Async`] = (args: object) => (async(prepare(args)) as Promise<unknown>).then((r) => shape(fromCuda(r), args))
+    const finish = (raw: unknown, args: object) => {
+      const made = fromCuda(raw) as Record<string, unknown>
+      const result = shape(made, args)
+      releaseUnused(made, result)
+      return result
+    }
+    kernels[name] = (args: object) => finish(sync(prepare(args)), args)
+    kernels[`${name}Async`] = (args: object) => (async(prepare(args)) as Promise<unknown>).then((r) => finish(r, args))
   }
   return kernels as unknown as Kernels
 }

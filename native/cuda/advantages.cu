@@ -1,15 +1,75 @@
 // CUDA advantage estimators (DESIGN §1.8); math in src/reference/advantages.ts.
-// v1 GAE: one thread per sequence, the recursion run backwards sequentially (correct; a reverse scan of the
-// affine maps A_t = δ_t + γλ A_{t+1} is the fast version, see bench/NOTES.md).
+#include <cub/block/block_scan.cuh>
+
 #include "common.cuh"
 #include "rlhf/cuda_ops.h"
 
 namespace rk::gpu {
 namespace {
 
-__global__ void gae_kernel(GaeParams p) {
-  const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (s < p.num_seqs) gae_sequence(p, s);
+constexpr int GAE_THREADS = 512;
+
+// An affine map a ↦ mul·a + add: GAE's step A_t = δ_t + γλ·A_next over the counted tokens, the identity
+// over masked ones.
+struct Affine {
+  float mul, add;
+};
+// The value of the nearest counted token (has = 0: none yet).
+struct Nearest {
+  int has;
+  float value;
+};
+
+// GAE as a reverse scan, one block per sequence, in chunks of GAE_THREADS tokens from the end. Thread i
+// takes the token hi − 1 − i, so a forward block scan runs backwards in time:
+//   next_t = the value of the nearest counted token after t (or the carried one; lastValues at the end),
+//   δ_t = r_t + γ next_t − v_t,  A_t = (f_t ∘ f_{t+1} ∘ … )(A carried in), f_t(a) = δ_t + γλ a (identity if masked).
+// Masked tokens get 0, as in gae_sequence (the CPU loop). Composition is associative, so the result is the
+// recursion's, with rounding in tree order instead of sequential order.
+__global__ void __launch_bounds__(GAE_THREADS) gae_scan_kernel(GaeParams p) {
+  using AffineScan = cub::BlockScan<Affine, GAE_THREADS>;
+  using NearestScan = cub::BlockScan<Nearest, GAE_THREADS>;
+  __shared__ union {
+    typename AffineScan::TempStorage affine;
+    typename NearestScan::TempStorage nearest;
+  } temp;
+  __shared__ float carry_a, carry_next;
+  const int64_t s = blockIdx.x;
+  const int64_t first = p.offsets[s], last = p.offsets[s + 1];
+  const float c = p.gamma * p.lambda;
+  if (threadIdx.x == 0) {
+    carry_a = 0.f;
+    carry_next = p.last_values.data ? read(p.last_values, s) : 0.f;
+  }
+  __syncthreads();
+  for (int64_t hi = last; hi > first; hi -= GAE_THREADS) {
+    const int64_t t = hi - 1 - threadIdx.x;
+    const bool in = t >= first;
+    const bool counted = in && (!p.mask || p.mask[t]);
+    const float v = counted ? read(p.values, t) : 0.f;
+    const float r = counted ? read(p.rewards, t) : 0.f;
+    // the nearest counted value after t: an exclusive scan (later in scan order = nearer to t wins); the
+    // aggregate is the chunk's first counted value, carried to the next chunk
+    const auto nearer = [](Nearest a, Nearest b) { return b.has ? b : a; };
+    Nearest next, seen;
+    NearestScan(temp.nearest).ExclusiveScan(Nearest{counted ? 1 : 0, v}, next, Nearest{1, carry_next}, nearer, seen);
+    __syncthreads();
+    const Affine f = counted ? Affine{c, r + p.gamma * next.value - v} : Affine{1.f, 0.f};
+    // F_t = f_t ∘ (every map after t in this chunk): op(a, b) = b ∘ a, with a earlier in scan order
+    Affine F, chunk;
+    AffineScan(temp.affine).InclusiveScan(f, F, [](Affine a, Affine b) { return Affine{b.mul * a.mul, b.mul * a.add + b.add}; }, chunk);
+    const float a = F.mul * carry_a + F.add;
+    if (in) {
+      p.advantages[t] = counted ? a : 0.f;
+      p.returns[t] = counted ? a + v : 0.f;
+    }
+    __syncthreads();  // every thread has read the carries
+    if (threadIdx.x == 0) {
+      carry_a = chunk.mul * carry_a + chunk.add;
+      if (seen.has) carry_next = seen.value;
+    }
+    __syncthreads();
+  }
 }
 
 // one block: mean and 1/sqrt(var + eps) of the counted values into stats[0..1]
@@ -69,7 +129,7 @@ __global__ void group_kernel(GroupAdvantagesParams p) {
 }  // namespace
 
 cudaError_t gae(const GaeParams& p, cudaStream_t stream) {
-  if (p.num_seqs > 0) gae_kernel<<<unsigned((p.num_seqs + 127) / 128), 128, 0, stream>>>(p);
+  if (p.num_seqs > 0) gae_scan_kernel<<<unsigned(p.num_seqs), GAE_THREADS, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

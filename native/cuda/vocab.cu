@@ -25,21 +25,54 @@ constexpr int THREADS = 512;
 __device__ __forceinline__ void flag_bad_row(DeviceFlags* flags, int32_t row) { atomicMin(&flags->first_bad_row, row); }
 
 // Per-row statistics: lse of z·invT and, with Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy).
+// Each thread keeps (m, Σ exp(x − m), Σ exp(x − m)·x) over its columns. Rows aligned to 16 bytes are read
+// as 16-byte vectors (streaming: read once), rescaling the running sums once per vector, so the cost is one
+// exp per element; other rows element by element.
 template <typename T, bool Entropy>
 __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy) {
   MaxSum ms{-INFINITY, 0.f};
   float t = 0.f;  // Σ exp(x − m)·x at the thread's running max m
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float x = to_float(row[v]) * invT;
-    if (Entropy && x != -INFINITY) {
-      if (x > ms.m) {
-        const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
-        t = t * r + x;
-      } else {
-        t += __expf(x - ms.m) * x;
+  constexpr int VEC = 16 / sizeof(T);
+  if ((reinterpret_cast<uintptr_t>(row) & 15) == 0 && V % VEC == 0) {
+    const int4* vectors = reinterpret_cast<const int4*>(row);
+#pragma unroll 4
+    for (int64_t i = threadIdx.x; i < V / VEC; i += blockDim.x) {
+      const int4 raw = __ldcs(vectors + i);
+      const T* e = reinterpret_cast<const T*>(&raw);
+      float x[VEC];
+      float vm = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < VEC; j++) {
+        x[j] = to_float(e[j]) * invT;
+        vm = fmaxf(vm, x[j]);
+      }
+      if (vm > ms.m) {
+        const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - vm);
+        ms.s *= r;
+        t *= r;
+        ms.m = vm;
+      }
+      if (ms.m == -INFINITY) continue;
+#pragma unroll
+      for (int j = 0; j < VEC; j++) {
+        const float q = __expf(x[j] - ms.m);
+        ms.s += q;
+        if (Entropy && x[j] != -INFINITY) t += q * x[j];
       }
     }
-    ms = maxsum_add(ms, x);
+  } else {
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+      const float x = to_float(row[v]) * invT;
+      if (Entropy && x != -INFINITY) {
+        if (x > ms.m) {
+          const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
+          t = t * r + x;
+        } else {
+          t += __expf(x - ms.m) * x;
+        }
+      }
+      ms = maxsum_add(ms, x);
+    }
   }
   const MaxSum all = block_maxsum(ms);
   lse = all.m == -INFINITY ? -INFINITY : all.m + __logf(all.s);
@@ -78,11 +111,11 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= p.V);
-  const float* cw = static_cast<const float*>(p.class_weights.data);  // float32 on the device
+  const bool cw = p.class_weights.data != nullptr;  // any float dtype: read() decodes it
   float smooth = 0.f;
   if (p.label_smoothing != 0.f && !ignored && !bad) {
     float s = 0.f;
-    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? cw[v] : 1.f) * (lse - to_float(row[v]));
+    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? read(p.class_weights, v) : 1.f) * (lse - to_float(row[v]));
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
@@ -93,8 +126,8 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
     row_weight[n] = 0.f;
     return;
   }
-  const float wy = cw ? cw[y] : 1.f;
-  const float tw = p.token_weights.data ? static_cast<const float*>(p.token_weights.data)[n] : 1.f;
+  const float wy = cw ? read(p.class_weights, y) : 1.f;
+  const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
   float loss;
   if (lse == -INFINITY) {
     loss = INFINITY;
@@ -139,16 +172,16 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntrop
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
     return;
   }
-  const float* cw = static_cast<const float*>(p.class_weights.data);
+  const bool cw = p.class_weights.data != nullptr;
   const float eps = p.label_smoothing;
-  const float wy = cw ? cw[y] : 1.f;
-  const float gs = result[2] * (p.token_weights.data ? static_cast<const float*>(p.token_weights.data)[n] : 1.f);
+  const float wy = cw ? read(p.class_weights, y) : 1.f;
+  const float gs = result[2] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
   const float W = cw ? *w_sum : float(p.V);
   const float cp = (1.f - eps) * wy + eps * W / float(p.V) + 2.f * p.z_loss * lse;
   const float e = eps / float(p.V);
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
     const float q = __expf(to_float(row[v]) - lse);
-    g[v] = gs * (cp * q - (v == y ? (1.f - eps) * wy : 0.f) - e * (cw ? cw[v] : 1.f));
+    g[v] = gs * (cp * q - (v == y ? (1.f - eps) * wy : 0.f) - e * (cw ? read(p.class_weights, v) : 1.f));
   }
 }
 
@@ -266,9 +299,9 @@ __global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossE
   row_weight[n] = 1.f;
 }
 
-__global__ void sum_weights_kernel(const float* w, int64_t V, float* out) {
+__global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
   float s = 0.f;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += w[v];
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) s += read(w, v);
   s = block_sum(s);
   if (threadIdx.x == 0) *out = s;
 }
@@ -317,7 +350,7 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
       finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
       return cudaGetLastError();
     }
-    if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(static_cast<const float*>(p.class_weights.data), p.V, w_sum);
+    if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(p.class_weights, p.V, w_sum);
     if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
     if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum);

@@ -18,7 +18,7 @@ struct DeviceFlags {
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
 
 // Per-row losses, lse, and in result[0..2] the reduced loss, the non-ignored count and the mean's
-// 1/denominator; the gradient when p.grad is set. Class and token weights must be float32 on the device.
+// 1/denominator; the gradient when p.grad is set. Class and token weights may be any float dtype.
 // scratch: N + 1 floats of device memory.
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
 
