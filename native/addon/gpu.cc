@@ -344,14 +344,20 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
   return g->wrap(env, g, dev, bytes);
 }
 
+// The tensor and host array of a download: the array must have the tensor's byte length.
+std::pair<DeviceBlock*, Napi::TypedArray> download_args(GpuEnv& g, const Napi::CallbackInfo& info, const char* fn) {
+  DeviceBlock& b = block_of(g, info, 0, fn);
+  Napi::TypedArray a = typed_array(info, 1, fn);
+  if (a.ByteLength() != b.bytes) throw Napi::RangeError::New(info.Env(), std::string(fn) + ": the host array must have the tensor's byte length");
+  return {&b, a};
+}
+
 // cudaDownload(handle, typedArray): the device bytes into the array (after all queued work).
 Napi::Value Download(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto g = gpu_env(env);
-  DeviceBlock& b = block_of(*g, info, 0, "toHost");
-  Napi::TypedArray a = typed_array(info, 1, "toHost");
-  if (a.ByteLength() != b.bytes) throw Napi::RangeError::New(env, "toHost: the host array must have the tensor's byte length");
-  cudaError_t err = b.bytes > 0 ? cudaMemcpyAsync(bytes_of(a), b.ptr, b.bytes, cudaMemcpyDeviceToHost, g->stream()) : cudaSuccess;
+  auto [b, a] = download_args(*g, info, "toHost");
+  cudaError_t err = b->bytes > 0 ? cudaMemcpyAsync(bytes_of(a), b->ptr, b->bytes, cudaMemcpyDeviceToHost, g->stream()) : cudaSuccess;
   if (err == cudaSuccess) err = cudaStreamSynchronize(g->stream());
   if (err != cudaSuccess) {
     g->fail(err);
@@ -364,9 +370,8 @@ Napi::Value Download(const Napi::CallbackInfo& info) {
 Napi::Value DownloadAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto g = gpu_env(env);
-  DeviceBlock& b = block_of(*g, info, 0, "toHostAsync");
-  Napi::TypedArray a = typed_array(info, 1, "toHostAsync");
-  if (a.ByteLength() != b.bytes) throw Napi::RangeError::New(env, "toHostAsync: the host array must have the tensor's byte length");
+  auto [block, a] = download_args(*g, info, "toHostAsync");
+  DeviceBlock& b = *block;
   void* staging = nullptr;
   cudaError_t err = g->pinned.allocate(b.bytes, &staging);
   if (err == cudaSuccess && b.bytes > 0) err = cudaMemcpyAsync(staging, b.ptr, b.bytes, cudaMemcpyDeviceToHost, g->stream());

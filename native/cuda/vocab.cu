@@ -101,6 +101,17 @@ __global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, De
   }
 }
 
+// One row's outputs (one thread): lse, the token-weighted loss and the row's weight in the mean (w_y);
+// ignored and bad-target rows get a zero loss and weight, and a bad one is flagged.
+__device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyParams& p, int64_t n, float lse, bool ignored, bool bad, float loss,
+                                                          float wy, float* row_weight, DeviceFlags* flags) {
+  p.lse[n] = lse;
+  if (bad) flag_bad_row(flags, int32_t(n));
+  const bool counted = !ignored && !bad;
+  p.losses[n] = counted ? (p.token_weights.data ? read(p.token_weights, n) : 1.f) * loss : 0.f;
+  row_weight[n] = counted ? wy : 0.f;
+}
+
 // Cross-entropy forward per row: loss and the row's weight in the mean (w_y, or 0 when ignored).
 template <typename T>
 __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
@@ -119,24 +130,16 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
-  p.lse[n] = lse;
-  if (bad) flag_bad_row(flags, int32_t(n));
-  if (ignored || bad) {
-    p.losses[n] = 0.f;
-    row_weight[n] = 0.f;
-    return;
-  }
-  const float wy = cw ? read(p.class_weights, y) : 1.f;
-  const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
-  float loss;
-  if (lse == -INFINITY) {
+  float loss = 0.f, wy = 0.f;
+  if (!ignored && !bad) {
+    wy = cw ? read(p.class_weights, y) : 1.f;
     loss = INFINITY;
-  } else {
-    loss = (1.f - p.label_smoothing) * wy * (lse - to_float(row[y])) + p.label_smoothing / float(p.V) * smooth;
-    if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+    if (lse != -INFINITY) {
+      loss = (1.f - p.label_smoothing) * wy * (lse - to_float(row[y])) + p.label_smoothing / float(p.V) * smooth;
+      if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+    }
   }
-  p.losses[n] = tw * loss;
-  row_weight[n] = wy;
+  cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, wy, row_weight, flags);
 }
 
 // One block: Σ losses and Σ weights in a fixed order; result = { loss, count, scale, W }.
@@ -283,20 +286,15 @@ __global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossE
     return gs * (cp * (ev * r) - (v == y ? 1.f - eps : 0.f) - e);
   });
   if (blockIdx.x % cluster != 0 || threadIdx.x != 0) return;
-  p.lse[n] = lse;
-  if (bad) flag_bad_row(flags, int32_t(n));
-  if (ignored || bad) {
-    p.losses[n] = 0.f;
-    row_weight[n] = 0.f;
-    return;
+  float loss = 0.f;
+  if (!ignored && !bad) {
+    loss = INFINITY;
+    if (lse != -INFINITY) {
+      loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
+      if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+    }
   }
-  float loss = INFINITY;
-  if (lse != -INFINITY) {
-    loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
-    if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
-  }
-  p.losses[n] = tw * loss;
-  row_weight[n] = 1.f;
+  cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, 1.f, row_weight, flags);
 }
 
 __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
