@@ -45,7 +45,7 @@ struct RewardLossJob : Job {
   void run() override { r = reward_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
-    return gpu::reward_loss(p, g.result(), static_cast<float*>(g.scratch(size_t(2 * p.N + 1) * sizeof(float))), g.flags(), g.stream());
+    return gpu::reward_loss(p, g.result(), g.scratch(gpu::reward_scratch_bytes(p.N)), g.flags(), g.stream());
   }
   void collect(const float* result) override { r = gpu::reward_result(result); }
 #endif

@@ -87,3 +87,40 @@ __device__ __forceinline__ float block_max(float v) {
 }
 
 }  // namespace rk::gpu
+
+namespace rk::gpu {
+
+// A grid-wide sum of K values per thread in one launch, deterministic: each block sums its threads in a
+// fixed tree order and stores the K block sums in `partials`; the last block to finish (an integer ticket,
+// no float atomics) adds the blocks' sums in block order and calls done(totals) on its thread 0, then
+// rearms the ticket. `ticket` starts at 0; `partials` holds gridDim.x · K floats.
+template <int K, class Done>
+__device__ __forceinline__ void grid_sum(const float (&v)[K], float* partials, unsigned* ticket, Done&& done) {
+  __shared__ bool last;
+  float b[K];
+#pragma unroll
+  for (int k = 0; k < K; k++) b[k] = block_sum(v[k]);
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int k = 0; k < K; k++) partials[blockIdx.x * K + k] = b[k];
+    __threadfence();  // the partials are visible before the ticket counts this block
+    last = atomicAdd(ticket, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  float t[K];
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    float s = 0.f;
+    for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) s += __ldcg(partials + size_t(i) * K + k);
+    t[k] = block_sum(s);
+  }
+  if (threadIdx.x == 0) {
+    done(t);
+    *ticket = 0u;
+  }
+}
+
+}  // namespace rk::gpu
+

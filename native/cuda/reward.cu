@@ -1,5 +1,7 @@
 // CUDA K-wise reward-model loss (DESIGN §1.3); math in src/reference/reward.ts. K is small: one thread per
-// prompt; the count, then the per-prompt terms, then the batch sums in prompt order.
+// prompt (its K scores in registers' reach). Two launches, each a grid with a last-block-done reduction
+// (common.cuh, grid_sum): the counted prompts (the mean's denominator), then the per-prompt terms with
+// the batch loss and accuracy. Deterministic: fixed-order sums, no float atomics.
 #include "common.cuh"
 #include "rlhf/cuda_ops.h"
 
@@ -10,25 +12,34 @@ __device__ __forceinline__ bool counted(const RewardLossParams& p, int64_t n) {
   return p.offsets[n + 1] - p.offsets[n] >= 2 && (p.chosen == nullptr || p.chosen[n] != p.ignore_index);
 }
 
-__global__ void reward_count_kernel(RewardLossParams p, float* result) {
-  float c = 0.f;
-  for (int64_t n = threadIdx.x; n < p.N; n += blockDim.x) c += counted(p, n) ? 1.f : 0.f;
-  c = block_sum(c);
-  if (threadIdx.x == 0) {
-    result[1] = c;
-    result[3] = p.reduction == Reduction::mean ? (c > 0.f ? 1.f / c : 0.f) : 1.f;
-  }
+constexpr int REWARD_THREADS = 256;
+
+// Scratch: two tickets, then the blocks' partial sums (count; loss, correct).
+struct RewardScratch {
+  unsigned* tickets;
+  float* partials;
+};
+
+__global__ void __launch_bounds__(REWARD_THREADS) reward_count_kernel(RewardLossParams p, RewardScratch s, float* result) {
+  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const float c[1] = {n < p.N && counted(p, n) ? 1.f : 0.f};
+  grid_sum(c, s.partials, s.tickets, [&](const float* total) {
+    result[1] = total[0];
+    result[3] = p.reduction == Reduction::mean ? (total[0] > 0.f ? 1.f / total[0] : 0.f) : 1.f;
+  });
 }
 
-__global__ void reward_prompt_kernel(RewardLossParams p, const float* result, float* correct, DeviceFlags* flags) {
-  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (n >= p.N) return;
+// One prompt's probabilities, loss, gradient and whether its label scores highest; loss and correct go to
+// the caller's grid sum.
+__device__ __forceinline__ void reward_prompt(const RewardLossParams& p, int64_t n, const float* result, float& loss_out, float& correct_out,
+                                              DeviceFlags* flags) {
+  loss_out = correct_out = 0.f;
   const int64_t a = p.offsets[n], K = p.offsets[n + 1] - a;
   const int32_t b = p.chosen ? p.chosen[n] : -1;
   if (p.chosen && b != p.ignore_index && (b < 0 || b >= K)) {  // device labels: flagged, never read out of the group
     atomicMin(&flags->first_bad_row, int32_t(n));
     for (int64_t i = 0; i < K; i++) p.probs[a + i] = p.grad[a + i] = 0.f;
-    p.losses[n] = correct[n] = 0.f;
+    p.losses[n] = 0.f;
     return;
   }
   auto shifted = [&](int64_t i) { return read(p.scores, a + i) + (p.margins.data && i != b ? read(p.margins, a + i) : 0.f); };
@@ -39,7 +50,6 @@ __global__ void reward_prompt_kernel(RewardLossParams p, const float* result, fl
   const float lse = m + logf(sum);
   for (int64_t i = 0; i < K; i++) p.probs[a + i] = expf(shifted(i) - lse);
   p.losses[n] = 0.f;
-  correct[n] = 0.f;
   if (!counted(p, n)) {
     for (int64_t i = 0; i < K; i++) p.grad[a + i] = 0.f;
     return;
@@ -67,6 +77,7 @@ __global__ void reward_prompt_kernel(RewardLossParams p, const float* result, fl
     center = 2.f * p.center_coef * s;
   }
   p.losses[n] = loss;
+  loss_out = loss;
   const float scale = result[3];
   for (int64_t i = 0; i < K; i++) {
     const float target = soft ? read(p.target_probs, a + i) : (i == b ? 1.f : 0.f);
@@ -75,29 +86,33 @@ __global__ void reward_prompt_kernel(RewardLossParams p, const float* result, fl
   bool best = true;
   const float rb = read(p.scores, a + label);
   for (int64_t i = 0; i < K; i++) if (i != label && !(rb > read(p.scores, a + i))) best = false;
-  correct[n] = best ? 1.f : 0.f;
+  correct_out = best ? 1.f : 0.f;
 }
 
-__global__ void reward_total_kernel(const float* losses, const float* correct, int64_t N, float* result) {
-  float l = 0.f, c = 0.f;
-  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
-    l += losses[n];
-    c += correct[n];
-  }
-  l = block_sum(l);
-  c = block_sum(c);
-  if (threadIdx.x == 0) {
-    result[0] = l * result[3];
-    result[2] = c;
-  }
+__global__ void __launch_bounds__(REWARD_THREADS) reward_prompt_kernel(RewardLossParams p, RewardScratch s, float* result, DeviceFlags* flags) {
+  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  float v[2] = {0.f, 0.f};  // loss, correct
+  if (n < p.N) reward_prompt(p, n, result, v[0], v[1], flags);
+  grid_sum(v, s.partials + gridDim.x, s.tickets + 1, [&](const float* total) {
+    result[0] = total[0] * result[3];
+    result[2] = total[1];
+  });
 }
 
 }  // namespace
 
-cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
-  reward_count_kernel<<<1, 1024, 0, stream>>>(p, result);
-  if (p.N > 0) reward_prompt_kernel<<<unsigned((p.N + 255) / 256), 256, 0, stream>>>(p, result, scratch, flags);
-  reward_total_kernel<<<1, 1024, 0, stream>>>(p.losses, scratch, p.N, result);
+size_t reward_scratch_bytes(int64_t N) {
+  const int64_t blocks = (N + REWARD_THREADS - 1) / REWARD_THREADS;
+  return 256 + size_t(blocks > 0 ? blocks : 1) * 3 * sizeof(float);
+}
+
+cudaError_t reward_loss(const RewardLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream) {
+  const RewardScratch s{static_cast<unsigned*>(scratch), reinterpret_cast<float*>(static_cast<char*>(scratch) + 256)};
+  const unsigned blocks = unsigned(p.N > 0 ? (p.N + REWARD_THREADS - 1) / REWARD_THREADS : 1);
+  cudaError_t err = cudaMemsetAsync(s.tickets, 0, 2 * sizeof(unsigned), stream);
+  if (err != cudaSuccess) return err;
+  reward_count_kernel<<<blocks, REWARD_THREADS, 0, stream>>>(p, s, result);
+  reward_prompt_kernel<<<blocks, REWARD_THREADS, 0, stream>>>(p, s, result, flags);
   return cudaGetLastError();
 }
 

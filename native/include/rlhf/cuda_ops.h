@@ -26,8 +26,10 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
 cudaError_t value_loss(const ValueLossParams& p, float* result, void* scratch, cudaStream_t stream);
 // result: loss, count; scratch: N + 1 floats
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream);
-// result: loss, count, correct; scratch: 2·N floats. flags: the first prompt whose chosen index is bad.
-cudaError_t reward_loss(const RewardLossParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
+// result: loss, count, correct, scale; scratch: reward_scratch_bytes(N). flags: the first prompt whose
+// chosen index is bad.
+size_t reward_scratch_bytes(int64_t N);
+cudaError_t reward_loss(const RewardLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
 cudaError_t gae(const GaeParams& p, cudaStream_t stream);
 // scratch: 2 floats
 cudaError_t whiten(const WhitenParams& p, float* scratch, cudaStream_t stream);
