@@ -1,0 +1,184 @@
+/**
+ * The CUDA kernels' algorithms, run on the CPU in float64 against the js reference: the math of what runs
+ * only on a GPU, checked on every machine. Each function mirrors a kernel step by step:
+ * - native/cuda/rowtile.cuh: a row split over a cluster of CTAs of 512 threads × 32 registers, 16-byte
+ *   column groups, thread maxima, one exp per element, (max, sums) combined over threads then ranks, and the
+ *   per-thread rescale; with it the cross-entropy and KL single-pass kernels (vocab.cu, kl.cu).
+ * - gae_scan_kernel (advantages.cu): chunked reverse scans, the nearest counted value and affine maps.
+ * The CUDA code itself is covered by test/parity.test.ts and test/cuda.test.ts on a GPU.
+ */
+import { describe, expect, it } from 'vitest'
+import * as rk from '../src/index.js'
+import { on } from './backends.js'
+import { closeness, rng } from './helpers.js'
+
+const THREADS = 512, R = 32, SPAN = THREADS * R
+
+interface MaxSums { m: number; s: number[]; plain: number }
+
+/** combine() of rowtile.cuh: rescale both sides to the larger max; empty sides add nothing. */
+function combine(a: MaxSums, b: MaxSums): MaxSums {
+  const plain = a.plain + b.plain
+  if (b.m === -Infinity) return { ...a, plain }
+  if (a.m === -Infinity) return { ...b, plain }
+  const m = Math.max(a.m, b.m)
+  const fa = Math.exp(a.m - m), fb = Math.exp(b.m - m)
+  return { m, s: a.s.map((x, k) => x * fa + b.s[k] * fb), plain }
+}
+
+/** RowTile::col: the columns of thread t of the CTA whose slice starts at `begin` (VEC per 16 bytes). */
+function columnsOf(begin: number, t: number, vec: number): number[] {
+  const cols: number[] = []
+  for (let k = 0; k < R / vec; k++) for (let j = 0; j < vec; j++) cols.push(begin + (k * THREADS + t) * vec + j)
+  return cols
+}
+
+/** The threads of a row of V columns: rank, columns (in registers), the slice end. */
+function* threadsOf(V: number, vec: number) {
+  const cluster = Math.ceil(V / SPAN)
+  for (let rank = 0; rank < cluster; rank++) {
+    const begin = rank * SPAN, end = Math.min(begin + SPAN, V)
+    for (let t = 0; t < THREADS; t++) yield { rank, cols: columnsOf(begin, t, vec), end }
+  }
+}
+
+function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string) {
+  const { worst, at } = closeness(actual, expected, { atol: 1e-6, rtol: 1e-6 })
+  if (!(worst <= 1)) expect.fail(`${what}[${at}] = ${actual[at]}, reference ${expected[at]}`)
+}
+
+describe('the CUDA single-pass row kernels, on the CPU', () => {
+  it('the register map covers every column of a row exactly once (V = 2048, 32000, 128256; 4 and 8 per vector)', () => {
+    for (const V of [2048, 32000, 128256]) {
+      for (const vec of [4, 8]) {
+        const seen = new Uint8Array(V)
+        for (const { cols, end } of threadsOf(V, vec)) for (const c of cols) if (c < end) seen[c]++
+        expect(seen.every((x) => x === 1), `V=${V} vec=${vec}`).toBe(true)
+        expect(Math.ceil(V / SPAN)).toBeLessThanOrEqual(8)
+      }
+    }
+  })
+
+  it('cross-entropy fwd+bwd as cross_entropy_tile_kernel computes it equals the reference', () => {
+    const r = rng(71)
+    const N = 3, V = 32000, eps = 0.1, z = 1e-3
+    const logits = r.f32(N * V, 3)
+    const targets = Int32Array.from({ length: N }, () => r.int(V))
+    const want = on('js', () => rk.crossEntropy({ logits: rk.tensor(logits, [N, V]), targets, grad: true, labelSmoothing: eps, zLoss: z, reduction: 'none' }))
+    const lse = new Float64Array(N), losses = new Float64Array(N), grad = new Float64Array(N * V)
+    for (let n = 0; n < N; n++) {
+      const x = (c: number) => logits[n * V + c]
+      const parts: { m: number; e: Map<number, number>; part: MaxSums }[] = []
+      let all: MaxSums = { m: -Infinity, s: [0], plain: 0 }
+      for (const { cols, end } of threadsOf(V, 4)) {
+        const mine = cols.filter((c) => c < end)
+        const m = Math.max(-Infinity, ...mine.map(x))
+        const e = new Map(mine.map((c) => [c, m === -Infinity ? 0 : Math.exp(x(c) - m)]))
+        const part = { m, s: [[...e.values()].reduce((a, b) => a + b, 0)], plain: mine.reduce((a, c) => a + x(c), 0) }
+        parts.push({ m, e, part })
+        all = combine(all, part)
+      }
+      lse[n] = all.m + Math.log(all.s[0])
+      const y = targets[n]
+      losses[n] = (1 - eps) * (lse[n] - x(y)) + eps / V * (V * lse[n] - all.plain) + z * lse[n] ** 2
+      const cp = 1 + 2 * z * lse[n]
+      for (const { m, e } of parts) {
+        const scale = m === -Infinity ? 0 : Math.exp(m - all.m) / all.s[0]
+        for (const [c, ev] of e) grad[n * V + c] = cp * ev * scale - (c === y ? 1 - eps : 0) - eps / V
+      }
+    }
+    expectClose(lse, want.lse, 'lse')
+    expectClose(losses, want.losses!, 'losses')
+    expectClose(grad, want.gradLogits!.data as Float32Array, 'gradLogits')
+  })
+
+  it('KL(p‖q) and its gradient wrt q as kl_tile_kernel computes them equal the reference', () => {
+    const r = rng(72)
+    const N = 2, V = 32000
+    const p = r.f32(N * V, 3), q = Float32Array.from(p, (v) => v + r.normal() * 0.5)
+    const want = on('js', () => rk.klDivergence({ pLogits: rk.tensor(p, [N, V]), qLogits: rk.tensor(q, [N, V]), grad: 'q', reduction: 'sum' }))
+    const perRow = new Float64Array(N), gradQ = new Float64Array(N * V)
+    for (let n = 0; n < N; n++) {
+      const a = (c: number) => p[n * V + c], b = (c: number) => q[n * V + c]
+      let A: MaxSums = { m: -Infinity, s: [0, 0], plain: 0 }, B: MaxSums = { m: -Infinity, s: [0], plain: 0 }
+      const parts: { ma: number; mb: number; cols: number[] }[] = []
+      for (const { cols, end } of threadsOf(V, 4)) {
+        const mine = cols.filter((c) => c < end)
+        const ma = Math.max(-Infinity, ...mine.map(a)), mb = Math.max(-Infinity, ...mine.map(b))
+        let sa = 0, u = 0, sb = 0
+        for (const c of mine) {
+          const ea = Math.exp(a(c) - ma), eb = Math.exp(b(c) - mb)
+          u += ea * (a(c) - b(c))
+          sa += ea
+          sb += eb
+        }
+        A = combine(A, { m: ma, s: [sa, u], plain: 0 })
+        B = combine(B, { m: mb, s: [sb], plain: 0 })
+        parts.push({ ma, mb, cols: mine })
+      }
+      const lseP = A.m + Math.log(A.s[0]), lseQ = B.m + Math.log(B.s[0])
+      perRow[n] = A.s[1] / A.s[0] - (lseP - lseQ)
+      for (const { ma, mb, cols } of parts) {
+        const ra = Math.exp(ma - A.m) / A.s[0], rb = Math.exp(mb - B.m) / B.s[0]
+        for (const c of cols) gradQ[n * V + c] = Math.exp(b(c) - mb) * rb - Math.exp(a(c) - ma) * ra
+      }
+    }
+    expectClose(perRow, want.perRow, 'perRow')
+    expectClose(gradQ, want.gradQ!.data as Float32Array, 'gradQ')
+  })
+})
+
+describe('the CUDA GAE scan, on the CPU', () => {
+  /** gae_scan_kernel: per sequence, chunks of THREADS from the end; thread i takes token hi − 1 − i. */
+  function gaeScan(rewards: Float32Array, values: Float32Array, mask: Uint8Array, B: number, T: number, gamma: number, lambda: number,
+    lastValues: Float32Array, threads: number) {
+    const adv = new Float64Array(B * T), ret = new Float64Array(B * T)
+    const c = gamma * lambda
+    type Affine = { mul: number; add: number }
+    for (let s = 0; s < B; s++) {
+      const first = s * T, last = first + T
+      let carryA = 0, carryNext = lastValues[s]
+      for (let hi = last; hi > first; hi -= threads) {
+        const tokens = Array.from({ length: threads }, (_, i) => hi - 1 - i)
+        const counted = tokens.map((t) => t >= first && mask[t] !== 0)
+        // exclusive scan, later in scan order (nearer to t) wins; the aggregate is the chunk's first counted value
+        const next: number[] = []
+        let acc = { has: true, value: carryNext }, seen = { has: false, value: 0 }
+        tokens.forEach((t, i) => {
+          next.push(acc.value)
+          if (counted[i]) acc = seen = { has: true, value: values[t] }
+        })
+        // inclusive scan of maps with op(a, b) = b ∘ a
+        let F: Affine = { mul: 1, add: 0 }
+        tokens.forEach((t, i) => {
+          const f: Affine = counted[i] ? { mul: c, add: rewards[t] + gamma * next[i] - values[t] } : { mul: 1, add: 0 }
+          F = { mul: f.mul * F.mul, add: f.mul * F.add + f.add }
+          if (t >= first) {
+            const a = F.mul * carryA + F.add
+            adv[t] = counted[i] ? a : 0
+            ret[t] = counted[i] ? a + values[t] : 0
+          }
+        })
+        carryA = F.mul * carryA + F.add
+        if (seen.has) carryNext = seen.value
+      }
+    }
+    return { adv, ret }
+  }
+
+  it('matches the reference GAE with masks, lastValues and several chunks per sequence', () => {
+    const r = rng(73)
+    const B = 4, T = 1100
+    const rewards = r.f32(B * T), values = r.f32(B * T), mask = r.mask(B * T, 0.7), lastValues = r.f32(B)
+    mask.fill(0, T - 40, T + 600)  // a masked run across a chunk boundary and a sequence boundary
+    for (const [gamma, lambda] of [[0.99, 0.95], [1, 1], [0.9, 0]]) {
+      const want = on('js', () => rk.gae({ rewards: rk.tensor(rewards, [B, T]), values, mask, gamma, lambda, lastValues }))
+      const got = gaeScan(rewards, values, mask, B, T, gamma, lambda, lastValues, 512)
+      const { worst: wa } = closeness(got.adv, want.advantages, { atol: 1e-5, rtol: 1e-5 })
+      const { worst: wr } = closeness(got.ret, want.returns, { atol: 1e-5, rtol: 1e-5 })
+      expect(wa, `advantages γ=${gamma} λ=${lambda}`).toBeLessThanOrEqual(1)
+      expect(wr, `returns γ=${gamma} λ=${lambda}`).toBeLessThanOrEqual(1)
+    }
+  })
+})
+
