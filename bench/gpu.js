@@ -40,13 +40,21 @@ function cases(V, dtype) {
   const es = ES[dtype]
   const logits = (n) => normal([n, V], dtype, 11)
   const targets = (n) => ints([n], V, 12)
-  return [
+  const ppo = (n, extra) => ({ logits: logits(n), actions: targets(n), oldLogp: normal([n], 'float32', 13, 0.5), advantages: normal([n], 'float32', 14, 1), klEstimator: 'k3', beta: 0, ...extra })
+  const cases = [
     ['logProbs', (n) => ({ logits: logits(n), targets: targets(n) }), (n) => n * V * es],
     ['crossEntropy', (n) => ({ logits: logits(n), targets: targets(n), grad: true }), (n) => n * V * (es + 4)],
-    ['ppoLoss', (n) => ({ logits: logits(n), actions: targets(n), oldLogp: normal([n], 'float32', 13, 0.5), advantages: normal([n], 'float32', 14, 1), klEstimator: 'k3', beta: 0 }),
-      (n) => n * V * (es + 4)],
+    ['ppoLoss', (n) => ppo(n), (n) => n * V * (es + 4)],
     ['klDivergence', (n) => ({ pLogits: logits(n), qLogits: normal([n, V], dtype, 15), grad: 'q' }), (n) => n * V * (2 * es + 4)],
   ]
+  if (es === 2) {  // the gradient in the logits' dtype (gradDtype 'input'): the design's 1R + 1W of bf16
+    cases.push(
+      ['crossEntropy', (n) => ({ logits: logits(n), targets: targets(n), grad: true, gradDtype: 'input' }), (n) => n * V * 2 * es, 'bf16 grad'],
+      ['ppoLoss', (n) => ppo(n, { gradDtype: 'input' }), (n) => n * V * 2 * es, 'bf16 grad'],
+      ['klDivergence', (n) => ({ pLogits: logits(n), qLogits: normal([n, V], dtype, 15), grad: 'q', gradDtype: 'input' }), (n) => n * V * 3 * es, 'bf16 grad'],
+    )
+  }
+  return cases
 }
 
 const K = 4
@@ -69,15 +77,17 @@ function check(name, make) {
   for (const [k, want] of Object.entries(cpu)) {
     const got = gpu[k]
     const a = typeof got === 'number' ? [got] : got instanceof Tensor ? got.toFloat32Array() : null
-    const b = typeof want === 'number' ? [want] : want instanceof Tensor ? want.data : ArrayBuffer.isView(want) ? want : null
-    if (a && b) for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-5 + 1e-4 * Math.abs(b[i])))
+    const b = typeof want === 'number' ? [want] : want instanceof Tensor ? want.toFloat32Array() : ArrayBuffer.isView(want) ? want : null
+    // float32 results to 1e-4; 16-bit gradients to one unit in their last place
+    const rtol = got instanceof Tensor && got.dtype !== 'float32' ? 2 ** -7 : 1e-4
+    if (a && b) for (let i = 0; i < b.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / (1e-5 + rtol * Math.abs(b[i])))
     if (got instanceof Tensor) got.dispose()
   }
   dispose(small)
   if (!(worst <= 1)) throw new Error(`${name}: the cuda result differs from the cpu backend (${worst.toExponential(2)}× tolerance)`)
 }
 
-function row([name, make, bytesAt], n, shape, dtype, copyGBs) {
+function row([name, make, bytesAt, note], n, shape, dtype, copyGBs) {
   check(name, make)
   const options = make(n)
   const ms = median(cudaTime(name, options, ITERATIONS))
@@ -88,7 +98,7 @@ function row([name, make, bytesAt], n, shape, dtype, copyGBs) {
   const a = ANCHORS[name] ?? {}
   const fmt = (x) => (x == null ? '—' : x)
   return {
-    op: name, shape, dtype, 'ms (median)': +ms.toFixed(4), MB: +(bytes / 1e6).toFixed(1), 'GB/s': +gbs.toFixed(0),
+    op: note ? `${name} (${note})` : name, shape, dtype, 'ms (median)': +ms.toFixed(4), MB: +(bytes / 1e6).toFixed(1), 'GB/s': +gbs.toFixed(0),
     '% copy': +(100 * gbs / copyGBs).toFixed(1), 'floor ms': +(bytes / (copyGBs * 1e9) * 1e3).toFixed(4),
     target: fmt(a.target), Liger: fmt(a.liger), 'torch.compile': fmt(a.compile), eager: fmt(a.eager),
   }

@@ -34,4 +34,7 @@ export type ResultOf<N extends OpName> = OpTypes[N][1]
 
 export type Kernels = { [N in OpName]: (args: ArgsOf<N>) => ResultOf<N> } & {
   [N in OpName as `${N}Async`]?: (args: ArgsOf<N>) => Promise<ResultOf<N>>
+} & {
+  /** the backend writes 16-bit gradients itself (gradDtype 'input'); others return float32, rounded by ops.ts */
+  nativeGradDtype?: boolean
 }

@@ -9,6 +9,7 @@ import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from '.
 import type { Tensor } from './tensor.js'
 import {
   type FloatData, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
+  type GradDType, gradDTypeOption,
 } from './validate.js'
 import type { Reduction } from './vocab.js'
 
@@ -25,6 +26,8 @@ export interface KlDivergenceOptions {
   temperature?: number
   /** which gradients to return: 'q' (default when true), 'p', 'both', or false */
   grad?: boolean | 'q' | 'p' | 'both'
+  /** 'float32' (default) or 'input': the gradients in the logits' dtype when it is bfloat16/float16 */
+  gradDtype?: 'float32' | 'input'
 }
 
 export interface KlDivergenceResult {
@@ -47,6 +50,7 @@ export interface KlDivergenceArgs {
   temperature: number
   gradQ: boolean
   gradP: boolean
+  gradDtype: GradDType
 }
 
 function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
@@ -69,6 +73,7 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
     temperature: numberOption(op, 'temperature', o.temperature, 1, { above: 0 }),
     gradQ: grad === 'q' || grad === 'both',
     gradP: grad === 'p' || grad === 'both',
+    gradDtype: gradDTypeOption(op, o.gradDtype, p.dtype),
   }
 }
 

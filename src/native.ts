@@ -111,18 +111,23 @@ function load(): { addon: Addon | null; status: NativeStatus } {
   return { addon: null, status }
 }
 
-/** A float32 matrix result: a host array, or a device tensor (cuda) given the input's shape. */
-const matrix = (data: Float32Array | Tensor, shape: readonly number[]) =>
-  data instanceof Tensor ? data.reshaped(shape) : new Tensor(data, shape, 'float32')
+/**
+ * A gradient matrix result given the input's shape: a device tensor (cuda) keeps its dtype; a host array is
+ * float32, or (cuda with gradDtype 'input') 16-bit bit patterns in the logits' dtype.
+ */
+const matrix = (data: Float32Array | Uint16Array | Tensor, shape: readonly number[], args: { gradDtype?: string }) =>
+  data instanceof Tensor ? data.reshaped(shape)
+    : data instanceof Uint16Array ? new Tensor(data, shape, args.gradDtype as 'bfloat16' | 'float16')
+      : new Tensor(data, shape, 'float32')
 
 /** The addon's results shaped as the public API, for the cpu and cuda backends alike. */
 const shapes: Record<string, (r: any, a: any) => unknown> = {
     logProbs: (r: any) => r,
-    logProbsBackward: (r: any, a: any) => ({ gradLogits: matrix(r.gradLogits, a.shape) }),
+    logProbsBackward: (r: any, a: any) => ({ gradLogits: matrix(r.gradLogits, a.shape, a) }),
     crossEntropy: (r: any, a: any) => ({
       loss: r.loss, count: r.count, lse: r.lse,
       ...(a.reduction === 'none' ? { losses: r.losses } : {}),
-      ...(r.gradLogits ? { gradLogits: matrix(r.gradLogits, a.shape) } : {}),
+      ...(r.gradLogits ? { gradLogits: matrix(r.gradLogits, a.shape, a) } : {}),
     }),
     rewardLoss: (r: any, a: any) => ({
       loss: r.loss, probs: r.probs, gradScores: r.gradScores, accuracy: r.accuracy, count: r.count,
@@ -131,8 +136,8 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
     policyLoss: (r: any) => r,
     klDivergence: (r: any, a: any) => ({
       loss: r.loss, perRow: r.perRow, count: r.count,
-      ...(r.gradQ ? { gradQ: matrix(r.gradQ, a.shape) } : {}),
-      ...(r.gradP ? { gradP: matrix(r.gradP, a.shape) } : {}),
+      ...(r.gradQ ? { gradQ: matrix(r.gradQ, a.shape, a) } : {}),
+      ...(r.gradP ? { gradP: matrix(r.gradP, a.shape, a) } : {}),
     }),
     klPenalty: (r: any) => r,
     valueLoss: (r: any) => r,
@@ -141,7 +146,7 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
     groupAdvantages: (r: any) => r.out,
     ppoLoss: (r: any, a: any) => ({
       loss: r.loss, objective: -r.loss, policyLoss: r.policyLoss, kl: r.kl, valueLoss: r.valueLoss, logp: r.logp,
-      gradLogits: matrix(r.gradLogits, a.shape), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
+      gradLogits: matrix(r.gradLogits, a.shape, a), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
 }
 
@@ -173,7 +178,10 @@ function toCudaArgs(value: unknown): unknown {
 function fromCuda(value: unknown): unknown {
   if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return value
   const v = value as Record<string, unknown>
-  if ('device' in v && typeof v.length === 'number') return new Tensor(new DeviceData(v.device, v.length, 'float32'), [v.length], 'float32')
+  if ('device' in v && typeof v.length === 'number') {
+    const dtype = (v.dtype ?? 'float32') as 'float32' | 'bfloat16' | 'float16'
+    return new Tensor(new DeviceData(v.device, v.length, dtype), [v.length], dtype)
+  }
   for (const k of Object.keys(v)) v[k] = fromCuda(v[k])
   return v
 }
@@ -208,6 +216,7 @@ function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
     kernels[name] = (args: object) => finish(sync(prepare(args)), args)
     kernels[`${name}Async`] = (args: object) => (async(prepare(args)) as Promise<unknown>).then((r) => finish(r, args))
   }
+  kernels.nativeGradDtype = true
   return kernels as unknown as Kernels
 }
 

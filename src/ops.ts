@@ -7,9 +7,10 @@
  * in a later macrotask of this thread. Inputs must not be modified until the promise settles.
  */
 import { kernels } from './backend.js'
+import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
-import type { DeviceTensor, Tensor } from './tensor.js'
-import { onDevice } from './validate.js'
+import { type DeviceTensor, Tensor } from './tensor.js'
+import { type GradDType, onDevice } from './validate.js'
 
 /** A result with its arrays on the GPU: what an op returns for device-tensor inputs. */
 export type OnDevice<R> = R extends Float32Array | Tensor
@@ -23,6 +24,17 @@ type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof
 export type Op<O, R> = <X extends O>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
 export type AsyncOp<O, R> = <X extends O>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
 
+/** gradDtype 'input' on a host backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
+function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
+  const out = { ...result } as Record<string, unknown>
+  for (const [key, value] of Object.entries(out)) {
+    if (key.startsWith('grad') && value instanceof Tensor && value.dtype === 'float32' && value.rank >= 2) {
+      out[key] = new Tensor(encodeFloats(value.data as Float32Array, dtype), value.shape, dtype)
+    }
+  }
+  return out as R
+}
+
 const validators = new Map<string, (options: never) => object>()
 
 /** @internal an op's validation, for the GPU benchmark (it times the kernels on validated arguments) */
@@ -35,9 +47,13 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   type A = ArgsOf<N>
   type R = ResultOf<N>
   validators.set(name, validate)
-  const run = (k: Kernels, args: A): R => (k[name] as unknown as (a: A) => R)(args)
+  const cast = (k: Kernels, args: A, result: R): R => {
+    const dtype = (args as { gradDtype?: GradDType }).gradDtype
+    return dtype === undefined || dtype === 'float32' || k.nativeGradDtype ? result : roundGradients(result, dtype)
+  }
+  const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(args))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
-    (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)
+    (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
   const sync = (options: O): R => {
     const args = validate(options)
     return run(kernels(onDevice(args as object)), args)

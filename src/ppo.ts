@@ -8,7 +8,9 @@ import { type KlEstimator, klEstimatorOption } from './kl.js'
 import { defineOp } from './ops.js'
 import { type PolicyLossOptions, type TokenBatch, type TokenFloats, type TokenMask, policyOptions, tokenBatch } from './policy.js'
 import type { Tensor } from './tensor.js'
-import { type FloatData, floatMatrix, floatVector, intVector, numberOption, optionalNumber, optionsObject } from './validate.js'
+import {
+  type FloatData, type GradDType, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber, optionsObject,
+} from './validate.js'
 import { valueOptions } from './value.js'
 import { checkTargets } from './vocab.js'
 
@@ -44,6 +46,8 @@ export interface PpoLossOptions extends AggregationOptions, Pick<PolicyLossOptio
   valueClip?: number | null
   /** the ½ of TRL/verl/OpenRLHF on the value loss; default false */
   half?: boolean
+  /** 'float32' (default) or 'input': gradLogits in the logits' dtype when it is bfloat16/float16 */
+  gradDtype?: 'float32' | 'input'
 }
 
 export interface PpoMetrics {
@@ -96,6 +100,7 @@ export interface PpoLossArgs extends TokenBatch {
   klOutputClamp: number | null
   valueClip: number | null
   half: boolean
+  gradDtype: GradDType
 }
 
 function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
@@ -144,6 +149,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     klOutputClamp: optionalNumber(op, 'klOutputClamp', o.klOutputClamp, { above: 0 }),
     valueClip: vopts.clip,
     half: vopts.half,
+    gradDtype: gradDTypeOption(op, o.gradDtype, m.dtype),
   }
 }
 

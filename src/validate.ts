@@ -129,6 +129,19 @@ export function maskVector(op: string, name: string, value: unknown, length: num
   return out
 }
 
+/** The dtype of a logits gradient: float32, or the logits' own 16-bit dtype ('input'). */
+export type GradDType = 'float32' | 'bfloat16' | 'float16'
+
+/**
+ * gradDtype: 'float32' (default) or 'input': the gradient in the logits' dtype when that is bfloat16 or
+ * float16 (each element the float32 value rounded to nearest even, once), else float32. A bf16 gradient
+ * halves the bytes written: the single-pass GPU kernels then move 1 read + 1 write of bf16.
+ */
+export function gradDTypeOption(op: string, value: unknown, logits: FloatDType): GradDType {
+  const choice = choiceOption(op, 'gradDtype', value, ['float32', 'input'] as const, 'float32')
+  return choice === 'input' && (logits === 'bfloat16' || logits === 'float16') ? logits : 'float32'
+}
+
 export interface NumberRule {
   /** inclusive lower bound */ min?: number
   /** inclusive upper bound */ max?: number

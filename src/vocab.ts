@@ -6,7 +6,7 @@ import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
 import { type Tensor, isDeviceData } from './tensor.js'
 import {
-  type FloatData, booleanOption, choiceOption, floatMatrix, floatVector, intVector, numberOption, optionsObject,
+  type FloatData, type GradDType, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector, intVector, numberOption, optionsObject,
 } from './validate.js'
 
 export type Reduction = 'mean' | 'sum' | 'none'
@@ -62,6 +62,8 @@ export interface CrossEntropyOptions {
   tokenWeights?: Float32Array | Float64Array | Tensor
   /** also return dloss/dlogits; default false */
   grad?: boolean
+  /** 'float32' (default) or 'input': the gradient in the logits' dtype when it is bfloat16/float16 */
+  gradDtype?: 'float32' | 'input'
 }
 
 export interface CrossEntropyResult {
@@ -125,6 +127,7 @@ export interface CrossEntropyArgs extends VocabRows {
   classWeights: FloatData | null
   tokenWeights: FloatData | null
   grad: boolean
+  gradDtype: GradDType
 }
 
 const temperatureOf = (op: string, v: unknown) => numberOption(op, 'temperature', v, 1, { above: 0 })
@@ -168,6 +171,7 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
     classWeights: o.classWeights === undefined ? null : floatVector(op, 'classWeights', o.classWeights, rows.V),
     tokenWeights: o.tokenWeights === undefined ? null : floatVector(op, 'tokenWeights', o.tokenWeights, rows.N),
     grad: booleanOption(op, 'grad', o.grad, false),
+    gradDtype: gradDTypeOption(op, o.gradDtype, rows.logits.dtype),
   }
 }
 

@@ -159,3 +159,39 @@ describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
     expect(r.gradLogits!.shape).toEqual([2, 3, 4])
   })
 })
+
+describe.each(HOST_BACKENDS)('gradDtype on %s', (backend) => {
+  beforeAll(() => rk.setBackend(backend))
+  afterAll(() => rk.setBackend('auto'))
+
+  it("'input' gives bf16/f16 logits a gradient in their dtype, rounded once from the float32 one; float32 logits keep float32", () => {
+    const r = rng(91)
+    const N = 4, V = 300
+    const z = r.f32(N * V, 3)
+    const targets = r.ints(N, V)
+    for (const dtype of ['bfloat16', 'float16'] as const) {
+      const logits = rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
+      const f32 = rk.crossEntropy({ logits, targets, grad: true })
+      const half = rk.crossEntropy({ logits, targets, grad: true, gradDtype: 'input' })
+      expect(half.gradLogits!.dtype).toBe(dtype)
+      expect(half.gradLogits!.shape).toEqual([N, V])
+      expect(Array.from(half.gradLogits!.data)).toEqual(Array.from(rk.encodeFloats(f32.gradLogits!.data as Float32Array, dtype)))
+      expect(half.loss).toBe(f32.loss)
+      const kl = rk.klDivergence({ pLogits: logits, qLogits: logits, grad: 'both', gradDtype: 'input' })
+      expect([kl.gradQ!.dtype, kl.gradP!.dtype]).toEqual([dtype, dtype])
+      const ppo = rk.ppoLoss({ logits, actions: targets, oldLogp: new Float32Array(N), advantages: r.f32(N), gradDtype: 'input' })
+      expect(ppo.gradLogits.dtype).toBe(dtype)
+    }
+    const logits = rk.tensor(z, [N, V])
+    const same = rk.crossEntropy({ logits, targets, grad: true, gradDtype: 'input' })
+    expect(same.gradLogits!.dtype).toBe('float32')
+    expect(Array.from(same.gradLogits!.data)).toEqual(Array.from(rk.crossEntropy({ logits, targets, grad: true }).gradLogits!.data))
+  })
+
+  it('an unknown gradDtype is refused', () => {
+    const logits = rk.tensor(new Float32Array(6), [2, 3])
+    const targets = Int32Array.of(0, 1)
+    expect(() => rk.crossEntropy({ logits, targets, grad: true, gradDtype: 'bf16' as 'input' })).toThrow(RangeError)
+    expect(() => rk.crossEntropy({ logits, targets, grad: true, gradDtype: 16 as unknown as 'input' })).toThrow(TypeError)
+  })
+})

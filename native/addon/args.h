@@ -223,6 +223,13 @@ class Args {
     return b;
   }
 
+  // gradDtype: true for the logits' own 16-bit dtype (cuda only; the other backends round in TypeScript)
+  bool grad16(DType logits) const {
+    if (!gpu_ || !has("gradDtype") || string("gradDtype") == "float32") return false;
+    if (logits != DType::bf16 && logits != DType::f16) throw_type(env_, op_, "gradDtype 'input' needs bfloat16 or float16 logits");
+    return true;
+  }
+
   Reduction reduction() const {
     const std::string r = string("reduction");
     if (r == "mean") return Reduction::mean;
@@ -276,13 +283,21 @@ class Outputs {
   GpuCall* gpu = nullptr;  // cuda backend: outputs are device blocks (gpu.h)
   float* make(const char* name, int64_t n) {
 #if RLHF_KERNELS_HAVE_CUDA
-    if (gpu) return gpu->output(env_, name, n);
+    if (gpu) return static_cast<float*>(gpu->output(env_, name, n));
 #endif
     Napi::Float32Array a = Napi::Float32Array::New(env_, size_t(n));
     pins_.pin(a);
     names_.push_back(name);
     arrays_.push_back(Napi::Persistent(Napi::Object(a)));
     return a.Data();
+  }
+  // cuda only: an output of n 16-bit elements of the logits' dtype (gradDtype 'input')
+  uint16_t* make16(const char* name, int64_t n, DType dtype) {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu) return static_cast<uint16_t*>(gpu->output(env_, name, n, dtype == DType::bf16 ? "bfloat16" : "float16"));
+#endif
+    (void)name; (void)n; (void)dtype;
+    throw Napi::TypeError::New(env_, "16-bit gradients are written by the cuda backend only");
   }
   // puts every output into `result` under its name
   void put(Napi::Object result) const {

@@ -178,27 +178,28 @@ const void* GpuCall::host_of(const void* device) const {
   return nullptr;
 }
 
-float* GpuCall::output(Napi::Env env, const char* name, int64_t n) {
-  const size_t bytes = size_t(n) * sizeof(float);
+void* GpuCall::output(Napi::Env env, const char* name, int64_t n, const char* dtype) {
+  const size_t es = std::strcmp(dtype, "float32") == 0 ? 4 : 2;
+  const size_t bytes = size_t(n) * es;
   void* dev = nullptr;
   const cudaError_t err = env_->device.allocate(bytes, &dev);
   if (err != cudaSuccess) throw_cuda(env, "rlhf-kernels", err);
   // a device result is owned by its handle from put() on; until then it is this call's to free
   device_temps_.push_back(dev);
-  float* host = device_results_ ? nullptr : static_cast<float*>(take(env, env_->pinned, bytes, pinned_temps_));
+  void* host = device_results_ ? nullptr : take(env, env_->pinned, bytes, pinned_temps_);
   // RLHF_KERNELS_POISON=1: outputs start as NaN, so a test sees any element a kernel fails to write
   static const bool poison = [] { const char* v = std::getenv("RLHF_KERNELS_POISON"); return v && *v && *v != '0'; }();
   if (poison && bytes > 0) cudaMemsetAsync(dev, 0xff, bytes, stream());
-  outputs_.push_back({name, static_cast<float*>(dev), n, host});
-  return static_cast<float*>(dev);
+  outputs_.push_back({name, dev, n, es, dtype, host});
+  return dev;
 }
 
-void* GpuCall::scratch(size_t bytes) {
-  if (scratch_ == nullptr || scratch_bytes_ < bytes) {
-    scratch_ = take(js_, env_->device, bytes, device_temps_);
-    scratch_bytes_ = bytes;
+void* GpuCall::scratch(size_t bytes, int slot) {
+  if (scratch_[slot] == nullptr || scratch_bytes_[slot] < bytes) {
+    scratch_[slot] = take(js_, env_->device, bytes, device_temps_);
+    scratch_bytes_[slot] = bytes;
   }
-  return scratch_;
+  return scratch_[slot];
 }
 
 void GpuCall::device_indices(std::string key, std::string expected) {
@@ -225,7 +226,7 @@ cudaError_t GpuCall::read_back() {
   }
   for (const Output& o : outputs_) {
     if (o.host == nullptr || o.n == 0) continue;
-    err = cudaMemcpyAsync(o.host, o.device, size_t(o.n) * sizeof(float), cudaMemcpyDeviceToHost, stream());
+    err = cudaMemcpyAsync(o.host, o.device, size_t(o.n) * o.es, cudaMemcpyDeviceToHost, stream());
     if (err != cudaSuccess) return err;
   }
   return cudaSuccess;
@@ -244,14 +245,15 @@ void GpuCall::put(Napi::Object result) {
   Napi::Env env = result.Env();
   for (const Output& o : outputs_) {
     if (o.host != nullptr) {
-      Napi::Float32Array a = Napi::Float32Array::New(env, size_t(o.n));
-      if (o.n > 0) std::memcpy(a.Data(), o.host, size_t(o.n) * sizeof(float));
+      Napi::TypedArray a = o.es == 4 ? Napi::TypedArray(Napi::Float32Array::New(env, size_t(o.n))) : Napi::TypedArray(Napi::Uint16Array::New(env, size_t(o.n)));
+      if (o.n > 0) std::memcpy(data_of(a), o.host, size_t(o.n) * o.es);
       result.Set(o.name, a);
     } else {
       for (void*& p : device_temps_) if (p == o.device) p = nullptr;  // now the handle's
       Napi::Object d = Napi::Object::New(env);
-      d.Set("device", env_->wrap(env, env_, o.device, size_t(o.n) * sizeof(float)));
+      d.Set("device", env_->wrap(env, env_, o.device, size_t(o.n) * o.es));
       d.Set("length", Napi::Number::New(env, double(o.n)));
+      d.Set("dtype", Napi::String::New(env, o.dtype));
       result.Set(o.name, d);
     }
   }

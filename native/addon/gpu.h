@@ -102,10 +102,11 @@ class GpuCall {
   const void* upload(Napi::Env env, const void* host, size_t bytes);
   // The host bytes behind a device pointer that upload() made (null for a device tensor's data).
   const void* host_of(const void* device) const;
-  // An output of n floats: a device tensor's block (device results) or a temporary read back to the host.
-  float* output(Napi::Env env, const char* name, int64_t n);
-  // Temporary device memory for the kernels; the same block on every launch of this call.
-  void* scratch(size_t bytes);
+  // An output of n elements of `dtype` (float32, or the 16-bit bfloat16/float16): a device tensor's block
+  // (device results) or a temporary read back to the host.
+  void* output(Napi::Env env, const char* name, int64_t n, const char* dtype = "float32");
+  // Temporary device memory for the kernels; slot k is the same block on every launch of this call.
+  void* scratch(size_t bytes, int slot = 0);
   float* result() const { return result_; }
   gpu::DeviceFlags* flags() const { return flags_; }
   // Allocates and clears the result block and the bad-index flag (before the launch).
@@ -126,16 +127,18 @@ class GpuCall {
  private:
   struct Output {
     const char* name;
-    float* device;
+    void* device;
     int64_t n;
-    float* host;  // pinned, for host results
+    size_t es;          // 4 or 2 bytes
+    const char* dtype;  // "float32", "bfloat16", "float16"
+    void* host;         // pinned, for host results
   };
   void* take(Napi::Env env, gpu::CachingAllocator& pool, size_t bytes, std::vector<void*>& list);
   Napi::Env js_;
   std::shared_ptr<GpuEnv> env_;
   bool device_results_;
-  void* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
+  void* scratch_[3] = {nullptr, nullptr, nullptr};
+  size_t scratch_bytes_[3] = {0, 0, 0};
   std::vector<void*> device_temps_, pinned_temps_;
   std::vector<std::pair<const void*, const void*>> staged_;  // device → host
   std::vector<Output> outputs_;

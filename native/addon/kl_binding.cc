@@ -34,12 +34,22 @@ struct KlDivergenceJob : Job {
     p.temperature = float(a.number("temperature"));
     if (!(p.temperature > 0)) throw_range(a.env(), name, "temperature must be > 0");
     p.per_row = out.make("perRow", p.N);
-    if (a.boolean("gradQ")) p.grad_q = out.make("gradQ", p.N * p.V);
-    if (a.boolean("gradP")) p.grad_p = out.make("gradP", p.N * p.V);
+    const bool half = (a.boolean("gradQ") || a.boolean("gradP")) && a.grad16(p.p_logits.dtype);
+    if (a.boolean("gradQ")) {
+      if (half) p.grad_q16 = out.make16("gradQ", p.N * p.V, p.p_logits.dtype);
+      else p.grad_q = out.make("gradQ", p.N * p.V);
+    }
+    if (a.boolean("gradP")) {
+      if (half) p.grad_p16 = out.make16("gradP", p.N * p.V, p.p_logits.dtype);
+      else p.grad_p = out.make("gradP", p.N * p.V);
+    }
   }
   void run() override { r = kl_divergence(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
+    const size_t staging = size_t(p.N * p.V) * sizeof(float);
+    if (p.grad_q16 && !gpu::kl_single_pass(p)) p.grad_q = static_cast<float*>(g.scratch(staging, 1));
+    if (p.grad_p16) p.grad_p = static_cast<float*>(g.scratch(staging, 2));
     return gpu::kl_divergence(p, g.result(), static_cast<float*>(g.scratch(size_t(p.N + 1) * sizeof(float))), g.stream());
   }
   void collect(const float* result) override { r = gpu::kl_divergence_result(result); }

@@ -48,13 +48,15 @@ struct PpoLossJob : Job {
     p.value.clip = a.has("valueClip") ? float(a.number("valueClip")) : -1.f;
     if (p.value.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when valueClip is set");
     p.value.half = a.boolean("half");
-    p.grad_logits = out.make("gradLogits", M * p.V);
+    if (a.grad16(p.logits.dtype)) p.grad_logits16 = out.make16("gradLogits", M * p.V, p.logits.dtype);
+    else p.grad_logits = out.make("gradLogits", M * p.V);
     p.logp = out.make("logp", M);
     if (p.values.present() && p.returns.present()) p.grad_values = out.make("gradValues", M);
   }
   void run() override { r = ppo_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
+    if (p.grad_logits16 && !gpu::ppo_single_pass(p)) p.grad_logits = static_cast<float*>(g.scratch(size_t(p.batch.tokens * p.V) * sizeof(float), 1));
     return gpu::ppo_loss(p, g.result(), g.scratch(gpu::ppo_scratch_bytes(p)), g.flags(), g.stream());
   }
   void collect(const float* result) override { r = gpu::ppo_result(result); }

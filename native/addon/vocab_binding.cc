@@ -88,11 +88,15 @@ struct CrossEntropyJob : Job {
     p.token_weights = a.floats_or_absent("tokenWeights", p.N);
     p.losses = out.make("losses", p.N);
     p.lse = out.make("lse", p.N);
-    if (a.boolean("grad")) p.grad = out.make("gradLogits", p.N * p.V);
+    if (a.boolean("grad")) {
+      if (a.grad16(p.logits.dtype)) p.grad16 = out.make16("gradLogits", p.N * p.V, p.logits.dtype);
+      else p.grad = out.make("gradLogits", p.N * p.V);
+    }
   }
   void run() override { r = cross_entropy(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
+    if (p.grad16 && !gpu::cross_entropy_single_pass(p)) p.grad = static_cast<float*>(g.scratch(size_t(p.N * p.V) * sizeof(float), 1));
     return gpu::cross_entropy(p, g.result(), static_cast<float*>(g.scratch(size_t(p.N + 1) * sizeof(float))), g.flags(), g.stream());
   }
   void collect(const float* result) override { r = gpu::cross_entropy_result(result); }

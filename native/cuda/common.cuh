@@ -2,8 +2,9 @@
 // reductions. Every reduction runs in a fixed order (shuffle trees, then one warp over the warp results),
 // so results are bitwise reproducible; no float atomics anywhere.
 #pragma once
-#include <cuda_runtime.h>
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
@@ -16,6 +17,11 @@ template <> __device__ __forceinline__ float to_float<float>(float x) { return x
 template <> __device__ __forceinline__ float to_float<double>(double x) { return float(x); }
 template <> __device__ __forceinline__ float to_float<bf16>(bf16 x) { return __uint_as_float(uint32_t(x.bits) << 16); }
 template <> __device__ __forceinline__ float to_float<f16>(f16 x) { return __half2float(__ushort_as_half(x.bits)); }
+
+// float32 → the bits of a 16-bit float, rounded to nearest even (gradients in the logits' dtype).
+template <typename T> __device__ __forceinline__ uint16_t to_bits(float x);
+template <> __device__ __forceinline__ uint16_t to_bits<bf16>(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+template <> __device__ __forceinline__ uint16_t to_bits<f16>(float x) { return __half_as_ushort(__float2half_rn(x)); }
 
 // Running max m and Σ exp(x − m) of a set of values; −inf values add nothing (the −inf − −inf trap is guarded).
 struct MaxSum {

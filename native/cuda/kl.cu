@@ -2,6 +2,7 @@
 // full-vocabulary KL(p‖q) per row. Version 2 holds both rows on chip (rowtile.cuh): two reads and one
 // write for the KL and its gradient wrt q. Version 1 reads the row pair three times (both lse, the KL, the
 // gradients) and serves the gradient wrt p and the shapes version 2 does not take.
+#include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
 #include "tokens.cuh"
@@ -90,15 +91,15 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
 // S_a = Σ e_a, S_b = Σ e_b, U = Σ e_a (a − b). After the row-wide combination (rescaled to the row maxima):
 //   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[2] (mean, sum or none).
 // lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
-template <typename T>
-__global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParams p, const float* result, int cluster) {
+template <typename T, typename O>
+__global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
   const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
   const bool lead = blockIdx.x % cluster == 0;
   RowTile<T> a, b;
   if (p.mask && !p.mask[n]) {  // the same for every CTA of the cluster: the same row
-    a.store(p.grad_q + n * V, begin, end, [](int64_t, float) { return 0.f; });
+    a.store(grad_out + n * V, begin, end, [](int64_t, float) { return 0.f; });
     if (lead && threadIdx.x == 0) p.per_row[n] = 0.f;
     return;
   }
@@ -134,7 +135,7 @@ __global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParam
   const float ra = ma == -INFINITY ? 0.f : __expf(ma - A.m) / A.s[0];
   const float rb = mb == -INFINITY ? 0.f : __expf(mb - B.m) / B.s[0];
   // the store walks a's columns; b's register of the same index is the same column
-  float* gq = p.grad_q + n * V;
+  O* gq = grad_out + n * V;
 #pragma unroll
   for (int k = 0; k < RowTile<T>::LOADS; k++) {
     const int64_t c = RowTile<T>::col(begin, k);
@@ -158,25 +159,28 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
   return launch_token_op(p.batch, KlPenaltyOp{p.logp, p.ref_logp, p.opts, p.per_token, p.grad}, result, scratch, stream);
 }
 
+bool kl_single_pass(const KlDivergenceParams& p) {
+  // two float64 rows per thread do not fit the registers: float64 takes version 1
+  return (p.grad_q || p.grad_q16) && !p.grad_p && !p.grad_p16 && p.p_logits.dtype != DType::f64 && tile_cluster_size(p.p_logits.dtype, p.V) > 0;
+}
+
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream) {
   (void)scratch;
   row_count_kernel<<<1, 1024, 0, stream>>>(p.mask, p.N, p.reduction, result);
-  int cluster = 0;
-  if (p.grad_q && !p.grad_p) {
-    switch (p.p_logits.dtype) {
-      case DType::bf16: cluster = tile_cluster_size<bf16>(p.V); break;
-      case DType::f16: cluster = tile_cluster_size<f16>(p.V); break;
-      case DType::f64: cluster = 0; break;  // two float64 rows per thread do not fit the registers: version 1
-      default: cluster = tile_cluster_size<float>(p.V);
-    }
-  }
+  const int cluster = kl_single_pass(p) ? tile_cluster_size(p.p_logits.dtype, p.V) : 0;
   if (cluster > 0) {
     const float* res = result;
     cudaError_t err;
     switch (p.p_logits.dtype) {
-      case DType::bf16: err = launch_tiles(kl_tile_kernel<bf16>, p.N, cluster, 0, stream, p, res, cluster); break;
-      case DType::f16: err = launch_tiles(kl_tile_kernel<f16>, p.N, cluster, 0, stream, p, res, cluster); break;
-      default: err = launch_tiles(kl_tile_kernel<float>, p.N, cluster, 0, stream, p, res, cluster);
+      case DType::bf16:
+        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<bf16, bf16>, p.N, cluster, 0, stream, p, reinterpret_cast<bf16*>(p.grad_q16), res, cluster)
+                         : launch_tiles(kl_tile_kernel<bf16, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
+        break;
+      case DType::f16:
+        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<f16, f16>, p.N, cluster, 0, stream, p, reinterpret_cast<f16*>(p.grad_q16), res, cluster)
+                         : launch_tiles(kl_tile_kernel<f16, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
+        break;
+      default: err = launch_tiles(kl_tile_kernel<float, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
     }
     if (err != cudaSuccess) return err;
   } else if (p.N > 0) {
@@ -188,7 +192,11 @@ cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scr
     }
   }
   kl_total_kernel<<<1, 1024, 0, stream>>>(p.per_row, p.N, result);
-  return cudaGetLastError();
+  // the two-pass kernel wrote float32 staging: round it into the 16-bit gradients
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess && cluster == 0 && p.grad_q16) err = round_to_16(p.grad_q, p.grad_q16, p.N * p.V, p.p_logits.dtype, stream);
+  if (err == cudaSuccess && p.grad_p16) err = round_to_16(p.grad_p, p.grad_p16, p.N * p.V, p.p_logits.dtype, stream);
+  return err;
 }
 
 }  // namespace rk::gpu

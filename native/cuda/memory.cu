@@ -118,6 +118,11 @@ __global__ void fill_int_kernel(int32_t* data, int64_t n, int32_t limit, uint64_
   }
 }
 
+template <typename T>
+__global__ void round_kernel(const float* in, uint16_t* out, int64_t n) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) out[i] = to_bits<T>(in[i]);
+}
+
 unsigned grid_for(int64_t n) { return unsigned(n < 1 ? 1 : (n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536); }
 
 }  // namespace
@@ -130,6 +135,13 @@ cudaError_t fill_normal(void* data, DType dtype, int64_t n, uint64_t seed, float
     case DType::f64: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<double*>(data), n, seed, scale); break;
     default: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<float*>(data), n, seed, scale);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t round_to_16(const float* in, uint16_t* out, int64_t n, DType dtype, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  if (dtype == DType::f16) round_kernel<f16><<<grid_for(n), 256, 0, stream>>>(in, out, n);
+  else round_kernel<bf16><<<grid_for(n), 256, 0, stream>>>(in, out, n);
   return cudaGetLastError();
 }
 

@@ -3,6 +3,7 @@
 // terms, and dloss/dlogits written once. Per-token terms go to scratch and are summed in token order by
 // one block. Version 2 holds the row on chip (one read); version 1 reads it two or three times and serves
 // the full-vocabulary KL (anchor logits) and the shapes version 2 does not take.
+#include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
 #include "tokens.cuh"
@@ -127,14 +128,14 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
 // Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
 // sampled-estimator KL (no anchor logits). dloss/dz_v = c·(onehot_y − p_v)/T with c from ppo_token;
 // p_v = exp(z_v/T − m_t)·exp(m_t − m)/Σ, one exp per element.
-template <typename T>
-__global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
-                                                               DeviceFlags* flags, int cluster) {
+template <typename T, typename O>
+__global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
+                                                               float* vclip, DeviceFlags* flags, int cluster) {
   const int64_t t = blockIdx.x / cluster;
   const int64_t V = p.V;
   const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
   const bool lead = blockIdx.x % cluster == 0;
-  float* g = p.grad_logits + t * V;
+  O* g = grad_out + t * V;
   float* term = terms + t * TERMS;
   const TokenBatch& b = p.batch;
   const int32_t y = p.actions[t];
@@ -192,6 +193,10 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
 
 }  // namespace
 
+bool ppo_single_pass(const PpoLossParams& p) {
+  return !p.anchor_logits.data && p.old_logp.data && tile_cluster_size(p.logits.dtype, p.V) > 0;
+}
+
 size_t ppo_scratch_bytes(const PpoLossParams& p) {
   return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
 }
@@ -204,23 +209,22 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
   // version 2 where it applies (no anchor logits, aligned rows, a cluster this device runs), else version 1
-  int cluster = 0;
-  if (!p.anchor_logits.data && p.old_logp.data) {
-    switch (p.logits.dtype) {
-      case DType::bf16: cluster = tile_cluster_size<bf16>(p.V); break;
-      case DType::f16: cluster = tile_cluster_size<f16>(p.V); break;
-      case DType::f64: cluster = tile_cluster_size<double>(p.V); break;
-      default: cluster = tile_cluster_size<float>(p.V);
-    }
-  }
+  const int cluster = ppo_single_pass(p) ? tile_cluster_size(p.logits.dtype, p.V) : 0;
   if (cluster > 0) {
     const float* totals = s.totals;
     const int32_t* counts = s.counts;
+    float* g = p.grad_logits;
     switch (p.logits.dtype) {
-      case DType::bf16: err = launch_tiles(ppo_tile_kernel<bf16>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
-      case DType::f16: err = launch_tiles(ppo_tile_kernel<f16>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
-      case DType::f64: err = launch_tiles(ppo_tile_kernel<double>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster); break;
-      default: err = launch_tiles(ppo_tile_kernel<float>, b.tokens, cluster, 0, stream, p, counts, totals, terms, vclip, flags, cluster);
+      case DType::bf16:
+        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<bf16, bf16>, b.tokens, cluster, 0, stream, p, reinterpret_cast<bf16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
+                              : launch_tiles(ppo_tile_kernel<bf16, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
+        break;
+      case DType::f16:
+        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<f16, f16>, b.tokens, cluster, 0, stream, p, reinterpret_cast<f16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
+                              : launch_tiles(ppo_tile_kernel<f16, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
+        break;
+      case DType::f64: err = launch_tiles(ppo_tile_kernel<double, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster); break;
+      default: err = launch_tiles(ppo_tile_kernel<float, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
     }
     if (err != cudaSuccess) return err;
   } else if (b.tokens > 0) {
@@ -232,6 +236,8 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
     }
   }
   ppo_total_kernel<<<1, 1024, 0, stream>>>(terms, vclip, b.tokens, p.beta, p.c1, s.totals, result);
+  // the two-pass kernel wrote float32 staging (p.grad_logits): round it into the 16-bit gradient
+  if (cluster == 0 && p.grad_logits16) return round_to_16(p.grad_logits, p.grad_logits16, b.tokens * p.V, p.logits.dtype, stream);
   return cudaGetLastError();
 }
 

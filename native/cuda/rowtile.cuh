@@ -13,6 +13,8 @@
 #pragma once
 #include <cooperative_groups.h>
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace rk::gpu {
@@ -139,22 +141,33 @@ struct RowTile {
     return s;
   }
 
-  // Writes g(column, register value) for every column of [begin, end) of the row `out`, streaming.
-  template <class G>
-  __device__ __forceinline__ void store(float* out, int64_t begin, int64_t end, G&& g) const {
+  // Writes g(column, register value) for every column of [begin, end) of the row `out`, streaming: float32
+  // (O = float), or the 16-bit dtype of the logits (O = T = bf16/f16, eight values in one 16-byte store).
+  template <typename O = float, class G>
+  __device__ __forceinline__ void store(O* out, int64_t begin, int64_t end, G&& g) const {
 #pragma unroll
     for (int k = 0; k < LOADS; k++) {
       const int64_t c = col(begin, k);
       if (c >= end) continue;
+      if constexpr (!std::is_same_v<O, float>) {
+        static_assert(VEC == 8, "16-bit gradients are written for 16-bit logits");
+        uint16_t bits[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) bits[j] = to_bits<O>(g(c + j, x[k * VEC + j]));
+        int4 v;
+        memcpy(&v, bits, 16);
+        __stcs(reinterpret_cast<int4*>(out + c), v);
+        continue;
+      }
 #pragma unroll
       for (int j = 0; j < VEC; j += 4) {
         if constexpr (VEC >= 4) {
           const float4 v = make_float4(g(c + j, x[k * VEC + j]), g(c + j + 1, x[k * VEC + j + 1]),
                                        g(c + j + 2, x[k * VEC + j + 2]), g(c + j + 3, x[k * VEC + j + 3]));
-          __stcs(reinterpret_cast<float4*>(out + c + j), v);
+          __stcs(reinterpret_cast<float4*>(reinterpret_cast<float*>(out) + c + j), v);
         } else {
           const float2 v = make_float2(g(c, x[k * VEC]), g(c + 1, x[k * VEC + 1]));
-          __stcs(reinterpret_cast<float2*>(out + c), v);
+          __stcs(reinterpret_cast<float2*>(reinterpret_cast<float*>(out) + c), v);
         }
       }
     }
@@ -177,6 +190,15 @@ inline int tile_cluster_size(int64_t V, int tiles_per_column = 1) {
     return m;
   }();
   return major >= 9 ? int(c) : 0;
+}
+
+inline int tile_cluster_size(DType dtype, int64_t V) {
+  switch (dtype) {
+    case DType::bf16: return tile_cluster_size<bf16>(V);
+    case DType::f16: return tile_cluster_size<f16>(V);
+    case DType::f64: return tile_cluster_size<double>(V);
+    default: return tile_cluster_size<float>(V);
+  }
 }
 
 // Launches `kernel` with one cluster of `cluster` CTAs per row; 0 rows launch nothing.

@@ -14,6 +14,7 @@
 
 #include "common.cuh"
 #include "rlhf/cuda_ops.h"
+#include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_vocab.h"
 #include "rowtile.cuh"
 
@@ -252,8 +253,9 @@ __global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t
 //   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
 // p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
 // Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
-template <typename T>
-__global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossEntropyParams p, const float* result, float* row_weight,
+// The gradient goes to grad_out: float32, or (O = T) the logits' 16-bit dtype, rounded once from float32.
+template <typename T, typename O>
+__global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossEntropyParams p, O* grad_out, const float* result, float* row_weight,
                                                                          DeviceFlags* flags, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
@@ -281,7 +283,7 @@ __global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossE
   const float cp = 1.f + 2.f * p.z_loss * lse;
   const float e = eps / float(V);
   const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
-  tile.store(p.grad + n * V, begin, end, [&](int64_t v, float ev) {
+  tile.store(grad_out + n * V, begin, end, [&](int64_t v, float ev) {
     if (zero) return 0.f;
     return gs * (cp * (ev * r) - (v == y ? 1.f - eps : 0.f) - e);
   });
@@ -334,16 +336,28 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
   });
 }
 
+bool cross_entropy_single_pass(const CrossEntropyParams& p) {
+  if (p.class_weights.data) return false;
+  return tile_cluster_size(p.logits.dtype, p.V) > 0;
+}
+
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
   // scratch: [N] row weights, then 1 float for Σ class weights
   float* row_weight = scratch;
   float* w_sum = scratch + p.N;
   return with_dtype(p.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int cluster = p.grad && !p.class_weights.data ? tile_cluster_size<T>(p.V) : 0;
+    const int cluster = (p.grad || p.grad16) && !p.class_weights.data ? tile_cluster_size<T>(p.V) : 0;
     if (cluster > 0) {  // version 2: one pass
       cross_entropy_scale_kernel<<<1, 1024, 0, stream>>>(p.targets, p.ignore_index, p.N, p.V, p.reduction, result);
-      cudaError_t err = launch_tiles(cross_entropy_tile_kernel<T>, p.N, cluster, 0, stream, p, static_cast<const float*>(result), row_weight, flags, cluster);
+      const float* res = result;
+      cudaError_t err;
+      if constexpr (sizeof(T) == 2) {
+        if (p.grad16) err = launch_tiles(cross_entropy_tile_kernel<T, T>, p.N, cluster, 0, stream, p, reinterpret_cast<T*>(p.grad16), res, row_weight, flags, cluster);
+        else err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, 0, stream, p, p.grad, res, row_weight, flags, cluster);
+      } else {
+        err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, 0, stream, p, p.grad, res, row_weight, flags, cluster);
+      }
       if (err != cudaSuccess) return err;
       finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
       return cudaGetLastError();
@@ -352,6 +366,7 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
     if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
     if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum);
+    if (p.grad16) return round_to_16(p.grad, p.grad16, p.N * p.V, p.logits.dtype, stream);  // p.grad: the caller's staging
     return cudaGetLastError();
   });
 }

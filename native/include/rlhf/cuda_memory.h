@@ -54,6 +54,8 @@ class CachingAllocator {
 // Fills n elements of `dtype` with normal(0, scale) values from a counter-based generator (the same seed
 // gives the same data on any GPU). For benchmarks: it avoids building gigabytes of logits on the host.
 cudaError_t fill_normal(void* data, DType dtype, int64_t n, uint64_t seed, float scale, cudaStream_t stream);
+// out[i] = in[i] rounded to nearest even in `dtype` (bf16 or f16): the 16-bit gradient of the two-pass kernels.
+cudaError_t round_to_16(const float* in, uint16_t* out, int64_t n, DType dtype, cudaStream_t stream);
 // Fills n int32 with uniform values in [0, limit).
 cudaError_t fill_uniform_int(int32_t* data, int64_t n, int32_t limit, uint64_t seed, cudaStream_t stream);
 

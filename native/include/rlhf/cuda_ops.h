@@ -24,6 +24,9 @@ cudaError_t policy_loss(const PolicyLossParams& p, float* result, void* scratch,
 cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, cudaStream_t stream);
 // result: loss, clipped count, count
 cudaError_t value_loss(const ValueLossParams& p, float* result, void* scratch, cudaStream_t stream);
+// Whether kl_divergence takes the single-pass kernel (the gradient wrt q only). Else, with 16-bit gradients,
+// p.grad_q / p.grad_p must be float32 staging of N·V elements, rounded into grad_q16 / grad_p16.
+bool kl_single_pass(const KlDivergenceParams& p);
 // result: loss, count; scratch: N + 1 floats
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream);
 // result: loss, count, correct, scale; scratch: reward_scratch_bytes(N). flags: the first prompt whose
@@ -39,6 +42,9 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 // result: loss, policyLoss, kl, valueLoss, approxKl, ratioSum, clippedLow, clippedHigh, dualClipped,
 // valueClipped, ratioMax, count; scratch: ppo_scratch_bytes(p). flags: the first token whose action is bad.
 size_t ppo_scratch_bytes(const PpoLossParams& p);
+// Whether ppo_loss takes the single-pass kernel; else, with grad_logits16, grad_logits must be float32
+// staging of tokens·V elements.
+bool ppo_single_pass(const PpoLossParams& p);
 cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
 
 // The result blocks above as the CPU kernels' result structs (fractions and means formed on the host, as

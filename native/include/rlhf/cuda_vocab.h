@@ -17,6 +17,10 @@ struct DeviceFlags {
 // lse, logp and (when p.entropy is set) entropy per row.
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
 
+// Whether cross_entropy takes the single-pass kernel (else the two-pass one: with p.grad16, p.grad must then
+// be float32 staging of N·V elements, rounded into p.grad16 at the end).
+bool cross_entropy_single_pass(const CrossEntropyParams& p);
+
 // Per-row losses, lse, and in result[0..2] the reduced loss, the non-ignored count and the mean's
 // 1/denominator; the gradient when p.grad is set. Class and token weights may be any float dtype.
 // scratch: N + 1 floats of device memory.

@@ -15,6 +15,8 @@ struct KlDivergenceParams {
   float* per_row = nullptr;  // [N]
   float* grad_q = nullptr;   // [N, V] or null
   float* grad_p = nullptr;   // [N, V] or null
+  uint16_t* grad_q16 = nullptr;  // cuda: the gradients in the logits' 16-bit dtype instead, or null
+  uint16_t* grad_p16 = nullptr;
 };
 struct KlDivergenceResult {
   float loss = 0.f;

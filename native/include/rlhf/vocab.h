@@ -44,6 +44,7 @@ struct CrossEntropyParams {
   float* losses = nullptr;  // [N]
   float* lse = nullptr;     // [N]
   float* grad = nullptr;    // [N, V] or null
+  uint16_t* grad16 = nullptr;  // cuda: [N, V] in the logits' 16-bit dtype instead (gradDtype 'input'), or null
 };
 struct CrossEntropyResult {
   float loss = 0.f;
