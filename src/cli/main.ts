@@ -30,6 +30,7 @@ commands:
                     directory of .npy files)
       --atol X --rtol Y tolerance against the file's expected values (default ${EXPECTED_TOLERANCE.atol}, ${EXPECTED_TOLERANCE.rtol})
   bench             run the benchmark suites
+      --gpu             also the GPU suite (N = 8192, V = 32000 and 128256; needs the cuda backend)
   info              backends, build information and GPUs
 
 options for every command:
@@ -52,6 +53,7 @@ const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
   soft: { value: false, commands: ['demo'] },
   out: { value: true, commands: ['demo'] },
   quiet: { value: false, commands: ['demo'] },
+  gpu: { value: false, commands: ['bench'] },
   atol: { value: true, commands: ['parity'] },
   rtol: { value: true, commands: ['parity'] },
   help: { value: false, commands: ['demo', 'parity', 'bench', 'info'] },
@@ -153,15 +155,27 @@ function info() {
     console.log(`CUDA: ${c.compiled ? `compiled in (runtime ${c.runtimeVersion}, driver ${c.driverVersion}), cudaGetDeviceCount: ${c.errorName || 'cudaSuccess'}` : 'not compiled in'}`)
     console.log(`GPUs: ${c.devices.length ? c.devices.map((d) => `${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`).join(', ') : 'none'}`)
   }
+  const m = rk.memory()
+  console.log(`GPU memory of this process: ${m.tensors} tensors, ${m.tensorBytes} B in tensors, ${m.deviceBytes} B in use, ${m.cachedBytes} B cached, ${m.pinnedBytes} B pinned`)
 }
 
-async function bench() {
+async function bench(gpu: boolean) {
   const suite = join(root, 'bench', 'cross-entropy.js')
   const { crossEntropySuite } = await import(pathToFileURL(suite).href)
   const { title, rows } = await crossEntropySuite()
   console.log(title)
   console.log(formatTable(['name', 'ms', '±%', 'GB/s', 'check'], rows.map((r: Record<string, unknown>) =>
     [String(r.name), String(r.ms ?? ''), String(r['±%'] ?? ''), String(r['GB/s'] ?? ''), String(r.check ?? r.note ?? '')])))
+  if (!gpu) return
+  const { gpuSuite } = await import(pathToFileURL(join(root, 'bench', 'gpu.js')).href)
+  const result = await gpuSuite()
+  if (result.skipped) {
+    console.log(`\n${result.skipped}`)
+    return
+  }
+  console.log(`\n${result.title}`)
+  const columns = Object.keys(result.rows[0])
+  console.log(formatTable(columns, result.rows.map((r: Record<string, unknown>) => columns.map((c) => String(r[c])))))
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -180,7 +194,7 @@ async function main(argv: string[]): Promise<number> {
   switch (p.command) {
     case 'demo': demo(p); return 0
     case 'parity': return parity(p)
-    case 'bench': await bench(); return 0
+    case 'bench': await bench(p.flags.has('gpu')); return 0
     default: info(); return 0
   }
 }
