@@ -4,6 +4,7 @@
  * determinism over 20 runs, the async twins, bad indices found on the GPU, memory accounting. Without a
  * usable GPU it skips and prints why.
  */
+import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { rng } from './helpers.js'
@@ -131,6 +132,49 @@ describe.runIf(cuda.available)('cuda backend on the GPU', () => {
     rk.releaseCachedMemory()
     expect(rk.memory().cachedBytes).toBe(0)
   })
+})
+
+describe.runIf(cuda.available)('cuda backend in worker_threads', () => {
+  const dist = new URL('../dist/index.js', import.meta.url).href
+  const run = (code: string, workerData: unknown) => new Promise<any>((resolve, reject) => {
+    const w = new Worker(`const { parentPort, workerData } = require('node:worker_threads')\nimport(${JSON.stringify(dist)}).then(async (rk) => { ${code} })`,
+      { eval: true, workerData })
+    w.once('message', (m) => { resolve(m); w.terminate() })
+    w.once('error', reject)
+  })
+
+  it('4 workers, each with its own stream and pool, compute the main thread\'s result bitwise and free their memory', async () => {
+    const N = 32, V = 32000
+    const z = rng(21).f32(N * V, 3), targets = rng(22).ints(N, V)
+    const want = rk.crossEntropy({ logits: rk.tensor(z, [N, V]).to('cuda'), targets, grad: true })
+    const results = await Promise.all(Array.from({ length: 4 }, () => run(`
+      const { N, V, z, targets } = workerData
+      const logits = rk.tensor(z, [N, V]).to('cuda')
+      const r = await rk.crossEntropyAsync({ logits, targets, grad: true })
+      const grad = r.gradLogits.toFloat32Array()
+      logits.dispose(); r.gradLogits.dispose(); r.lse.dispose()
+      parentPort.postMessage({ loss: r.loss, grad, memory: rk.memory() })`, { N, V, z, targets })))
+    for (const m of results) {
+      expect(m.loss).toBe(want.loss)
+      expect(new Uint32Array((m.grad as Float32Array).buffer)).toEqual(new Uint32Array(want.gradLogits!.toFloat32Array().buffer))
+      expect(m.memory.tensors).toBe(0)
+    }
+  }, 120_000)
+
+  it('a worker terminated with GPU work in flight does not disturb the main thread', async () => {
+    const w = new Worker(`const { parentPort } = require('node:worker_threads')
+      import(${JSON.stringify(dist)}).then((rk) => {
+        const logits = rk.tensor(new Float32Array(2048 * 32000), [2048, 32000]).to('cuda')
+        for (let i = 0; i < 8; i++) rk.crossEntropyAsync({ logits, targets: new Int32Array(2048), grad: true })
+        parentPort.postMessage('queued')
+      })`, { eval: true })
+    await new Promise((resolve) => w.once('message', resolve))
+    await w.terminate()
+    const x = logits(23, 8, 4096, 'float32').to('cuda')
+    const r = rk.crossEntropy({ logits: x, targets: rng(24).ints(8, 4096) })
+    expect(Number.isFinite(r.loss)).toBe(true)
+    x.dispose()
+  }, 120_000)
 })
 
 describe.runIf(!cuda.available)('CUDA suite without a GPU', () => {
