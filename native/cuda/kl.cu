@@ -159,15 +159,27 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
   return launch_token_op(p.batch, KlPenaltyOp{p.logp, p.ref_logp, p.opts, p.per_token, p.grad}, result, scratch, stream);
 }
 
-bool kl_single_pass(const KlDivergenceParams& p) {
-  // two float64 rows per thread do not fit the registers: float64 takes version 1
-  return (p.grad_q || p.grad_q16) && !p.grad_p && !p.grad_p16 && p.p_logits.dtype != DType::f64 && tile_cluster_size(p.p_logits.dtype, p.V) > 0;
+// The cluster size of the single-pass kernel this call would launch (the gradient wrt q only; not float64,
+// whose two rows per thread do not fit the registers; clusters that fit), 0 for the two-pass kernel.
+static int kl_cluster(const KlDivergenceParams& p) {
+  if (!(p.grad_q || p.grad_q16) || p.grad_p || p.grad_p16 || p.p_logits.dtype == DType::f64) return 0;
+  const int c = tile_cluster_size(p.p_logits.dtype, p.V);
+  if (c == 0) return 0;
+  bool fits;
+  switch (p.p_logits.dtype) {
+    case DType::bf16: fits = p.grad_q16 ? tile_clusters_fit(kl_tile_kernel<bf16, bf16>, c) : tile_clusters_fit(kl_tile_kernel<bf16, float>, c); break;
+    case DType::f16: fits = p.grad_q16 ? tile_clusters_fit(kl_tile_kernel<f16, f16>, c) : tile_clusters_fit(kl_tile_kernel<f16, float>, c); break;
+    default: fits = tile_clusters_fit(kl_tile_kernel<float, float>, c);
+  }
+  return fits ? c : 0;
 }
+
+bool kl_single_pass(const KlDivergenceParams& p) { return kl_cluster(p) > 0; }
 
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream) {
   (void)scratch;
   row_count_kernel<<<1, 1024, 0, stream>>>(p.mask, p.N, p.reduction, result);
-  const int cluster = kl_single_pass(p) ? tile_cluster_size(p.p_logits.dtype, p.V) : 0;
+  const int cluster = kl_cluster(p);
   if (cluster > 0) {
     const float* res = result;
     cudaError_t err;

@@ -193,9 +193,23 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
 
 }  // namespace
 
-bool ppo_single_pass(const PpoLossParams& p) {
-  return !p.anchor_logits.data && p.old_logp.data && tile_cluster_size(p.logits.dtype, p.V) > 0;
+// The cluster size of the single-pass kernel this call would launch (no anchor logits; clusters that fit),
+// 0 for the two-pass kernel.
+static int ppo_cluster(const PpoLossParams& p) {
+  if (p.anchor_logits.data || !p.old_logp.data) return 0;
+  const int c = tile_cluster_size(p.logits.dtype, p.V);
+  if (c == 0) return 0;
+  bool fits;
+  switch (p.logits.dtype) {
+    case DType::bf16: fits = p.grad_logits16 ? tile_clusters_fit(ppo_tile_kernel<bf16, bf16>, c) : tile_clusters_fit(ppo_tile_kernel<bf16, float>, c); break;
+    case DType::f16: fits = p.grad_logits16 ? tile_clusters_fit(ppo_tile_kernel<f16, f16>, c) : tile_clusters_fit(ppo_tile_kernel<f16, float>, c); break;
+    case DType::f64: fits = tile_clusters_fit(ppo_tile_kernel<double, float>, c); break;
+    default: fits = tile_clusters_fit(ppo_tile_kernel<float, float>, c);
+  }
+  return fits ? c : 0;
 }
+
+bool ppo_single_pass(const PpoLossParams& p) { return ppo_cluster(p) > 0; }
 
 size_t ppo_scratch_bytes(const PpoLossParams& p) {
   return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
@@ -209,7 +223,7 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
   // version 2 where it applies (no anchor logits, aligned rows, a cluster this device runs), else version 1
-  const int cluster = ppo_single_pass(p) ? tile_cluster_size(p.logits.dtype, p.V) : 0;
+  const int cluster = ppo_cluster(p);
   if (cluster > 0) {
     const float* totals = s.totals;
     const int32_t* counts = s.counts;

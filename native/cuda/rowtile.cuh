@@ -13,7 +13,10 @@
 #pragma once
 #include <cooperative_groups.h>
 
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "common.cuh"
 
@@ -199,6 +202,33 @@ inline int tile_cluster_size(DType dtype, int64_t V) {
     case DType::f64: return tile_cluster_size<double>(V);
     default: return tile_cluster_size<float>(V);
   }
+}
+
+// Whether clusters of `cluster` CTAs of `kernel` can be resident at once on this device (register and
+// shared-memory use decide): asked once per kernel and size. A kernel that cannot run takes version 1.
+template <typename... Params>
+inline bool tile_clusters_fit(void (*kernel)(Params...), int cluster) {
+  if (cluster <= 1) return true;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> known;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), cluster);
+  const auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(cluster));
+  config.blockDim = dim3(TILE_THREADS);
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = unsigned(cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  int clusters = 0;
+  const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+  if (err != cudaSuccess) cudaGetLastError();  // not sticky; the answer is "no"
+  return known[key] = err == cudaSuccess && clusters > 0;
 }
 
 // Launches `kernel` with one cluster of `cluster` CTAs per row; 0 rows launch nothing.

@@ -316,6 +316,17 @@ cudaError_t with_dtype(DType dtype, F&& f) {
   }
 }
 
+// The cluster size of the single-pass kernel this call would launch, 0 for the two-pass kernels.
+template <typename T>
+int cross_entropy_cluster(const CrossEntropyParams& p) {
+  if (!(p.grad || p.grad16) || p.class_weights.data) return 0;
+  const int c = tile_cluster_size<T>(p.V);
+  if constexpr (sizeof(T) == 2) {
+    if (p.grad16) return c > 0 && tile_clusters_fit(cross_entropy_tile_kernel<T, T>, c) ? c : 0;
+  }
+  return c > 0 && tile_clusters_fit(cross_entropy_tile_kernel<T, float>, c) ? c : 0;
+}
+
 }  // namespace
 
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
@@ -337,8 +348,7 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 }
 
 bool cross_entropy_single_pass(const CrossEntropyParams& p) {
-  if (p.class_weights.data) return false;
-  return tile_cluster_size(p.logits.dtype, p.V) > 0;
+  return with_dtype(p.logits.dtype, [&](auto tag) { return cross_entropy_cluster<decltype(tag)>(p) > 0 ? cudaSuccess : cudaErrorNotSupported; }) == cudaSuccess;
 }
 
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
@@ -347,7 +357,7 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
   float* w_sum = scratch + p.N;
   return with_dtype(p.logits.dtype, [&](auto tag) {
     using T = decltype(tag);
-    const int cluster = (p.grad || p.grad16) && !p.class_weights.data ? tile_cluster_size<T>(p.V) : 0;
+    const int cluster = cross_entropy_cluster<T>(p);
     if (cluster > 0) {  // version 2: one pass
       cross_entropy_scale_kernel<<<1, 1024, 0, stream>>>(p.targets, p.ignore_index, p.N, p.V, p.reduction, result);
       const float* res = result;
