@@ -48,7 +48,7 @@ struct WhitenJob : Job {
   }
   void run() override { whiten(p); }
 #if RLHF_KERNELS_HAVE_CUDA
-  cudaError_t launch(GpuCall& g) override { return gpu::whiten(p, static_cast<float*>(g.scratch(2 * sizeof(float))), g.stream()); }
+  cudaError_t launch(GpuCall& g) override { return gpu::whiten(p, g.scratch(gpu::whiten_scratch_bytes(p.values.size)), g.stream()); }
 #endif
   void finish(Napi::Object) const override {}
 };

@@ -72,30 +72,38 @@ __global__ void __launch_bounds__(GAE_THREADS) gae_scan_kernel(GaeParams p) {
   }
 }
 
-// one block: mean and 1/sqrt(var + eps) of the counted values into stats[0..1]
-__global__ void whiten_stats_kernel(WhitenParams p, float* stats) {
-  float sum = 0.f, n = 0.f;
-  for (int64_t i = threadIdx.x; i < p.values.size; i += blockDim.x) {
-    if (p.mask && !p.mask[i]) continue;
-    sum += read(p.values, i);
-    n += 1.f;
-  }
-  sum = block_sum(sum);
-  n = block_sum(n);
-  const float mean = n > 0.f ? sum / n : 0.f;
-  float ss = 0.f;
-  for (int64_t i = threadIdx.x; i < p.values.size; i += blockDim.x) {
-    if (p.mask && !p.mask[i]) continue;
-    const float d = read(p.values, i) - mean;
-    ss += d * d;
-  }
-  ss = block_sum(ss);
-  if (threadIdx.x == 0) {
+constexpr int WHITEN_THREADS = 256;
+
+// Scratch of whiten: two tickets, stats = { mean, 1/sqrt(var + eps), count }, then the blocks' partial sums.
+struct WhitenScratch {
+  unsigned* tickets;
+  float* stats;
+  float* partials;
+};
+
+// Two grid passes with a last-block-done reduction each (common.cuh, grid_sum): Σ and the count → mean,
+// then Σ (v − mean)² → 1/sqrt(var + eps). Deterministic, and the whole GPU reads the values.
+__global__ void __launch_bounds__(WHITEN_THREADS) whiten_mean_kernel(WhitenParams p, WhitenScratch s) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
+  const float v[2] = {counted ? read(p.values, i) : 0.f, counted ? 1.f : 0.f};
+  grid_sum(v, s.partials, s.tickets, [&](const float* total) {
+    s.stats[0] = total[1] > 0.f ? total[0] / total[1] : 0.f;
+    s.stats[2] = total[1];
+  });
+}
+
+__global__ void __launch_bounds__(WHITEN_THREADS) whiten_var_kernel(WhitenParams p, WhitenScratch s) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
+  const float d = counted ? read(p.values, i) - s.stats[0] : 0.f;
+  const float v[1] = {d * d};
+  grid_sum(v, s.partials + 2 * gridDim.x, s.tickets + 1, [&](const float* total) {
+    const float n = s.stats[2];
     const float den = p.unbiased ? n - 1.f : n;
-    const float var = (n >= 2.f && den > 0.f) ? ss / den : 0.f;
-    stats[0] = mean;
-    stats[1] = rsqrtf(var + p.eps);
-  }
+    const float var = (n >= 2.f && den > 0.f) ? total[0] / den : 0.f;
+    s.stats[1] = rsqrtf(var + p.eps);
+  });
 }
 
 __global__ void whiten_apply_kernel(WhitenParams p, const float* stats) {
@@ -133,9 +141,20 @@ cudaError_t gae(const GaeParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-cudaError_t whiten(const WhitenParams& p, float* scratch, cudaStream_t stream) {
-  whiten_stats_kernel<<<1, 1024, 0, stream>>>(p, scratch);
-  if (p.values.size > 0) whiten_apply_kernel<<<unsigned((p.values.size + 255) / 256), 256, 0, stream>>>(p, scratch);
+size_t whiten_scratch_bytes(int64_t n) {
+  const int64_t blocks = n > 0 ? (n + WHITEN_THREADS - 1) / WHITEN_THREADS : 1;
+  return 256 + size_t(blocks) * 3 * sizeof(float);
+}
+
+cudaError_t whiten(const WhitenParams& p, void* scratch, cudaStream_t stream) {
+  char* base = static_cast<char*>(scratch);
+  const WhitenScratch s{reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + 64), reinterpret_cast<float*>(base + 256)};
+  const unsigned blocks = unsigned(p.values.size > 0 ? (p.values.size + WHITEN_THREADS - 1) / WHITEN_THREADS : 1);
+  cudaError_t err = cudaMemsetAsync(s.tickets, 0, 2 * sizeof(unsigned), stream);
+  if (err != cudaSuccess) return err;
+  whiten_mean_kernel<<<blocks, WHITEN_THREADS, 0, stream>>>(p, s);
+  whiten_var_kernel<<<blocks, WHITEN_THREADS, 0, stream>>>(p, s);
+  if (p.values.size > 0) whiten_apply_kernel<<<unsigned((p.values.size + 255) / 256), 256, 0, stream>>>(p, s.stats);
   return cudaGetLastError();
 }
 

@@ -34,8 +34,9 @@ cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scr
 size_t reward_scratch_bytes(int64_t N);
 cudaError_t reward_loss(const RewardLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
 cudaError_t gae(const GaeParams& p, cudaStream_t stream);
-// scratch: 2 floats
-cudaError_t whiten(const WhitenParams& p, float* scratch, cudaStream_t stream);
+// scratch: whiten_scratch_bytes(values.size)
+size_t whiten_scratch_bytes(int64_t n);
+cudaError_t whiten(const WhitenParams& p, void* scratch, cudaStream_t stream);
 cudaError_t group_advantages(const GroupAdvantagesParams& p, cudaStream_t stream);
 // flags: the first row whose target is bad (its gradient row is zero)
 cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* flags, cudaStream_t stream);
