@@ -7,6 +7,7 @@
 import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
+import { DeviceData } from '../src/tensor.js'
 import { rng } from './helpers.js'
 
 const cuda = rk.backends().find((b) => b.name === 'cuda')!
@@ -182,5 +183,30 @@ describe.runIf(!cuda.available)('CUDA suite without a GPU', () => {
     expect(cuda.reason).toMatch(/\w/)
     expect(() => rk.tensor(new Float32Array(4)).to('cuda')).toThrow(expect.objectContaining({ code: 'ERR_CUDA_UNAVAILABLE' }))
     expect(rk.memory()).toEqual({ tensors: 0, tensorBytes: 0, deviceBytes: 0, cachedBytes: 0, pinnedBytes: 0 })
+  })
+})
+
+describe('device tensors in the op layer (any machine)', () => {
+  // a device tensor's storage as the op layer sees it; these calls all stop before any native code runs
+  const onGpu = (n: number, dtype: rk.DType = 'float32') => new rk.Tensor(new DeviceData({}, n, dtype), [n], dtype)
+
+  it('routes to the cuda backend, or says why it cannot', () => {
+    const call = () => rk.policyLoss({ logp: onGpu(8), oldLogp: new Float32Array(8), advantages: new Float32Array(8) })
+    if (!cuda.available) expect(call).toThrow(expect.objectContaining({ code: 'ERR_CUDA_UNAVAILABLE' }))
+    rk.setBackend('js')
+    try {
+      expect(call).toThrow(expect.objectContaining({ code: 'ERR_DEVICE_TENSOR' }))
+    } finally {
+      rk.setBackend('auto')
+    }
+  })
+
+  it('refuses device data where values are checked on the host, and device masks that are not bytes', () => {
+    const logp = new Float32Array(8)
+    expect(() => rk.policyLoss({ logp, oldLogp: logp, advantages: logp, seqLengths: onGpu(2, 'int32') })).toThrow(/seqLengths must be host data/)
+    expect(() => rk.rewardLoss({ scores: new Float32Array(4), offsets: onGpu(3, 'int32') as unknown as Int32Array, chosen: Int32Array.of(0, 0) })).toThrow(/offsets must be host data/)
+    expect(() => rk.rewardLoss({ scores: new Float32Array(4), K: 2, targetProbs: onGpu(4) })).toThrow(/targetProbs must be host data/)
+    expect(() => rk.policyLoss({ logp, oldLogp: logp, advantages: logp, mask: onGpu(8) })).toThrow(/a uint8 Tensor/)
+    expect(() => onGpu(4).data).toThrow(/on the GPU/)
   })
 })
