@@ -11,7 +11,7 @@ export interface GaeOptions {
   rewards: TokenFloats
   values: TokenFloats
   mask?: TokenMask
-  seqLengths?: Int32Array
+  seqLengths?: Int32Array | Tensor
   /** γ in [0, 1]; default 1 */
   gamma?: number
   /** λ in [0, 1]; default 0.95 */

@@ -13,7 +13,7 @@
  * gradient. Denominators are clamped to ≥ 1. Masked values are selected out, never multiplied by 0.
  */
 import { rangeError, typeError } from './errors.js'
-import { isTensor } from './tensor.js'
+import { type Tensor, isTensor } from './tensor.js'
 import { choiceOption, hostOnly, intVector, optionalNumber } from './validate.js'
 
 export const AGGREGATIONS = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const
@@ -23,7 +23,7 @@ export interface AggregationOptions {
   /** default 'token-mean' */
   aggregation?: AggregationMode
   /** Packed sequences in a flat token vector: their lengths, summing to the token count. */
-  seqLengths?: Int32Array
+  seqLengths?: Int32Array | Tensor
   /** Unmasked tokens in the whole (global) batch, for token-mean across shards / micro-batches. */
   globalTokenCount?: number
   /** Non-empty sequences in the whole (global) batch, for the seq-mean modes. */
