@@ -4,6 +4,7 @@
  * determinism over 20 runs, the async twins, bad indices found on the GPU, memory accounting. Without a
  * usable GPU it skips and prints why.
  */
+import { spawnSync } from 'node:child_process'
 import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
@@ -113,12 +114,14 @@ describe.runIf(cuda.available)('cuda backend on the GPU', () => {
     expect(Number.isFinite(r.loss)).toBe(true)
   })
 
-  it('memory(): tensors and bytes are counted, dispose() returns them, repeated calls reuse the cache', () => {
+  it('memory(): tensors and bytes are counted (and reported to V8), dispose() returns them, repeated calls reuse the cache', () => {
     const before = rk.memory()
+    const external = process.memoryUsage().external
     const x = logits(13, 8, 32000).to('cuda')
     const afterUpload = rk.memory()
     expect(afterUpload.tensors).toBe(before.tensors + 1)
     expect(afterUpload.tensorBytes).toBe(before.tensorBytes + 8 * 32000 * 2)
+    expect(process.memoryUsage().external - external).toBeGreaterThanOrEqual(8 * 32000 * 2)
     const targets = rng(14).ints(8, 32000)
     const first = rk.crossEntropy({ logits: x, targets, grad: true })
     first.gradLogits!.dispose(); first.lse.dispose()
@@ -133,6 +136,28 @@ describe.runIf(cuda.available)('cuda backend on the GPU', () => {
     rk.releaseCachedMemory()
     expect(rk.memory().cachedBytes).toBe(0)
   })
+})
+
+describe.runIf(cuda.available)('the finaliser safety net', () => {
+  it('device tensors dropped without dispose() are freed after a GC, at the next GPU call', () => {
+    const dist = new URL('../dist/index.js', import.meta.url).href
+    const code = `import(${JSON.stringify(dist)}).then((rk) => {
+      const base = rk.memory().tensors
+      for (let i = 0; i < 50; i++) rk.tensor(new Float32Array(1 << 20)).to('cuda')
+      const held = rk.memory().tensors - base
+      globalThis.gc()
+      return new Promise((r) => setImmediate(r)).then(() => {
+        globalThis.gc()
+        const left = rk.memory().tensors - base
+        console.log(JSON.stringify({ held, left }))
+      })
+    })`
+    const run = spawnSync(process.execPath, ['--expose-gc', '-e', code], { encoding: 'utf8', timeout: 120_000 })
+    expect(run.status, run.stderr).toBe(0)
+    const { held, left } = JSON.parse(run.stdout.trim().split('\n').pop()!)
+    expect(held).toBe(50)
+    expect(left).toBeLessThan(50)
+  }, 120_000)
 })
 
 describe.runIf(cuda.available)('cuda backend in worker_threads', () => {
