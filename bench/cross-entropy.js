@@ -3,19 +3,14 @@
 // once before it is timed. Run with `npm run bench` (builds first) or `node bench/cross-entropy.js`.
 import Benchmark from 'benchmark'
 import * as rk from '../dist/index.js'
+import { mulberry32 } from '../dist/random.js'
 
 const N = Number(process.env.BENCH_N ?? 1024)
 const V = Number(process.env.BENCH_V ?? 32000)
 const bytes = N * V * 4 + N * 4 // logits read once + targets
 
 function data(seed) {
-  let a = seed >>> 0
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = Math.imul(a ^ (a >>> 15), a | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const u = mulberry32(seed).uniform
   const logits = new Float32Array(N * V)
   for (let i = 0; i < logits.length; i++) logits[i] = (u() - 0.5) * 8
   const targets = Int32Array.from({ length: N }, () => Math.floor(u() * V))

@@ -1,20 +1,10 @@
 /** Test helpers: a seeded generator, closeness checks that report the worst element, finite differences. */
 import { expect } from 'vitest'
+import { mulberry32 } from '../src/random.js'
 
-/** mulberry32: a small seeded PRNG, so every failure can be replayed from its seed. */
+/** The package's seeded generator (src/random.ts) with array helpers, so every failure can be replayed from its seed. */
 export function rng(seed: number) {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const normal = () => {
-    const u = Math.max(uniform(), 1e-300)
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform())
-  }
+  const { uniform, normal } = mulberry32(seed)
   return {
     uniform,
     normal,

@@ -15,6 +15,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as rk from '../index.js'
+import { mulberry32 } from '../random.js'
 import { lineChart } from './plot.js'
 import { Progress } from './progress.js'
 
@@ -54,14 +55,7 @@ export interface DemoSummary {
 }
 
 function random(seed: number) {
-  let a = seed >>> 0
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = Math.imul(a ^ (a >>> 15), a | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const normal = () => Math.sqrt(-2 * Math.log(Math.max(uniform(), 1e-300))) * Math.cos(2 * Math.PI * uniform())
+  const { uniform, normal } = mulberry32(seed)
   /** an index drawn from softmax(logits) */
   const categorical = (logits: ArrayLike<number>, from = 0, n = logits.length) => {
     let m = -Infinity
