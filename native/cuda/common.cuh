@@ -76,6 +76,16 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(lane < warps ? s[lane] : 0.f);
 }
 
+// lse of row·invT over the block, in double: the KL takes differences of two of them, which would otherwise
+// carry each one's float32 rounding (native/cpu/rowmath.h does the same). Every thread gets it.
+template <typename T>
+__device__ double block_lse_exact(const T* row, int64_t V, float invT) {
+  MaxSum ms{-INFINITY, 0.f};
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
+  const MaxSum all = block_maxsum(ms);
+  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
+}
+
 }  // namespace rk::gpu
 
 namespace rk::gpu {

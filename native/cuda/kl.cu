@@ -28,15 +28,6 @@ struct KlPenaltyOp {
 
 constexpr int THREADS = 512;
 
-// lse in double: the KL takes the difference of two of them (see native/cpu/rowmath.h, row_lse_exact)
-template <typename T>
-__device__ double row_lse(const T* row, int64_t V, float invT) {
-  MaxSum ms{-INFINITY, 0.f};
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
-  const MaxSum all = block_maxsum(ms);
-  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
-}
-
 __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduction, float* result) {
   float c = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) c += mask ? mask[n] : 1;
@@ -64,7 +55,7 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
   const T* rp = static_cast<const T*>(p.p_logits.data) + n * V;
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
   const float invT = 1.f / p.temperature;
-  const double lse_p = row_lse(rp, V, invT), lse_q = row_lse(rq, V, invT);
+  const double lse_p = block_lse_exact(rp, V, invT), lse_q = block_lse_exact(rq, V, invT);
   const float lp_ = float(lse_p), lq_ = float(lse_q);
   // log p − log q = (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference (as the CPU kernel)
   const float dl = float(lse_p - lse_q);
@@ -185,14 +176,14 @@ cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scr
     cudaError_t err;
     switch (p.p_logits.dtype) {
       case DType::bf16:
-        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<bf16, bf16>, p.N, cluster, 0, stream, p, reinterpret_cast<bf16*>(p.grad_q16), res, cluster)
-                         : launch_tiles(kl_tile_kernel<bf16, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
+        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<bf16, bf16>, p.N, cluster, stream, p, reinterpret_cast<bf16*>(p.grad_q16), res, cluster)
+                         : launch_tiles(kl_tile_kernel<bf16, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
         break;
       case DType::f16:
-        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<f16, f16>, p.N, cluster, 0, stream, p, reinterpret_cast<f16*>(p.grad_q16), res, cluster)
-                         : launch_tiles(kl_tile_kernel<f16, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
+        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<f16, f16>, p.N, cluster, stream, p, reinterpret_cast<f16*>(p.grad_q16), res, cluster)
+                         : launch_tiles(kl_tile_kernel<f16, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
         break;
-      default: err = launch_tiles(kl_tile_kernel<float, float>, p.N, cluster, 0, stream, p, p.grad_q, res, cluster);
+      default: err = launch_tiles(kl_tile_kernel<float, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
     }
     if (err != cudaSuccess) return err;
   } else if (p.N > 0) {

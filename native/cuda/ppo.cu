@@ -14,15 +14,6 @@ namespace {
 constexpr int THREADS = 512;
 constexpr int TERMS = 8;  // w·policy, w·kl, w·value, w·approxKl, ratio, low, high, dual (+ vclip below)
 
-// lse in double: the full KL takes the difference of two of them (as native/cuda/kl.cu)
-template <typename T>
-__device__ double lse_of(const T* row, int64_t V, float invT) {
-  MaxSum ms{-INFINITY, 0.f};
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
-  const MaxSum all = block_maxsum(ms);
-  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
-}
-
 __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
   int64_t lo = 0, hi = b.num_seqs - 1;
   while (lo < hi) {
@@ -97,8 +88,8 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
   const T* row = static_cast<const T*>(p.logits.data) + t * V;
   const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
   const float invT = 1.f / p.temperature;
-  const double lse_exact = lse_of(row, V, invT);
-  const double lse_a_exact = arow ? lse_of(arow, V, invT) : 0.0;
+  const double lse_exact = block_lse_exact(row, V, invT);
+  const double lse_a_exact = arow ? block_lse_exact(arow, V, invT) : 0.0;
   const float lse = float(lse_exact), lse_a = float(lse_a_exact);
   const float lp = to_float(row[y]) * invT - lse;
   const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
@@ -230,15 +221,15 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
     float* g = p.grad_logits;
     switch (p.logits.dtype) {
       case DType::bf16:
-        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<bf16, bf16>, b.tokens, cluster, 0, stream, p, reinterpret_cast<bf16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
-                              : launch_tiles(ppo_tile_kernel<bf16, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
+        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<bf16, bf16>, b.tokens, cluster, stream, p, reinterpret_cast<bf16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
+                              : launch_tiles(ppo_tile_kernel<bf16, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
         break;
       case DType::f16:
-        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<f16, f16>, b.tokens, cluster, 0, stream, p, reinterpret_cast<f16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
-                              : launch_tiles(ppo_tile_kernel<f16, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
+        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<f16, f16>, b.tokens, cluster, stream, p, reinterpret_cast<f16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
+                              : launch_tiles(ppo_tile_kernel<f16, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
         break;
-      case DType::f64: err = launch_tiles(ppo_tile_kernel<double, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster); break;
-      default: err = launch_tiles(ppo_tile_kernel<float, float>, b.tokens, cluster, 0, stream, p, g, counts, totals, terms, vclip, flags, cluster);
+      case DType::f64: err = launch_tiles(ppo_tile_kernel<double, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster); break;
+      default: err = launch_tiles(ppo_tile_kernel<float, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
     }
     if (err != cudaSuccess) return err;
   } else if (b.tokens > 0) {

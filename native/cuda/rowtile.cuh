@@ -160,18 +160,16 @@ struct RowTile {
         int4 v;
         memcpy(&v, bits, 16);
         __stcs(reinterpret_cast<int4*>(out + c), v);
-        continue;
-      }
+      } else if constexpr (VEC >= 4) {
 #pragma unroll
-      for (int j = 0; j < VEC; j += 4) {
-        if constexpr (VEC >= 4) {
+        for (int j = 0; j < VEC; j += 4) {
           const float4 v = make_float4(g(c + j, x[k * VEC + j]), g(c + j + 1, x[k * VEC + j + 1]),
                                        g(c + j + 2, x[k * VEC + j + 2]), g(c + j + 3, x[k * VEC + j + 3]));
-          __stcs(reinterpret_cast<float4*>(reinterpret_cast<float*>(out) + c + j), v);
-        } else {
-          const float2 v = make_float2(g(c, x[k * VEC]), g(c + 1, x[k * VEC + 1]));
-          __stcs(reinterpret_cast<float2*>(reinterpret_cast<float*>(out) + c), v);
+          __stcs(reinterpret_cast<float4*>(out + c + j), v);
         }
+      } else {
+        const float2 v = make_float2(g(c, x[k * VEC]), g(c + 1, x[k * VEC + 1]));
+        __stcs(reinterpret_cast<float2*>(out + c), v);
       }
     }
   }
@@ -181,9 +179,9 @@ struct RowTile {
 // device or shape must take the two-pass kernels (not sm_90, rows not 16-byte aligned, V above the
 // portable cluster, or clusters that cannot be resident).
 template <typename T>
-inline int tile_cluster_size(int64_t V, int tiles_per_column = 1) {
+inline int tile_cluster_size(int64_t V) {
   if (V <= 0 || (V * int64_t(sizeof(T))) % 16 != 0 || (V * 4) % 16 != 0) return 0;
-  const int64_t c = (V * tiles_per_column + TILE_SPAN - 1) / TILE_SPAN;
+  const int64_t c = (V + TILE_SPAN - 1) / TILE_SPAN;
   if (c > TILE_MAX_CLUSTER) return 0;
   if (c == 1) return 1;
   static int major = [] {
@@ -204,6 +202,26 @@ inline int tile_cluster_size(DType dtype, int64_t V) {
   }
 }
 
+// The launch configuration of the row-tile kernels: `rows` clusters of `cluster` CTAs (no cluster
+// attribute for one CTA per row, so that case runs on any GPU).
+struct TileLaunch {
+  cudaLaunchConfig_t config = {};
+  cudaLaunchAttribute cluster_dim[1];
+  TileLaunch(int64_t rows, int cluster, cudaStream_t stream) {
+    config.gridDim = dim3(unsigned(rows * cluster));
+    config.blockDim = dim3(TILE_THREADS);
+    config.stream = stream;
+    cluster_dim[0].id = cudaLaunchAttributeClusterDimension;
+    cluster_dim[0].val.clusterDim.x = unsigned(cluster);
+    cluster_dim[0].val.clusterDim.y = 1;
+    cluster_dim[0].val.clusterDim.z = 1;
+    config.attrs = cluster_dim;
+    config.numAttrs = cluster > 1 ? 1 : 0;
+  }
+  TileLaunch(const TileLaunch&) = delete;  // config.attrs points into this object
+  TileLaunch& operator=(const TileLaunch&) = delete;
+};
+
 // Whether clusters of `cluster` CTAs of `kernel` can be resident at once on this device (register and
 // shared-memory use decide): asked once per kernel and size. A kernel that cannot run takes version 1.
 template <typename... Params>
@@ -215,39 +233,19 @@ inline bool tile_clusters_fit(void (*kernel)(Params...), int cluster) {
   const auto key = std::make_pair(reinterpret_cast<const void*>(kernel), cluster);
   const auto it = known.find(key);
   if (it != known.end()) return it->second;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(cluster));
-  config.blockDim = dim3(TILE_THREADS);
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = unsigned(cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
+  const TileLaunch one(1, cluster, nullptr);
   int clusters = 0;
-  const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+  const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &one.config);
   if (err != cudaSuccess) cudaGetLastError();  // not sticky; the answer is "no"
   return known[key] = err == cudaSuccess && clusters > 0;
 }
 
 // Launches `kernel` with one cluster of `cluster` CTAs per row; 0 rows launch nothing.
 template <typename... Params, typename... Args>
-inline cudaError_t launch_tiles(void (*kernel)(Params...), int64_t rows, int cluster, size_t smem, cudaStream_t stream, Args... args) {
+inline cudaError_t launch_tiles(void (*kernel)(Params...), int64_t rows, int cluster, cudaStream_t stream, Args... args) {
   if (rows == 0) return cudaSuccess;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(rows * cluster));
-  config.blockDim = dim3(TILE_THREADS);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = unsigned(cluster);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = cluster > 1 ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, args...);
+  const TileLaunch launch(rows, cluster, stream);
+  return cudaLaunchKernelEx(&launch.config, kernel, args...);
 }
 
 }  // namespace rk::gpu

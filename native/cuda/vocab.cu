@@ -306,8 +306,9 @@ __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
   if (threadIdx.x == 0) *out = s;
 }
 
+// f(tag) with a value of the storage type of `dtype`; returns what f returns.
 template <typename F>
-cudaError_t with_dtype(DType dtype, F&& f) {
+auto with_dtype(DType dtype, F&& f) {
   switch (dtype) {
     case DType::bf16: return f(bf16{});
     case DType::f16: return f(f16{});
@@ -348,7 +349,7 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 }
 
 bool cross_entropy_single_pass(const CrossEntropyParams& p) {
-  return with_dtype(p.logits.dtype, [&](auto tag) { return cross_entropy_cluster<decltype(tag)>(p) > 0 ? cudaSuccess : cudaErrorNotSupported; }) == cudaSuccess;
+  return with_dtype(p.logits.dtype, [&](auto tag) { return cross_entropy_cluster<decltype(tag)>(p) > 0; });
 }
 
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
@@ -363,10 +364,10 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
       const float* res = result;
       cudaError_t err;
       if constexpr (sizeof(T) == 2) {
-        if (p.grad16) err = launch_tiles(cross_entropy_tile_kernel<T, T>, p.N, cluster, 0, stream, p, reinterpret_cast<T*>(p.grad16), res, row_weight, flags, cluster);
-        else err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, 0, stream, p, p.grad, res, row_weight, flags, cluster);
+        if (p.grad16) err = launch_tiles(cross_entropy_tile_kernel<T, T>, p.N, cluster, stream, p, reinterpret_cast<T*>(p.grad16), res, row_weight, flags, cluster);
+        else err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, stream, p, p.grad, res, row_weight, flags, cluster);
       } else {
-        err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, 0, stream, p, p.grad, res, row_weight, flags, cluster);
+        err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, stream, p, p.grad, res, row_weight, flags, cluster);
       }
       if (err != cudaSuccess) return err;
       finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
