@@ -47,7 +47,7 @@ export interface NativeStatus {
   info: NativeInfo | null
 }
 
-type NativeFn = (args: object, ...rest: unknown[]) => any
+type NativeFn = (...args: any[]) => any
 type Addon = Record<string, NativeFn> & {
   info(): NativeInfo
   /** the cuda backend's entry points, in a build with CUDA */
@@ -168,8 +168,8 @@ function toCudaArgs(value: unknown): unknown {
   if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || Array.isArray(value)) return value
   const out: Record<string, unknown> = {}
   for (const [k, v] of Object.entries(value)) {
-    out[k] = k === 'data' && v instanceof DeviceData ? undefined : toCudaArgs(v)
-    if (k === 'data' && v instanceof DeviceData) out.device = v.handle
+    if (k === 'data' && v instanceof DeviceData) out.device = v.handle  // a float input { data, dtype }
+    else out[k] = toCudaArgs(v)
   }
   return out
 }
@@ -254,10 +254,10 @@ if (cudaUsable) {
   const a = addon!
   registerBackend('cuda', cudaKernels(a.cuda!))
   installDeviceMemory({
-    upload: (data: HostArray) => a.cudaUpload(data as unknown as object),
-    download: (handle: unknown, into: HostArray) => { a.cudaDownload(handle as object, into) },
-    downloadAsync: (handle: unknown, into: HostArray) => a.cudaDownloadAsync(handle as object, into) as Promise<void>,
-    dispose: (handle: unknown) => { a.cudaDispose(handle as object) },
+    upload: (data: HostArray) => a.cudaUpload(data),
+    download: (handle: unknown, into: HostArray) => { a.cudaDownload(handle, into) },
+    downloadAsync: (handle: unknown, into: HostArray) => a.cudaDownloadAsync(handle, into) as Promise<void>,
+    dispose: (handle: unknown) => { a.cudaDispose(handle) },
   })
 } else {
   registerBackend('cuda', null, cudaWhy || 'the native addon has no CUDA entry points')
@@ -278,10 +278,10 @@ export function releaseCachedMemory(): void {
 /** @internal the addon's device helpers for the GPU benchmark */
 export const cudaBench = cudaUsable
   ? {
-      empty: (bytes: number) => addon!.cudaEmpty(bytes as unknown as object),
-      fillNormal: (handle: unknown, dtype: string, seed: number, scale: number) => addon!.cudaFillNormal(handle as object, dtype, seed, scale),
-      fillInt: (handle: unknown, limit: number, seed: number) => addon!.cudaFillInt(handle as object, limit, seed),
-      copyBandwidth: (bytes: number, iterations: number) => addon!.cudaCopyBandwidth(bytes as unknown as object, iterations) as number,
+      empty: (bytes: number) => addon!.cudaEmpty(bytes),
+      fillNormal: (handle: unknown, dtype: string, seed: number, scale: number) => addon!.cudaFillNormal(handle, dtype, seed, scale),
+      fillInt: (handle: unknown, limit: number, seed: number) => addon!.cudaFillInt(handle, limit, seed),
+      copyBandwidth: (bytes: number, iterations: number) => addon!.cudaCopyBandwidth(bytes, iterations) as number,
     }
   : null
 
