@@ -28,7 +28,7 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, 0.f);
       continue;
     }
-    const double lse_p = row_lse_exact(rp, V, invT), lse_q = row_lse_exact(rq, V, invT);
+    const double lse_p = row_lse<double>(rp, V, invT), lse_q = row_lse<double>(rq, V, invT);
     const float lp_ = float(lse_p), lq_ = float(lse_q);
     // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0. log p − log q is formed as
     // (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference instead of two of O(|z|) terms.

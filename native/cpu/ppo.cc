@@ -35,12 +35,12 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
       continue;
     }
     const int32_t y = p.actions[t];
-    const double lse_exact = row_lse_exact(row, V, invT);
+    const double lse_exact = row_lse<double>(row, V, invT);
     const float lse = float(lse_exact);
     const float lp = load(row, y) * invT - lse;
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
-    const double lse_a_exact = arow ? row_lse_exact(arow, V, invT) : 0.0;
+    const double lse_a_exact = arow ? row_lse<double>(arow, V, invT) : 0.0;
     const float lse_a = float(lse_a_exact);
     const float anchor_lp = arow ? load(arow, y) * invT - lse_a : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;

@@ -140,24 +140,15 @@ RK_INLINE void row_map(const T* x, int64_t V, float* out, F&& f) {
 }
 
 // lse of a row of x·invT: −inf for an all −inf row, NaN if any element is NaN, +inf if one is +inf.
-template <typename T>
-RK_INLINE float row_lse(const T* x, int64_t V, float invT) {
-  bool has_nan = false;
-  const float m = row_max(x, V, invT, has_nan);
-  if (has_nan) return NAN;
-  if (m == -INFINITY || m == INFINITY) return m;
-  return m + std::log(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); }));
-}
-
-// The same lse in double precision: a difference of two lse (log p − log q needs lse_p − lse_q) would
+// R = double forms m + log(Σ) in double: a difference of two lse (log p − log q needs lse_p − lse_q) would
 // otherwise carry the float32 rounding of each, up to 1e-6 at |lse| ≈ 16.
-template <typename T>
-RK_INLINE double row_lse_exact(const T* x, int64_t V, float invT) {
+template <typename R = float, typename T>
+RK_INLINE R row_lse(const T* x, int64_t V, float invT) {
   bool has_nan = false;
   const float m = row_max(x, V, invT, has_nan);
   if (has_nan) return NAN;
   if (m == -INFINITY || m == INFINITY) return m;
-  return double(m) + std::log(double(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); })));
+  return R(m) + std::log(R(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); })));
 }
 
 // xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is.
