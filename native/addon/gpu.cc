@@ -56,6 +56,7 @@ std::shared_ptr<GpuEnv> GpuEnv::start(std::string& why) {
 }
 
 GpuEnv::~GpuEnv() {
+  // after teardown() (the usual end) there is nothing left; a GpuEnv that never attached frees here
   if (stream_ == nullptr) return;
   cudaStreamSynchronize(stream_);
   device.release_all();
@@ -125,7 +126,9 @@ std::shared_ptr<GpuEnv> gpu_env(Napi::Env env) {
   EnvData* data = env.GetInstanceData<EnvData>();
   if (!data->gpu_tried) {
     data->gpu_tried = true;
-    data->gpu = GpuEnv::start(data->gpu_why);
+    auto g = GpuEnv::start(data->gpu_why);
+    if (g && !g->attach(env, data->gpu_why)) g = nullptr;
+    data->gpu = g;
   }
   if (!data->gpu) throw coded_error(env, "ERR_CUDA_UNAVAILABLE", "the cuda backend is unavailable: " + data->gpu_why);
   if (!data->gpu->broken().empty()) throw coded_error(env, "ERR_CUDA", "the cuda backend failed earlier: " + data->gpu->broken());
@@ -261,23 +264,28 @@ void GpuCall::put(Napi::Object result) {
 }
 
 // ---- completion on the JS thread ----
-
-namespace {
-
-struct Pending;
-void settle(Napi::Env env, Napi::Function, std::nullptr_t*, Pending* p);
-using Tsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, Pending, settle>;
+//
+// Node 20 frees an env's thread-safe functions at its teardown whatever their thread count, so a stream
+// callback must never touch one after that. Each env has one thread-safe function, made before the env
+// cleanup hook is registered: hooks run in reverse order, so teardown() runs first. It waits for the stream
+// (every callback has then run), marks the env closing under post_mu_ and aborts the function; a callback
+// that finds the env closing, or whose call is refused, leaves its completion to teardown().
 
 struct Pending {
   Napi::Promise::Deferred deferred;
   Completion complete;
-  Tsfn tsfn;
+  std::shared_ptr<GpuEnv> env;
   cudaError_t status = cudaSuccess;
 };
 
-void settle(Napi::Env env, Napi::Function, std::nullptr_t*, Pending* p) {
-  std::unique_ptr<Pending> own(p);
-  if (env == nullptr) return;  // the env is going away: nothing to settle
+namespace {
+
+// Settles one completion on the JS thread; js == null: the env is going away, only free it.
+void settle(napi_env js, napi_value, void*, void* data) {
+  std::unique_ptr<Pending> p(static_cast<Pending*>(data));
+  if (js == nullptr) return;
+  Napi::Env env(js);
+  p->env->settled(env);
   try {
     p->deferred.Resolve(p->complete(env, p->status));
   } catch (const Napi::Error& e) {
@@ -288,23 +296,81 @@ void settle(Napi::Env env, Napi::Function, std::nullptr_t*, Pending* p) {
 void CUDART_CB on_stream(cudaStream_t, cudaError_t status, void* data) {
   auto* p = static_cast<Pending*>(data);
   p->status = status;
-  Tsfn tsfn = p->tsfn;
-  tsfn.NonBlockingCall(p);
-  tsfn.Release();
+  p->env->post(p);
 }
 
 }  // namespace
 
+bool GpuEnv::attach(Napi::Env env, std::string& why) {
+  napi_value name = Napi::String::New(env, "rlhf-kernels:cuda");
+  if (napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, this, settle, &tsfn_) != napi_ok) {
+    tsfn_ = nullptr;
+    why = "cannot create the completion channel (napi_create_threadsafe_function failed)";
+    return false;
+  }
+  napi_unref_threadsafe_function(env, tsfn_);  // referenced only while completions are pending (track)
+  // the hook holds the GpuEnv: device tensors' finalisers may run after it and still find their owner
+  auto* held = new std::shared_ptr<GpuEnv>(shared_from_this());
+  if (napi_add_env_cleanup_hook(env, teardown, held) != napi_ok) {
+    delete held;
+    napi_release_threadsafe_function(tsfn_, napi_tsfn_abort);
+    tsfn_ = nullptr;
+    why = "cannot register the env cleanup hook (napi_add_env_cleanup_hook failed)";
+    return false;
+  }
+  return true;
+}
+
+void GpuEnv::teardown(void* self_ptr) {
+  std::unique_ptr<std::shared_ptr<GpuEnv>> held(static_cast<std::shared_ptr<GpuEnv>*>(self_ptr));
+  GpuEnv& g = **held;
+  if (g.stream_ != nullptr) cudaStreamSynchronize(g.stream_);  // every stream callback has run
+  std::vector<Pending*> orphans;
+  {
+    std::lock_guard<std::mutex> lock(g.post_mu_);
+    g.closing_ = true;
+    orphans.swap(g.orphans_);
+  }
+  // queued completions are handed back to settle() with a null env, which frees them
+  if (g.tsfn_ != nullptr) napi_release_threadsafe_function(g.tsfn_, napi_tsfn_abort);
+  for (Pending* p : orphans) delete p;
+  if (g.stream_ != nullptr) {
+    g.device.release_all();
+    g.pinned.release_all();
+    cudaStreamDestroy(g.stream_);
+    g.stream_ = nullptr;
+  }
+}
+
+void GpuEnv::post(Pending* p) {
+  std::lock_guard<std::mutex> lock(post_mu_);
+  if (closing_ || napi_call_threadsafe_function(tsfn_, p, napi_tsfn_nonblocking) != napi_ok) orphans_.push_back(p);
+}
+
+void GpuEnv::track(Napi::Env env) {
+  if (pending_++ == 0) napi_ref_threadsafe_function(env, tsfn_);
+}
+
+void GpuEnv::settled(Napi::Env env) {
+  if (--pending_ == 0) napi_unref_threadsafe_function(env, tsfn_);
+}
+
 Napi::Promise when_stream_done(Napi::Env env, GpuEnv& g, Completion complete) {
-  auto* p = new Pending{Napi::Promise::Deferred::New(env), std::move(complete), {}, cudaSuccess};
+  auto* p = new Pending{Napi::Promise::Deferred::New(env), std::move(complete), g.shared_from_this(), cudaSuccess};
   Napi::Promise promise = p->deferred.Promise();
-  p->tsfn = Tsfn::New(env, "rlhf-kernels:cuda", 0, 1);
   const cudaError_t err = cudaStreamAddCallback(g.stream(), on_stream, p, 0);
   if (err != cudaSuccess) {
-    p->tsfn.Release();
-    p->deferred.Reject(cuda_error(env, "rlhf-kernels", err).Value());
-    delete p;
+    cudaGetLastError();
+    // the completion still runs, with the error: it gives back what it holds (staging blocks) and rejects
+    std::unique_ptr<Pending> own(p);
+    try {
+      p->deferred.Resolve(p->complete(env, err));
+    } catch (const Napi::Error& e) {
+      p->deferred.Reject(e.Value());
+    }
+    return promise;
   }
+  g.track(env);
   return promise;
 }
 

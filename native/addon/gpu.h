@@ -33,6 +33,7 @@ inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std
 #if RLHF_KERNELS_HAVE_CUDA
 
 class GpuEnv;
+struct Pending;  // one async completion (gpu.cc)
 
 // The storage of one device tensor, owned by its JS handle (an External).
 struct DeviceBlock {
@@ -41,10 +42,14 @@ struct DeviceBlock {
   size_t bytes = 0;  // as requested (the pool block may be larger)
 };
 
-class GpuEnv {
+class GpuEnv : public std::enable_shared_from_this<GpuEnv> {
  public:
   // Starts CUDA on device 0 for this env: null, with the reason, when it cannot.
   static std::shared_ptr<GpuEnv> start(std::string& why);
+  // Makes the env's completion channel (one thread-safe function) and registers the env cleanup hook that
+  // tears the GPU state down before Node frees the env's thread-safe functions. On the JS thread, once;
+  // false, with the reason, when either cannot be made.
+  bool attach(Napi::Env env, std::string& why);
   ~GpuEnv();
   GpuEnv(const GpuEnv&) = delete;
   GpuEnv& operator=(const GpuEnv&) = delete;
@@ -71,10 +76,25 @@ class GpuEnv {
   int64_t tensors() const { return tensors_; }
   size_t tensor_bytes() const { return tensor_bytes_; }
 
+  // Async completions. post() is called from a stream callback (a CUDA thread: no CUDA and no JS calls):
+  // the completion is queued to the JS thread, or kept for teardown once the env is closing. track() and
+  // settled() run on the JS thread and keep the event loop alive while completions are pending.
+  void post(Pending* p);
+  void track(Napi::Env env);
+  void settled(Napi::Env env);
+
  private:
   GpuEnv() = default;
   void account(Napi::Env env, int delta_tensors, int64_t delta_bytes);
+  // Env teardown (a cleanup hook, on the JS thread, before Node frees the thread-safe function): waits for
+  // the stream, closes the completion channel, frees every block and the stream.
+  static void teardown(void* self_ptr);
   cudaStream_t stream_ = nullptr;
+  napi_threadsafe_function tsfn_ = nullptr;
+  std::mutex post_mu_;
+  bool closing_ = false;
+  std::vector<Pending*> orphans_;  // completions that could not be queued (the env was closing)
+  int64_t pending_ = 0;            // JS thread only
   std::mutex queue_mu_;
   std::vector<std::pair<void*, size_t>> queue_;
   int64_t tensors_ = 0;

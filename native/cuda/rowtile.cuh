@@ -26,6 +26,10 @@ constexpr int TILE_THREADS = 512;
 constexpr int TILE_R = 32;                               // values per thread
 constexpr int64_t TILE_SPAN = int64_t(TILE_THREADS) * TILE_R;  // 16384 columns per CTA
 constexpr int TILE_MAX_CLUSTER = 8;                      // the portable cluster size: rows up to 131072
+// Two CTAs per SM (64 registers a thread: 32 row values and the rest), so one CTA's loads overlap the
+// other's reductions and stores; float64 logits need more registers and get one.
+template <typename T>
+constexpr int tile_blocks() { return sizeof(T) == 8 ? 1 : blocks_within(TILE_THREADS, 64); }
 
 // K sums of exp(x − m)·(something), all relative to one running max m (K = 1: online softmax's (m, s)),
 // and one plain sum carried along (Σ x for label smoothing).
@@ -240,12 +244,16 @@ inline bool tile_clusters_fit(void (*kernel)(Params...), int cluster) {
   return known[key] = err == cudaSuccess && clusters > 0;
 }
 
-// Launches `kernel` with one cluster of `cluster` CTAs per row; 0 rows launch nothing.
+// Launches `kernel` with one cluster of `cluster` CTAs per row; 0 rows launch nothing. A launch that fails
+// returns its error and leaves none behind: the runtime's last error is cleared, so the next, unrelated op
+// does not report it (a sticky error stays sticky: the context refuses every later call by itself).
 template <typename... Params, typename... Args>
 inline cudaError_t launch_tiles(void (*kernel)(Params...), int64_t rows, int cluster, cudaStream_t stream, Args... args) {
   if (rows == 0) return cudaSuccess;
   const TileLaunch launch(rows, cluster, stream);
-  return cudaLaunchKernelEx(&launch.config, kernel, args...);
+  const cudaError_t err = cudaLaunchKernelEx(&launch.config, kernel, args...);
+  if (err != cudaSuccess) cudaGetLastError();
+  return err;
 }
 
 }  // namespace rk::gpu
