@@ -39,7 +39,7 @@ __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduc
 }
 
 template <typename T>
-__global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, const float* result) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_kernel(KlDivergenceParams p, const float* result) {
   const int64_t n = blockIdx.x;
   const int64_t V = p.V;
   float* gq = p.grad_q ? p.grad_q + n * V : nullptr;
@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
 //   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[2] (mean, sum or none).
 // lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
 template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
+__global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
   const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);

@@ -70,7 +70,7 @@ __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, fl
 // Version 1, one block per token row, two or three reads of the row: the lse (and the anchor's), then
 // the full KL when asked, then the gradient. Taken with anchor logits, unaligned rows, V > 131072.
 template <typename T>
-__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
                                                            DeviceFlags* flags) {
   const int64_t t = blockIdx.x;
   const int64_t V = p.V;
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
 // sampled-estimator KL (no anchor logits). dloss/dz_v = c·(onehot_y − p_v)/T with c from ppo_token;
 // p_v = exp(z_v/T − m_t)·exp(m_t − m)/Σ, one exp per element.
 template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
+__global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
                                                                float* vclip, DeviceFlags* flags, int cluster) {
   const int64_t t = blockIdx.x / cluster;
   const int64_t V = p.V;

@@ -85,7 +85,7 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
 }
 
 template <typename T, bool Entropy>
-__global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / p.temperature;
@@ -115,7 +115,7 @@ __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyPara
 
 // Cross-entropy forward per row: loss and the row's weight in the mean (w_y, or 0 when ignored).
 template <typename T>
-__global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float lse, unused;
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
 }
 
 // One block: Σ losses and Σ weights in a fixed order; result = { loss, count, scale, W }.
-__global__ void __launch_bounds__(1024) finalize_kernel(const float* losses, const float* weights, const int32_t* targets,
+__global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, const float* weights, const int32_t* targets,
                                                         int32_t ignore_index, int64_t N, Reduction reduction, float* result) {
   float l = 0.f, w = 0.f, c = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(1024) finalize_kernel(const float* losses, con
 // dℓ/dz = scale·τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], written once.
 template <typename T>
 // result[2] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
-__global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -191,7 +191,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntrop
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
 template <typename T>
-__global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
 // The mean's 1/denominator before the fused kernel writes gradients: result[1] = non-ignored rows,
 // result[2] = 1/(rows with a valid target) for the mean, else 1. (finalize_kernel later recomputes both,
 // identically: the same integer-valued sums.)
-__global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
+__global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
                                                                    Reduction reduction, float* result) {
   float c = 0.f, w = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
@@ -255,7 +255,7 @@ __global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t
 // Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
 // The gradient goes to grad_out: float32, or (O = T) the logits' 16-bit dtype, rounded once from float32.
 template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossEntropyParams p, O* grad_out, const float* result, float* row_weight,
+__global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_tile_kernel(CrossEntropyParams p, O* grad_out, const float* result, float* row_weight,
                                                                          DeviceFlags* flags, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
