@@ -10,17 +10,13 @@ import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
 import { type Tolerance, closeness, rng } from './helpers.js'
+import { PARITY, halfGradTolerance, isGradient, klGradPTolerance } from '../src/tolerance.js'
 
 // the cuda backend starts every output as NaN here, so an element a kernel fails to write cannot pass
 process.env.RLHF_KERNELS_POISON ??= '1'
 
 const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 
-/** Documented in the README: native float32 kernels against the float64-accumulating reference. */
-export const PARITY: Record<'value' | 'grad', Tolerance> = {
-  value: { atol: 5e-6, rtol: 5e-6 },
-  grad: { atol: 1e-6, rtol: 5e-5 },
-}
 
 type Dtype = 'float32' | 'bfloat16' | 'float16'
 const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
@@ -36,7 +32,6 @@ function leaves(x: unknown, path = ''): [string, ArrayLike<number>][] {
   return []
 }
 
-const isGradient = (path: string) => /^grad/.test(path.split('.').pop()!)
 
 function expectParity(actual: unknown, expected: unknown, what: string, overrides: Record<string, Tolerance> = {}) {
   const a = new Map(leaves(actual))
@@ -58,21 +53,8 @@ function compare<O, R>(backend: rk.BackendName, op: (o: O) => R, options: O, wha
   expectParity(actual, expected, what, overrides?.(expected))
 }
 
-/**
- * d KL(p‖q)/d z_p = p (log p − log q − KL): a float32 KL carries an absolute error of about 5e-7·KL (its
- * terms are evaluated in float32), which every element of the gradient inherits, times p ≤ 1.
- */
-const klGradPTolerance = (r: rk.KlDivergenceResult) => {
-  const kl = Math.max(1, ...Array.from(r.perRow, Math.abs))
-  return { gradP: { atol: PARITY.grad.atol * kl, rtol: PARITY.grad.rtol } }
-}
-
-/**
- * gradDtype 'input': both sides round a float32 gradient to 16 bits once, so they may differ by one unit in
- * the last place of the 16-bit format: at most 2^-7 of the value for bf16 (8 significant bits), 2^-10 for f16.
- */
-const halfGrad = (dtype: Dtype, ...paths: string[]) => () =>
-  Object.fromEntries(paths.map((p) => [p, { atol: PARITY.grad.atol, rtol: dtype === 'bfloat16' ? 2 ** -7 : 2 ** -10 }]))
+const klGradP = (r: rk.KlDivergenceResult) => ({ gradP: klGradPTolerance(r.perRow) })
+const halfGrad = (dtype: Dtype, ...paths: string[]) => () => Object.fromEntries(paths.map((p) => [p, halfGradTolerance(dtype)]))
 
 function logitsOf(r: ReturnType<typeof rng>, N: number, V: number, dtype: Dtype, scale = 3, withNegInf = false) {
   const z = r.f32(N * V, scale)
@@ -127,11 +109,11 @@ describe.each(NATIVE_BACKENDS)(`parity with the js reference on %s (seed ${SEED}
       for (const reduction of ['mean', 'sum', 'none'] as const) {
         for (const temperature of [1, 1.3]) {
           compare(backend, rk.klDivergence, { pLogits, qLogits, mask, reduction, temperature, grad: 'both' as const },
-            `klDivergence ${label} ${reduction} T=${temperature}`, klGradPTolerance)
+            `klDivergence ${label} ${reduction} T=${temperature}`, klGradP)
           if (dtype !== 'float32' && reduction === 'mean') {
             for (const grad of ['q', 'both'] as const) {
               compare(backend, rk.klDivergence, { pLogits, qLogits, mask, reduction, temperature, grad, gradDtype: 'input' as const },
-                `klDivergence ${label} grad ${grad} gradDtype input`, (e) => ({ ...klGradPTolerance(e), ...halfGrad(dtype, 'gradQ', 'gradP')() }))
+                `klDivergence ${label} grad ${grad} gradDtype input`, (e) => ({ ...klGradP(e), ...halfGrad(dtype, 'gradQ', 'gradP')() }))
             }
           }
         }
