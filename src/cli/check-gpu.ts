@@ -489,7 +489,7 @@ async function benchmark(s: Section): Promise<string> {
     return 'not run'
   }
   s.log(result.title)
-  const columns = Object.keys(result.rows.find((r: Record<string, unknown>) => !r.error) ?? result.rows[0])
+  const columns = [...new Set(result.rows.flatMap((r: Record<string, unknown>) => Object.keys(r)))] as string[]
   benchTable = { title: result.title, columns, rows: result.rows }
   let failed = 0
   for (const row of result.rows as Record<string, unknown>[]) {

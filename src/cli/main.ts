@@ -181,8 +181,9 @@ async function bench(gpu: boolean) {
     return
   }
   console.log(`\n${result.title}`)
-  const columns = Object.keys(result.rows[0])
-  console.log(formatTable(columns, result.rows.map((r: Record<string, unknown>) => columns.map((c) => String(r[c])))))
+  // a row that failed has an error in place of its figures: the columns come from one that did not
+  const columns = [...new Set(result.rows.flatMap((r: Record<string, unknown>) => Object.keys(r)))] as string[]
+  console.log(formatTable(columns, result.rows.map((r: Record<string, unknown>) => columns.map((c) => String(r[c] ?? '')))))
 }
 
 async function check(p: Parsed): Promise<number> {
