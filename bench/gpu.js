@@ -92,7 +92,20 @@ function check(name, make) {
   if (!(worst <= 1)) throw new Error(`${name}: the cuda result differs from the cpu backend (${worst.toExponential(2)}× tolerance)`)
 }
 
-function row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes) {
+/** The single-pass kernel versions timed side by side (native/cuda/rowtile.cuh), or the one the environment names. */
+const KERNELS = process.env.RLHF_KERNELS_VOCAB_KERNEL ? [process.env.RLHF_KERNELS_VOCAB_KERNEL] : ['v2', 'v3']
+
+function row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes, kernel) {
+  if (kernel) {
+    const before = process.env.RLHF_KERNELS_VOCAB_KERNEL
+    process.env.RLHF_KERNELS_VOCAB_KERNEL = kernel
+    try {
+      return { kernel, ...row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes) }
+    } finally {
+      if (before === undefined) delete process.env.RLHF_KERNELS_VOCAB_KERNEL
+      else process.env.RLHF_KERNELS_VOCAB_KERNEL = before
+    }
+  }
   const op = note ? `${name} (${note})` : name
   let options
   try {
@@ -126,7 +139,10 @@ export async function gpuSuite() {
   // DESIGN §3: every vocabulary op at V ∈ {32000, 128256, 152064, 262144}
   for (const V of [32000, 128256, 152064, 262144]) {
     for (const dtype of ['bfloat16', 'float32']) {
-      for (const c of cases(V, dtype)) rows.push(row(c, N, `${N}×${V}`, dtype, copyGBs, info.l2CacheBytes))
+      for (const c of cases(V, dtype)) {
+        // logProbs has one kernel; the fused ops are timed in each version
+        for (const kernel of c[0] === 'logProbs' ? [''] : KERNELS) rows.push(row(c, N, `${N}×${V}`, dtype, copyGBs, info.l2CacheBytes, kernel))
+      }
     }
   }
   for (const [c, n, shape] of TOKEN_ROWS) rows.push(row(c, n, shape, 'float32', copyGBs, info.l2CacheBytes))

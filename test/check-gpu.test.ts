@@ -54,7 +54,7 @@ describe.runIf(native)('the parity section, rehearsed with js as the target', ()
     const log: string[] = []
     const summary = parity({ log: (l) => log.push(l), fail: (f) => failures.push(f) }, 'js', 11, true)
     expect(failures).toEqual([])
-    expect(summary).toMatch(/^(\d+)\/\1 cases/)
+    expect(summary).toMatch(/^(\d+)\/\1 runs/)
     // every op of the package is exercised
     const ops = new Set(parityCases(11, true).map((c) => c.name.split(' ')[0]))
     for (const op of ['logProbs', 'logProbsBackward', 'crossEntropy', 'klDivergence', 'ppoLoss', 'policyLoss', 'klPenalty', 'valueLoss', 'gae', 'whiten', 'rewardLoss', 'groupAdvantages']) {

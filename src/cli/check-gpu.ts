@@ -202,10 +202,27 @@ function tokenCases(seed: number, quick: boolean): ParityCase[] {
   return cases
 }
 
+/** The versions of the single-pass vocabulary kernels (rowtile.cuh), each checked and timed. */
+export const VOCAB_KERNELS = ['v2', 'v3'] as const
+
+/** fn with RLHF_KERNELS_VOCAB_KERNEL set to `version` (the launchers read it at each call). */
+export function withVocabKernel<T>(version: string, fn: () => T): T {
+  const before = process.env.RLHF_KERNELS_VOCAB_KERNEL
+  process.env.RLHF_KERNELS_VOCAB_KERNEL = version
+  try {
+    return fn()
+  } finally {
+    if (before === undefined) delete process.env.RLHF_KERNELS_VOCAB_KERNEL
+    else process.env.RLHF_KERNELS_VOCAB_KERNEL = before
+  }
+}
+
 /** Compares `target` against `reference` on one case: the worst field, or null when all are within twice the parity tolerance. */
 export function compareCase(c: ParityCase, target: rk.BackendName, reference: rk.BackendName): string | null {
-  const want = on(reference, c.run)
-  const got = on(target, c.run)
+  return compareResults(c, on(target, c.run), on(reference, c.run), reference)
+}
+
+function compareResults(c: ParityCase, got: unknown, want: unknown, reference: string): string | null {
   const overrides = c.tolerances?.(want) ?? {}
   const a = new Map(leaves(got))
   const e = leaves(want)
@@ -222,27 +239,44 @@ export function compareCase(c: ParityCase, target: rk.BackendName, reference: rk
   return null
 }
 
+/**
+ * Every case on `target` against the cpu backend; the vocabulary cases once per kernel version (on cuda),
+ * against one reference result.
+ */
 export function parity(s: Section, target: rk.BackendName, seed: number, quick = false): string {
   const cases = parityCases(seed, quick)
   const reached = new Map<string, Set<string>>()
-  let failed = 0
+  let failed = 0, runs = 0
   for (const c of cases) {
-    let problem: string | null
+    const versions = target === 'cuda' && c.path !== 'forward' && c.path !== 'backward' && /^(crossEntropy|klDivergence|ppoLoss)/.test(c.name) ? VOCAB_KERNELS : ['']
+    let want: unknown
     try {
-      problem = compareCase(c, target, 'cpu')
+      want = on('cpu', c.run)
     } catch (e) {
-      problem = `threw ${(e as Error).message.split('\n')[0]}`
+      failed++
+      s.fail(`${c.name}: the cpu reference threw ${(e as Error).message.split('\n')[0]}`)
+      continue
+    }
+    for (const version of versions) {
+      runs++
+      const name = version ? `${c.name} [${version}]` : c.name
+      let problem: string | null
+      try {
+        problem = compareResults(c, version ? withVocabKernel(version, () => on(target, c.run)) : on(target, c.run), want, 'cpu')
+      } catch (e) {
+        problem = `threw ${(e as Error).message.split('\n')[0]}`
+      }
+      if (problem) {
+        failed++
+        s.fail(`${name}: ${problem}`)
+      } else s.log(`ok ${name}`)
     }
     const op = c.name.split(' ')[0]
     if (!reached.has(op)) reached.set(op, new Set())
     reached.get(op)!.add(c.path)
-    if (problem) {
-      failed++
-      s.fail(`${c.name}: ${problem}`)
-    } else s.log(`ok ${c.name}`)
   }
   for (const [op, paths] of reached) s.log(`paths reached by ${op}: ${[...paths].sort().join('; ')}`)
-  return `${cases.length - failed}/${cases.length} cases within twice the parity tolerance of cpu (seed ${seed})`
+  return `${runs - failed}/${runs} runs of ${cases.length} cases within twice the parity tolerance of cpu (seed ${seed})`
 }
 
 // ---- 2. determinism and batch invariance ----
@@ -281,26 +315,30 @@ function determinism(s: Section): string {
     'logProbs + entropy': () => rk.logProbs({ logits: x, targets, entropy: true }),
     'rewardLoss 2^20×4': () => rk.rewardLoss({ scores, K: 4, chosen }),
   }
-  let same = 0
-  for (const [name, run] of Object.entries(runs)) {
-    const hashes: string[] = []
-    for (let i = 0; i < 5; i++) {
-      const result = run()
-      hashes.push(digest(result))
-      disposeAll(result)
+  let same = 0, total = 0
+  for (const version of VOCAB_KERNELS) {
+    for (const [name, run] of Object.entries(runs)) {
+      total++
+      const hashes: string[] = []
+      for (let i = 0; i < 5; i++) {
+        const result = withVocabKernel(version, run)
+        hashes.push(digest(result))
+        disposeAll(result)
+      }
+      if (hashes.every((h) => h === hashes[0])) {
+        same++
+        s.log(`ok ${name} [${version}]: 5 runs ${hashes[0]}`)
+      } else s.fail(`${name} [${version}]: runs differ: ${hashes.join(' ')}`)
     }
-    if (hashes.every((h) => h === hashes[0])) {
-      same++
-      s.log(`ok ${name}: 5 runs ${hashes[0]}`)
-    } else s.fail(`${name}: runs differ: ${hashes.join(' ')}`)
   }
   disposeAll(x, ref, targets, oldLogp, adv, scores, chosen)
   rk.releaseCachedMemory()
-  return `${same}/${Object.keys(runs).length} ops byte-identical over 5 runs; ${batchInvariance(s)}`
+  const invariance = VOCAB_KERNELS.map((v) => `${v}: ${withVocabKernel(v, () => batchInvariance(s, v))}`).join('; ')
+  return `${same}/${total} op × kernel runs byte-identical over 5 runs; batch invariance ${invariance}`
 }
 
 /** Row `row` of a host [N, V] batch; the batch holds `at` at position `pos`. */
-function batchInvariance(s: Section): string {
+function batchInvariance(s: Section, version: string): string {
   let ok = 0, total = 0
   for (const [V, dtype] of [[128256, 'bfloat16'], [32000, 'float32'], [262144, 'bfloat16']] as [number, Dtype][]) {
     const big = 8192, pos = 5000
@@ -333,7 +371,7 @@ function batchInvariance(s: Section): string {
       total++
       const values = per.map((p) => p[field])
       if (values.every((v) => v === values[0])) ok++
-      else s.fail(`batch invariance ${dtype} V=${V} ${field}: ${per.map((p) => `${p.label} ${p[field]}`).join(', ')}`)
+      else s.fail(`batch invariance [${version}] ${dtype} V=${V} ${field}: ${per.map((p) => `${p.label} ${p[field]}`).join(', ')}`)
     }
     rk.releaseCachedMemory()
   }
