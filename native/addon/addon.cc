@@ -7,6 +7,7 @@
 
 #include "../cpu/parallel.h"
 #include "bindings.h"
+#include "completions.h"
 #include "env.h"
 #include "rlhf/device.h"
 
@@ -71,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_advantages(env, exports);
   export_ppo(env, exports);
   export_gpu(env, exports);
+  export_completions_probe(env, exports);
   return exports;
 }
 

@@ -55,13 +55,15 @@ std::shared_ptr<GpuEnv> GpuEnv::start(std::string& why) {
   return g;
 }
 
-GpuEnv::~GpuEnv() {
-  // after teardown() (the usual end) there is nothing left; a GpuEnv that never attached frees here
-  if (stream_ == nullptr) return;
+GpuEnv::~GpuEnv() { release(); }
+
+void GpuEnv::release() {
+  if (stream_ == nullptr) return;  // released at env teardown already
   cudaStreamSynchronize(stream_);
   device.release_all();
   pinned.release_all();
   cudaStreamDestroy(stream_);
+  stream_ = nullptr;
 }
 
 void GpuEnv::account(Napi::Env env, int delta_tensors, int64_t delta_bytes) {
@@ -264,113 +266,36 @@ void GpuCall::put(Napi::Object result) {
 }
 
 // ---- completion on the JS thread ----
-//
-// Node 20 frees an env's thread-safe functions at its teardown whatever their thread count, so a stream
-// callback must never touch one after that. Each env has one thread-safe function, made before the env
-// cleanup hook is registered: hooks run in reverse order, so teardown() runs first. It waits for the stream
-// (every callback has then run), marks the env closing under post_mu_ and aborts the function; a callback
-// that finds the env closing, or whose call is refused, leaves its completion to teardown().
 
-struct Pending {
-  Napi::Promise::Deferred deferred;
-  Completion complete;
-  std::shared_ptr<GpuEnv> env;
-  cudaError_t status = cudaSuccess;
-};
+bool GpuEnv::attach(Napi::Env env, std::string& why) {
+  // the closures hold the GpuEnv until the env's teardown, when Completions lets them go
+  auto self = shared_from_this();
+  completions_ = Completions::make(
+      env, [self] { if (self->stream_ != nullptr) cudaStreamSynchronize(self->stream_); },  // every stream callback has run
+      [self] { self->release(); }, why);
+  return completions_ != nullptr;
+}
 
 namespace {
 
-// Settles one completion on the JS thread; js == null: the env is going away, only free it.
-void settle(napi_env js, napi_value, void*, void* data) {
-  std::unique_ptr<Pending> p(static_cast<Pending*>(data));
-  if (js == nullptr) return;
-  Napi::Env env(js);
-  p->env->settled(env);
-  try {
-    p->deferred.Resolve(p->complete(env, p->status));
-  } catch (const Napi::Error& e) {
-    p->deferred.Reject(e.Value());
-  }
-}
-
+// A stream callback (a CUDA thread: no CUDA and no JS calls here): the completion goes to the JS thread.
 void CUDART_CB on_stream(cudaStream_t, cudaError_t status, void* data) {
-  auto* p = static_cast<Pending*>(data);
-  p->status = status;
-  p->env->post(p);
+  auto* item = static_cast<Completions::Item*>(data);
+  item->owner->post(item, int(status));
 }
 
 }  // namespace
 
-bool GpuEnv::attach(Napi::Env env, std::string& why) {
-  napi_value name = Napi::String::New(env, "rlhf-kernels:cuda");
-  if (napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, this, settle, &tsfn_) != napi_ok) {
-    tsfn_ = nullptr;
-    why = "cannot create the completion channel (napi_create_threadsafe_function failed)";
-    return false;
-  }
-  napi_unref_threadsafe_function(env, tsfn_);  // referenced only while completions are pending (track)
-  // the hook holds the GpuEnv: device tensors' finalisers may run after it and still find their owner
-  auto* held = new std::shared_ptr<GpuEnv>(shared_from_this());
-  if (napi_add_env_cleanup_hook(env, teardown, held) != napi_ok) {
-    delete held;
-    napi_release_threadsafe_function(tsfn_, napi_tsfn_abort);
-    tsfn_ = nullptr;
-    why = "cannot register the env cleanup hook (napi_add_env_cleanup_hook failed)";
-    return false;
-  }
-  return true;
-}
-
-void GpuEnv::teardown(void* self_ptr) {
-  std::unique_ptr<std::shared_ptr<GpuEnv>> held(static_cast<std::shared_ptr<GpuEnv>*>(self_ptr));
-  GpuEnv& g = **held;
-  if (g.stream_ != nullptr) cudaStreamSynchronize(g.stream_);  // every stream callback has run
-  std::vector<Pending*> orphans;
-  {
-    std::lock_guard<std::mutex> lock(g.post_mu_);
-    g.closing_ = true;
-    orphans.swap(g.orphans_);
-  }
-  // queued completions are handed back to settle() with a null env, which frees them
-  if (g.tsfn_ != nullptr) napi_release_threadsafe_function(g.tsfn_, napi_tsfn_abort);
-  for (Pending* p : orphans) delete p;
-  if (g.stream_ != nullptr) {
-    g.device.release_all();
-    g.pinned.release_all();
-    cudaStreamDestroy(g.stream_);
-    g.stream_ = nullptr;
-  }
-}
-
-void GpuEnv::post(Pending* p) {
-  std::lock_guard<std::mutex> lock(post_mu_);
-  if (closing_ || napi_call_threadsafe_function(tsfn_, p, napi_tsfn_nonblocking) != napi_ok) orphans_.push_back(p);
-}
-
-void GpuEnv::track(Napi::Env env) {
-  if (pending_++ == 0) napi_ref_threadsafe_function(env, tsfn_);
-}
-
-void GpuEnv::settled(Napi::Env env) {
-  if (--pending_ == 0) napi_unref_threadsafe_function(env, tsfn_);
-}
-
 Napi::Promise when_stream_done(Napi::Env env, GpuEnv& g, Completion complete) {
-  auto* p = new Pending{Napi::Promise::Deferred::New(env), std::move(complete), g.shared_from_this(), cudaSuccess};
-  Napi::Promise promise = p->deferred.Promise();
-  const cudaError_t err = cudaStreamAddCallback(g.stream(), on_stream, p, 0);
+  auto [promise, item] = g.completions().expect(env, [complete = std::move(complete)](Napi::Env e, int status) {
+    return complete(e, cudaError_t(status));
+  });
+  const cudaError_t err = cudaStreamAddCallback(g.stream(), on_stream, item, 0);
   if (err != cudaSuccess) {
     cudaGetLastError();
     // the completion still runs, with the error: it gives back what it holds (staging blocks) and rejects
-    std::unique_ptr<Pending> own(p);
-    try {
-      p->deferred.Resolve(p->complete(env, err));
-    } catch (const Napi::Error& e) {
-      p->deferred.Reject(e.Value());
-    }
-    return promise;
+    g.completions().settle_now(env, item, int(err));
   }
-  g.track(env);
   return promise;
 }
 

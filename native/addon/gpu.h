@@ -18,6 +18,7 @@
 #if RLHF_KERNELS_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "completions.h"
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_vocab.h"
 #endif
@@ -33,7 +34,6 @@ inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std
 #if RLHF_KERNELS_HAVE_CUDA
 
 class GpuEnv;
-struct Pending;  // one async completion (gpu.cc)
 
 // The storage of one device tensor, owned by its JS handle (an External).
 struct DeviceBlock {
@@ -46,10 +46,10 @@ class GpuEnv : public std::enable_shared_from_this<GpuEnv> {
  public:
   // Starts CUDA on device 0 for this env: null, with the reason, when it cannot.
   static std::shared_ptr<GpuEnv> start(std::string& why);
-  // Makes the env's completion channel (one thread-safe function) and registers the env cleanup hook that
-  // tears the GPU state down before Node frees the env's thread-safe functions. On the JS thread, once;
-  // false, with the reason, when either cannot be made.
+  // Makes the env's completions (completions.h), whose teardown waits for the stream, closes, then frees
+  // the stream and the pools. On the JS thread, once; false, with the reason, when it cannot.
   bool attach(Napi::Env env, std::string& why);
+  Completions& completions() const { return *completions_; }
   ~GpuEnv();
   GpuEnv(const GpuEnv&) = delete;
   GpuEnv& operator=(const GpuEnv&) = delete;
@@ -76,25 +76,13 @@ class GpuEnv : public std::enable_shared_from_this<GpuEnv> {
   int64_t tensors() const { return tensors_; }
   size_t tensor_bytes() const { return tensor_bytes_; }
 
-  // Async completions. post() is called from a stream callback (a CUDA thread: no CUDA and no JS calls):
-  // the completion is queued to the JS thread, or kept for teardown once the env is closing. track() and
-  // settled() run on the JS thread and keep the event loop alive while completions are pending.
-  void post(Pending* p);
-  void track(Napi::Env env);
-  void settled(Napi::Env env);
-
  private:
   GpuEnv() = default;
   void account(Napi::Env env, int delta_tensors, int64_t delta_bytes);
-  // Env teardown (a cleanup hook, on the JS thread, before Node frees the thread-safe function): waits for
-  // the stream, closes the completion channel, frees every block and the stream.
-  static void teardown(void* self_ptr);
+  // The stream, the pools: freed at env teardown (after the completions closed) or by the destructor.
+  void release();
   cudaStream_t stream_ = nullptr;
-  napi_threadsafe_function tsfn_ = nullptr;
-  std::mutex post_mu_;
-  bool closing_ = false;
-  std::vector<Pending*> orphans_;  // completions that could not be queued (the env was closing)
-  int64_t pending_ = 0;            // JS thread only
+  std::shared_ptr<Completions> completions_;
   std::mutex queue_mu_;
   std::vector<std::pair<void*, size_t>> queue_;
   int64_t tensors_ = 0;
