@@ -243,7 +243,7 @@ function main() {
   failures.push(...compile(info))
   if (failures.length) info.failures = failures
   const built = info.builder !== undefined && existsSync(addonPath)
-  if (!built) return finish(failures.map((f) => f.split('\n')[0]).join('; ') || 'no binary was produced')
+  if (!built) return finish(failures.map((f) => f.split('\n')[0].replace(/:$/, '')).join('; ') || 'no binary was produced')
 
   const why = trust(info, addonPath, 'build')
   if (why !== null) {
