@@ -62,7 +62,7 @@ if (!smoke.ok) {
   console.error(`rlhf-kernels prebuild: the prebuilt binary failed to load: ${smoke.reason}`)
   process.exit(1)
 }
-const glibc = process.report?.getReport?.().header?.glibcVersionRuntime ?? null
+const builtOnGlibc = process.report?.getReport?.().header?.glibcVersionRuntime ?? null
 const { date, node, platform, cuda, cudaArchitectures, nvccVersion, compiler, builder, sourceHash: hash } = info
-writeFileSync(join(prebuildDir, 'build-info.json'), `${JSON.stringify({ date, node, platform, glibc, cuda, cudaArchitectures, nvccVersion, compiler, builder, sourceHash: hash, bytes: statSync(target).size }, null, 2)}\n`)
+writeFileSync(join(prebuildDir, 'build-info.json'), `${JSON.stringify({ date, node, platform, builtOnGlibc, cuda, cudaArchitectures, nvccVersion, compiler, builder, sourceHash: hash, bytes: statSync(target).size }, null, 2)}\n`)
 say(`prebuilds/${platform}/rlhf_kernels.node: ${(statSync(target).size / 2 ** 20).toFixed(1)} MiB, ${cuda ? `CUDA ${nvccVersion} (${cudaArchitectures}) and ` : ''}CPU kernels`)
