@@ -45,13 +45,22 @@ function use(dir: string, code: string, env: Record<string, string> = {}) {
   return { status: r.status, out: r.stdout, err: r.stderr }
 }
 
+/**
+ * This process's environment without what `npm test` exports to its scripts: an inner npm given
+ * npm_config_local_prefix would install into this checkout.
+ */
+const outerEnv = () => ({
+  ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) && k !== 'INIT_CWD')),
+  npm_config_cache: process.env.npm_config_cache,
+})
+
 const BACKENDS = 'console.log(JSON.stringify({ backends: rk.backends(), path: rk.nativeStatus.path, cuda: rk.nativeStatus.info?.cuda.compiled ?? null }))'
 const consumerEnv = () => ({ PATH: bare, HOME: process.env.HOME, npm_config_cache: process.env.npm_config_cache })
 
 describe.runIf(reusable)('the packed package', () => {
   beforeAll(() => {
     // the prebuild holds what the checkout's build holds: CUDA when it was compiled in, else CPU-only
-    const r = npm(root, ['pack', '--pack-destination', work], { ...process.env, RLHF_KERNELS_CUDA: built.cuda ? '1' : '0' }, 300_000)
+    const r = npm(root, ['pack', '--pack-destination', work], { ...outerEnv(), RLHF_KERNELS_CUDA: built.cuda ? '1' : '0' }, 300_000)
     expect(r.status, r.out).toBe(0)
     expect(r.out).toMatch(/reusing build\/Release/)
     tarball = join(work, readdirSync(work).find((f) => f.endsWith('.tgz'))!)
@@ -84,6 +93,10 @@ describe.runIf(reusable)('the packed package', () => {
     expect(s.cuda).toBe(built.cuda)
     const v = spawnSync(process.execPath, [join(dir, 'node_modules', '.bin', 'rlhf-kernels'), '--version'], { encoding: 'utf8' })
     expect(v.stdout.trim()).toBe(pkg.version)
+    // `benchmark` is not a dependency: the bench says how to get it
+    const b = spawnSync(process.execPath, [join(dir, 'node_modules', '.bin', 'rlhf-kernels'), 'bench'], { encoding: 'utf8' })
+    expect(b.status).toBe(2)
+    expect(b.stderr.trim()).toBe("rlhf-kernels: bench needs the 'benchmark' package: npm install --no-save benchmark")
   })
 
   it('--ignore-scripts: the loader still finds the prebuild; without any binary, js runs after one warning', () => {
@@ -113,7 +126,7 @@ describe.runIf(reusable)('the packed package', () => {
     // the build tools are optional peers: a consumer who builds adds them (here from npm's cache)
     const peers = ['cmake-js', 'node-addon-api'].map((p) => `${p}@${pkg.devDependencies[p]}`)
     const r = npm(dir, ['install', '--prefer-offline', tarball, ...peers],
-      { ...process.env, RLHF_KERNELS_BUILD_FROM_SOURCE: '1', RLHF_KERNELS_CUDA: '0' }, 600_000)
+      { ...outerEnv(), RLHF_KERNELS_BUILD_FROM_SOURCE: '1', RLHF_KERNELS_CUDA: '0' }, 600_000)
     expect(r.status, r.out).toBe(0)
     expect(r.out).toMatch(/built CPU-only \(cmake-js\)/)
     const u = use(dir, BACKENDS)
