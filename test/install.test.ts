@@ -80,6 +80,15 @@ describe('the install step exits 0 on every path', () => {
     expect(r.info.reason).toBe('RLHF_KERNELS_SKIP_BUILD=1')
   })
 
+  it('run through a path that holds a link (pnpm stores, macOS /tmp): the script still runs', () => {
+    const copy = freshCopy()
+    const link = join(work, `link${copies++}`)
+    symlinkSync(copy, link)
+    const r = spawnSync(process.execPath, [join(link, 'scripts', 'install.mjs')], { cwd: link, encoding: 'utf8', env: { ...process.env, RLHF_KERNELS_SKIP_BUILD: '1' } })
+    expect(r.status).toBe(0)
+    expect(JSON.parse(readFileSync(join(copy, 'build', 'Release', 'build-info.json'), 'utf8')).reason).toBe('RLHF_KERNELS_SKIP_BUILD=1')
+  })
+
   it('no build tool at all (PATH holds node and sh): cmake is missing, node-gyp deletes build/ and fails; the record is still written and js runs', () => {
     const copy = freshCopy()
     const r = install(copy, { PATH: pathFor('bare') })
