@@ -1,9 +1,11 @@
 /**
- * The native addon loader. Order: RLHF_KERNELS_NATIVE_PATH, then the local build (build/Release), then
- * nothing (the `js` backend). It never throws at import, except when RLHF_KERNELS_REQUIRE names a backend
+ * The native addon loader. Order: RLHF_KERNELS_NATIVE_PATH, then the local build (build/Release, made by the
+ * install step when it compiled), then the prebuilt binary shipped in the package
+ * (prebuilds/<platform>-<arch>, also found when install scripts never ran), then nothing (the `js` backend,
+ * with one warning on stderr). It never throws at import, except when RLHF_KERNELS_REQUIRE names a backend
  * that could not be had: then it throws an Error listing every cause.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -70,7 +72,9 @@ export interface MemoryInfo {
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const require = createRequire(import.meta.url)
-const BUILD_HINT = 'build it with `npm run build:native` in the package (needs cmake and a C++ compiler), or reinstall with scripts allowed'
+const BUILD_HINT = 'build it with `npm run build:native` in the package (needs cmake, a C++ compiler, cmake-js and node-addon-api)'
+/** where scripts/prebuild.mjs puts the binary for this platform (scripts/install.mjs looks there too) */
+const PREBUILD_DIR = join(root, 'prebuilds', `${process.platform}-${process.arch}`)
 
 function readBuildInfo(dir: string): BuildInfo | null {
   const file = join(dir, 'build-info.json')
@@ -89,13 +93,16 @@ function load(): { addon: Addon | null; status: NativeStatus } {
     return { addon: null, status }
   }
   const local = join(root, 'build', 'Release', 'rlhf_kernels.node')
-  status.build = readBuildInfo(dirname(local))
-  const candidates = [process.env.RLHF_KERNELS_NATIVE_PATH, local].filter((p): p is string => !!p)
+  const prebuild = join(PREBUILD_DIR, 'rlhf_kernels.node')
+  status.build = readBuildInfo(dirname(local)) ?? readBuildInfo(PREBUILD_DIR)
+  const candidates = [process.env.RLHF_KERNELS_NATIVE_PATH, local, prebuild].filter((p): p is string => !!p)
+  const missing = (path: string) =>
+    path === local ? `no local build at ${path}${status.build?.reason ? ` (install: ${status.build.reason})` : ''}`
+      : path === prebuild ? `no prebuilt binary for ${process.platform}-${process.arch} in this package; ${BUILD_HINT}`
+        : `RLHF_KERNELS_NATIVE_PATH: ${path} does not exist`
   for (const path of candidates) {
     if (!existsSync(path)) {
-      status.errors.push(path === local
-        ? `no native build at ${path}${status.build?.reason ? ` (install: ${status.build.reason})` : ''}; ${BUILD_HINT}`
-        : `RLHF_KERNELS_NATIVE_PATH: ${path} does not exist`)
+      status.errors.push(missing(path))
       continue
     }
     try {
@@ -284,6 +291,35 @@ export const cudaBench = cudaUsable
       copyBandwidth: (bytes: number, iterations: number) => addon!.cudaCopyBandwidth(bytes, iterations) as number,
     }
   : null
+
+/**
+ * One stderr line per thread and kind (a second copy of the package in the same thread stays silent);
+ * RLHF_KERNELS_QUIET=1 silences them.
+ */
+function warnOnce(kind: string, message: string) {
+  const key = Symbol.for(`rlhf-kernels.warned.${kind}`)
+  const g = globalThis as Record<symbol, unknown>
+  if (process.env.RLHF_KERNELS_QUIET === '1' || g[key]) return
+  g[key] = true
+  process.stderr.write(`rlhf-kernels: ${message} (RLHF_KERNELS_QUIET=1 silences this warning)\n`)
+}
+
+/** An NVIDIA GPU this process may use: the driver lists one and CUDA_VISIBLE_DEVICES does not hide them all. */
+function gpuVisible(): boolean {
+  const visible = process.env.CUDA_VISIBLE_DEVICES
+  if (visible !== undefined && (visible.trim() === '' || visible.trim().startsWith('-1'))) return false
+  if ((status.info?.cuda.deviceCount ?? 0) > 0) return true
+  try {
+    return readdirSync('/proc/driver/nvidia/gpus').length > 0
+  } catch {
+    return existsSync('/dev/nvidia0')
+  }
+}
+
+if (addon === null && process.env.RLHF_KERNELS_BACKEND !== 'js') {
+  warnOnce('js', `the native addon is not loaded, so host data runs on the pure-TypeScript backend 'js' (several times slower): ${status.errors.join('; ')}`)
+}
+if (!cudaUsable && gpuVisible()) warnOnce('cuda', `a GPU is visible, but the cuda backend is not usable: ${cudaWhy || 'the native addon has no CUDA entry points'}`)
 
 const required = process.env.RLHF_KERNELS_REQUIRE
 if (required === 'cpu' && addon === null) {

@@ -9,6 +9,7 @@
 import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
+import { type WithForeign, wrapForeign } from './interop.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
 import { type GradDType, onDevice } from './validate.js'
 
@@ -21,8 +22,9 @@ export type OnDevice<R> = R extends Float32Array | Tensor
 type IsDevice<T> = 0 extends 1 & T ? false : [T] extends [DeviceTensor] ? true : false
 type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof X] ? true : false
 
-export type Op<O, R> = <X extends O>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
-export type AsyncOp<O, R> = <X extends O>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
+/** An op: its options may hold foreign tensors (onnxruntime, transformers.js) wherever they hold a Tensor. */
+export type Op<O, R> = <X extends WithForeign<O>>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
+export type AsyncOp<O, R> = <X extends WithForeign<O>>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
 
 /** gradDtype 'input' on a host backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
 function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
@@ -55,7 +57,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
   const sync = (options: O): R => {
-    const args = validate(options)
+    const args = validate(wrapForeign(name, options))
     return run(kernels(onDevice(args as object)), args)
   }
   const async = (options: O): Promise<R> => {
@@ -63,7 +65,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     let k: Kernels
     let native: Promise<R> | undefined
     try {
-      args = validate(options)
+      args = validate(wrapForeign(name, options))
       k = kernels(onDevice(args as object))
       native = runAsync(k, args)
     } catch (error) {

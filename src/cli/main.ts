@@ -38,6 +38,7 @@ commands:
       --log FILE        the full log (default: $OUT/check-gpu.log when OUT is a folder, else the temp folder)
       --seed N          seed of the random inputs (default: from the clock, printed)
   info              backends, build information and GPUs
+  --version         the package's version
 
 options for every command:
   --backend js|cpu|cuda   run the ops on this backend (default: the fastest available)
@@ -69,6 +70,7 @@ const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
 function parse(argv: string[]): Parsed {
   const [command, ...rest] = argv
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') return { command: 'help', positional: [], flags: new Map() }
+  if (command === '--version' || command === '-v' || command === 'version') return { command: 'version', positional: [], flags: new Map() }
   if (!['demo', 'parity', 'bench', 'check', 'info'].includes(command)) throw new UsageError(`unknown command '${command}' (commands: demo, parity, bench, check, info; see --help)`)
   const flags = new Map<string, string | true>()
   const positional: string[] = []
@@ -143,9 +145,13 @@ function parity(p: Parsed): number {
   return pass ? 0 : 1
 }
 
+/** The version in the package's package.json. */
+function packageVersion(): string {
+  return JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version
+}
+
 function info() {
-  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
-  console.log(`rlhf-kernels ${pkg.version}, node ${process.version}, ${process.platform}-${process.arch}`)
+  console.log(`rlhf-kernels ${packageVersion()}, node ${process.version}, ${process.platform}-${process.arch}`)
   console.log(`\nbackends (host data runs on: ${rk.currentBackend()})`)
   console.log(formatTable(['backend', 'available', 'why not'], rk.backends().map((b) => [b.name, b.available ? 'yes' : 'no', b.reason ?? ''])))
   const s = rk.nativeStatus
@@ -168,7 +174,13 @@ function info() {
 
 async function bench(gpu: boolean) {
   const suite = join(root, 'bench', 'cross-entropy.js')
-  const { crossEntropySuite } = await import(pathToFileURL(suite).href)
+  const { crossEntropySuite } = await import(pathToFileURL(suite).href).catch((error: NodeJS.ErrnoException) => {
+    // `benchmark` is a devDependency: an installed package has it only when the user adds it
+    if (error.code === 'ERR_MODULE_NOT_FOUND' && /'benchmark'/.test(error.message)) {
+      throw new UsageError("bench needs the 'benchmark' package: npm install --no-save benchmark")
+    }
+    throw error
+  })
   const { title, rows } = await crossEntropySuite()
   console.log(title)
   console.log(formatTable(['name', 'ms', '±%', 'GB/s', 'check'], rows.map((r: Record<string, unknown>) =>
@@ -197,6 +209,10 @@ async function check(p: Parsed): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const p = parse(argv)
+  if (p.command === 'version') {
+    console.log(packageVersion())
+    return 0
+  }
   if (p.command === 'help' || p.flags.has('help')) {
     console.log(USAGE)
     return 0
