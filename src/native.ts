@@ -100,6 +100,8 @@ function load(): { addon: Addon | null; status: NativeStatus } {
     }
     try {
       const addon = require(path) as Addon
+      // native failures are made as RlhfKernelsError instances (the addon keeps the class, per thread)
+      addon.setup({ errorClass: RlhfKernelsError })
       status.info = addon.info()
       status.loaded = true
       status.path = path

@@ -4,7 +4,9 @@
  * tensors; others run on the current host backend.
  * The async twin validates synchronously (a bad argument rejects the promise) and runs the work off the
  * caller's turn: on cpu in the libuv pool, on cuda on the env's stream (the JS thread only enqueues), on `js`
- * in a later macrotask of this thread. Inputs must not be modified until the promise settles.
+ * in a later macrotask of this thread. Every backend reads the inputs' values at the call: the addon copies
+ * them (cpu) or uploads them (cuda) before it returns, and `js` runs on copies made here, so a change, a
+ * detach, a transfer or a resize of an input after the call returns does not reach the result.
  */
 import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
@@ -33,6 +35,15 @@ function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
     }
   }
   return out as R
+}
+
+/** Validated arguments with every typed array copied (the `js` backend's async form reads these later). */
+function copyArrays<T>(value: T): T {
+  if (ArrayBuffer.isView(value)) return (value as unknown as Float32Array).slice() as T
+  if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = copyArrays(v)
+  return out as T
 }
 
 const validators = new Map<string, (options: never) => object>()
@@ -70,6 +81,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
       return Promise.reject(error)
     }
     if (native !== undefined) return native
+    args = copyArrays(args)
     return new Promise<R>((resolve, reject) => {
       setImmediate(() => {
         try {

@@ -48,6 +48,15 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setup({ errorClass }): the class native failures are made of (coded_error in env.h), once per env.
+Napi::Value Setup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Value cls = info[0].IsObject() ? info[0].As<Napi::Object>().Get("errorClass") : env.Undefined();
+  if (!cls.IsFunction()) throw Napi::TypeError::New(env, "setup: errorClass must be a constructor");
+  env.GetInstanceData<EnvData>()->error_class = Napi::Persistent(cls.As<Napi::Function>());
+  return env.Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -56,6 +65,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->id = next_env++;
   env.SetInstanceData(data);
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setup", Napi::Function::New(env, Setup, "setup"));
   exports.Set("envId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), info.Env().GetInstanceData<EnvData>()->id);
   }, "envId"));

@@ -169,7 +169,7 @@ const void* GpuCall::upload(Napi::Env env, const void* host, size_t bytes) {
     const cudaError_t err = cudaMemcpyAsync(dev, staging, bytes, cudaMemcpyHostToDevice, stream());
     if (err != cudaSuccess) throw_cuda(env, "rlhf-kernels", err);
   }
-  staged_.emplace_back(dev, host);
+  staged_.emplace_back(dev, staging);  // what the checks read: exactly the bytes the device gets
   return dev;
 }
 
