@@ -21,7 +21,9 @@
 
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "env.h"
@@ -40,23 +42,76 @@ namespace rk::addon {
 // The largest element count or size the addon accepts: 2^53 - 1, the exact integers of a JS number.
 constexpr int64_t kMaxCount = (int64_t(1) << 53) - 1;
 
+// Host blocks for the copies of async calls' inputs, reused across calls (process-wide, any thread): a fresh
+// block costs a page fault per 4 KiB on first touch, several times the copy itself at a few MB and more, and
+// a reused one only the copy. At most kCachedBytes are kept while unused.
+class CopyPool {
+ public:
+  static constexpr size_t kCachedBytes = size_t(512) << 20;
+  static CopyPool& instance() {
+    static CopyPool pool;
+    return pool;
+  }
+  // A block of at least `bytes` (at most twice that when it is a cached one); throws std::bad_alloc.
+  std::pair<char*, size_t> take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      size_t best = free_.size();
+      for (size_t i = 0; i < free_.size(); i++) {
+        const size_t n = free_[i].second;
+        if (n >= bytes && n / 2 <= bytes && (best == free_.size() || n < free_[best].second)) best = i;
+      }
+      if (best < free_.size()) {
+        auto block = free_[best];
+        free_.erase(free_.begin() + std::ptrdiff_t(best));
+        cached_ -= block.second;
+        return block;
+      }
+    }
+    return {new char[bytes], bytes};
+  }
+  void give(std::pair<char*, size_t> block) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + block.second <= kCachedBytes) {
+        free_.push_back(block);
+        cached_ += block.second;
+        return;
+      }
+    }
+    delete[] block.first;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<char*, size_t>> free_;
+  size_t cached_ = 0;
+};
+
 // Keeps what a job reads or writes alive until it is done (async jobs run on the libuv pool): the JS objects
 // it writes (outputs), and the copies of inputs it reads.
 class Pins {
  public:
+  Pins() = default;
+  Pins(const Pins&) = delete;
+  Pins& operator=(const Pins&) = delete;
+  ~Pins() {
+    for (auto& block : copies_) CopyPool::instance().give(block);
+  }
   void pin(const Napi::Value& v) {
     if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
   }
   // A copy of `bytes` bytes that lives as long as the job.
   const void* copy(const void* from, size_t bytes) {
-    copies_.emplace_back(new char[bytes]);
-    std::memcpy(copies_.back().get(), from, bytes);
-    return copies_.back().get();
+    copies_.reserve(copies_.size() + 1);  // so that push_back cannot throw with the block taken
+    copies_.push_back(CopyPool::instance().take(bytes));
+    std::memcpy(copies_.back().first, from, bytes);
+    return copies_.back().first;
   }
 
  private:
   std::vector<Napi::ObjectReference> refs_;
-  std::vector<std::unique_ptr<char[]>> copies_;
+  std::vector<std::pair<char*, size_t>> copies_;
 };
 
 // A typed array as the engine describes it now (no JavaScript runs to read this).
@@ -370,7 +425,9 @@ class Outputs {
  public:
   explicit Outputs(Napi::Env env, Pins& pins) : env_(env), pins_(pins) {}
   GpuCall* gpu = nullptr;  // cuda backend: outputs are device blocks (gpu.h)
+  const char* op = "rlhf-kernels";  // the op, for error messages
   float* make(const char* name, int64_t n) {
+    host_fits(name, n, sizeof(float));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<float*>(gpu->output(env_, name, n));
 #endif
@@ -382,6 +439,7 @@ class Outputs {
   }
   // cuda only: an output of n 16-bit elements of the logits' dtype (gradDtype 'input')
   uint16_t* make16(const char* name, int64_t n, DType dtype) {
+    host_fits(name, n, sizeof(uint16_t));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<uint16_t*>(gpu->output(env_, name, n, dtype == DType::bf16 ? "bfloat16" : "float16"));
 #endif
@@ -389,6 +447,13 @@ class Outputs {
     throw Napi::TypeError::New(env_, "16-bit gradients are written by the cuda backend only");
   }
   // puts every output into `result` under its name
+  // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
+  void host_fits(const char* name, int64_t n, size_t es) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu && gpu->device_results()) return;
+#endif
+    check_host_array(env_, op, name, n, es);
+  }
   void put(Napi::Object result) const {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return gpu->put(result);

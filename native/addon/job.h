@@ -79,6 +79,7 @@ inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
 // ERR_OUT_OF_MEMORY error, as a failed kernel allocation is.
 template <class J>
 void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, GpuCall* gpu = nullptr) {
+  job.out.op = J::name;
   try {
     job.prepare(Args(env, J::name, s, job.pins, placement, gpu));
   } catch (const std::bad_alloc&) {

@@ -27,9 +27,13 @@ const logitsData = () => values(N * V, 1)
 const targets = () => Int32Array.of(0, 4, -100)
 const logits = () => rk.tensor(logitsData(), [N, V])
 
+/** A resizable ArrayBuffer (ES2024; the compiler's lib here is ES2022). */
+type Resizable = ArrayBuffer & { resize(byteLength: number): void }
+const ResizableBuffer = ArrayBuffer as unknown as new (byteLength: number, options: { maxByteLength: number }) => Resizable
+
 /** A Float32Array over a resizable buffer (length-tracking), and the buffer. */
-function resizable(data: Float32Array): [Float32Array, ArrayBuffer] {
-  const buffer = new ArrayBuffer(data.byteLength, { maxByteLength: data.byteLength * 2 })
+function resizable(data: Float32Array): [Float32Array, Resizable] {
+  const buffer = new ResizableBuffer(data.byteLength, { maxByteLength: data.byteLength * 2 })
   const a = new Float32Array(buffer)
   a.set(data)
   return [a, buffer]
@@ -138,6 +142,7 @@ function apiCases(backend: rk.BackendName): Case[] {
     { name: b('logp: a Proxy of a Float32Array'), run: on(backend, () => policy(new Proxy(values(M, 1), {}))), expect: { error: TypeError, message: /logp must be .*, got Proxy/ } },
     { name: b('logp: an object inheriting from Float32Array.prototype'), run: on(backend, () => policy(Object.create(Float32Array.prototype))), expect: { error: TypeError, message: /logp must be/ } },
     { name: b('mask: a DataView'), run: on(backend, () => rk.klPenalty({ logp: values(M, 1), refLogp: values(M, 2), mask: new DataView(new ArrayBuffer(6)) as never })), expect: { error: TypeError, message: /mask must be/ } },
+    { name: b('klDivergence over [2^40, 0] logits (2^40 rows to return)'), run: on(backend, () => rk.klDivergence({ pLogits: rk.tensor(new Float32Array(0), [2 ** 40, 0]), qLogits: rk.tensor(new Float32Array(0), [2 ** 40, 0]) })), expect: { error: RangeError, message: /typed array/ } },
     { name: b('seqLengths whose int32 running sum wraps back to the token count'), run: on(backend, () => rk.policyLoss({ logp: values(M, 1), oldLogp: values(M, 2), advantages: values(M, 3), seqLengths: Int32Array.of(2 ** 31 - 1, 2 ** 31 - 1, 2, M) })), expect: { error: RangeError, message: /the sum of seqLengths/ } },
     // genuine arrays whose own properties lie: the ops read the elements the engine holds
     { name: b('targets: a subclass whose length getter lies'), run: on(backend, () => { const y = new (class extends Int32Array { override get length() { return 1e9 } })(3); y.set(targets()); return ce(y)() }), expect: equals(on(backend, ce(targets()))) },
@@ -265,6 +270,10 @@ function rawCases(): Case[] {
       }, { check: (value) => same(value, expected) })
     })(),
   )
+  // outputs longer than the engine's typed arrays: V8 would abort the process if asked to make one
+  cases.push(
+    raw('klDivergence, N = 2^40 rows of V = 0 (a perRow output of 2^40 floats)', () => addon.klDivergence({ ...args('klDivergence', { pLogits: logits(), qLogits: logits() }), N: 2 ** 40, V: 0, pLogits: { data: new Float32Array(0), dtype: 'float32' }, qLogits: { data: new Float32Array(0), dtype: 'float32' } }), { error: RangeError, message: /perRow would have 1099511627776 elements, more than a typed array holds/ }),
+  )
   // native failures are RlhfKernelsError instances (the package gave the addon the class at load)
   cases.push(
     raw('setup without a constructor', () => addon.setup({ errorClass: 7 }), { error: TypeError, message: /errorClass must be a constructor/ }),
@@ -282,9 +291,26 @@ function addonCudaCode(addon: { cuda?: unknown }): string {
   return rk.backends().find((b) => b.name === 'cuda')!.available ? 'ERR_DISPOSED' : 'ERR_CUDA_UNAVAILABLE'
 }
 
+/**
+ * Out of memory on the cpu backend, in a process whose address space is limited (hostile.test.ts sets the
+ * limit so that the input fits and a second copy of it does not): the async call cannot copy its input.
+ */
+export const OOM_ELEMENTS = 400_000_000
+function oomCases(): Case[] {
+  return [{
+    name: 'cpu: an async call that cannot copy its input is an RlhfKernelsError ERR_OUT_OF_MEMORY',
+    run: () => {
+      rk.setBackend('cpu')
+      return rk.whitenAsync({ values: new Float32Array(OOM_ELEMENTS) })
+    },
+    expect: { error: rk.RlhfKernelsError, code: 'ERR_OUT_OF_MEMORY', message: /whiten: out of memory/ },
+  }]
+}
+
 /** Every group of cases by name; each group runs in one child process. */
 export const GROUPS: Record<string, () => Case[]> = {
   js: () => apiCases('js'),
   cpu: () => apiCases('cpu'),
   raw: rawCases,
+  oom: oomCases,
 }

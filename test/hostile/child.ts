@@ -1,6 +1,6 @@
 /**
  * Runs one group of hostile cases (cases.ts) in this process: `node --import ./test/hostile/register.mjs
- * test/hostile/child.ts <group>`. Before each case it writes `start <i>`, after it `done <i> <json>`, each line
+ * test/hostile/child.ts <group> [first case]`. Before each case it writes `start <i>`, after it `done <i> <json>`, each line
  * written synchronously, so that when a case crashes the process the parent knows which case it was.
  */
 import { writeSync } from 'node:fs'
@@ -13,10 +13,10 @@ export interface Outcome {
 
 const say = (line: string) => writeSync(1, line + '\n')
 
-async function main(group: string) {
+async function main(group: string, from: number) {
   const cases = GROUPS[group]()
   say(`cases ${JSON.stringify(cases.map((c) => c.name))}`)
-  for (let i = 0; i < cases.length; i++) {
+  for (let i = from; i < cases.length; i++) {
     const c = cases[i]
     say(`start ${i}`)
     let outcome: Outcome
@@ -35,7 +35,7 @@ async function main(group: string) {
       } else {
         const want = c.expect
         const problems = [
-          !(e instanceof want.error) && `expected ${want.error.name}, got ${e?.constructor?.name}: ${e?.message}`,
+          !(error instanceof want.error) && `expected ${want.error.name}, got ${e?.constructor?.name}: ${e?.message}`,
           want.message && !want.message.test(String(e?.message)) && `message ${JSON.stringify(e?.message)} does not match ${want.message}`,
           want.code !== undefined && e?.code !== want.code && `code ${e?.code}, expected ${want.code}`,
         ].filter(Boolean)
@@ -46,4 +46,4 @@ async function main(group: string) {
   }
 }
 
-await main(process.argv[2])
+await main(process.argv[2], Number(process.argv[3] ?? 0))
