@@ -1,8 +1,9 @@
 // The cost of the async contract on the cpu backend: an `…Async` call copies its float inputs before it
-// returns (README, Errors: async calls), so a buffer changed, detached or resized while the job runs is never
-// read. This prints, per size, the median time the JS thread is held by the call (validation + copy), the
-// median time of the same sync call (the work the job does), and the copy alone (memcpy of the logits, as
-// `Float32Array.prototype.slice`). Run with `npm run build && node bench/async-copy.js`.
+// returns (README, "Async calls and their inputs"), so a buffer changed, detached or resized while the job
+// runs is never read. Per size, the medians of: the time the JS thread spends in the async call (validation
+// and the copies, into blocks the addon reuses), the whole sync call (the work the job does), and a copy of
+// the logits into fresh memory (`slice()`: what a copy costs without the reuse, page faults included).
+// Run with `npm run build && node bench/async-copy.js`.
 import * as rk from '../dist/index.js'
 import { mulberry32 } from '../dist/random.js'
 
@@ -29,6 +30,6 @@ for (const [N, V] of [[64, 32000], [256, 32000], [1024, 32000]]) {
     z.slice()
     copy.push(ms(t0))
   }
-  rows.push({ shape: `${N} x ${V}`, MB: (N * V * 4) / 2 ** 20, asyncHeldMs: median(held), syncMs: median(sync), copyMs: median(copy) })
+  rows.push({ shape: `${N} x ${V}`, MB: (N * V * 4) / 2 ** 20, asyncHeldMs: median(held), syncMs: median(sync), freshCopyMs: median(copy) })
 }
 console.table(rows)

@@ -199,12 +199,15 @@ export function choiceOption<T extends string>(op: string, name: string, value: 
 }
 
 /**
- * The options object itself (undefined or a plain object), as a snapshot: every own enumerable property read
- * once, so a getter or a Proxy runs here, before any check, and cannot change what was already checked.
+ * The options object itself (an object, not an array), as a snapshot: every enumerable property, own or
+ * inherited, read once (as `for...in` lists them), so getters and Proxy traps run here, before any check, and
+ * cannot change what was already checked.
  */
 export function optionsObject<T extends object>(op: string, value: T | undefined): T {
   if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError(op, 'the argument', 'an options object', value)
   }
-  return { ...value }
+  const snapshot: Record<string, unknown> = {}
+  for (const key in value) if (key !== '__proto__') snapshot[key] = (value as Record<string, unknown>)[key]
+  return snapshot as T
 }

@@ -389,7 +389,11 @@ Napi::Value DownloadAsync(const Napi::CallbackInfo& info) {
       g->fail(status);
       throw cuda_error(env, "toHostAsync", status);
     }
+    // the array is the caller's: it may have been detached or resized while the copy ran
     Napi::TypedArray out = target->Value();
+    if (view_of(out).length * out.ElementSize() != bytes) {
+      throw Napi::RangeError::New(env, "toHostAsync: the host array changed size while the copy ran");
+    }
     if (bytes > 0) std::memcpy(bytes_of(out), staging, bytes);
     return env.Undefined();
   });

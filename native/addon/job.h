@@ -127,6 +127,16 @@ std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool l
   job->out.gpu = job->gpu.get();
   prepare_job(env, *job, s, Placement::copy, job->gpu.get());
   job->gpu->begin(env);
+  if (!launch) return job;
+  cudaError_t err = job->launch(*job->gpu);
+  if (err == cudaSuccess) err = job->gpu->read_back();
+  if (err != cudaSuccess) {
+    g->fail(err);
+    throw cuda_error(env, J::name, err);
+  }
+  return job;
+}
+
 // After the stream passed the job: its errors, its index flag, then the result object.
 inline Napi::Value complete_gpu_job(Napi::Env env, const char* name, Job& job, cudaError_t status) {
   if (status != cudaSuccess) {
