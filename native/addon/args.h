@@ -49,8 +49,8 @@ class CopyPool {
  public:
   static constexpr size_t kCachedBytes = size_t(512) << 20;
   static CopyPool& instance() {
-    static CopyPool pool;
-    return pool;
+    static CopyPool* pool = new CopyPool;  // never destroyed: a job may still finish during exit
+    return *pool;
   }
   // A block of at least `bytes` (at most twice that when it is a cached one); throws std::bad_alloc.
   std::pair<char*, size_t> take(size_t bytes) {
@@ -116,13 +116,13 @@ class Pins {
 
 // A typed array as the engine describes it now (no JavaScript runs to read this).
 struct TypedView {
-  napi_typedarray_type type;
+  napi_typedarray_type type = napi_int8_array;
   size_t length = 0;  // elements (0 once detached, or out of bounds of a shrunk resizable buffer)
   void* data = nullptr;
 };
 
 inline TypedView view_of(const Napi::TypedArray& a) {
-  TypedView v;
+  TypedView v{};
   napi_value buffer;
   size_t offset;
   if (napi_get_typedarray_info(a.Env(), a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
@@ -238,19 +238,16 @@ class Args {
     else throw_type(env_, op_, std::string(key) + ".dtype must be a float dtype");
     const size_t es = in.dtype == DType::f64 ? 8 : in.dtype == DType::f32 ? 4 : 2;
     const void* device = nullptr;
-    if (f.device_input(key, es, in.size, device)) {
-      in.data = device;
-    } else {
+    TypedView host;
+    if (!f.device_input(key, es, in.size, device)) {
       Napi::Value data = f.get("data");
       if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
-      const TypedView v = view_of(data.As<Napi::TypedArray>());
-      if (v.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
-      in.size = int64_t(v.length);
-      if (length >= 0 && in.size != length) throw_length(key, length, in.size);
-      pins_.pin(data);
-      in.data = place(v.data, v.length * es, placement_ == Placement::copy);
+      host = view_of(data.As<Napi::TypedArray>());
+      if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
+      in.size = int64_t(host.length);
     }
     if (length >= 0 && in.size != length) throw_length(key, length, in.size);
+    in.data = device ? device : place(host.data, host.length * es, placement_ == Placement::copy);
     return in;
   }
   FloatIn floats_or_absent(const char* key, int64_t length) const { return has(key) ? floats(key, length) : FloatIn{}; }
@@ -287,10 +284,7 @@ class Args {
     return typed<int32_t, napi_int32_array>(key, length, "an Int32Array");
   }
   // offsets: an Int32Array of any length ≥ 1 (n + 1 entries for n groups), its entry count in `n`
-  const int32_t* offsets(const char* key, int64_t& n) const {
-    const int32_t* off = typed<int32_t, napi_int32_array>(key, -1, "an Int32Array", &n);
-    return off;
-  }
+  const int32_t* offsets(const char* key, int64_t& n) const { return typed<int32_t, napi_int32_array>(key, -1, "an Int32Array", &n); }
   // a 0/1 Uint8Array of `length`, or null
   const uint8_t* mask(const char* key, int64_t length) const {
     if (!has(key)) return nullptr;
