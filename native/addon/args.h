@@ -126,7 +126,7 @@ inline TypedView view_of(const Napi::TypedArray& a) {
   napi_value buffer;
   size_t offset;
   if (napi_get_typedarray_info(a.Env(), a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
-    throw Napi::Error::New(a.Env(), "cannot read a typed array");
+    throw coded_error(a.Env(), "ERR_NATIVE", "cannot read a typed array");
   }
   return v;
 }
