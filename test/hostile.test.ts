@@ -41,7 +41,7 @@ const HANG_MS = 30_000
 /** One child process running the group's cases from `from` on; resolves with how it ended. */
 function runChild(group: string, from: number, run: GroupRun): Promise<{ last: number; ended: string; normal: boolean }> {
   return new Promise((resolve) => {
-    const argv = [process.execPath, '--import', './test/hostile/register.mjs', 'test/hostile/child.ts', group, String(from)]
+    const argv = [process.execPath, '--expose-gc', '--import', './test/hostile/register.mjs', 'test/hostile/child.ts', group, String(from)]
     // the oom group's process starts under `ulimit -v` (the shell applies it, then becomes node)
     const [cmd, ...args] = group === 'oom' ? ['/bin/sh', '-c', `ulimit -v ${limit} && exec "$0" "$@"`, ...argv] : argv
     const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })

@@ -26,6 +26,10 @@ const values = (n: number, seed: number) => Float32Array.from({ length: n }, (_,
 const logitsData = () => values(N * V, 1)
 const targets = () => Int32Array.of(0, 4, -100)
 const logits = () => rk.tensor(logitsData(), [N, V])
+// the async cases' sizes: a job that runs for a while, and buffers the allocator maps and unmaps on their own
+const BN = 64, BV = 8192
+const bigLogits = (seed = 1) => rk.tensor(values(BN * BV, seed), [BN, BV])
+const bigTargets = () => Int32Array.from({ length: BN }, (_, i) => (i * 977) % BV)
 
 /** A resizable ArrayBuffer (ES2024; the compiler's lib here is ES2022). */
 type Resizable = ArrayBuffer & { resize(byteLength: number): void }
@@ -38,9 +42,13 @@ function resizable(data: Float32Array): [Float32Array, Resizable] {
   a.set(data)
   return [a, buffer]
 }
-/** Detaches a buffer, as a transfer to another thread does. */
+/**
+ * Detaches a buffer, as a transfer to another thread does, and (with --expose-gc, as the suite runs) lets the
+ * collector free the memory: a job still reading it would read unmapped memory.
+ */
 const detach = (buffer: ArrayBufferLike) => {
   structuredClone(buffer, { transfer: [buffer as ArrayBuffer] })
+  ;(globalThis as { gc?: () => void }).gc?.()
 }
 const transferMethod = (ArrayBuffer.prototype as { transfer?: (n?: number) => ArrayBuffer }).transfer
 
@@ -162,15 +170,15 @@ function apiCases(backend: rk.BackendName): Case[] {
     { name: b('a getter that throws'), run: on(backend, () => rk.logProbs({ logits: logits(), targets: targets(), get temperature(): number { throw new SyntaxError('from a getter') } })), expect: { error: SyntaxError, message: /from a getter/ } },
   ]
   // async calls: the inputs are read at the call; what happens to them afterwards does not reach the result
-  const ceInputs = () => ({ logits: logits(), targets: targets(), grad: true, labelSmoothing: 0.1 })
-  const lpInputs = () => { const [a, buffer] = resizable(logitsData()); return { logits: rk.tensor(a, [N, V]), targets: targets(), entropy: true, temperature: 0.8, buffer } }
+  const ceInputs = () => ({ logits: bigLogits(), targets: bigTargets(), grad: true, labelSmoothing: 0.1 })
+  const lpInputs = () => { const [a, buffer] = resizable(values(BN * BV, 1)); return { logits: rk.tensor(a, [BN, BV]), targets: bigTargets(), entropy: true, temperature: 0.8, buffer } }
   const lp = ({ logits, targets, entropy, temperature }: ReturnType<typeof lpInputs>) => ({ logits, targets, entropy, temperature })
-  const ppoInputs = () => ({ logits: logits(), actions: Int32Array.of(1, 2, 3), oldLogits: rk.tensor(values(N * V, 5), [N, V]), advantages: values(N, 6), values: values(N, 7), returns: values(N, 8), beta: 0.1 })
+  const ppoInputs = () => ({ logits: bigLogits(), actions: bigTargets(), oldLogits: bigLogits(5), advantages: values(BN, 6), values: values(BN, 7), returns: values(BN, 8), beta: 0.1 })
   const rewardInputs = () => ({ scores: values(7, 1), offsets: Int32Array.of(0, 2, 7), chosen: Int32Array.of(1, 4), margins: values(7, 2) })
   const policyInputs = () => ({ logp: values(M, 1), oldLogp: values(M, 2), advantages: values(M, 3), mask: Uint8Array.of(1, 1, 0, 1, 1, 1), seqLengths: Int32Array.of(2, 4), aggregation: 'seq-mean-token-mean' as const })
   const gaeInputs = () => ({ rewards: values(M, 1), values: values(M, 2), seqLengths: Int32Array.of(3, 3), mask: Uint8Array.of(1, 1, 1, 0, 1, 1) })
   const groupInputs = () => ({ scores: values(M, 4), offsets: Int32Array.of(0, 2, 6) })
-  const klInputs = () => ({ pLogits: logits(), qLogits: rk.tensor(values(N * V, 9), [N, V]), grad: 'both' as const, mask: Uint8Array.of(1, 0, 1) })
+  const klInputs = () => ({ pLogits: bigLogits(), qLogits: bigLogits(9), grad: 'both' as const, mask: Uint8Array.from({ length: BN }, (_, i) => i % 3 ? 1 : 0) })
   const whitenInputs = () => ({ values: values(M, 3), mask: Uint8Array.of(1, 1, 0, 1, 1, 1) })
   cases.push(
     asyncCase(backend, 'crossEntropy, targets put out of range after the call', ceInputs, rk.crossEntropyAsync, rk.crossEntropy, (i) => { i.targets[0] = 1e9; i.targets[2] = -7 }),
@@ -246,11 +254,16 @@ function rawCases(): Case[] {
     raw('a Proxy whose ownKeys trap throws', () => addon.logProbs(new Proxy(lpArgs(), { ownKeys() { throw new EvalError('ownKeys') } })), { error: EvalError, message: /ownKeys/ }),
   ]
   // async: the job runs on copies made at the call
-  const asyncRaw = (name: string, change: (a: ReturnType<typeof lpArgs>) => void): Case => {
+  // a longer job than the api cases' (1024 rows): the change must come while it runs
+  const RN = 1024
+  const bigArgs = () => args<{ logits: { data: Float32Array } }>('logProbs', {
+    logits: rk.tensor(values(RN * BV, 1), [RN, BV]), targets: Int32Array.from({ length: RN }, (_, i) => (i * 977) % BV), entropy: true, temperature: 0.9,
+  })
+  const asyncRaw = (name: string, change: (a: ReturnType<typeof bigArgs>) => void): Case => {
     let expected: unknown
     return raw(`logProbsAsync, ${name}`, () => {
-      expected = addon.logProbs(lpArgs())
-      const a = lpArgs()
+      expected = addon.logProbs(bigArgs())
+      const a = bigArgs()
       const promise = addon.logProbsAsync(a)
       change(a)
       return promise
@@ -264,9 +277,9 @@ function rawCases(): Case[] {
     (() => {
       let expected: unknown
       return raw('logProbsAsync, resizable logits shrunk to 0 after the call', () => {
-        expected = addon.logProbs(lpArgs())
-        const [d, buf] = resizable(logitsData())
-        const promise = addon.logProbsAsync({ ...lpArgs(), logits: { data: d, dtype: 'float32' } })
+        expected = addon.logProbs(bigArgs())
+        const [d, buf] = resizable(values(RN * BV, 1))
+        const promise = addon.logProbsAsync({ ...bigArgs(), logits: { data: d, dtype: 'float32' } })
         buf.resize(0)
         return promise
       }, { check: (value) => same(value, expected) })
