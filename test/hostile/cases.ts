@@ -289,21 +289,18 @@ function rawCases(): Case[] {
   cases.push(
     raw('klDivergence, N = 2^40 rows of V = 0 (a perRow output of 2^40 floats)', () => addon.klDivergence({ ...args('klDivergence', { pLogits: logits(), qLogits: logits() }), N: 2 ** 40, V: 0, pLogits: { data: new Float32Array(0), dtype: 'float32' }, qLogits: { data: new Float32Array(0), dtype: 'float32' } }), { error: RangeError, message: /perRow would have 1099511627776 elements, more than a typed array holds/ }),
   )
-  // native failures are RlhfKernelsError instances (the package gave the addon the class at load)
-  cases.push(
-    raw('setup without a constructor', () => addon.setup({ errorClass: 7 }), { error: TypeError, message: /errorClass must be a constructor/ }),
-    raw('a cuda call without a usable GPU, or with a forged device tensor, is an RlhfKernelsError', () => {
-      if (addon.cuda === undefined) throw new rk.RlhfKernelsError('ERR_NOT_COMPILED', 'built without CUDA: nothing to call')
-      return addon.cuda.logProbs({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } })
-    }, { error: rk.RlhfKernelsError, code: addonCudaCode(addon) }),
-  )
+  // native failures are RlhfKernelsError instances (the package gave the addon the class at load); the cuda
+  // entry points fail so on any machine (no GPU: ERR_CUDA_UNAVAILABLE; a GPU: the forged handle, ERR_DISPOSED)
+  cases.push(raw('setup without a constructor', () => addon.setup({ errorClass: 7 }), { error: TypeError, message: /errorClass must be a constructor/ }))
+  if (addon.cuda !== undefined) {
+    const cuda = addon.cuda
+    const code = rk.backends().find((b) => b.name === 'cuda')!.available ? 'ERR_DISPOSED' : 'ERR_CUDA_UNAVAILABLE'
+    cases.push(
+      raw(`a cuda call (${code}) is an RlhfKernelsError`, () => cuda.logProbs({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } }), { error: rk.RlhfKernelsError, code }),
+      raw(`a cuda async call (${code}) rejects with an RlhfKernelsError`, () => cuda.logProbsAsync({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } }), { error: rk.RlhfKernelsError, code }),
+    )
+  }
   return cases
-}
-
-/** The code a cuda call of this addon fails with: no CUDA compiled in, no GPU, or (with one) a forged handle. */
-function addonCudaCode(addon: { cuda?: unknown }): string {
-  if (addon.cuda === undefined) return 'ERR_NOT_COMPILED'
-  return rk.backends().find((b) => b.name === 'cuda')!.available ? 'ERR_DISPOSED' : 'ERR_CUDA_UNAVAILABLE'
 }
 
 /**
