@@ -12,6 +12,7 @@
  * `globalSeqCount` replace them so that gradient accumulation and data-parallel shards give the full-batch
  * gradient. Denominators are clamped to ≥ 1. Masked values are selected out, never multiplied by 0.
  */
+import { arrayName, plainView } from './arrays.js'
 import { rangeError, typeError } from './errors.js'
 import { type Tensor, isTensor } from './tensor.js'
 import { choiceOption, hostOnly, intVector, optionalNumber } from './validate.js'
@@ -50,25 +51,29 @@ export interface TokenLayout {
 /** The shape of a token input: a Tensor's own, a typed array's [length]. */
 export function tokenShape(op: string, name: string, value: unknown): readonly number[] {
   if (isTensor(value)) return value.shape
-  if (ArrayBuffer.isView(value)) return [(value as unknown as { length: number }).length]
+  const array = arrayName(value)
+  if (array !== undefined) return [plainView(value, array)!.length]
   throw typeError(op, name, 'a typed array or a Tensor', value)
 }
 
 /** Layout of token data shaped [N] or [B, T], split by seqLengths when given. */
 export function tokenLayout(op: string, name: string, shape: readonly number[], seqLengths: unknown): TokenLayout {
   const tokens = shape.reduce((a, b) => a * b, 1)
+  // offsets are int32: more tokens than that cannot be laid out
+  if (tokens > 0x7fffffff) throw rangeError(op, `${name}.length`, 'at most 2^31 - 1 tokens', tokens)
   if (seqLengths !== undefined) {
     const lengths = hostOnly(op, 'seqLengths', intVector(op, 'seqLengths', seqLengths))
     const offsets = new Int32Array(lengths.length + 1)
     let width = 0
+    let sum = 0  // a double: an int32 running sum could wrap back to the token count
     for (let s = 0; s < lengths.length; s++) {
       if (lengths[s] < 0) throw rangeError(op, `seqLengths[${s}]`, '≥ 0', lengths[s])
-      offsets[s + 1] = offsets[s] + lengths[s]
+      sum += lengths[s]
+      if (sum > tokens) throw rangeError(op, 'the sum of seqLengths', `the ${name} length ${tokens}`, `more from seqLengths[${s}] on`)
+      offsets[s + 1] = sum
       width = Math.max(width, lengths[s])
     }
-    if (offsets[lengths.length] !== tokens) {
-      throw rangeError(op, 'the sum of seqLengths', `the ${name} length ${tokens}`, offsets[lengths.length])
-    }
+    if (sum !== tokens) throw rangeError(op, 'the sum of seqLengths', `the ${name} length ${tokens}`, sum)
     return { tokens, offsets, width }
   }
   if (shape.length === 2) {

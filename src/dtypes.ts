@@ -30,13 +30,9 @@ export const ARRAY_CLASS: { [K in DType]: { new (n: number): DTypeArray[K]; name
   uint8: Uint8Array,
 }
 
-/** The dtype a typed array implies when none is given (Uint16Array is ambiguous: bf16 or f16). */
-export function inferDType(data: ArrayBufferView): DType | undefined {
-  if (data instanceof Float32Array) return 'float32'
-  if (data instanceof Float64Array) return 'float64'
-  if (data instanceof Int32Array) return 'int32'
-  if (data instanceof Uint8Array) return 'uint8'
-  return undefined
+/** The dtype an array class implies when none is given (Uint16Array is ambiguous: bf16 or f16). */
+export function inferDType(arrayClass: string): DType | undefined {
+  return ({ Float32Array: 'float32', Float64Array: 'float64', Int32Array: 'int32', Uint8Array: 'uint8' } as const)[arrayClass as 'Float32Array']
 }
 
 const f32 = new Float32Array(1)

@@ -5,6 +5,7 @@
  * - RlhfKernelsError (an Error with a `code`) for native failures.
  * Every message names the argument, what was expected and what was given.
  */
+import { types } from 'node:util'
 
 /** An Error raised by a native backend, with a stable `code` such as `ERR_CUDA_UNAVAILABLE`. */
 export class RlhfKernelsError extends Error {
@@ -18,6 +19,7 @@ export class RlhfKernelsError extends Error {
 
 /** Describes a value for an error message: its class or type and, for arrays, its length. */
 export function describe(value: unknown): string {
+  if (types.isProxy(value)) return 'Proxy'
   if (value === null) return 'null'
   if (value === undefined) return 'undefined'
   if (ArrayBuffer.isView(value)) {

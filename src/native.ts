@@ -5,6 +5,7 @@
  * with one warning on stderr). It never throws at import, except when RLHF_KERNELS_REQUIRE names a backend
  * that could not be had: then it throws an Error listing every cause.
  */
+import { constants as bufferConstants } from 'node:buffer'
 import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
@@ -107,6 +108,9 @@ function load(): { addon: Addon | null; status: NativeStatus } {
     }
     try {
       const addon = require(path) as Addon
+      // native failures are made as RlhfKernelsError instances (the addon keeps the class, per thread), and
+      // outputs longer than a typed array can be are refused before the engine would abort on them
+      addon.setup({ errorClass: RlhfKernelsError, maxArrayLength: bufferConstants.MAX_LENGTH })
       status.info = addon.info()
       status.loaded = true
       status.path = path

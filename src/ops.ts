@@ -4,14 +4,16 @@
  * tensors; others run on the current host backend.
  * The async twin validates synchronously (a bad argument rejects the promise) and runs the work off the
  * caller's turn: on cpu in the libuv pool, on cuda on the env's stream (the JS thread only enqueues), on `js`
- * in a later macrotask of this thread. Inputs must not be modified until the promise settles.
+ * in a later macrotask of this thread. Every backend reads the inputs' values at the call: the addon copies
+ * them (cpu) or uploads them (cuda) before it returns, and `js` runs on copies made here, so a change, a
+ * detach, a transfer or a resize of an input after the call returns does not reach the result.
  */
 import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import { type WithForeign, wrapForeign } from './interop.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
-import { type GradDType, onDevice } from './validate.js'
+import { type GradDType, onDevice, optionsObject } from './validate.js'
 
 /** A result with its arrays on the GPU: what an op returns for device-tensor inputs. */
 export type OnDevice<R> = R extends Float32Array | Tensor
@@ -37,6 +39,15 @@ function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
   return out as R
 }
 
+/** Validated arguments with every typed array copied (the `js` backend's async form reads these later). */
+function copyArrays<T>(value: T): T {
+  if (ArrayBuffer.isView(value)) return (value as unknown as Float32Array).slice() as T
+  if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value
+  const out: Record<string, unknown> = {}
+  for (const [k, v] of Object.entries(value)) out[k] = copyArrays(v)
+  return out as T
+}
+
 const validators = new Map<string, (options: never) => object>()
 
 /** @internal an op's validation, for the GPU benchmark (it times the kernels on validated arguments) */
@@ -56,8 +67,10 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(args))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
+  // the caller's options are read once, into a snapshot; foreign tensors are wrapped in the snapshot
+  const prepare = (options: O): A => validate(wrapForeign(name, optionsObject(name, options as O & object)))
   const sync = (options: O): R => {
-    const args = validate(wrapForeign(name, options))
+    const args = prepare(options)
     return run(kernels(onDevice(args as object)), args)
   }
   const async = (options: O): Promise<R> => {
@@ -65,13 +78,14 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     let k: Kernels
     let native: Promise<R> | undefined
     try {
-      args = validate(wrapForeign(name, options))
+      args = prepare(options)
       k = kernels(onDevice(args as object))
       native = runAsync(k, args)
     } catch (error) {
       return Promise.reject(error)
     }
     if (native !== undefined) return native
+    args = copyArrays(args)
     return new Promise<R>((resolve, reject) => {
       setImmediate(() => {
         try {

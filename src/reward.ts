@@ -77,6 +77,7 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
   if (size === undefined) throw typeError(op, 'offsets', `an Int32Array (or ${sizeName}: a number)`, undefined)
   const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
   if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
+  if (total > 0x7fffffff) throw rangeError(op, 'scores.length', 'at most 2^31 - 1 (offsets are int32)', total)
   const out = new Int32Array(total / k + 1)
   for (let n = 0; n < out.length; n++) out[n] = n * k
   return out

@@ -11,7 +11,8 @@
  * memory, and `rk.memory()` shows what is held.
  */
 import { ARRAY_CLASS, DTYPES, type DType, type FloatDType, decodeFloats, inferDType } from './dtypes.js'
-import { RlhfKernelsError, describe, rangeError, typeError } from './errors.js'
+import { type ArrayName, arrayName, checkShape, plainView } from './arrays.js'
+import { RlhfKernelsError, rangeError, typeError } from './errors.js'
 
 export type Device = 'cpu' | 'cuda'
 
@@ -76,14 +77,20 @@ export class Tensor {
   /** @internal a device tensor over an addon handle (ops and `to('cuda')` make these) */
   constructor(data: DeviceData, shape: readonly number[], dtype: DType)
   constructor(data: HostArray | DeviceData, shape: readonly number[], dtype: DType) {
-    this.shape = Object.freeze([...shape])
+    if (typeof dtype !== 'string' || !DTYPES.includes(dtype)) throw typeError('Tensor', 'dtype', `one of ${DTYPES.join(', ')}`, dtype)
+    const { dims, size } = checkShape('Tensor', shape)
+    this.shape = Object.freeze(dims)
     this.dtype = dtype
-    this.size = data.length
+    this.size = size
     if (data instanceof DeviceData) {
+      if (data.length !== size || data.dtype !== dtype) {
+        throw rangeError('Tensor', 'data', `${size} elements of dtype '${dtype}'`, `${data.length} of '${data.dtype}'`)
+      }
       this.#host = null
       this.#device = data
       this.device = 'cuda'
     } else {
+      hostView('Tensor', data, dtype, size, this.shape)  // and again at each use (storage): the buffer may change
       this.#host = data
       this.#device = null
       this.device = 'cpu'
@@ -107,10 +114,13 @@ export class Tensor {
     return this.#disposed
   }
 
-  /** @internal what validated arguments carry: the host array, or the device storage */
+  /**
+   * @internal what validated arguments carry: the device storage, or a plain view of the host array checked
+   * now against the dtype and shape (its buffer may have been resized, detached or transferred since)
+   */
   storage(where: string): HostArray | DeviceData {
     if (this.#disposed) throw new RlhfKernelsError('ERR_DISPOSED', `${where}: the tensor was disposed`)
-    return this.#host ?? this.#device!
+    return this.#host !== null ? hostView(where, this.#host, this.dtype, this.size, this.shape) : this.#device!
   }
 
   /** @internal the same storage seen with another shape of the same size */
@@ -134,7 +144,7 @@ export class Tensor {
     }
     if (device === 'cpu') return this.toHost()
     const memory = requireDeviceMemory('Tensor.to')
-    const host = this.#host!
+    const host = this.storage('Tensor.to') as HostArray
     return new Tensor(new DeviceData(memory.upload(host), host.length, this.dtype), this.shape, this.dtype)
   }
 
@@ -162,7 +172,7 @@ export class Tensor {
       const host = this.toHost()
       return this.dtype === 'float32' ? (host.data as Float32Array) : host.toFloat32Array()
     }
-    const data = this.data
+    const data = this.storage('Tensor.toFloat32Array') as HostArray
     if (this.dtype === 'float32') return Float32Array.from(data as Float32Array)
     if (this.dtype === 'bfloat16' || this.dtype === 'float16') {
       return Float32Array.from(decodeFloats(data, this.dtype))
@@ -182,11 +192,22 @@ export class Tensor {
   }
 }
 
-const isInt = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x)
+/**
+ * The checked plain view (arrays.ts) of host data for a tensor: the typed-array class of `dtype`, with the
+ * element count of `shape`. Every host tensor's data goes through here, when it is made and at each use.
+ */
+function hostView(where: string, data: unknown, dtype: DType, size: number, shape: readonly number[]): HostArray {
+  const name = ARRAY_CLASS[dtype].name as ArrayName
+  const view = plainView(data, name)
+  if (view === undefined) throw typeError(where, 'data', `a ${name} for dtype '${dtype}'`, data)
+  if (view.length !== size) throw rangeError(where, 'data.length', `the product of shape [${shape.join(', ')}] = ${size}`, view.length)
+  return view
+}
 
 /** Wraps host data as a Tensor after checking that the array class, dtype and shape agree. */
 export function tensor(data: HostArray, shape?: readonly number[], options: TensorOptions = {}): Tensor {
-  if (!ArrayBuffer.isView(data) || data instanceof DataView) {
+  const name = arrayName(data)
+  if (name === undefined) {
     throw typeError('tensor', 'data', 'a typed array (Float32Array, Float64Array, Uint16Array, Int32Array or Uint8Array)', data)
   }
   let dtype = options.dtype
@@ -194,25 +215,10 @@ export function tensor(data: HostArray, shape?: readonly number[], options: Tens
     throw typeError('tensor', 'dtype', `one of ${DTYPES.join(', ')}`, dtype)
   }
   if (dtype === undefined) {
-    dtype = inferDType(data)
-    if (dtype === undefined) {
-      const hint = data instanceof Uint16Array ? " (a Uint16Array needs dtype 'bfloat16' or 'float16')" : ''
-      throw typeError('tensor', 'data', `a Float32Array, Float64Array, Int32Array or Uint8Array${hint}`, data)
-    }
+    dtype = inferDType(name)
+    if (dtype === undefined) throw typeError('tensor', 'data', "a Float32Array, Float64Array, Int32Array or Uint8Array (a Uint16Array needs dtype 'bfloat16' or 'float16')", data)
   }
-  const cls = ARRAY_CLASS[dtype]
-  if (!(data instanceof cls)) {
-    throw typeError('tensor', 'data', `a ${cls.name} for dtype '${dtype}'`, data)
-  }
-  const dims = shape === undefined ? [data.length] : shape
-  if (!Array.isArray(dims) || !dims.every((d) => isInt(d) && d >= 0)) {
-    throw typeError('tensor', 'shape', 'an array of non-negative integers', describe(shape))
-  }
-  const size = dims.reduce((a, b) => a * b, 1)
-  if (size !== data.length) {
-    throw rangeError('tensor', 'data.length', `the product of shape [${dims.join(', ')}] = ${size}`, data.length)
-  }
-  return new Tensor(data, dims, dtype)
+  return new Tensor(data, shape === undefined ? [plainView(data, name)!.length] : shape, dtype)
 }
 
 export function isTensor(x: unknown): x is Tensor {

@@ -8,6 +8,7 @@
  * backend, the only one that reads them; values that only the GPU holds (device targets) are checked there,
  * and inputs whose values must be checked here (offsets, soft labels) must be host data.
  */
+import { plainView } from './arrays.js'
 import { type FloatDType } from './dtypes.js'
 import { describe, rangeError, typeError } from './errors.js'
 import { DeviceData, Tensor, isDeviceData, isTensor } from './tensor.js'
@@ -15,6 +16,10 @@ import { DeviceData, Tensor, isDeviceData, isTensor } from './tensor.js'
 /** A tensor's data for validated arguments: the host array, or (typed as one) its device storage. */
 function dataOf<T>(op: string, name: string, t: Tensor): T {
   return t.storage(`${op}: ${name}`) as unknown as T
+}
+
+const throwError = (error: Error): never => {
+  throw error
 }
 
 /** The host array of an input whose values are checked here: device tensors are refused with a TypeError. */
@@ -60,14 +65,15 @@ export function floatMatrix(op: string, name: string, value: unknown): FloatData
 /** A float vector: a Float32Array, a Float64Array or a float Tensor of any shape, with `length` elements. */
 export function floatVector(op: string, name: string, value: unknown, length?: number): FloatData {
   let out: FloatData
+  let view: Float32Array | Float64Array | undefined
   if (isTensor(value)) {
     const dtype = floatDType(value)
     if (dtype === undefined) throw typeError(op, name, FLOAT_TENSOR, `Tensor(dtype '${value.dtype}')`)
     out = { data: dataOf(op, name, value), dtype }
-  } else if (value instanceof Float32Array) {
-    out = { data: value, dtype: 'float32' }
-  } else if (value instanceof Float64Array) {
-    out = { data: value, dtype: 'float64' }
+  } else if ((view = plainView(value, 'Float32Array')) !== undefined) {
+    out = { data: view, dtype: 'float32' }
+  } else if ((view = plainView(value, 'Float64Array')) !== undefined) {
+    out = { data: view, dtype: 'float64' }
   } else {
     throw typeError(op, name, 'a Float32Array, a Float64Array or a float Tensor', value)
   }
@@ -83,10 +89,8 @@ export function intVector(op: string, name: string, value: unknown, length?: num
   if (isTensor(value)) {
     if (value.dtype !== 'int32') throw typeError(op, name, "an Int32Array or an int32 Tensor", `Tensor(dtype '${value.dtype}')`)
     data = dataOf(op, name, value)
-  } else if (value instanceof Int32Array) {
-    data = value
   } else {
-    throw typeError(op, name, 'an Int32Array or an int32 Tensor', value)
+    data = plainView(value, 'Int32Array') ?? throwError(typeError(op, name, 'an Int32Array or an int32 Tensor', value))
   }
   if (length !== undefined && data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
   return data
@@ -110,10 +114,9 @@ export function maskVector(op: string, name: string, value: unknown, length: num
       if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
       return data as unknown as Uint8Array
     }
-  } else if (value instanceof Uint8Array || value instanceof Float32Array || value instanceof Float64Array) {
-    data = value
   } else {
-    throw typeError(op, name, 'a Uint8Array, Float32Array, Float64Array or a uint8/float Tensor', value)
+    data = plainView(value, 'Uint8Array') ?? plainView(value, 'Float32Array') ?? plainView(value, 'Float64Array') ??
+      throwError(typeError(op, name, 'a Uint8Array, Float32Array, Float64Array or a uint8/float Tensor', value))
   }
   if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
   if (data instanceof Uint8Array) {
@@ -195,10 +198,16 @@ export function choiceOption<T extends string>(op: string, name: string, value: 
   return value as T
 }
 
-/** The options object itself: undefined or a plain object. */
+/**
+ * The options object itself (an object, not an array), as a snapshot: every enumerable property, own or
+ * inherited, read once (as `for...in` lists them), so getters and Proxy traps run here, before any check, and
+ * cannot change what was already checked.
+ */
 export function optionsObject<T extends object>(op: string, value: T | undefined): T {
   if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError(op, 'the argument', 'an options object', value)
   }
-  return value
+  const snapshot: Record<string, unknown> = {}
+  for (const key in value) if (key !== '__proto__') snapshot[key] = (value as Record<string, unknown>)[key]
+  return snapshot as T
 }

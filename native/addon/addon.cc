@@ -50,6 +50,22 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setup({ errorClass, maxArrayLength }), once per env: the class native failures are made of (coded_error in
+// env.h), and the engine's longest typed array (buffer.constants.MAX_LENGTH; check_host_array).
+Napi::Value Setup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
+  Napi::Value cls = o.Get("errorClass");
+  Napi::Value max = o.Get("maxArrayLength");
+  if (!cls.IsFunction()) throw Napi::TypeError::New(env, "setup: errorClass must be a constructor");
+  const double m = max.IsUndefined() ? 0 : max.IsNumber() ? max.As<Napi::Number>().DoubleValue() : -1;
+  if (!(m >= 0 && m <= 9007199254740991.0)) throw Napi::TypeError::New(env, "setup: maxArrayLength must be a count (or absent)");
+  EnvData* data = env.GetInstanceData<EnvData>();
+  data->error_class = Napi::Persistent(cls.As<Napi::Function>());
+  if (m > 0) data->max_array_length = int64_t(m);
+  return env.Undefined();
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -58,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->id = next_env++;
   env.SetInstanceData(data);
   exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setup", Napi::Function::New(env, Setup, "setup"));
   exports.Set("envId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), info.Env().GetInstanceData<EnvData>()->id);
   }, "envId"));

@@ -15,9 +15,10 @@ struct GaeJob : Job {
   void prepare(const Args& a) {
     Args layout = a.object("layout");
     const int64_t M = layout.count("tokens");
-    p.num_seqs = layout.length_of("offsets") - 1;
-    p.offsets = layout.int32s("offsets", p.num_seqs + 1);
-    layout.check_offsets("layout.offsets", p.offsets, p.num_seqs + 1, M);
+    int64_t n = 0;
+    p.offsets = layout.offsets("offsets", n);
+    layout.check_offsets("layout.offsets", p.offsets, n, M);
+    p.num_seqs = n - 1;
     p.rewards = a.floats("rewards", M);
     p.values = a.floats("values", M);
     p.last_values = a.floats_or_absent("lastValues", p.num_seqs);
@@ -59,9 +60,10 @@ struct GroupAdvantagesJob : Job {
   GroupAdvantagesParams p;
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
-    p.num_groups = a.length_of("offsets") - 1;
-    p.offsets = a.int32s("offsets", p.num_groups + 1);
-    a.check_offsets("offsets", p.offsets, p.num_groups + 1, p.scores.size);
+    int64_t n = 0;
+    p.offsets = a.offsets("offsets", n);
+    a.check_offsets("offsets", p.offsets, n, p.scores.size);
+    p.num_groups = n - 1;
     const std::string m = a.string("method");
     if (m == "grpo") p.method = GroupMethod::grpo;
     else if (m == "rloo") p.method = GroupMethod::rloo;

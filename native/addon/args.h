@@ -2,16 +2,31 @@
 // and option; these checks repeat only what memory safety depends on (array classes, lengths, indices), so a
 // caller that bypasses the TypeScript layer gets a TypeError or RangeError, never an out-of-bounds access.
 //
-// The same reader serves both native backends. For the cpu backend every array is a host typed array and
-// the pointers are into it. For the cuda backend (a GpuCall is given) an array is a host typed array, which
-// is checked here and uploaded, or a device tensor `{ device: handle }`, whose indices the kernel checks
-// (a device flag, then a RangeError); the pointers are device pointers.
+// Read once, then check, then run: the argument object is read in full first (Snapshot: every property,
+// and those of its plain-object values, each read once, so getters and Proxy traps run before any check),
+// and nothing after the snapshot runs JavaScript. Sizes are 64-bit and their products checked.
+//
+// What the kernel reads: integer arrays (indices, offsets, masks) are always copied before they are checked,
+// so neither a later change nor another thread writing a SharedArrayBuffer can move an index out of range
+// after its check. Float arrays are read in place by a sync call (no JavaScript runs until it returns) and
+// copied by an async one (Placement::copy), so a buffer changed, detached, transferred or resized while the
+// job runs is never read by it.
+//
+// The same reader serves both native backends. For the cpu backend the pointers are into the host arrays or
+// the job's copies. For the cuda backend (a GpuCall is given) a host typed array is checked here and
+// uploaded (through a pinned copy, which is what the checks read), and a device tensor `{ device: handle }`
+// has its indices checked by the kernel (a device flag, then a RangeError); the pointers are device pointers.
 #pragma once
 #include <napi.h>
 
+#include <cstring>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "env.h"
 #include "gpu.h"
 #include "rlhf/common.h"
 
@@ -24,74 +39,196 @@ namespace rk::addon {
   throw Napi::RangeError::New(env, op + ": " + msg);
 }
 
-// Keeps every JS object a job reads or writes alive until the job is done (async jobs run on the libuv pool).
+// The largest element count or size the addon accepts: 2^53 - 1, the exact integers of a JS number.
+constexpr int64_t kMaxCount = (int64_t(1) << 53) - 1;
+
+// Host blocks for the copies of async calls' inputs, reused across calls (process-wide, any thread): a fresh
+// block costs a page fault per 4 KiB on first touch, several times the copy itself at a few MB and more, and
+// a reused one only the copy. At most kCachedBytes are kept while unused.
+class CopyPool {
+ public:
+  static constexpr size_t kCachedBytes = size_t(512) << 20;
+  static CopyPool& instance() {
+    static CopyPool* pool = new CopyPool;  // never destroyed: a job may still finish during exit
+    return *pool;
+  }
+  // A block of at least `bytes` (at most twice that when it is a cached one); throws std::bad_alloc.
+  std::pair<char*, size_t> take(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      size_t best = free_.size();
+      for (size_t i = 0; i < free_.size(); i++) {
+        const size_t n = free_[i].second;
+        if (n >= bytes && n / 2 <= bytes && (best == free_.size() || n < free_[best].second)) best = i;
+      }
+      if (best < free_.size()) {
+        auto block = free_[best];
+        free_.erase(free_.begin() + std::ptrdiff_t(best));
+        cached_ -= block.second;
+        return block;
+      }
+    }
+    return {new char[bytes], bytes};
+  }
+  void give(std::pair<char*, size_t> block) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + block.second <= kCachedBytes) {
+        free_.push_back(block);
+        cached_ += block.second;
+        return;
+      }
+    }
+    delete[] block.first;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<char*, size_t>> free_;
+  size_t cached_ = 0;
+};
+
+// Keeps what a job reads or writes alive until it is done (async jobs run on the libuv pool): the JS objects
+// it writes (outputs), and the copies of inputs it reads.
 class Pins {
  public:
+  Pins() = default;
+  Pins(const Pins&) = delete;
+  Pins& operator=(const Pins&) = delete;
+  ~Pins() {
+    for (auto& block : copies_) CopyPool::instance().give(block);
+  }
   void pin(const Napi::Value& v) {
     if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
   }
-  Napi::Object get(size_t i) const { return refs_[i].Value(); }
+  // A copy of `bytes` bytes that lives as long as the job.
+  const void* copy(const void* from, size_t bytes) {
+    copies_.reserve(copies_.size() + 1);  // so that push_back cannot throw with the block taken
+    copies_.push_back(CopyPool::instance().take(bytes));
+    std::memcpy(copies_.back().first, from, bytes);
+    return copies_.back().first;
+  }
 
  private:
   std::vector<Napi::ObjectReference> refs_;
+  std::vector<std::pair<char*, size_t>> copies_;
 };
 
-// The element data of a typed array, offset included (never through ArrayBuffer(): it may be shared).
-inline void* data_of(const Napi::TypedArray& a) {
-  napi_typedarray_type type;
-  size_t length, offset;
+// A typed array as the engine describes it now (no JavaScript runs to read this).
+struct TypedView {
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;  // elements (0 once detached, or out of bounds of a shrunk resizable buffer)
   void* data = nullptr;
+};
+
+inline TypedView view_of(const Napi::TypedArray& a) {
+  TypedView v{};
   napi_value buffer;
-  if (napi_get_typedarray_info(a.Env(), a, &type, &length, &data, &buffer, &offset) != napi_ok) {
-    throw Napi::Error::New(a.Env(), "cannot read a typed array");
+  size_t offset;
+  if (napi_get_typedarray_info(a.Env(), a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
+    throw coded_error(a.Env(), "ERR_NATIVE", "cannot read a typed array");
   }
-  return data;
+  return v;
 }
+
+// The element data of a typed array, offset included (never through ArrayBuffer(): it may be shared).
+inline void* data_of(const Napi::TypedArray& a) { return view_of(a).data; }
+
+// An argument object read once: each enumerable property's value (for ... in order), and the same for every
+// value that is a plain object (float inputs, layout, agg, device tensors), to `depth` levels.
+class Snapshot {
+ public:
+  struct Entry {
+    std::string key;
+    Napi::Value value;
+    std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
+  };
+  Snapshot(Napi::Object o, int depth) {
+    Napi::Array keys = o.GetPropertyNames();
+    const uint32_t n = keys.Length();
+    entries_.reserve(n);
+    for (uint32_t i = 0; i < n; i++) {
+      Napi::Value key = keys.Get(i);
+      if (!key.IsString()) continue;
+      Entry e{key.As<Napi::String>().Utf8Value(), o.Get(key), nullptr};
+      const Napi::Value& v = e.value;
+      if (depth > 0 && v.IsObject() && !v.IsTypedArray() && !v.IsArray() && !v.IsArrayBuffer() && !v.IsDataView() && !v.IsFunction()) {
+        e.object = std::make_unique<Snapshot>(v.As<Napi::Object>(), depth - 1);
+      }
+      entries_.push_back(std::move(e));
+    }
+  }
+  const Entry* find(const char* key) const {
+    for (const Entry& e : entries_) if (e.key == key) return &e;
+    return nullptr;
+  }
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+// Where the kernel reads a float input: in place (sync cpu calls), or a copy the job owns (async cpu calls).
+enum class Placement { in_place, copy };
 
 class Args {
  public:
-  Args(Napi::Env env, const char* op, Napi::Value v, Pins& pins, GpuCall* gpu = nullptr) : env_(env), op_(op), pins_(pins), gpu_(gpu) {
-    if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
-    o_ = v.As<Napi::Object>();
-  }
+  Args(Napi::Env env, const char* op, const Snapshot& s, Pins& pins, Placement placement, GpuCall* gpu = nullptr)
+      : env_(env), op_(op), s_(s), pins_(pins), placement_(placement), gpu_(gpu) {}
   Napi::Env env() const { return env_; }
   const char* op() const { return op_; }
 
   bool has(const char* key) const {
-    Napi::Value v = o_.Get(key);
+    Napi::Value v = get(key);
     return !v.IsUndefined() && !v.IsNull();
   }
 
   double number(const char* key) const {
-    Napi::Value v = o_.Get(key);
+    Napi::Value v = get(key);
     if (!v.IsNumber()) throw_type(env_, op_, std::string(key) + " must be a number");
     return v.As<Napi::Number>().DoubleValue();
   }
   double number_or(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
   int64_t count(const char* key) const {
     const double d = number(key);
-    if (!(d >= 0 && d <= 9007199254740991.0) || d != double(int64_t(d))) throw_range(env_, op_, std::string(key) + " must be a count");
+    if (!(d >= 0 && d <= double(kMaxCount)) || d != double(int64_t(d))) throw_range(env_, op_, std::string(key) + " must be a count");
     return int64_t(d);
   }
+  int32_t int32(const char* key) const {
+    const double d = number(key);
+    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != double(int32_t(d))) throw_range(env_, op_, std::string(key) + " must be an int32");
+    return int32_t(d);
+  }
+  // a * b, the element count of an [a, b] input: a RangeError beyond kMaxCount
+  int64_t product(const char* what, int64_t a, int64_t b) const {
+    int64_t p;
+    if (__builtin_mul_overflow(a, b, &p) || p > kMaxCount) {
+      throw_range(env_, op_, std::string(what) + " has " + std::to_string(a) + " x " + std::to_string(b) + " elements, more than 2^53 - 1");
+    }
+    return p;
+  }
   bool boolean(const char* key) const {
-    Napi::Value v = o_.Get(key);
+    Napi::Value v = get(key);
     if (!v.IsBoolean()) throw_type(env_, op_, std::string(key) + " must be a boolean");
     return v.As<Napi::Boolean>().Value();
   }
   std::string string(const char* key) const {
-    Napi::Value v = o_.Get(key);
+    Napi::Value v = get(key);
     if (!v.IsString()) throw_type(env_, op_, std::string(key) + " must be a string");
     return v.As<Napi::String>().Utf8Value();
   }
-  Args object(const char* key) const { return Args(env_, op_, o_.Get(key), pins_, gpu_); }
+  Args object(const char* key) const {
+    const Snapshot::Entry* e = s_.find(key);
+    if (e == nullptr || !e->object) throw_type(env_, op_, std::string(key) + " must be an object");
+    return Args(env_, op_, *e->object, pins_, placement_, gpu_);
+  }
   bool on_gpu() const { return gpu_ != nullptr; }
 
   // A { data, dtype } float input with exactly `length` elements (length < 0: any).
   FloatIn floats(const char* key, int64_t length) const {
-    Napi::Value v = o_.Get(key);
-    if (!v.IsObject()) throw_type(env_, op_, std::string(key) + " must be a float input");
-    Napi::Object f = v.As<Napi::Object>();
-    const std::string dtype = Napi::Value(f.Get("dtype")).IsString() ? f.Get("dtype").As<Napi::String>().Utf8Value() : "";
+    const Snapshot::Entry* e = s_.find(key);
+    if (e == nullptr || !e->object) throw_type(env_, op_, std::string(key) + " must be a float input");
+    const Args f = object(key);
+    const std::string dtype = f.get("dtype").IsString() ? f.string("dtype") : "";
     FloatIn in;
     napi_typedarray_type want;
     if (dtype == "float32") { in.dtype = DType::f32; want = napi_float32_array; }
@@ -101,48 +238,41 @@ class Args {
     else throw_type(env_, op_, std::string(key) + ".dtype must be a float dtype");
     const size_t es = in.dtype == DType::f64 ? 8 : in.dtype == DType::f32 ? 4 : 2;
     const void* device = nullptr;
-    if (device_input(f, key, es, in.size, device)) {
-      in.data = device;
-    } else {
-      Napi::Value data = f.Get("data");
+    TypedView host;
+    if (!f.device_input(key, es, in.size, device)) {
+      Napi::Value data = f.get("data");
       if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
-      Napi::TypedArray a = data.As<Napi::TypedArray>();
-      if (a.TypedArrayType() != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
-      in.size = int64_t(a.ElementLength());
-      pins_.pin(a);
-      in.data = place(data_of(a), size_t(in.size) * es);
+      host = view_of(data.As<Napi::TypedArray>());
+      if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
+      in.size = int64_t(host.length);
     }
-    if (length >= 0 && in.size != length) {
-      throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(in.size));
-    }
+    if (length >= 0 && in.size != length) throw_length(key, length, in.size);
+    in.data = device ? device : place(host.data, host.length * es, placement_ == Placement::copy);
     return in;
   }
   FloatIn floats_or_absent(const char* key, int64_t length) const { return has(key) ? floats(key, length) : FloatIn{}; }
 
+  // An integer array of exactly `length` elements (length < 0: any), copied (see the top of this file).
   template <typename E, napi_typedarray_type Want>
-  const E* typed(const char* key, int64_t length, const char* what) const {
-    Napi::Value v = o_.Get(key);
+  const E* typed(const char* key, int64_t length, const char* what, int64_t* size = nullptr) const {
+    Napi::Value v = get(key);
     const void* device = nullptr;
     int64_t n = 0;
-    if (v.IsObject() && !v.IsTypedArray() && device_input(v.As<Napi::Object>(), key, sizeof(E), n, device)) {
-      if (length >= 0 && n != length) {
-        throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(n));
-      }
+    if (v.IsObject() && !v.IsTypedArray() && has_object(key) && object(key).device_input(key, sizeof(E), n, device)) {
+      if (length >= 0 && n != length) throw_length(key, length, n);
+      if (size) *size = n;
       return static_cast<const E*>(device);
     }
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Want) {
-      throw_type(env_, op_, std::string(key) + " must be " + what);
-    }
-    Napi::TypedArray a = v.As<Napi::TypedArray>();
-    if (length >= 0 && int64_t(a.ElementLength()) != length) {
-      throw_range(env_, op_, std::string(key) + " must have " + std::to_string(length) + " elements, got " + std::to_string(a.ElementLength()));
-    }
-    pins_.pin(a);
-    return static_cast<const E*>(place(data_of(a), a.ByteLength()));
+    if (!v.IsTypedArray()) throw_type(env_, op_, std::string(key) + " must be " + what);
+    const TypedView a = view_of(v.As<Napi::TypedArray>());
+    if (a.type != Want) throw_type(env_, op_, std::string(key) + " must be " + what);
+    if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
+    if (size) *size = int64_t(a.length);
+    return static_cast<const E*>(place(a.data, a.length * sizeof(E), true));
   }
 
-  // The host copy of an array this reader returned: itself on the cpu backend, the uploaded source on
-  // the cuda backend, null for a device tensor (nothing on the host to check).
+  // The host copy of an array this reader returned: itself on the cpu backend (a copy for integer arrays),
+  // the pinned copy that was uploaded on the cuda backend, null for a device tensor (nothing to check).
   template <typename E>
   const E* host_view(const E* p) const {
 #if RLHF_KERNELS_HAVE_CUDA
@@ -153,11 +283,8 @@ class Args {
   const int32_t* int32s(const char* key, int64_t length) const {
     return typed<int32_t, napi_int32_array>(key, length, "an Int32Array");
   }
-  int64_t length_of(const char* key) const {
-    Napi::Value v = o_.Get(key);
-    if (!v.IsTypedArray()) throw_type(env_, op_, std::string(key) + " must be a typed array");
-    return int64_t(v.As<Napi::TypedArray>().ElementLength());
-  }
+  // offsets: an Int32Array of any length ≥ 1 (n + 1 entries for n groups), its entry count in `n`
+  const int32_t* offsets(const char* key, int64_t& n) const { return typed<int32_t, napi_int32_array>(key, -1, "an Int32Array", &n); }
   // a 0/1 Uint8Array of `length`, or null
   const uint8_t* mask(const char* key, int64_t length) const {
     if (!has(key)) return nullptr;
@@ -190,10 +317,10 @@ class Args {
     (void)key; (void)expected;
   }
 
-  // offsets[0] = 0, non-decreasing, offsets[last] = total
+  // offsets[0] = 0, non-decreasing, offsets[last] = total; n ≥ 1 entries
   void check_offsets(const char* key, const int32_t* off, int64_t n, int64_t total) const {
     off = host_view(off);
-    if (off == nullptr) throw_type(env_, op_, std::string(key) + " must be host data (an Int32Array), not a device tensor");
+    if (n >= 1 && off == nullptr) throw_type(env_, op_, std::string(key) + " must be host data (an Int32Array), not a device tensor");
     if (n < 1 || off[0] != 0 || off[n - 1] != total) throw_range(env_, op_, std::string(key) + " must run from 0 to " + std::to_string(total));
     for (int64_t i = 1; i < n; i++) if (off[i] < off[i - 1]) throw_range(env_, op_, std::string(key) + " must be non-decreasing");
   }
@@ -203,9 +330,10 @@ class Args {
     TokenBatch b;
     Args layout = object("layout");
     b.tokens = layout.count("tokens");
-    b.num_seqs = layout.length_of("offsets") - 1;
-    b.offsets = layout.int32s("offsets", b.num_seqs + 1);
-    layout.check_offsets("layout.offsets", b.offsets, b.num_seqs + 1, b.tokens);
+    int64_t n = 0;
+    b.offsets = layout.offsets("offsets", n);
+    layout.check_offsets("layout.offsets", b.offsets, n, b.tokens);
+    b.num_seqs = n - 1;
     b.width = layout.count("width");
     b.mask = mask("mask", b.tokens);
     if (has("agg")) {
@@ -239,18 +367,25 @@ class Args {
   }
 
  private:
-  // A device tensor `{ device: handle }` (cuda backend only): its pointer and element count.
-  bool device_input(Napi::Object o, const char* key, size_t es, int64_t& n, const void*& ptr) const {
-    if (!o.Has("device")) return false;
+  Napi::Value get(const char* key) const {
+    const Snapshot::Entry* e = s_.find(key);
+    return e ? e->value : env_.Undefined();
+  }
+  bool has_object(const char* key) const {
+    const Snapshot::Entry* e = s_.find(key);
+    return e != nullptr && e->object != nullptr;
+  }
+  [[noreturn]] void throw_length(const char* key, int64_t want, int64_t got) const {
+    throw_range(env_, op_, std::string(key) + " must have " + std::to_string(want) + " elements, got " + std::to_string(got));
+  }
+  // This object as a device tensor `{ device: handle }` (cuda backend only): its pointer and element count.
+  bool device_input(const char* key, size_t es, int64_t& n, const void*& ptr) const {
+    if (s_.find("device") == nullptr) return false;
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu_) {
-      DeviceBlock* b = gpu_->env().unwrap(o.Get("device"));
-      if (b == nullptr) {
-        Napi::Error e = Napi::Error::New(env_, std::string(op_) + ": " + key + " is a disposed device tensor (or one of another thread)");
-        e.Set("code", Napi::String::New(env_, "ERR_DISPOSED"));
-        throw e;
-      }
-      pins_.pin(o);
+      DeviceBlock* b = gpu_->env().unwrap(get("device"));
+      if (b == nullptr) throw coded_error(env_, "ERR_DISPOSED", std::string(op_) + ": " + key + " is a disposed device tensor (or one of another thread)");
+      pins_.pin(get("device"));
       n = int64_t(b->bytes / es);
       ptr = b->ptr;
       return true;
@@ -259,19 +394,22 @@ class Args {
     (void)es; (void)n; (void)ptr;
     throw_type(env_, op_, std::string(key) + " is a device tensor: it runs on the cuda backend only");
   }
-  // Where the kernel reads a host array: in place (cpu), or uploaded (cuda).
-  const void* place(const void* host, size_t bytes) const {
+  // Where the kernel reads a host array: in place or a copy the job owns (cpu), or uploaded (cuda).
+  const void* place(const void* host, size_t bytes, bool copy) const {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu_) return gpu_->upload(env_, host, bytes);
 #endif
-    (void)bytes;
-    return host;
+    // an empty input is present all the same (FloatIn::present): a non-null pointer that is never read
+    static const char empty = 0;
+    if (bytes == 0) return &empty;
+    return copy ? pins_.copy(host, bytes) : host;
   }
 
   Napi::Env env_;
   const char* op_;
-  Napi::Object o_;
+  const Snapshot& s_;
   Pins& pins_;
+  Placement placement_;
   GpuCall* gpu_;
 };
 
@@ -281,7 +419,9 @@ class Outputs {
  public:
   explicit Outputs(Napi::Env env, Pins& pins) : env_(env), pins_(pins) {}
   GpuCall* gpu = nullptr;  // cuda backend: outputs are device blocks (gpu.h)
+  const char* op = "rlhf-kernels";  // the op, for error messages
   float* make(const char* name, int64_t n) {
+    host_fits(name, n, sizeof(float));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<float*>(gpu->output(env_, name, n));
 #endif
@@ -293,6 +433,7 @@ class Outputs {
   }
   // cuda only: an output of n 16-bit elements of the logits' dtype (gradDtype 'input')
   uint16_t* make16(const char* name, int64_t n, DType dtype) {
+    host_fits(name, n, sizeof(uint16_t));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<uint16_t*>(gpu->output(env_, name, n, dtype == DType::bf16 ? "bfloat16" : "float16"));
 #endif
@@ -300,6 +441,13 @@ class Outputs {
     throw Napi::TypeError::New(env_, "16-bit gradients are written by the cuda backend only");
   }
   // puts every output into `result` under its name
+  // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
+  void host_fits(const char* name, int64_t n, size_t es) const {
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu && gpu->device_results()) return;
+#endif
+    check_host_array(env_, op, name, n, es);
+  }
   void put(Napi::Object result) const {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return gpu->put(result);

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -12,11 +13,40 @@ namespace rk::addon {
 
 struct EnvData {
   uint32_t id = 0;
+  Napi::FunctionReference error_class;  // RlhfKernelsError, given by setup() when the package loads the addon
+  int64_t max_array_length = int64_t(1) << 32;  // the engine's longest typed array (setup(); Node 20's by default)
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not
   std::shared_ptr<GpuEnv> gpu;  // shared with the device tensors' handles, which may outlive the env
 #endif
 };
+
+// The error of a native failure: an instance of the package's RlhfKernelsError (new RlhfKernelsError(code,
+// message)) once setup() gave the class, else an Error with the same `code` (a raw addon before setup).
+// Every coded error of the addon, cpu and cuda, is made here.
+inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std::string& message) {
+  EnvData* data = env.GetInstanceData<EnvData>();
+  if (data != nullptr && !data->error_class.IsEmpty()) {
+    return Napi::Error(env, data->error_class.New({Napi::String::New(env, code), Napi::String::New(env, message)}));
+  }
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+// Whether the engine can make a host typed array of n elements of es bytes: V8 aborts the process when a
+// typed array made through the API is longer than it allows or cannot be allocated, so both are asked first
+// (too long: RangeError; no memory: ERR_OUT_OF_MEMORY).
+inline void check_host_array(Napi::Env env, const char* op, const char* name, int64_t n, size_t es) {
+  const EnvData* data = env.GetInstanceData<EnvData>();
+  if (n > data->max_array_length) {
+    throw Napi::RangeError::New(env, std::string(op) + ": " + name + " would have " + std::to_string(n) +
+                                         " elements, more than a typed array holds (" + std::to_string(data->max_array_length) + ")");
+  }
+  void* probe = std::malloc(size_t(n) * es);
+  if (probe == nullptr && n > 0) throw coded_error(env, "ERR_OUT_OF_MEMORY", std::string(op) + ": out of memory for " + name);
+  std::free(probe);
+}
 
 }  // namespace rk::addon

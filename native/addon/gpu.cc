@@ -174,7 +174,7 @@ const void* GpuCall::upload(Napi::Env env, const void* host, size_t bytes) {
     const cudaError_t err = cudaMemcpyAsync(dev, staging, bytes, cudaMemcpyHostToDevice, stream());
     if (err != cudaSuccess) throw_cuda(env, "rlhf-kernels", err);
   }
-  staged_.emplace_back(dev, host);
+  staged_.emplace_back(dev, staging);  // what the checks read: exactly the bytes the device gets
   return dev;
 }
 
@@ -375,12 +375,17 @@ Napi::Value DownloadAsync(const Napi::CallbackInfo& info) {
   auto target = std::make_shared<Napi::Reference<Napi::TypedArray>>(Napi::Persistent(a));
   const size_t bytes = b.bytes;
   return when_stream_done(env, *g, [g, staging, target, bytes](Napi::Env env, cudaError_t status) -> Napi::Value {
-    g->pinned.free(staging);
+    // the staging block goes back to the pool when this returns or throws, after the copy out of it
+    const std::unique_ptr<void, std::function<void(void*)>> held(staging, [g](void* p) { g->pinned.free(p); });
     if (status != cudaSuccess) {
       g->fail(status);
       throw cuda_error(env, "toHostAsync", status);
     }
+    // the array is the caller's: it may have been detached or resized while the copy ran
     Napi::TypedArray out = target->Value();
+    if (view_of(out).length * out.ElementSize() != bytes) {
+      throw Napi::RangeError::New(env, "toHostAsync: the host array changed size while the copy ran");
+    }
     if (bytes > 0) std::memcpy(bytes_of(out), staging, bytes);
     return env.Undefined();
   });

@@ -25,12 +25,6 @@
 
 namespace rk::addon {
 
-inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
-
 #if RLHF_KERNELS_HAVE_CUDA
 
 class GpuEnv;
@@ -108,7 +102,7 @@ class GpuCall {
 
   // A host array's bytes, copied through pinned memory to a temporary device block (enqueued).
   const void* upload(Napi::Env env, const void* host, size_t bytes);
-  // The host bytes behind a device pointer that upload() made (null for a device tensor's data).
+  // The host copy (pinned) behind a device pointer that upload() made (null for a device tensor's data).
   const void* host_of(const void* device) const;
   // An output of n elements of `dtype` (float32, or the 16-bit bfloat16/float16): a device tensor's block
   // (device results) or a temporary read back to the host.
@@ -148,7 +142,7 @@ class GpuCall {
   void* scratch_[3] = {nullptr, nullptr, nullptr};
   size_t scratch_bytes_[3] = {0, 0, 0};
   std::vector<void*> device_temps_, pinned_temps_;
-  std::vector<std::pair<const void*, const void*>> staged_;  // device → host
+  std::vector<std::pair<const void*, const void*>> staged_;  // device → its pinned host copy
   std::vector<Output> outputs_;
   float* result_ = nullptr;
   gpu::DeviceFlags* flags_ = nullptr;

@@ -36,12 +36,6 @@ inline Napi::Value result_of(Napi::Env env, const Job& job) {
   return result;
 }
 
-inline Napi::Error native_error(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
-
 // Runs a kernel and turns an exception (allocation failure is the only one expected) into a message.
 inline std::string run_guarded(Job& job) {
   try {
@@ -66,7 +60,7 @@ class JobWorker : public Napi::AsyncWorker {
   }
   void OnOK() override { deferred_.Resolve(result_of(Env(), *job_)); }
   void OnError(const Napi::Error&) override {
-    deferred_.Reject(native_error(Env(), failure_.substr(0, failure_.find(':')), "native kernel failed: " + failure_).Value());
+    deferred_.Reject(coded_error(Env(), failure_.substr(0, failure_.find(':')), "native kernel failed: " + failure_).Value());
   }
 
  private:
@@ -75,34 +69,48 @@ class JobWorker : public Napi::AsyncWorker {
   std::string failure_;
 };
 
-// The sync and async entry points of one job type.
+// The argument object read once (Snapshot), with the depth of the nesting the bindings read.
+inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
+  if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
+  return Snapshot(v.As<Napi::Object>(), 2);
+}
+
+// Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
+// ERR_OUT_OF_MEMORY error, as a failed kernel allocation is.
+template <class J>
+void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, GpuCall* gpu = nullptr) {
+  job.out.op = J::name;
+  try {
+    job.prepare(Args(env, J::name, s, job.pins, placement, gpu));
+  } catch (const std::bad_alloc&) {
+    throw coded_error(env, "ERR_OUT_OF_MEMORY", std::string(J::name) + ": out of memory for the call's inputs");
+  }
+}
+
+// The sync and async entry points of one job type. The async form copies the float inputs (Placement::copy):
+// the caller's arrays are not read after it returns.
 template <class J>
 Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   auto job = std::make_unique<J>(env);
-  if (async) {
-    // a bad argument rejects the promise, as the TypeScript layer does
-    try {
-      Args args(env, J::name, info[0], job->pins);
-      job->prepare(args);
-    } catch (const Napi::Error& e) {
-      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-      d.Reject(e.Value());
-      return d.Promise();
-    }
-  } else {
-    Args args(env, J::name, info[0], job->pins);
-    job->prepare(args);
+  if (!async) {
+    prepare_job(env, *job, snapshot(env, J::name, info[0]), Placement::in_place);
+    const std::string failure = run_guarded(*job);
+    if (!failure.empty()) throw coded_error(env, failure.substr(0, failure.find(':')), "native kernel failed: " + failure);
+    return result_of(env, *job);
   }
-  if (async) {
-    auto* worker = new JobWorker(env, std::move(job));
-    Napi::Promise promise = worker->promise();
-    worker->Queue();
-    return promise;
+  // a bad argument rejects the promise, as the TypeScript layer does
+  try {
+    prepare_job(env, *job, snapshot(env, J::name, info[0]), Placement::copy);
+  } catch (const Napi::Error& e) {
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Reject(e.Value());
+    return d.Promise();
   }
-  const std::string failure = run_guarded(*job);
-  if (!failure.empty()) throw native_error(env, failure.substr(0, failure.find(':')), "native kernel failed: " + failure);
-  return result_of(env, *job);
+  auto* worker = new JobWorker(env, std::move(job));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
 }
 
 #if RLHF_KERNELS_HAVE_CUDA
@@ -115,11 +123,11 @@ std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool l
   // a non-sticky error an earlier call left behind (and reported) must not fail this one
   cudaGetLastError();
   auto job = std::make_unique<J>(env);
-  const bool device_results = args_value.IsObject() && args_value.As<Napi::Object>().Get("deviceResults").ToBoolean().Value();
-  job->gpu = std::make_unique<GpuCall>(env, g, device_results);
+  const Snapshot s = snapshot(env, J::name, args_value);
+  const Snapshot::Entry* results = s.find("deviceResults");
+  job->gpu = std::make_unique<GpuCall>(env, g, results != nullptr && results->value.ToBoolean().Value());
   job->out.gpu = job->gpu.get();
-  Args args(env, J::name, args_value, job->pins, job->gpu.get());
-  job->prepare(args);
+  prepare_job(env, *job, s, Placement::copy, job->gpu.get());
   job->gpu->begin(env);
   if (!launch) return job;
   cudaError_t err = job->launch(*job->gpu);

@@ -26,8 +26,9 @@ struct KlDivergenceJob : Job {
   void prepare(const Args& a) {
     p.N = a.count("N");
     p.V = a.count("V");
-    p.p_logits = a.floats("pLogits", p.N * p.V);
-    p.q_logits = a.floats("qLogits", p.N * p.V);
+    const int64_t NV = a.product("pLogits", p.N, p.V);
+    p.p_logits = a.floats("pLogits", NV);
+    p.q_logits = a.floats("qLogits", NV);
     if (p.p_logits.dtype != p.q_logits.dtype) throw_type(a.env(), name, "pLogits and qLogits must have the same dtype");
     p.mask = a.mask("mask", p.N);
     p.reduction = a.reduction();
@@ -36,12 +37,12 @@ struct KlDivergenceJob : Job {
     p.per_row = out.make("perRow", p.N);
     const bool half = (a.boolean("gradQ") || a.boolean("gradP")) && a.grad16(p.p_logits.dtype);
     if (a.boolean("gradQ")) {
-      if (half) p.grad_q16 = out.make16("gradQ", p.N * p.V, p.p_logits.dtype);
-      else p.grad_q = out.make("gradQ", p.N * p.V);
+      if (half) p.grad_q16 = out.make16("gradQ", NV, p.p_logits.dtype);
+      else p.grad_q = out.make("gradQ", NV);
     }
     if (a.boolean("gradP")) {
-      if (half) p.grad_p16 = out.make16("gradP", p.N * p.V, p.p_logits.dtype);
-      else p.grad_p = out.make("gradP", p.N * p.V);
+      if (half) p.grad_p16 = out.make16("gradP", NV, p.p_logits.dtype);
+      else p.grad_p = out.make("gradP", NV);
     }
   }
   void run() override { r = kl_divergence(p); }

@@ -21,10 +21,11 @@ struct PpoLossJob : Job {
     p.batch = a.token_batch();
     const int64_t M = p.batch.tokens;
     p.V = a.count("V");
-    p.logits = a.floats("logits", M * p.V);
+    const int64_t MV = a.product("logits", M, p.V);
+    p.logits = a.floats("logits", MV);
     p.actions = a.int32s("actions", M);
     a.check_indices("actions", p.actions, M, p.V, false, 0);
-    p.anchor_logits = a.floats_or_absent("anchorLogits", M * p.V);
+    p.anchor_logits = a.floats_or_absent("anchorLogits", MV);
     if (p.anchor_logits.present() && p.anchor_logits.dtype != p.logits.dtype) {
       throw_type(a.env(), name, "the anchor logits must have the dtype of logits");
     }
@@ -48,8 +49,8 @@ struct PpoLossJob : Job {
     p.value.clip = a.has("valueClip") ? float(a.number("valueClip")) : -1.f;
     if (p.value.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when valueClip is set");
     p.value.half = a.boolean("half");
-    if (a.grad16(p.logits.dtype)) p.grad_logits16 = out.make16("gradLogits", M * p.V, p.logits.dtype);
-    else p.grad_logits = out.make("gradLogits", M * p.V);
+    if (a.grad16(p.logits.dtype)) p.grad_logits16 = out.make16("gradLogits", MV, p.logits.dtype);
+    else p.grad_logits = out.make("gradLogits", MV);
     p.logp = out.make("logp", M);
     if (p.values.present() && p.returns.present()) p.grad_values = out.make("gradValues", M);
   }

@@ -16,10 +16,11 @@ struct RewardLossJob : Job {
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
     const int64_t total = p.scores.size;
-    p.N = a.length_of("offsets") - 1;
-    p.offsets = a.int32s("offsets", p.N + 1);
-    a.check_offsets("offsets", p.offsets, p.N + 1, total);
-    p.ignore_index = int32_t(a.number("ignoreIndex"));
+    int64_t n = 0;
+    p.offsets = a.offsets("offsets", n);
+    a.check_offsets("offsets", p.offsets, n, total);
+    p.N = n - 1;
+    p.ignore_index = a.int32("ignoreIndex");
     if (a.has("chosen")) {
       p.chosen = a.int32s("chosen", p.N);
       const int32_t* chosen = a.host_view(p.chosen);

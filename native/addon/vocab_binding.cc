@@ -11,7 +11,7 @@ namespace {
 // logits [N, V], targets [N] in [0, V) or ignoreIndex: what every vocabulary job reads first
 struct Rows {
   FloatIn logits;
-  int64_t N, V;
+  int64_t N, V, NV;  // NV = N * V, checked
   const int32_t* targets;
   int32_t ignore_index;
 };
@@ -20,9 +20,10 @@ Rows read_rows(const Args& a) {
   Rows r;
   r.N = a.count("N");
   r.V = a.count("V");
-  r.logits = a.floats("logits", r.N * r.V);
+  r.NV = a.product("logits", r.N, r.V);
+  r.logits = a.floats("logits", r.NV);
   r.targets = a.int32s("targets", r.N);
-  r.ignore_index = int32_t(a.number("ignoreIndex"));
+  r.ignore_index = a.int32("ignoreIndex");
   a.check_indices("targets", r.targets, r.N, r.V, true, r.ignore_index);
   return r;
 }
@@ -64,7 +65,7 @@ struct LogProbsBackwardJob : Job {
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);
     p.entropy = a.floats_or_absent("entropy", p.N);
-    p.grad = out.make("gradLogits", p.N * p.V);
+    p.grad = out.make("gradLogits", r.NV);
   }
   void run() override { log_probs_backward(p); }
 #if RLHF_KERNELS_HAVE_CUDA
@@ -89,8 +90,8 @@ struct CrossEntropyJob : Job {
     p.losses = out.make("losses", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("grad")) {
-      if (a.grad16(p.logits.dtype)) p.grad16 = out.make16("gradLogits", p.N * p.V, p.logits.dtype);
-      else p.grad = out.make("gradLogits", p.N * p.V);
+      if (a.grad16(p.logits.dtype)) p.grad16 = out.make16("gradLogits", rows.NV, p.logits.dtype);
+      else p.grad = out.make("gradLogits", rows.NV);
     }
   }
   void run() override { r = cross_entropy(p); }
