@@ -1,7 +1,7 @@
 /** Edge cases: ignored and masked data, −inf logits, empty batches, V = 1 (DESIGN §1, §2 Errors). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
-import { HOST_BACKENDS } from './backends.js'
+import { HOST_BACKENDS, on } from './backends.js'
 import { F32, expectClose, rng } from './helpers.js'
 
 const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
@@ -189,6 +189,36 @@ describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
     expect(rk.whiten({ values: e }).length).toBe(0)
     expect(rk.groupAdvantages({ scores: e, groupSize: 4 }).length).toBe(0)
     expect(rk.klDivergence({ pLogits: logits, qLogits: logits }).loss).toBe(0)
+  })
+
+  it('every op on an empty batch returns what js returns (zero tokens, empty values, every optional input given)', () => {
+    const e = new Float32Array(0), ei = new Int32Array(0)
+    const L = rk.tensor(e, [0, 7]), T0 = rk.tensor(e, [2, 0])
+    const calls: Record<string, () => unknown> = {
+      crossEntropy: () => rk.crossEntropy({ logits: L, targets: ei, grad: true, reduction: 'none', labelSmoothing: 0.1, classWeights: new Float32Array(7), tokenWeights: e }),
+      logProbs: () => rk.logProbs({ logits: L, targets: ei, entropy: true }),
+      logProbsBackward: () => rk.logProbsBackward({ logits: L, targets: ei, lse: e, gradLogp: e, gradEntropy: e, entropy: e }),
+      klDivergence: () => rk.klDivergence({ pLogits: L, qLogits: L, grad: 'both', mask: new Uint8Array(0) }),
+      klPenalty: () => rk.klPenalty({ logp: T0, refLogp: e, aggregation: 'seq-mean-token-mean', mask: new Uint8Array(0) }),
+      policyLoss: () => rk.policyLoss({ logp: e, oldLogp: e, advantages: e, seqLengths: Int32Array.of(0, 0), aggregation: 'seq-mean-token-sum-norm' }),
+      valueLoss: () => rk.valueLoss({ values: e, returns: e, oldValues: e, clip: 0.2 }),
+      gae: () => rk.gae({ rewards: T0, values: e, lastValues: new Float32Array(2) }),
+      whiten: () => rk.whiten({ values: e, mask: new Uint8Array(0) }),
+      groupAdvantages: () => rk.groupAdvantages({ scores: e, offsets: Int32Array.of(0) }),
+      rewardLoss: () => rk.rewardLoss({ scores: e, offsets: Int32Array.of(0), chosen: ei, margins: e, reduction: 'none' }),
+      softRewardLoss: () => rk.rewardLoss({ scores: e, K: 2, targetProbs: e }),
+      ppoLoss: () => rk.ppoLoss({ logits: L, actions: ei, oldLogp: e, advantages: e, values: e, returns: e, oldValues: e, valueClip: 0.2, refLogp: e, beta: 0.1, klEstimator: 'k3' }),
+      ppoLossAnchor: () => rk.ppoLoss({ logits: rk.tensor(e, [2, 0, 5]), actions: ei, oldLogits: rk.tensor(e, [2, 0, 5]), advantages: e, beta: 0.1 }),
+    }
+    const plain = (x: unknown): unknown =>
+      x instanceof rk.Tensor ? { shape: x.shape, dtype: x.dtype, data: Array.from(x.data) }
+        : ArrayBuffer.isView(x) ? { [x.constructor.name]: Array.from(x as Float32Array) }
+          : x !== null && typeof x === 'object' ? Object.fromEntries(Object.entries(x).sort().map(([k, v]) => [k, plain(v)])) : x
+    for (const [name, call] of Object.entries(calls)) {
+      const expected = plain(on('js', call))
+      expect(plain(on(backend, call)), name).toEqual(expected)
+    }
+    rk.setBackend(backend)  // on() went back to 'auto'
   })
 
   it('V = 1: logp 0, loss 0, entropy 0, gradient 0', () => {
