@@ -9,46 +9,22 @@
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
-import { type Tolerance, closeness, rng } from './helpers.js'
+import { PARITY, klGradPTolerance, parityError } from './compare.js'
+import { type Tolerance, rng } from './helpers.js'
 
 // the cuda backend starts every output as NaN here, so an element a kernel fails to write cannot pass
 process.env.RLHF_KERNELS_POISON ??= '1'
 
 const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 
-/** Documented in the README: native float32 kernels against the float64-accumulating reference. */
-export const PARITY: Record<'value' | 'grad', Tolerance> = {
-  value: { atol: 5e-6, rtol: 5e-6 },
-  grad: { atol: 1e-6, rtol: 5e-5 },
-}
-
 type Dtype = 'float32' | 'bfloat16' | 'float16'
 const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
 // 2048 and 32000: one CTA and a two-CTA cluster of the single-pass CUDA kernels; the others unaligned or large
 const SHAPES: [number, number][] = [[1, 37], [5, 1001], [3, 4099], [6, 2048], [4, 32000], [2, 128256]]
 
-/** Everything numeric in a result, flattened: [path, values]. */
-function leaves(x: unknown, path = ''): [string, ArrayLike<number>][] {
-  if (typeof x === 'number') return [[path, [x]]]
-  if (x instanceof rk.Tensor) return [[path, x.toFloat32Array()]]
-  if (ArrayBuffer.isView(x)) return [[path, x as unknown as ArrayLike<number>]]
-  if (x && typeof x === 'object') return Object.entries(x).flatMap(([k, v]) => leaves(v, path ? `${path}.${k}` : k))
-  return []
-}
-
-const isGradient = (path: string) => /^grad/.test(path.split('.').pop()!)
-
 function expectParity(actual: unknown, expected: unknown, what: string, overrides: Record<string, Tolerance> = {}) {
-  const a = new Map(leaves(actual))
-  const e = leaves(expected)
-  expect([...a.keys()].sort(), `${what}: result fields`).toEqual(e.map(([k]) => k).sort())
-  for (const [path, want] of e) {
-    const got = a.get(path)!
-    expect(got.length, `${what}: ${path}.length`).toBe(want.length)
-    const tol = overrides[path] ?? (isGradient(path) ? PARITY.grad : PARITY.value)
-    const { worst, at } = closeness(got, want, tol)
-    if (!(worst <= 1)) expect.fail(`${what}: ${path}[${at}] = ${got[at]}, js reference ${want[at]} (${worst.toExponential(2)}× tolerance)`)
-  }
+  const error = parityError(actual, expected, overrides)
+  if (error !== null) expect.fail(`${what}: ${error}`)
 }
 
 /** The op on `backend` vs on js, with the same arguments. */
@@ -56,15 +32,6 @@ function compare<O, R>(backend: rk.BackendName, op: (o: O) => R, options: O, wha
   const expected = on('js', () => op(options))
   const actual = on(backend, () => op(options))
   expectParity(actual, expected, what, overrides?.(expected))
-}
-
-/**
- * d KL(p‖q)/d z_p = p (log p − log q − KL): a float32 KL carries an absolute error of about 5e-7·KL (its
- * terms are evaluated in float32), which every element of the gradient inherits, times p ≤ 1.
- */
-const klGradPTolerance = (r: rk.KlDivergenceResult) => {
-  const kl = Math.max(1, ...Array.from(r.perRow, Math.abs))
-  return { gradP: { atol: PARITY.grad.atol * kl, rtol: PARITY.grad.rtol } }
 }
 
 /**

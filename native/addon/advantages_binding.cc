@@ -22,8 +22,8 @@ struct GaeJob : Job {
     p.values = a.floats("values", M);
     p.last_values = a.floats_or_absent("lastValues", p.num_seqs);
     p.mask = a.mask("mask", M);
-    p.gamma = float(a.number("gamma"));
-    p.lambda = float(a.number("lambda"));
+    p.gamma = a.number("gamma");
+    p.lambda = a.number("lambda");
     p.advantages = out.make("advantages", M);
     p.returns = out.make("returns", M);
   }

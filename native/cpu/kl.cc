@@ -38,17 +38,15 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, nan ? NAN : 0.f);
       continue;
     }
-    // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0. log p − log q is formed as
-    // (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference instead of two of O(|z|) terms.
-    const float dl = float(sp.lse - sq.lse);
-    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) { return xlogy_term(exp_approx(sp.logp(a)), (a - b) * invT - dl); });
+    // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0
+    const float dc = sp.c - sq.c;
+    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) { return kl_term(exp_approx(sp.logp(a)), log_ratio(sp, sq, a, b, dc)); });
     p.per_row[n] = kl;
     if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(sq.logp(b)) - exp_approx(sp.logp(a))); });
     if (gp) {
       // an infinite KL (p > 0 where q = 0) has no finite gradient wrt p: 0 there
-      const float c = float(sp.lse - sq.lse + double(kl));
       if (kl == INFINITY) std::fill(gp, gp + V, 0.f);
-      else row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(sp.logp(a)), (a - b) * invT - c); });
+      else row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(sp.logp(a)), log_ratio(sp, sq, a, b, dc - kl)); });
     }
   }
 }

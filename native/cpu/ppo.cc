@@ -53,8 +53,8 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     float c_logp = w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
-      const float dl = float(sa.lse - sq.lse);  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
-      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return xlogy_term(exp_approx(sa.logp(a)), (a - z) * invT - dl); });
+      const float dc = sa.c - sq.c;  // log p_a − log q, as in kl.cc
+      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return kl_term(exp_approx(sa.logp(a)), log_ratio(sa, sq, a, z, dc)); });
       c_full = p.beta * w[t];
     } else {
       const float ref = p.ref_logp.present() ? read(p.ref_logp, t) : (arow ? anchor_lp : old);
@@ -73,9 +73,9 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
       row_map(row, V, g, [&](auto z) { return -invT * c_logp * exp_approx(sq.logp(z)); });
     }
     {
-      const float q = exp_approx(sq.logp(load(row, y)));
-      const float full = c_full != 0.f ? c_full * (q - exp_approx(sa.logp(load(arow, y)))) : 0.f;
-      g[y] = invT * (c_logp * (1.f - q) + full);
+      const float lq = sq.logp(load(row, y));  // 1 − q as −expm1(log q), exact where q is near 1
+      const float full = c_full != 0.f ? c_full * (exp_approx(lq) - exp_approx(sa.logp(load(arow, y)))) : 0.f;
+      g[y] = invT * (-c_logp * std::expm1(lq) + full);
     }
     if (p.values.present() && p.returns.present()) {
       float l, gv;

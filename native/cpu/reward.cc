@@ -31,8 +31,10 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     }
     KahanSum se;
     for (int64_t i = 0; i < K; i++) se.add(std::exp(shifted[i] - m));
-    const float lse = m + std::log(se.value());
-    for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(shifted[i] - lse);
+    // log p_i = (s_i − m) − log Σ, from s − m (never s − lse, which cancels two terms of size |s|)
+    const float ls = std::log(se.value());
+    auto logp = [&](int64_t i) { return (shifted[i] - m) - ls; };
+    for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(logp(i));
     p.losses[n] = 0.f;
     if (!counted(n)) {
       std::fill(p.grad + a, p.grad + a + K, 0.f);
@@ -42,14 +44,14 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     int64_t label = b;
     float y_sum = 1.f;
     if (!p.target_probs.present()) {
-      loss.add(lse - shifted[b]);
+      loss.add(-logp(b));
     } else {
       label = 0;
       KahanSum ys;
       for (int64_t i = 0; i < K; i++) {
         const float y = read(p.target_probs, a + i);
         ys.add(y);
-        if (y != 0.f) loss.add(y * (lse - shifted[i]));
+        if (y != 0.f) loss.add(-y * logp(i));
         if (y > read(p.target_probs, a + label)) label = i;
       }
       y_sum = ys.value();
@@ -64,8 +66,10 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     p.losses[n] = loss.value();
     total.add(p.losses[n]);
     for (int64_t i = 0; i < K; i++) {
-      const float target = p.target_probs.present() ? read(p.target_probs, a + i) : (i == b ? 1.f : 0.f);
-      p.grad[a + i] = scale * (p.probs[a + i] * y_sum - target + center);
+      // the chosen candidate's p − 1 as expm1(log p), exact where p is near 1
+      const float d = p.target_probs.present() ? p.probs[a + i] * y_sum - read(p.target_probs, a + i)
+                    : i == b ? std::expm1(logp(i)) : p.probs[a + i];
+      p.grad[a + i] = scale * (d + center);
     }
     bool best = true;
     const float rb = read(p.scores, a + label);

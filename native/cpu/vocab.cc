@@ -56,9 +56,10 @@ RK_ROW_KERNEL void backward_rows(const LogProbsBackwardParams& p, int64_t begin,
       const auto q = exp_approx(lp);
       return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
     });
+    // the true class: 1 − q as −expm1(log q), exact where q is near 1 (1 − q would cancel)
     const float lp = r.logp(load(row, y));
     const float q = exp_approx(lp);
-    g[y] = (gl * (1.f - q) - xlogy_term(q, gh * (lp + h))) * invT;
+    g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h))) * invT;
   }
 }
 
@@ -92,13 +93,13 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
     p.losses[n] = tw * loss;
     if (!g) continue;
     const float gs = scale * tw;
-    const float cp = (1.f - eps) * wy + eps * W / float(V) + 2.f * p.z_loss * l;
+    const float rest = eps * W / float(V) + 2.f * p.z_loss * l;  // cp − (1−ε) w_y
+    const float cp = (1.f - eps) * wy + rest;
     const float e = eps / float(V);
     if (cw) row_map2(row, cw, V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(r.logp(z)) - e * w); });
     else row_map(row, V, g, [&](auto z) { return gs * (cp * exp_approx(r.logp(z)) - e); });
-    // the true-class gradient, formed in float32 as one expression (no cancellation against a stored value)
-    const float py = exp_approx(r.logp(load(row, y)));
-    g[y] = gs * (cp * py - (1.f - eps) * wy - e * (cw ? cw[y] : 1.f));
+    // the true class: cp·p_y − (1−ε) w_y = cp·expm1(log p_y) + rest, exact where p_y is near 1
+    g[y] = gs * (cp * std::expm1(r.logp(load(row, y))) + rest - e * (cw ? cw[y] : 1.f));
   }
 }
 

@@ -10,7 +10,7 @@
 import type { Aggregation, TokenLayout } from '../aggregate.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
-import { type KlEstimator, klToken } from './kl.js'
+import { type KlEstimator, klTerm, klToken } from './kl.js'
 import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
 import { logProb, rowLse } from './vocab.js'
@@ -104,7 +104,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       for (let v = 0; v < V; v++) {
         const la = logProb(A[base + v], invT, lseA)
         const pa = exp(la)
-        if (pa !== 0) k += pa * (la - logProb(z[base + v], invT, lse))
+        k += klTerm(pa, la - logProb(z[base + v], invT, lse))
       }
       kl += w[t] * k
       cFull = o.beta * w[t]

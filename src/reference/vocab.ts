@@ -144,6 +144,7 @@ export function crossEntropyKernel(
     W = 0
     for (let v = 0; v < V; v++) W += cw[v]
   }
+  const exact = new Float64Array(N)
   let count = 0
   let denom = 0
   let total = 0
@@ -155,7 +156,7 @@ export function crossEntropyKernel(
       continue
     }
     const l = rowLse(z, base, V, 1)
-    lse[n] = l
+    lse[n] = exact[n] = l
     count++
     const wy = cw === null ? 1 : cw[y]
     denom += wy
@@ -182,7 +183,7 @@ export function crossEntropyKernel(
     for (let n = 0; n < N; n++) {
       const base = n * V
       const y = targets[n]
-      const l = lse[n]
+      const l = exact[n]  // not lse[n]: that output may be float32
       if (y === o.ignoreIndex || l === -Infinity) {
         grad.fill(0, base, base + V)
         continue
