@@ -53,7 +53,11 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
         t *= r;
         ms.m = vm;
       }
-      if (ms.m == -INFINITY) continue;
+      if (ms.m == -INFINITY) {  // nothing but −inf so far: a NaN must still reach the sum
+#pragma unroll
+        for (int j = 0; j < VEC; j++) ms.s += x[j] != x[j] ? NAN : 0.f;
+        continue;
+      }
 #pragma unroll
       for (int j = 0; j < VEC; j++) {
         const float q = __expf(x[j] - ms.m);
@@ -76,11 +80,11 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
     }
   }
   const MaxSum all = block_maxsum(ms);
-  lse = all.m == -INFINITY ? -INFINITY : all.m + __logf(all.s);
+  lse = float(maxsum_lse(all));
   if (Entropy) {
     const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
     const float pt = block_sum(t * scale) / all.s;  // Σ p·x
-    entropy = all.m == -INFINITY ? 0.f : lse - pt;
+    entropy = lse == -INFINITY ? 0.f : lse - pt;  // NaN with a NaN lse
   }
 }
 
@@ -96,9 +100,10 @@ __global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, De
     const bool ignored = y == p.ignore_index;
     const bool bad = !ignored && (y < 0 || y >= p.V);
     if (bad) flag_bad_row(flags, int32_t(n));
-    p.lse[n] = lse;
+    // an ignored row: every per-row result is 0
+    p.lse[n] = ignored ? 0.f : lse;
     p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : to_float(row[y]) * invT - lse);
-    if (Entropy) p.entropy[n] = ent;
+    if (Entropy) p.entropy[n] = ignored ? 0.f : ent;
   }
 }
 
@@ -106,7 +111,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, De
 // ignored and bad-target rows get a zero loss and weight, and a bad one is flagged.
 __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyParams& p, int64_t n, float lse, bool ignored, bool bad, float loss,
                                                           float wy, float* row_weight, DeviceFlags* flags) {
-  p.lse[n] = lse;
+  p.lse[n] = ignored ? 0.f : lse;  // an ignored row: every per-row result is 0
   if (bad) flag_bad_row(flags, int32_t(n));
   const bool counted = !ignored && !bad;
   p.losses[n] = counted ? (p.token_weights.data ? read(p.token_weights, n) : 1.f) * loss : 0.f;
@@ -201,7 +206,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
   if (!target_ok && y != p.ignore_index && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
   const float gl = (p.grad_logp.data && target_ok) ? read(p.grad_logp, n) : 0.f;
-  const float gh = p.grad_entropy.data ? read(p.grad_entropy, n) : 0.f;
+  const float gh = (p.grad_entropy.data && target_ok) ? read(p.grad_entropy, n) : 0.f;  // ignored rows: zero gradient
   if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
     return;
@@ -215,7 +220,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
       for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
         const float lp = to_float(row[v]) * invT - l;
         const float q = __expf(lp);
-        if (q > 0.f) part -= q * lp;
+        if (q != 0.f) part -= q * lp;  // xlogy; a NaN q stays NaN
       }
       h = block_sum(part);
     }
@@ -223,7 +228,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
     const float lp = to_float(row[v]) * invT - l;
     const float q = __expf(lp);
-    const float ent = q > 0.f ? gh * q * (lp + h) : 0.f;
+    const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
     g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent) * invT;
   }
 }
