@@ -25,12 +25,14 @@ constexpr int THREADS = 512;
 
 __device__ __forceinline__ void flag_bad_row(DeviceFlags* flags, int32_t row) { atomicMin(&flags->first_bad_row, row); }
 
-// Per-row statistics: lse of z·invT and, with Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy).
+// Per-row statistics: lse of z·invT, its parts m (the max of z·invT) and ls = log Σ exp(x − m), and, with
+// Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy). A log-probability is (x − m) − ls, not x − lse:
+// lse's float32 rounding (|x|·2⁻²⁴) would be in every one.
 // Each thread keeps (m, Σ exp(x − m), Σ exp(x − m)·x) over its columns. Rows aligned to 16 bytes are read
 // as 16-byte vectors (streaming: read once), rescaling the running sums once per vector, so the cost is one
 // exp per element; other rows element by element.
 template <typename T, bool Entropy>
-__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy) {
+__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy, float& m, float& ls) {
   MaxSum ms{-INFINITY, 0.f};
   float t = 0.f;  // Σ exp(x − m)·x at the thread's running max m
   constexpr int VEC = 16 / sizeof(T);
@@ -81,6 +83,8 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
   }
   const MaxSum all = block_maxsum(ms);
   lse = float(maxsum_lse(all));
+  m = all.m;
+  ls = logf(all.s);
   if (Entropy) {
     const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
     const float pt = block_sum(t * scale) / all.s;  // Σ p·x
@@ -93,8 +97,8 @@ __global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, De
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / p.temperature;
-  float lse, ent = 0.f;
-  row_stats<T, Entropy>(row, p.V, invT, lse, ent);
+  float lse, ent = 0.f, m, ls;
+  row_stats<T, Entropy>(row, p.V, invT, lse, ent, m, ls);
   if (threadIdx.x == 0) {
     const int32_t y = p.targets[n];
     const bool ignored = y == p.ignore_index;
@@ -102,7 +106,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, De
     if (bad) flag_bad_row(flags, int32_t(n));
     // an ignored row: every per-row result is 0
     p.lse[n] = ignored ? 0.f : lse;
-    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : to_float(row[y]) * invT - lse);
+    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : (to_float(row[y]) * invT - m) - ls);
     if (Entropy) p.entropy[n] = ignored ? 0.f : ent;
   }
 }
@@ -123,8 +127,8 @@ template <typename T>
 __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
-  float lse, unused;
-  row_stats<T, false>(row, p.V, 1.f, lse, unused);
+  float lse, unused, m, ls;
+  row_stats<T, false>(row, p.V, 1.f, lse, unused, m, ls);
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= p.V);
@@ -141,7 +145,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
     wy = cw ? read(p.class_weights, y) : 1.f;
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - p.label_smoothing) * wy * (lse - to_float(row[y])) + p.label_smoothing / float(p.V) * smooth;
+      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) - m)) + p.label_smoothing / float(p.V) * smooth;
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
@@ -297,7 +301,7 @@ __global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossE
   if (!ignored && !bad) {
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
+      loss = (1.f - eps) * (logf(all.s[0]) - (to_float(row[y]) - all.m)) + eps / float(V) * (float(V) * lse - all.plain);
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
