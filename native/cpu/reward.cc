@@ -15,7 +15,7 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
   };
   for (int64_t n = 0; n < p.N; n++) r.count += counted(n);
   const float scale = p.reduction == Reduction::mean ? (r.count > 0 ? 1.f / float(r.count) : 0.f) : 1.f;
-  std::vector<float> shifted;
+  std::vector<double> shifted;  // a prompt's scores plus margins, in double: K is small, and s + m would round
   KahanSum total;
   int64_t correct = 0;
   for (int64_t n = 0; n < p.N; n++) {
@@ -23,17 +23,17 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     const int64_t K = p.offsets[n + 1] - a;
     shifted.resize(size_t(K));
     const int32_t b = p.chosen ? p.chosen[n] : -1;
-    float m = -INFINITY;
+    double m = -INFINITY;
     for (int64_t i = 0; i < K; i++) {
-      const float s = read(p.scores, a + i) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
+      const double s = double(read(p.scores, a + i)) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
       shifted[i] = s;
       m = std::max(m, s);
     }
-    KahanSum se;
-    for (int64_t i = 0; i < K; i++) se.add(std::exp(shifted[i] - m));
+    double se = 0;
+    for (int64_t i = 0; i < K; i++) se += std::exp(shifted[i] - m);
     // log p_i = (s_i − m) − log Σ, from s − m (never s − lse, which cancels two terms of size |s|)
-    const float ls = std::log(se.value());
-    auto logp = [&](int64_t i) { return (shifted[i] - m) - ls; };
+    const double ls = std::log(se);
+    auto logp = [&](int64_t i) { return float((shifted[i] - m) - ls); };
     for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(logp(i));
     p.losses[n] = 0.f;
     if (!counted(n)) {
