@@ -26,7 +26,7 @@ export interface NativeInfo {
     deviceCount: number
     runtimeVersion: number
     driverVersion: number
-    devices: { name: string; computeCapability: string; totalMemory: number }[]
+    devices: { name: string; computeCapability: string; totalMemory: number; l2CacheBytes: number }[]
   }
 }
 

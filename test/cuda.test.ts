@@ -10,11 +10,13 @@ import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { DeviceData } from '../src/tensor.js'
 import { rng } from './helpers.js'
+import { digest } from '../src/cli/check-gpu.js'
 
 const cuda = rk.backends().find((b) => b.name === 'cuda')!
 if (!cuda.available) console.log(`CUDA suite skipped: ${cuda.reason}`)
 
-const bits = (t: rk.Tensor | Float32Array) => new Uint32Array((t instanceof rk.Tensor ? t.toFloat32Array() : t).slice().buffer)
+/** The bits of a float32 result as one hex digest: big arrays compare in bulk, not element by element. */
+const bits = (t: rk.Tensor | Float32Array) => digest(t instanceof rk.Tensor ? t.toFloat32Array() : t)
 
 function logits(seed: number, N: number, V: number, dtype: 'float32' | 'bfloat16' = 'bfloat16') {
   const z = rng(seed).f32(N * V, 3)
@@ -66,7 +68,7 @@ describe.runIf(cuda.available)('cuda backend on the GPU', () => {
     for (const t of [dx, dt, onDevice.gradLogits!, onDevice.lse, onDevice.losses!, lp.logp, lp.lse, lp.entropy!, back.gradLogits]) t.dispose()
   })
 
-  it('identical inputs give bitwise identical outputs over 20 runs (cross-entropy, ppoLoss, klDivergence, rewardLoss)', () => {
+  it('identical inputs give bitwise identical outputs over 5 runs (cross-entropy, ppoLoss, klDivergence, rewardLoss)', () => {
     const N = 96, V = 128256
     const x = logits(5, N, V).to('cuda'), ref = logits(6, N, V).to('cuda')
     const targets = rk.tensor(rng(7).ints(N, V)).to('cuda')
@@ -79,11 +81,8 @@ describe.runIf(cuda.available)('cuda backend on the GPU', () => {
     }
     const r0 = { oldLogp: rk.tensor(r.f32(N, 0.5).map((v) => v - 12)).to('cuda'), adv: rk.tensor(r.f32(N)).to('cuda'), scores: rk.tensor(r.f32(4 << 16)).to('cuda'), chosen: r.ints(1 << 16, 4) }
     for (const [name, run] of Object.entries(runs)) {
-      const first = run() as Record<string, unknown>
-      const flat = (res: Record<string, unknown>) => Object.entries(res).flatMap(([k, v]) =>
-        typeof v === 'number' ? [[k, new Uint32Array(Float32Array.of(v).buffer)] as const] : v instanceof rk.Tensor ? [[k, bits(v)] as const] : [])
-      const want = flat(first)
-      for (let i = 1; i < 20; i++) expect(flat(run() as Record<string, unknown>), `${name} run ${i}`).toEqual(want)
+      const want = digest(run())
+      for (let i = 1; i < 5; i++) expect(digest(run()), `${name} run ${i}`).toBe(want)
     }
   }, 300_000)
 

@@ -10,9 +10,9 @@
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
-import { klGradPTolerance, parityError, temperatureGradTolerance } from './compare.js'
-import type { Tolerance } from './helpers.js'
+import { parityError } from './compare.js'
 import { rng } from './helpers.js'
+import { type Tolerance, gradTolerance, klGradPTolerance } from '../src/tolerance.js'
 
 const SECONDS = Number(process.env.RLHF_KERNELS_FUZZ_SECONDS ?? 20)
 const SEED = Number(process.env.RLHF_KERNELS_FUZZ_SEED ?? Date.now() % 1_000_000)
@@ -103,7 +103,7 @@ function makeCase(r: R): Case {
       const gradLogp = r.uniform() < 0.8 ? floats(r, N) : undefined
       const gradEntropy = gradLogp === undefined || r.uniform() < 0.5 ? floats(r, N) : undefined
       const o = { logits: z, targets: y, temperature, lse: fwd.lse, gradLogp, gradEntropy, entropy: r.uniform() < 0.5 ? fwd.entropy : undefined }
-      return { what: `logProbsBackward ${shape} T=${temperature} gradEntropy=${gradEntropy !== undefined}`, run: () => rk.logProbsBackward(o), overrides: () => temperatureGradTolerance(temperature, ['gradLogits']) }
+      return { what: `logProbsBackward ${shape} T=${temperature} gradEntropy=${gradEntropy !== undefined}`, run: () => rk.logProbsBackward(o), overrides: () => ({ gradLogits: gradTolerance(temperature) }) }
     }
     case 'crossEntropy': {
       const ignoreIndex = r.uniform() < 0.2 ? V - 1 : -100
@@ -126,7 +126,7 @@ function makeCase(r: R): Case {
       }
       return {
         what: `klDivergence ${shape} T=${temperature} near=${near} grad=${o.grad} ${o.reduction}`, run: () => rk.klDivergence(o),
-        overrides: (e) => ({ ...temperatureGradTolerance(temperature, ['gradQ']), ...klGradPTolerance(e, temperature) }),
+        overrides: (e) => ({ gradQ: gradTolerance(temperature), gradP: klGradPTolerance(e.perRow, temperature) }),
       }
     }
     case 'ppoLoss': {
@@ -142,7 +142,7 @@ function makeCase(r: R): Case {
         beta: pick(r, [0, 0.05]), c1: 0.1, klEstimator: anchor && r.uniform() < 0.7 ? 'full' as const : pick(r, ['k1', 'k3'] as const),
         dualClip: r.uniform() < 0.3 ? 3 : undefined, aggregation: pick(r, rk.AGGREGATIONS),
       }
-      return { what: `ppoLoss ${shape} T=${temperature} anchor=${!!anchor} ${o.klEstimator} ${o.aggregation}`, run: () => rk.ppoLoss(o), overrides: () => temperatureGradTolerance(temperature, ['gradLogits']) }
+      return { what: `ppoLoss ${shape} T=${temperature} anchor=${!!anchor} ${o.klEstimator} ${o.aggregation}`, run: () => rk.ppoLoss(o), overrides: () => ({ gradLogits: gradTolerance(temperature) }) }
     }
     case 'rewardLoss': {
       const sizes = Array.from({ length: N }, () => 1 + r.int(5))

@@ -127,6 +127,67 @@ describe('the CUDA single-pass row kernels, on the CPU', () => {
   })
 })
 
+describe('the v3 row combination (warp-parallel trees, clusters of up to 16 CTAs), on the CPU', () => {
+  const NONE: MaxSums = { m: -Infinity, s: [0], plain: 0 }
+
+  /** warp_combine: the butterfly over 32 lanes (lane ^ 16, 8, 4, 2, 1); the result used is lane 0's. */
+  function butterfly(values: MaxSums[]): MaxSums {
+    let lanes = Array.from({ length: 32 }, (_, l) => values[l] ?? NONE)
+    for (let o = 16; o > 0; o >>= 1) lanes = lanes.map((v, l) => combine(v, lanes[l ^ o]))
+    return lanes[0]
+  }
+
+  /** row_combine<3>: each warp's butterfly, warp 0's butterfly over the 16 warp results, then over the ranks. */
+  function rowCombineV3(V: number, x: (c: number) => number) {
+    const ranks: MaxSums[] = []
+    const cluster = Math.ceil(V / SPAN)
+    for (let rank = 0; rank < cluster; rank++) {
+      const begin = rank * SPAN, end = Math.min(begin + SPAN, V)
+      const warps: MaxSums[] = []
+      for (let w = 0; w < THREADS / 32; w++) {
+        const lanes: MaxSums[] = []
+        for (let lane = 0; lane < 32; lane++) {
+          const mine = columnsOf(begin, w * 32 + lane, 8).filter((c) => c < end)
+          const m = Math.max(-Infinity, ...mine.map(x))
+          lanes.push({ m, s: [m === -Infinity ? 0 : mine.reduce((a, c) => a + Math.exp(x(c) - m), 0)], plain: mine.reduce((a, c) => a + x(c), 0) })
+        }
+        warps.push(butterfly(lanes))
+      }
+      ranks.push(butterfly(warps))
+    }
+    return { cluster, total: butterfly(ranks) }
+  }
+
+  it('at V = 152064 and 262144 (clusters of 10 and 16, bf16 rows) the tree gives the reference lse, and the sum of all logits', () => {
+    const r = rng(74)
+    for (const [V, C] of [[152064, 10], [262144, 16]]) {
+      const z = r.f32(V, 3)
+      let plain = 0
+      for (let i = 0; i < V; i++) plain += z[i]
+      expectClose([rowCombineV3(V, (c) => z[c]).total.plain], [plain], `Σ z V=${V}`)
+      for (let i = 0; i < V; i += 997) z[i] = -Infinity  // −inf columns add nothing, whatever their position
+      const { cluster, total } = rowCombineV3(V, (c) => z[c])
+      expect(cluster).toBe(C)
+      const want = on('js', () => rk.logProbs({ logits: rk.tensor(z, [1, V]), targets: Int32Array.of(1) }))
+      expectClose([total.m + Math.log(total.s[0])], want.lse, `lse V=${V}`)
+    }
+  })
+
+  it('padding lanes with no values changes nothing: a cluster of 3 equals the sequential combination of its ranks', () => {
+    const r = rng(75)
+    const V = 40000
+    const z = r.f32(V, 5)
+    const { total } = rowCombineV3(V, (c) => z[c])
+    let seq: MaxSums = NONE
+    for (let c = 0; c < V; c++) seq = combine(seq, { m: z[c], s: [1], plain: z[c] })
+    expectClose([total.m, total.s[0] * Math.exp(total.m - seq.m)], [seq.m, seq.s[0]], 'max and Σ exp')
+    // an all −inf row stays empty: lse −inf, no NaN
+    const empty = rowCombineV3(V, () => -Infinity).total
+    expect(empty.m).toBe(-Infinity)
+    expect(empty.s[0]).toBe(0)
+  })
+})
+
 describe('the CUDA GAE scan, on the CPU', () => {
   /** gae_scan_kernel: per sequence, chunks of THREADS from the end; thread i takes token hi − 1 − i. */
   function gaeScan(rewards: Float32Array, values: Float32Array, mask: Uint8Array, B: number, T: number, gamma: number, lambda: number,

@@ -1,44 +1,10 @@
 /** Test helpers: a seeded generator, closeness checks that report the worst element, finite differences. */
 import { expect } from 'vitest'
-import { mulberry32 } from '../src/random.js'
+import { closeness, type Tolerance } from '../src/tolerance.js'
 
 /** The package's seeded generator (src/random.ts) with array helpers, so every failure can be replayed from its seed. */
-export function rng(seed: number) {
-  const { uniform, normal } = mulberry32(seed)
-  return {
-    uniform,
-    normal,
-    int: (n: number) => Math.floor(uniform() * n),
-    f64: (n: number, scale = 1) => Float64Array.from({ length: n }, () => normal() * scale),
-    f32: (n: number, scale = 1) => Float32Array.from({ length: n }, () => normal() * scale),
-    ints: (n: number, hi: number) => Int32Array.from({ length: n }, () => Math.floor(uniform() * hi)),
-    mask: (n: number, p = 0.75) => Uint8Array.from({ length: n }, () => (uniform() < p ? 1 : 0)),
-  }
-}
-
-export interface Tolerance {
-  atol: number
-  rtol: number
-}
-
-/** max over elements of |a − e| / (atol + rtol·|e|); ≤ 1 passes. Infinities must match exactly. */
-export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: Tolerance) {
-  let worst = 0
-  let at = -1
-  for (let i = 0; i < expected.length; i++) {
-    const a = actual[i]
-    const e = expected[i]
-    let r: number
-    if (a === e || (a !== a && e !== e)) r = 0
-    else if (!Number.isFinite(e) || !Number.isFinite(a)) r = Infinity
-    else r = Math.abs(a - e) / (tol.atol + tol.rtol * Math.abs(e))
-    if (!(r <= worst)) {
-      worst = r
-      at = i
-    }
-  }
-  return { worst, at }
-}
+export { rng } from '../src/random.js'
+export { closeness, type Tolerance } from '../src/tolerance.js'
 
 export function expectClose(actual: ArrayLike<number> | number, expected: ArrayLike<number> | number, tol: Tolerance, what = 'value') {
   const a = typeof actual === 'number' ? [actual] : actual

@@ -7,6 +7,7 @@
 
 #include "../cpu/parallel.h"
 #include "bindings.h"
+#include "completions.h"
 #include "env.h"
 #include "rlhf/device.h"
 
@@ -41,6 +42,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     g.Set("name", Napi::String::New(env, q.devices[d].name));
     g.Set("computeCapability", Napi::String::New(env, std::to_string(q.devices[d].major) + "." + std::to_string(q.devices[d].minor)));
     g.Set("totalMemory", Napi::Number::New(env, double(q.devices[d].total_memory)));
+    g.Set("l2CacheBytes", Napi::Number::New(env, q.devices[d].l2_cache_bytes));
     list.Set(uint32_t(d), g);
   }
   cuda.Set("devices", list);
@@ -70,6 +72,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_advantages(env, exports);
   export_ppo(env, exports);
   export_gpu(env, exports);
+  export_completions_probe(env, exports);
   return exports;
 }
 

@@ -55,12 +55,15 @@ std::shared_ptr<GpuEnv> GpuEnv::start(std::string& why) {
   return g;
 }
 
-GpuEnv::~GpuEnv() {
-  if (stream_ == nullptr) return;
+GpuEnv::~GpuEnv() { release(); }
+
+void GpuEnv::release() {
+  if (stream_ == nullptr) return;  // released at env teardown already
   cudaStreamSynchronize(stream_);
   device.release_all();
   pinned.release_all();
   cudaStreamDestroy(stream_);
+  stream_ = nullptr;
 }
 
 void GpuEnv::account(Napi::Env env, int delta_tensors, int64_t delta_bytes) {
@@ -125,7 +128,9 @@ std::shared_ptr<GpuEnv> gpu_env(Napi::Env env) {
   EnvData* data = env.GetInstanceData<EnvData>();
   if (!data->gpu_tried) {
     data->gpu_tried = true;
-    data->gpu = GpuEnv::start(data->gpu_why);
+    auto g = GpuEnv::start(data->gpu_why);
+    if (g && !g->attach(env, data->gpu_why)) g = nullptr;
+    data->gpu = g;
   }
   if (!data->gpu) throw coded_error(env, "ERR_CUDA_UNAVAILABLE", "the cuda backend is unavailable: " + data->gpu_why);
   if (!data->gpu->broken().empty()) throw coded_error(env, "ERR_CUDA", "the cuda backend failed earlier: " + data->gpu->broken());
@@ -262,48 +267,34 @@ void GpuCall::put(Napi::Object result) {
 
 // ---- completion on the JS thread ----
 
-namespace {
-
-struct Pending;
-void settle(Napi::Env env, Napi::Function, std::nullptr_t*, Pending* p);
-using Tsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, Pending, settle>;
-
-struct Pending {
-  Napi::Promise::Deferred deferred;
-  Completion complete;
-  Tsfn tsfn;
-  cudaError_t status = cudaSuccess;
-};
-
-void settle(Napi::Env env, Napi::Function, std::nullptr_t*, Pending* p) {
-  std::unique_ptr<Pending> own(p);
-  if (env == nullptr) return;  // the env is going away: nothing to settle
-  try {
-    p->deferred.Resolve(p->complete(env, p->status));
-  } catch (const Napi::Error& e) {
-    p->deferred.Reject(e.Value());
-  }
+bool GpuEnv::attach(Napi::Env env, std::string& why) {
+  // the closures hold the GpuEnv until the env's teardown, when Completions lets them go
+  auto self = shared_from_this();
+  completions_ = Completions::make(
+      env, [self] { if (self->stream_ != nullptr) cudaStreamSynchronize(self->stream_); },  // every stream callback has run
+      [self] { self->release(); }, why);
+  return completions_ != nullptr;
 }
 
+namespace {
+
+// A stream callback (a CUDA thread: no CUDA and no JS calls here): the completion goes to the JS thread.
 void CUDART_CB on_stream(cudaStream_t, cudaError_t status, void* data) {
-  auto* p = static_cast<Pending*>(data);
-  p->status = status;
-  Tsfn tsfn = p->tsfn;
-  tsfn.NonBlockingCall(p);
-  tsfn.Release();
+  auto* item = static_cast<Completions::Item*>(data);
+  item->owner->post(item, int(status));
 }
 
 }  // namespace
 
 Napi::Promise when_stream_done(Napi::Env env, GpuEnv& g, Completion complete) {
-  auto* p = new Pending{Napi::Promise::Deferred::New(env), std::move(complete), {}, cudaSuccess};
-  Napi::Promise promise = p->deferred.Promise();
-  p->tsfn = Tsfn::New(env, "rlhf-kernels:cuda", 0, 1);
-  const cudaError_t err = cudaStreamAddCallback(g.stream(), on_stream, p, 0);
+  auto [promise, item] = g.completions().expect(env, [complete = std::move(complete)](Napi::Env e, int status) {
+    return complete(e, cudaError_t(status));
+  });
+  const cudaError_t err = cudaStreamAddCallback(g.stream(), on_stream, item, 0);
   if (err != cudaSuccess) {
-    p->tsfn.Release();
-    p->deferred.Reject(cuda_error(env, "rlhf-kernels", err).Value());
-    delete p;
+    cudaGetLastError();
+    // the completion still runs, with the error: it gives back what it holds (staging blocks) and rejects
+    g.completions().settle_now(env, item, int(err));
   }
   return promise;
 }

@@ -18,6 +18,7 @@
 #if RLHF_KERNELS_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "completions.h"
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_vocab.h"
 #endif
@@ -41,10 +42,14 @@ struct DeviceBlock {
   size_t bytes = 0;  // as requested (the pool block may be larger)
 };
 
-class GpuEnv {
+class GpuEnv : public std::enable_shared_from_this<GpuEnv> {
  public:
   // Starts CUDA on device 0 for this env: null, with the reason, when it cannot.
   static std::shared_ptr<GpuEnv> start(std::string& why);
+  // Makes the env's completions (completions.h), whose teardown waits for the stream, closes, then frees
+  // the stream and the pools. On the JS thread, once; false, with the reason, when it cannot.
+  bool attach(Napi::Env env, std::string& why);
+  Completions& completions() const { return *completions_; }
   ~GpuEnv();
   GpuEnv(const GpuEnv&) = delete;
   GpuEnv& operator=(const GpuEnv&) = delete;
@@ -74,7 +79,10 @@ class GpuEnv {
  private:
   GpuEnv() = default;
   void account(Napi::Env env, int delta_tensors, int64_t delta_bytes);
+  // The stream, the pools: freed at env teardown (after the completions closed) or by the destructor.
+  void release();
   cudaStream_t stream_ = nullptr;
+  std::shared_ptr<Completions> completions_;
   std::mutex queue_mu_;
   std::vector<std::pair<void*, size_t>> queue_;
   int64_t tensors_ = 0;

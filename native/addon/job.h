@@ -112,6 +112,8 @@ Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
 template <class J>
 std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool launch = true) {
   auto g = gpu_env(env);
+  // a non-sticky error an earlier call left behind (and reported) must not fail this one
+  cudaGetLastError();
   auto job = std::make_unique<J>(env);
   const bool device_results = args_value.IsObject() && args_value.As<Napi::Object>().Get("deviceResults").ToBoolean().Value();
   job->gpu = std::make_unique<GpuCall>(env, g, device_results);
@@ -123,6 +125,7 @@ std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool l
   cudaError_t err = job->launch(*job->gpu);
   if (err == cudaSuccess) err = job->gpu->read_back();
   if (err != cudaSuccess) {
+    cudaGetLastError();  // reported here, not by the next op
     g->fail(err);
     throw cuda_error(env, J::name, err);
   }

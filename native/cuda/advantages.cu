@@ -26,7 +26,7 @@ struct Nearest {
 //   δ_t = r_t + γ next_t − v_t,  A_t = (f_t ∘ f_{t+1} ∘ … )(A carried in), f_t(a) = δ_t + γλ a (identity if masked).
 // Masked tokens get 0, as in gae_sequence (the CPU loop). Composition is associative, so the result is the
 // recursion's, with rounding in tree order instead of sequential order.
-__global__ void __launch_bounds__(GAE_THREADS) gae_scan_kernel(GaeParams p) {
+__global__ void __launch_bounds__(GAE_THREADS, blocks_within(GAE_THREADS, 64)) gae_scan_kernel(GaeParams p) {
   using AffineScan = cub::BlockScan<Affine, GAE_THREADS>;
   using NearestScan = cub::BlockScan<Nearest, GAE_THREADS>;
   __shared__ union {
@@ -84,7 +84,7 @@ struct WhitenScratch {
 
 // Two grid passes with a last-block-done reduction each (common.cuh, grid_sum): Σ and the count → mean,
 // then Σ (v − mean)² → 1/sqrt(var + eps). Deterministic, and the whole GPU reads the values.
-__global__ void __launch_bounds__(WHITEN_THREADS) whiten_mean_kernel(WhitenParams p, WhitenScratch s) {
+__global__ void __launch_bounds__(WHITEN_THREADS, blocks_within(WHITEN_THREADS, 32)) whiten_mean_kernel(WhitenParams p, WhitenScratch s) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
   const double v[2] = {counted ? read(p.values, i) : 0.0, counted ? 1.0 : 0.0};
@@ -94,7 +94,7 @@ __global__ void __launch_bounds__(WHITEN_THREADS) whiten_mean_kernel(WhitenParam
   });
 }
 
-__global__ void __launch_bounds__(WHITEN_THREADS) whiten_var_kernel(WhitenParams p, WhitenScratch s) {
+__global__ void __launch_bounds__(WHITEN_THREADS, blocks_within(WHITEN_THREADS, 32)) whiten_var_kernel(WhitenParams p, WhitenScratch s) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
   const double d = counted ? read(p.values, i) - s.stats[0] : 0.0;

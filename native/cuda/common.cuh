@@ -12,6 +12,12 @@
 
 namespace rk::gpu {
 
+// Occupancy is declared with each kernel: __launch_bounds__(threads, blocks_within(threads, registers))
+// caps a thread at `registers` (65536 per SM over the resident blocks), so the number of blocks per SM a
+// kernel gets is chosen where it is written, and a change that needs more registers shows as a spill in the
+// build's ptxas report (-warn-spills) instead of silently halving occupancy.
+constexpr int blocks_within(int threads, int registers) { return 65536 / (threads * registers); }
+
 template <typename T> __device__ __forceinline__ float to_float(T x);
 template <> __device__ __forceinline__ float to_float<float>(float x) { return x; }
 template <> __device__ __forceinline__ float to_float<double>(double x) { return float(x); }

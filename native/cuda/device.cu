@@ -30,6 +30,7 @@ DeviceQuery query_devices() {
     q.devices[d].major = prop.major;
     q.devices[d].minor = prop.minor;
     q.devices[d].total_memory = prop.totalGlobalMem;
+    q.devices[d].l2_cache_bytes = prop.l2CacheSize;
   }
   return q;
 }

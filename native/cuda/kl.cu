@@ -49,7 +49,7 @@ __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduc
 }
 
 template <typename T>
-__global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, const float* result) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_kernel(KlDivergenceParams p, const float* result) {
   const int64_t n = blockIdx.x;
   const int64_t V = p.V;
   float* gq = p.grad_q ? p.grad_q + n * V : nullptr;
@@ -101,8 +101,8 @@ __global__ void __launch_bounds__(THREADS) kl_rows_kernel(KlDivergenceParams p, 
 // S_a = Σ e_a, S_b = Σ e_b, U = Σ e_a (a − b). After the row-wide combination (rescaled to the row maxima):
 //   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[2] (mean, sum or none).
 // lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
-template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
+template <typename T, typename O, int Ver>
+__global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
   const int64_t begin = int64_t(blockIdx.x % cluster) * TILE_SPAN, end = min(begin + TILE_SPAN, V);
@@ -136,8 +136,17 @@ __global__ void __launch_bounds__(TILE_THREADS) kl_tile_kernel(KlDivergenceParam
   pa.s[0] = sa;
   pa.s[1] = u;
   pb.s[0] = sb;
-  const MaxSums<2> A = row_combine(pa, cluster);
-  const MaxSums<1> B = row_combine(pb, cluster);
+  // v3: both rows' statistics in one exchange (two cluster barriers instead of four)
+  MaxSums<2> A;
+  MaxSums<1> B;
+  if constexpr (Ver >= 3) {
+    const Both<MaxSums<2>, MaxSums<1>> ab = row_combine<Ver>(Both<MaxSums<2>, MaxSums<1>>{pa, pb}, cluster);
+    A = ab.a;
+    B = ab.b;
+  } else {
+    A = row_combine<Ver>(pa, cluster);
+    B = row_combine<Ver>(pb, cluster);
+  }
   const double lse_p = A.m == -INFINITY ? -INFINITY : double(A.m) + log(double(A.s[0]));
   const double lse_q = B.m == -INFINITY ? -INFINITY : double(B.m) + log(double(B.s[0]));
   float fixed_kl, fixed_grad;
@@ -177,47 +186,30 @@ cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, c
 
 // The cluster size of the single-pass kernel this call would launch (the gradient wrt q only; not float64,
 // whose two rows per thread do not fit the registers; clusters that fit), 0 for the two-pass kernel.
-static int kl_cluster(const KlDivergenceParams& p) {
-  if (!(p.grad_q || p.grad_q16) || p.grad_p || p.grad_p16 || p.p_logits.dtype == DType::f64) return 0;
-  const int c = tile_cluster_size(p.p_logits.dtype, p.V);
-  if (c == 0) return 0;
-  bool fits;
-  switch (p.p_logits.dtype) {
-    case DType::bf16: fits = p.grad_q16 ? tile_clusters_fit(kl_tile_kernel<bf16, bf16>, c) : tile_clusters_fit(kl_tile_kernel<bf16, float>, c); break;
-    case DType::f16: fits = p.grad_q16 ? tile_clusters_fit(kl_tile_kernel<f16, f16>, c) : tile_clusters_fit(kl_tile_kernel<f16, float>, c); break;
-    default: fits = tile_clusters_fit(kl_tile_kernel<float, float>, c);
-  }
-  return fits ? c : 0;
+static int kl_cluster(const KlDivergenceParams& p, int version) {
+  if (!(p.grad_q || p.grad_q16) || p.grad_p || p.grad_p16) return 0;
+  return dispatch_tile(p.p_logits.dtype, p.grad_q16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+    if constexpr (sizeof(T) == 8) return 0;
+    else return tile_plan<T>(kl_tile_kernel<T, O, Ver>, p.V, Ver);
+  });
 }
 
-bool kl_single_pass(const KlDivergenceParams& p) { return kl_cluster(p) > 0; }
+bool kl_single_pass(const KlDivergenceParams& p) { return kl_cluster(p, vocab_kernel_version()) > 0; }
 
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream) {
   (void)scratch;
   row_count_kernel<<<1, 1024, 0, stream>>>(p.mask, p.N, p.reduction, result);
-  const int cluster = kl_cluster(p);
+  const int version = vocab_kernel_version();
+  const int cluster = kl_cluster(p, version);
   if (cluster > 0) {
     const float* res = result;
-    cudaError_t err;
-    switch (p.p_logits.dtype) {
-      case DType::bf16:
-        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<bf16, bf16>, p.N, cluster, stream, p, reinterpret_cast<bf16*>(p.grad_q16), res, cluster)
-                         : launch_tiles(kl_tile_kernel<bf16, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
-        break;
-      case DType::f16:
-        err = p.grad_q16 ? launch_tiles(kl_tile_kernel<f16, f16>, p.N, cluster, stream, p, reinterpret_cast<f16*>(p.grad_q16), res, cluster)
-                         : launch_tiles(kl_tile_kernel<f16, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
-        break;
-      default: err = launch_tiles(kl_tile_kernel<float, float>, p.N, cluster, stream, p, p.grad_q, res, cluster);
-    }
+    const cudaError_t err = dispatch_tile(p.p_logits.dtype, p.grad_q16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+      if constexpr (sizeof(T) == 8) return cudaErrorInvalidValue;  // float64 rows never take the tile (kl_cluster)
+      else return launch_tiles(kl_tile_kernel<T, O, Ver>, p.N, cluster, stream, p, grad_out<O>(p.grad_q, p.grad_q16), res, cluster);
+    });
     if (err != cudaSuccess) return err;
   } else if (p.N > 0) {
-    switch (p.p_logits.dtype) {
-      case DType::bf16: kl_rows_kernel<bf16><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); break;
-      case DType::f16: kl_rows_kernel<f16><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); break;
-      case DType::f64: kl_rows_kernel<double><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); break;
-      default: kl_rows_kernel<float><<<unsigned(p.N), THREADS, 0, stream>>>(p, result);
-    }
+    dispatch_dtype(p.p_logits.dtype, [&]<typename T>() { kl_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result); });
   }
   kl_total_kernel<<<1, 1024, 0, stream>>>(p.per_row, p.N, result);
   // the two-pass kernel wrote float32 staging: round it into the 16-bit gradients

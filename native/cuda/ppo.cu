@@ -70,7 +70,7 @@ __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, fl
 // Version 1, one block per token row, two or three reads of the row: the lse (and the anchor's), then
 // the full KL when asked, then the gradient. Taken with anchor logits, unaligned rows, V > 131072.
 template <typename T>
-__global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
                                                            DeviceFlags* flags) {
   const int64_t t = blockIdx.x;
   const int64_t V = p.V;
@@ -119,8 +119,8 @@ __global__ void __launch_bounds__(THREADS) ppo_rows_kernel(PpoLossParams p, cons
 // Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
 // sampled-estimator KL (no anchor logits). dloss/dz_v = c·(onehot_y − p_v)/T with c from ppo_token;
 // p_v = exp(z_v/T − m_t)·exp(m_t − m)/Σ, one exp per element.
-template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
+template <typename T, typename O, int Ver>
+__global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
                                                                float* vclip, DeviceFlags* flags, int cluster) {
   const int64_t t = blockIdx.x / cluster;
   const int64_t V = p.V;
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(TILE_THREADS) ppo_tile_kernel(PpoLossParams p,
   part.m = tile.max();
   const float mt = part.m;
   part.s[0] = tile.exp_shift(mt);
-  const MaxSums<1> all = row_combine(part, cluster);
+  const MaxSums<1> all = row_combine<Ver>(part, cluster);
   const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
   const float lp = to_float(static_cast<const T*>(p.logits.data)[t * V + y]) * invT - lse;
   const float old = read(p.old_logp, t);
@@ -186,21 +186,14 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
 
 // The cluster size of the single-pass kernel this call would launch (no anchor logits; clusters that fit),
 // 0 for the two-pass kernel.
-static int ppo_cluster(const PpoLossParams& p) {
+static int ppo_cluster(const PpoLossParams& p, int version) {
   if (p.anchor_logits.data || !p.old_logp.data) return 0;
-  const int c = tile_cluster_size(p.logits.dtype, p.V);
-  if (c == 0) return 0;
-  bool fits;
-  switch (p.logits.dtype) {
-    case DType::bf16: fits = p.grad_logits16 ? tile_clusters_fit(ppo_tile_kernel<bf16, bf16>, c) : tile_clusters_fit(ppo_tile_kernel<bf16, float>, c); break;
-    case DType::f16: fits = p.grad_logits16 ? tile_clusters_fit(ppo_tile_kernel<f16, f16>, c) : tile_clusters_fit(ppo_tile_kernel<f16, float>, c); break;
-    case DType::f64: fits = tile_clusters_fit(ppo_tile_kernel<double, float>, c); break;
-    default: fits = tile_clusters_fit(ppo_tile_kernel<float, float>, c);
-  }
-  return fits ? c : 0;
+  return dispatch_tile(p.logits.dtype, p.grad_logits16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+    return tile_plan<T>(ppo_tile_kernel<T, O, Ver>, p.V, Ver);
+  });
 }
 
-bool ppo_single_pass(const PpoLossParams& p) { return ppo_cluster(p) > 0; }
+bool ppo_single_pass(const PpoLossParams& p) { return ppo_cluster(p, vocab_kernel_version()) > 0; }
 
 size_t ppo_scratch_bytes(const PpoLossParams& p) {
   return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
@@ -214,31 +207,17 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
   // version 2 where it applies (no anchor logits, aligned rows, a cluster this device runs), else version 1
-  const int cluster = ppo_cluster(p);
+  const int version = vocab_kernel_version();
+  const int cluster = ppo_cluster(p, version);
   if (cluster > 0) {
     const float* totals = s.totals;
     const int32_t* counts = s.counts;
-    float* g = p.grad_logits;
-    switch (p.logits.dtype) {
-      case DType::bf16:
-        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<bf16, bf16>, b.tokens, cluster, stream, p, reinterpret_cast<bf16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
-                              : launch_tiles(ppo_tile_kernel<bf16, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
-        break;
-      case DType::f16:
-        err = p.grad_logits16 ? launch_tiles(ppo_tile_kernel<f16, f16>, b.tokens, cluster, stream, p, reinterpret_cast<f16*>(p.grad_logits16), counts, totals, terms, vclip, flags, cluster)
-                              : launch_tiles(ppo_tile_kernel<f16, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
-        break;
-      case DType::f64: err = launch_tiles(ppo_tile_kernel<double, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster); break;
-      default: err = launch_tiles(ppo_tile_kernel<float, float>, b.tokens, cluster, stream, p, g, counts, totals, terms, vclip, flags, cluster);
-    }
+    err = dispatch_tile(p.logits.dtype, p.grad_logits16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+      return launch_tiles(ppo_tile_kernel<T, O, Ver>, b.tokens, cluster, stream, p, grad_out<O>(p.grad_logits, p.grad_logits16), counts, totals, terms, vclip, flags, cluster);
+    });
     if (err != cudaSuccess) return err;
   } else if (b.tokens > 0) {
-    switch (p.logits.dtype) {
-      case DType::bf16: ppo_rows_kernel<bf16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
-      case DType::f16: ppo_rows_kernel<f16><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
-      case DType::f64: ppo_rows_kernel<double><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); break;
-      default: ppo_rows_kernel<float><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags);
-    }
+    dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_rows_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); });
   }
   ppo_total_kernel<<<1, 1024, 0, stream>>>(terms, vclip, b.tokens, p.beta, p.c1, s.totals, result);
   // the two-pass kernel wrote float32 staging (p.grad_logits): round it into the 16-bit gradient

@@ -20,7 +20,7 @@ struct RewardScratch {
   float* partials;
 };
 
-__global__ void __launch_bounds__(REWARD_THREADS) reward_count_kernel(RewardLossParams p, RewardScratch s, float* result) {
+__global__ void __launch_bounds__(REWARD_THREADS, blocks_within(REWARD_THREADS, 64)) reward_count_kernel(RewardLossParams p, RewardScratch s, float* result) {
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const float c[1] = {n < p.N && counted(p, n) ? 1.f : 0.f};
   grid_sum(c, s.partials, s.tickets, [&](const float* total) {
@@ -89,7 +89,7 @@ __device__ __forceinline__ void reward_prompt(const RewardLossParams& p, int64_t
   correct_out = best ? 1.f : 0.f;
 }
 
-__global__ void __launch_bounds__(REWARD_THREADS) reward_prompt_kernel(RewardLossParams p, RewardScratch s, float* result, DeviceFlags* flags) {
+__global__ void __launch_bounds__(REWARD_THREADS, blocks_within(REWARD_THREADS, 64)) reward_prompt_kernel(RewardLossParams p, RewardScratch s, float* result, DeviceFlags* flags) {
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   float v[2] = {0.f, 0.f};  // loss, correct
   if (n < p.N) reward_prompt(p, n, result, v[0], v[1], flags);

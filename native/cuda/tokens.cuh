@@ -78,7 +78,7 @@ namespace {  // internal to each .cu that includes this: its kernels are not sha
 // One block per sequence: op(t, w, acc) for each counted token, op.masked(t) for the others; the K
 // accumulators are reduced per block (the last by max when Op::kMaxLast) into partials[s·K + k].
 template <class Op>
-__global__ void __launch_bounds__(TOKEN_THREADS) token_kernel(TokenBatch b, const int32_t* counts, const float* totals, Op op, float* partials) {
+__global__ void __launch_bounds__(TOKEN_THREADS, blocks_within(TOKEN_THREADS, 64)) token_kernel(TokenBatch b, const int32_t* counts, const float* totals, Op op, float* partials) {
   const int64_t s = blockIdx.x;
   const float w = seq_weight(b.mode, totals, counts[s]);
   float acc[Op::K];

@@ -93,7 +93,7 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
 }
 
 template <typename T, bool Entropy>
-__global__ void __launch_bounds__(THREADS) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / p.temperature;
@@ -124,7 +124,7 @@ __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyPara
 
 // Cross-entropy forward per row: loss and the row's weight in the mean (w_y, or 0 when ignored).
 template <typename T>
-__global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float lse, unused, m, ls;
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_rows_kernel(CrossEntrop
 }
 
 // One block: Σ losses and Σ weights in a fixed order; result = { loss, count, scale, W }.
-__global__ void __launch_bounds__(1024) finalize_kernel(const float* losses, const float* weights, const int32_t* targets,
+__global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, const float* weights, const int32_t* targets,
                                                         int32_t ignore_index, int64_t N, Reduction reduction, float* result) {
   float l = 0.f, w = 0.f, c = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(1024) finalize_kernel(const float* losses, con
 // dℓ/dz = scale·τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], written once.
 template <typename T>
 // result[2] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
-__global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_grad_kernel(CrossEntrop
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
 template <typename T>
-__global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -240,7 +240,7 @@ __global__ void __launch_bounds__(THREADS) log_probs_backward_kernel(LogProbsBac
 // The mean's 1/denominator before the fused kernel writes gradients: result[1] = non-ignored rows,
 // result[2] = 1/(rows with a valid target) for the mean, else 1. (finalize_kernel later recomputes both,
 // identically: the same integer-valued sums.)
-__global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
+__global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
                                                                    Reduction reduction, float* result) {
   float c = 0.f, w = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
@@ -263,8 +263,8 @@ __global__ void __launch_bounds__(1024) cross_entropy_scale_kernel(const int32_t
 // p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
 // Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
 // The gradient goes to grad_out: float32, or (O = T) the logits' 16-bit dtype, rounded once from float32.
-template <typename T, typename O>
-__global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossEntropyParams p, O* grad_out, const float* result, float* row_weight,
+template <typename T, typename O, int Ver>
+__global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_tile_kernel(CrossEntropyParams p, O* grad_out, const float* result, float* row_weight,
                                                                          DeviceFlags* flags, int cluster) {
   const int64_t n = blockIdx.x / cluster;
   const int64_t V = p.V;
@@ -283,7 +283,7 @@ __global__ void __launch_bounds__(TILE_THREADS) cross_entropy_tile_kernel(CrossE
   part.m = tile.max();
   const float mt = part.m;
   part.s[0] = tile.exp_shift(mt);
-  const MaxSums<1> all = row_combine(part, cluster);
+  const MaxSums<1> all = row_combine<Ver>(part, cluster);
   const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
   const bool zero = ignored || bad || lse == -INFINITY;
   const float eps = p.label_smoothing;
@@ -315,34 +315,19 @@ __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
   if (threadIdx.x == 0) *out = s;
 }
 
-// f(tag) with a value of the storage type of `dtype`; returns what f returns.
-template <typename F>
-auto with_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::bf16: return f(bf16{});
-    case DType::f16: return f(f16{});
-    case DType::f64: return f(double{});
-    default: return f(float{});
-  }
-}
-
-// The cluster size of the single-pass kernel this call would launch, 0 for the two-pass kernels.
-template <typename T>
-int cross_entropy_cluster(const CrossEntropyParams& p) {
+// The cluster size of the single-pass kernel this call launches, 0 for the two-pass kernels.
+int cross_entropy_cluster(const CrossEntropyParams& p, int version) {
   if (!(p.grad || p.grad16) || p.class_weights.data) return 0;
-  const int c = tile_cluster_size<T>(p.V);
-  if constexpr (sizeof(T) == 2) {
-    if (p.grad16) return c > 0 && tile_clusters_fit(cross_entropy_tile_kernel<T, T>, c) ? c : 0;
-  }
-  return c > 0 && tile_clusters_fit(cross_entropy_tile_kernel<T, float>, c) ? c : 0;
+  return dispatch_tile(p.logits.dtype, p.grad16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+    return tile_plan<T>(cross_entropy_tile_kernel<T, O, Ver>, p.V, Ver);
+  });
 }
 
 }  // namespace
 
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;
-  return with_dtype(p.logits.dtype, [&](auto tag) {
-    using T = decltype(tag);
+  return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
     if (p.entropy) log_probs_kernel<T, true><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
     else log_probs_kernel<T, false><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
     return cudaGetLastError();
@@ -351,37 +336,31 @@ cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t 
 
 cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* flags, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;
-  return with_dtype(p.logits.dtype, [&](auto tag) {
-    log_probs_backward_kernel<decltype(tag)><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+  return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
+    log_probs_backward_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
     return cudaGetLastError();
   });
 }
 
-bool cross_entropy_single_pass(const CrossEntropyParams& p) {
-  return with_dtype(p.logits.dtype, [&](auto tag) { return cross_entropy_cluster<decltype(tag)>(p) > 0; });
-}
+bool cross_entropy_single_pass(const CrossEntropyParams& p) { return cross_entropy_cluster(p, vocab_kernel_version()) > 0; }
 
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
   // scratch: [N] row weights, then 1 float for Σ class weights
   float* row_weight = scratch;
   float* w_sum = scratch + p.N;
-  return with_dtype(p.logits.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const int cluster = cross_entropy_cluster<T>(p);
-    if (cluster > 0) {  // version 2: one pass
-      cross_entropy_scale_kernel<<<1, 1024, 0, stream>>>(p.targets, p.ignore_index, p.N, p.V, p.reduction, result);
-      const float* res = result;
-      cudaError_t err;
-      if constexpr (sizeof(T) == 2) {
-        if (p.grad16) err = launch_tiles(cross_entropy_tile_kernel<T, T>, p.N, cluster, stream, p, reinterpret_cast<T*>(p.grad16), res, row_weight, flags, cluster);
-        else err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, stream, p, p.grad, res, row_weight, flags, cluster);
-      } else {
-        err = launch_tiles(cross_entropy_tile_kernel<T, float>, p.N, cluster, stream, p, p.grad, res, row_weight, flags, cluster);
-      }
-      if (err != cudaSuccess) return err;
-      finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
-      return cudaGetLastError();
-    }
+  const int version = vocab_kernel_version();
+  const int cluster = cross_entropy_cluster(p, version);
+  if (cluster > 0) {  // the row on chip: one pass
+    cross_entropy_scale_kernel<<<1, 1024, 0, stream>>>(p.targets, p.ignore_index, p.N, p.V, p.reduction, result);
+    const float* res = result;
+    const cudaError_t err = dispatch_tile(p.logits.dtype, p.grad16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
+      return launch_tiles(cross_entropy_tile_kernel<T, O, Ver>, p.N, cluster, stream, p, grad_out<O>(p.grad, p.grad16), res, row_weight, flags, cluster);
+    });
+    if (err != cudaSuccess) return err;
+    finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
+    return cudaGetLastError();
+  }
+  return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
     if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(p.class_weights, p.V, w_sum);
     if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);

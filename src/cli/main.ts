@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `rlhf-kernels` command: demo (an end-to-end RLHF run), parity FILE (ops on saved tensors vs the
- * float64 reference and the file's expected values), bench, info. Bad use prints one line on stderr and
+ * float64 reference and the file's expected values), bench, check --gpu (the GPU proof), info. Bad use prints one line on stderr and
  * exits 2; a parity failure exits 1.
  */
 import { readFileSync } from 'node:fs'
@@ -31,6 +31,12 @@ commands:
       --atol X --rtol Y tolerance against the file's expected values (default ${EXPECTED_TOLERANCE.atol}, ${EXPECTED_TOLERANCE.rtol})
   bench             run the benchmark suites
       --gpu             also the GPU suite (N = 8192, V = 32000 and 128256; needs the cuda backend)
+  check --gpu       the GPU proof: every op and kernel path on cuda against cpu (outputs poisoned first),
+                    determinism and batch invariance, bad device indices, async, workers, memory,
+                    out of memory, then the GPU benchmark; a verdict per section and a summary table;
+                    exit 1 when any section fails or the cuda backend is not usable
+      --log FILE        the full log (default: $OUT/check-gpu.log when OUT is a folder, else the temp folder)
+      --seed N          seed of the random inputs (default: from the clock, printed)
   info              backends, build information and GPUs
 
 options for every command:
@@ -47,22 +53,23 @@ interface Parsed {
 
 const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
   backend: { value: true, commands: ['demo', 'parity', 'bench', 'info'] },
-  seed: { value: true, commands: ['demo'] },
+  seed: { value: true, commands: ['demo', 'check'] },
   steps: { value: true, commands: ['demo'] },
   'rm-steps': { value: true, commands: ['demo'] },
   soft: { value: false, commands: ['demo'] },
   out: { value: true, commands: ['demo'] },
   quiet: { value: false, commands: ['demo'] },
-  gpu: { value: false, commands: ['bench'] },
+  gpu: { value: false, commands: ['bench', 'check'] },
+  log: { value: true, commands: ['check'] },
   atol: { value: true, commands: ['parity'] },
   rtol: { value: true, commands: ['parity'] },
-  help: { value: false, commands: ['demo', 'parity', 'bench', 'info'] },
+  help: { value: false, commands: ['demo', 'parity', 'bench', 'check', 'info'] },
 }
 
 function parse(argv: string[]): Parsed {
   const [command, ...rest] = argv
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') return { command: 'help', positional: [], flags: new Map() }
-  if (!['demo', 'parity', 'bench', 'info'].includes(command)) throw new UsageError(`unknown command '${command}' (commands: demo, parity, bench, info; see --help)`)
+  if (!['demo', 'parity', 'bench', 'check', 'info'].includes(command)) throw new UsageError(`unknown command '${command}' (commands: demo, parity, bench, check, info; see --help)`)
   const flags = new Map<string, string | true>()
   const positional: string[] = []
   for (let i = 0; i < rest.length; i++) {
@@ -174,8 +181,18 @@ async function bench(gpu: boolean) {
     return
   }
   console.log(`\n${result.title}`)
-  const columns = Object.keys(result.rows[0])
-  console.log(formatTable(columns, result.rows.map((r: Record<string, unknown>) => columns.map((c) => String(r[c])))))
+  // a row that failed has an error in place of its figures: the columns come from one that did not
+  const columns = [...new Set(result.rows.flatMap((r: Record<string, unknown>) => Object.keys(r)))] as string[]
+  console.log(formatTable(columns, result.rows.map((r: Record<string, unknown>) => columns.map((c) => String(r[c] ?? '')))))
+}
+
+async function check(p: Parsed): Promise<number> {
+  if (!p.flags.has('gpu')) throw new UsageError('check needs --gpu (the GPU proof is the only check so far)')
+  if (p.positional.length) throw new UsageError(`check takes no arguments, got '${p.positional[0]}'`)
+  const { checkGpu } = await import('./check-gpu.js')
+  const log = p.flags.get('log')
+  const { ok } = await checkGpu({ log: typeof log === 'string' ? log : undefined, seed: p.flags.has('seed') ? intFlag(p, 'seed', 0, 0) : undefined })
+  return ok ? 0 : 1
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -195,6 +212,7 @@ async function main(argv: string[]): Promise<number> {
     case 'demo': demo(p); return 0
     case 'parity': return parity(p)
     case 'bench': await bench(p.flags.has('gpu')); return 0
+    case 'check': return check(p)
     default: info(); return 0
   }
 }

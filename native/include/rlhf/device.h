@@ -8,6 +8,7 @@ struct GpuInfo {
   char name[256];
   int major, minor;
   size_t total_memory;
+  int l2_cache_bytes;  // rows of a benchmark smaller than this are served from L2, not HBM
 };
 
 struct DeviceQuery {
