@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_
   if (!ignored && !bad) {
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - eps) * (logf(all.s[0]) - (to_float(row[y]) - all.m)) + eps / float(V) * (float(V) * lse - all.plain);
+      loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
