@@ -4,7 +4,7 @@ import { defineOp } from './ops.js'
 import type { TokenFloats, TokenMask } from './policy.js'
 import { groupOffsets } from './reward.js'
 import type { Tensor } from './tensor.js'
-import { type FloatData, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
+import { type FloatData, type OptionNames, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
 
 export interface GaeOptions {
   /** [B, T] (or flat with seqLengths) */
@@ -18,6 +18,10 @@ export interface GaeOptions {
   lambda?: number
   /** V after the last token of each sequence (bootstrap for truncated ones); default 0 */
   lastValues?: Float32Array | Float64Array | Tensor
+}
+
+const GAE_OPTIONS: OptionNames<GaeOptions> = {
+  rewards: true, values: true, mask: true, seqLengths: true, gamma: true, lambda: true, lastValues: true,
 }
 
 export interface GaeResult {
@@ -39,7 +43,7 @@ export interface GaeArgs {
 
 function validateGae(options: GaeOptions): GaeArgs {
   const op = 'gae'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, GAE_OPTIONS)
   const layout = tokenLayout(op, 'rewards', tokenShape(op, 'rewards', o.rewards), o.seqLengths)
   const M = layout.tokens
   const S = layout.offsets.length - 1
@@ -61,9 +65,14 @@ export interface WhitenOptions {
   shiftMean?: boolean
   /** Bessel-corrected variance; default true */
   unbiased?: boolean
-  /** default 1e-8 */
+  /** > 0 (with 0, fewer than two values or equal ones would give 0/0); default 1e-8 */
   eps?: number
 }
+
+/** eps of whiten and groupAdvantages: > 0, so that a constant group gives 0, not 0/0. */
+const EPS = { above: 0 }
+
+const WHITEN_OPTIONS: OptionNames<WhitenOptions> = { values: true, mask: true, shiftMean: true, unbiased: true, eps: true }
 
 export interface WhitenArgs {
   values: FloatData
@@ -75,14 +84,14 @@ export interface WhitenArgs {
 
 function validateWhiten(options: WhitenOptions): WhitenArgs {
   const op = 'whiten'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, WHITEN_OPTIONS)
   const values = floatVector(op, 'values', o.values)
   return {
     values,
     mask: maskVector(op, 'mask', o.mask, values.data.length),
     shiftMean: booleanOption(op, 'shiftMean', o.shiftMean, true),
     unbiased: booleanOption(op, 'unbiased', o.unbiased, true),
-    eps: numberOption(op, 'eps', o.eps, 1e-8, { min: 0 }),
+    eps: numberOption(op, 'eps', o.eps, 1e-8, EPS),
   }
 }
 
@@ -110,15 +119,19 @@ export interface GroupAdvantagesArgs {
   unbiased: boolean
 }
 
+const GROUP_ADVANTAGES_OPTIONS: OptionNames<GroupAdvantagesOptions> = {
+  scores: true, offsets: true, groupSize: true, method: true, eps: true, unbiased: true,
+}
+
 function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantagesArgs {
   const op = 'groupAdvantages'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, GROUP_ADVANTAGES_OPTIONS)
   const scores = floatVector(op, 'scores', o.scores)
   return {
     scores,
     offsets: groupOffsets(op, scores.data.length, o.offsets, o.groupSize, 'groupSize'),
     method: choiceOption(op, 'method', o.method, GROUP_METHODS, 'grpo'),
-    eps: numberOption(op, 'eps', o.eps, 1e-6, { min: 0 }),
+    eps: numberOption(op, 'eps', o.eps, 1e-6, EPS),
     unbiased: booleanOption(op, 'unbiased', o.unbiased, true),
   }
 }

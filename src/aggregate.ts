@@ -15,7 +15,7 @@
 import { arrayName, plainView } from './arrays.js'
 import { rangeError, typeError } from './errors.js'
 import { type Tensor, isTensor } from './tensor.js'
-import { choiceOption, hostOnly, intVector, optionalNumber } from './validate.js'
+import { type OptionNames, choiceOption, hostOnly, intVector, optionalNumber } from './validate.js'
 
 export const AGGREGATIONS = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const
 export type AggregationMode = (typeof AGGREGATIONS)[number]
@@ -31,6 +31,11 @@ export interface AggregationOptions {
   globalSeqCount?: number
   /** The constant C of seq-mean-token-sum-norm (default: the width T, i.e. the longest sequence). */
   normConst?: number
+}
+
+/** The aggregation options' names, spread into the option names of every per-token op. */
+export const AGGREGATION_OPTIONS: OptionNames<AggregationOptions> = {
+  aggregation: true, seqLengths: true, globalTokenCount: true, globalSeqCount: true, normConst: true,
 }
 
 export interface Aggregation {

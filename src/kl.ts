@@ -2,13 +2,13 @@
  * KL divergences (DESIGN §1.5): the exact full-vocabulary KL(p‖q) between two logits tensors, and the
  * sampled-token estimators k1/abs/k2/k3 from per-token log-probabilities.
  */
-import { type AggregationOptions, tokenShape } from './aggregate.js'
+import { AGGREGATION_OPTIONS, type AggregationOptions, tokenShape } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
+import { LOG_RATIO_CLAMP, type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
+  type FloatData, type OptionNames, TEMPERATURE, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
   type GradDType, gradDTypeOption,
 } from './validate.js'
 import type { Reduction } from './vocab.js'
@@ -53,9 +53,13 @@ export interface KlDivergenceArgs {
   gradDtype: GradDType
 }
 
+const KL_DIVERGENCE_OPTIONS: OptionNames<KlDivergenceOptions> = {
+  pLogits: true, qLogits: true, mask: true, reduction: true, temperature: true, grad: true, gradDtype: true,
+}
+
 function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
   const op = 'klDivergence'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, KL_DIVERGENCE_OPTIONS)
   const p = floatMatrix(op, 'pLogits', o.pLogits)
   const q = floatMatrix(op, 'qLogits', o.qLogits)
   if (p.shape.length !== q.shape.length || p.shape.some((d, i) => d !== q.shape[i])) {
@@ -70,7 +74,7 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
     pLogits: p, qLogits: q, shape: p.shape, N: p.rows, V: p.cols,
     mask: maskVector(op, 'mask', o.mask, p.rows),
     reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
-    temperature: numberOption(op, 'temperature', o.temperature, 1, { above: 0 }),
+    temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
     gradQ: grad === 'q' || grad === 'both',
     gradP: grad === 'p' || grad === 'both',
     gradDtype: gradDTypeOption(op, o.gradDtype, p.dtype),
@@ -113,9 +117,13 @@ export interface KlPenaltyArgs extends TokenBatch {
   outputClamp: number | null
 }
 
+const KL_PENALTY_OPTIONS: OptionNames<KlPenaltyOptions> = {
+  ...AGGREGATION_OPTIONS, logp: true, refLogp: true, estimator: true, mask: true, logRatioClamp: true, outputClamp: true,
+}
+
 function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   const op = 'klPenalty'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, KL_PENALTY_OPTIONS)
   const batch = tokenBatch(op, 'logp', tokenShape(op, 'logp', o.logp), o)
   const M = batch.layout.tokens
   return {
@@ -123,7 +131,7 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
     logp: floatVector(op, 'logp', o.logp, M),
     refLogp: floatVector(op, 'refLogp', o.refLogp, M),
     estimator: klEstimatorOption(op, o.estimator, 'k3'),
-    logRatioClamp: numberOption(op, 'logRatioClamp', o.logRatioClamp, 20, { above: 0 }),
+    logRatioClamp: numberOption(op, 'logRatioClamp', o.logRatioClamp, 20, LOG_RATIO_CLAMP),
     outputClamp: optionalNumber(op, 'outputClamp', o.outputClamp, { above: 0 }),
   }
 }

@@ -24,9 +24,12 @@ export type OnDevice<R> = R extends Float32Array | Tensor
 type IsDevice<T> = 0 extends 1 & T ? false : [T] extends [DeviceTensor] ? true : false
 type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof X] ? true : false
 
+/** X with every key that O lacks typed `never`: a misspelled option does not compile (X alone would allow it). */
+export type Exact<O, X> = X & { [K in Exclude<keyof X, keyof O>]: never }
+
 /** An op: its options may hold foreign tensors (onnxruntime, transformers.js) wherever they hold a Tensor. */
-export type Op<O, R> = <X extends WithForeign<O>>(options: X) => HasDeviceInput<X> extends true ? OnDevice<R> : R
-export type AsyncOp<O, R> = <X extends WithForeign<O>>(options: X) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
+export type Op<O, R> = <X extends WithForeign<O>>(options: Exact<WithForeign<O>, X>) => HasDeviceInput<X> extends true ? OnDevice<R> : R
+export type AsyncOp<O, R> = <X extends WithForeign<O>>(options: Exact<WithForeign<O>, X>) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
 
 /** gradDtype 'input' on a host backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
 function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {

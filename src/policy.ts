@@ -2,10 +2,12 @@
  * PPO clipped policy loss (DESIGN §1.4) on per-token log-probabilities, aggregated as §1.9.
  * Token inputs are [B, T] Tensors or flat vectors (with `seqLengths` for packed sequences).
  */
-import { type AggregationOptions, type Aggregation, type TokenLayout, aggregationOptions, tokenLayout, tokenShape } from './aggregate.js'
+import {
+  AGGREGATION_OPTIONS, type AggregationOptions, type Aggregation, type TokenLayout, aggregationOptions, tokenLayout, tokenShape,
+} from './aggregate.js'
 import { defineOp } from './ops.js'
 import type { Tensor } from './tensor.js'
-import { type FloatData, floatVector, maskVector, numberOption, optionalNumber, optionsObject } from './validate.js'
+import { type FloatData, type OptionNames, floatVector, maskVector, numberOption, optionalNumber, optionsObject } from './validate.js'
 
 export type TokenFloats = Float32Array | Float64Array | Tensor
 export type TokenMask = Uint8Array | Float32Array | Float64Array | Tensor
@@ -67,19 +69,31 @@ export interface PolicyLossArgs extends TokenBatch {
   logRatioClamp: number
 }
 
+/** |logp − oldLogp| ≤ C before exp: above 80, exp(C) would leave the float32 range (3.4e38 at 88.7). */
+export const LOG_RATIO_CLAMP = { above: 0, max: 80 }
+
+/** The clipping options, shared with ppoLoss. */
+export const POLICY_OPTIONS: OptionNames<Pick<PolicyLossOptions, 'clipLow' | 'clipHigh' | 'dualClip' | 'logRatioClamp'>> = {
+  clipLow: true, clipHigh: true, dualClip: true, logRatioClamp: true,
+}
+
+const POLICY_LOSS_OPTIONS: OptionNames<PolicyLossOptions> = {
+  ...AGGREGATION_OPTIONS, ...POLICY_OPTIONS, logp: true, oldLogp: true, advantages: true, mask: true,
+}
+
 export function policyOptions(op: string, o: Pick<PolicyLossOptions, 'clipLow' | 'clipHigh' | 'dualClip' | 'logRatioClamp'>) {
   const clipLow = numberOption(op, 'clipLow', o.clipLow, 0.2, { min: 0 })
   return {
     clipLow,
     clipHigh: numberOption(op, 'clipHigh', o.clipHigh, clipLow, { min: 0 }),
     dualClip: optionalNumber(op, 'dualClip', o.dualClip, { above: 1 }),
-    logRatioClamp: numberOption(op, 'logRatioClamp', o.logRatioClamp, 20, { above: 0 }),
+    logRatioClamp: numberOption(op, 'logRatioClamp', o.logRatioClamp, 20, LOG_RATIO_CLAMP),
   }
 }
 
 function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   const op = 'policyLoss'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, POLICY_LOSS_OPTIONS)
   const batch = tokenBatch(op, 'logp', tokenShape(op, 'logp', o.logp), o)
   const M = batch.layout.tokens
   return {

@@ -2,14 +2,17 @@
  * The fused PPO objective (DESIGN §1.7): from the policy logits, everything one update step needs.
  * loss = policyLoss + β·kl + c1·valueLoss = −(L_RL − β L_KL − c1 L_V), all three aggregated alike (§1.9).
  */
-import type { AggregationOptions } from './aggregate.js'
+import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import { type KlEstimator, klEstimatorOption } from './kl.js'
 import { defineOp } from './ops.js'
-import { type PolicyLossOptions, type TokenBatch, type TokenFloats, type TokenMask, policyOptions, tokenBatch } from './policy.js'
+import {
+  POLICY_OPTIONS, type PolicyLossOptions, type TokenBatch, type TokenFloats, type TokenMask, policyOptions, tokenBatch,
+} from './policy.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber, optionsObject,
+  type FloatData, type GradDType, type OptionNames, TEMPERATURE, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
+  optionsObject,
 } from './validate.js'
 import { valueOptions } from './value.js'
 import { checkTargets } from './vocab.js'
@@ -103,9 +106,15 @@ export interface PpoLossArgs extends TokenBatch {
   gradDtype: GradDType
 }
 
+const PPO_LOSS_OPTIONS: OptionNames<PpoLossOptions> = {
+  ...AGGREGATION_OPTIONS, ...POLICY_OPTIONS, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
+  advantages: true, values: true, returns: true, oldValues: true, mask: true, temperature: true, beta: true, c1: true, klEstimator: true,
+  klOutputClamp: true, valueClip: true, half: true, gradDtype: true,
+}
+
 function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   const op = 'ppoLoss'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, PPO_LOSS_OPTIONS)
   const m = floatMatrix(op, 'logits', o.logits)
   // [N, V] logits give N tokens; [B, T, V] logits give B sequences of T tokens
   const batch = tokenBatch(op, 'logits', m.shape.slice(0, -1), o)
@@ -141,7 +150,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     oldLogp: vec('oldLogp', o.oldLogp), anchorLogits, refLogp: vec('refLogp', o.refLogp),
     advantages: floatVector(op, 'advantages', o.advantages, M),
     values, returns, oldValues,
-    temperature: numberOption(op, 'temperature', o.temperature, 1, { above: 0 }),
+    temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
     ...policyOptions(op, o),
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
     c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),

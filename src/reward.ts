@@ -5,7 +5,7 @@
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
 import { type Tensor, isDeviceData } from './tensor.js'
-import { type FloatData, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
+import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
 import type { Reduction } from './vocab.js'
 
@@ -83,14 +83,18 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
   return out
 }
 
+const REWARD_LOSS_OPTIONS: OptionNames<RewardLossOptions> = {
+  scores: true, offsets: true, K: true, chosen: true, targetProbs: true, margins: true, centerCoef: true, reduction: true, ignoreIndex: true,
+}
+
 function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const op = 'rewardLoss'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, REWARD_LOSS_OPTIONS)
   const scores = floatVector(op, 'scores', o.scores)
   const total = scores.data.length
   const offsets = groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt')
   const N = offsets.length - 1
-  const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, { integer: true })
+  const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
   if ((o.chosen === undefined) === (o.targetProbs === undefined)) {
     throw typeError(op, 'chosen', 'given, or targetProbs, but not both', o.chosen === undefined ? undefined : 'both')
   }

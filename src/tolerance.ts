@@ -19,13 +19,23 @@ export const PARITY: Readonly<Record<'value' | 'grad', Tolerance>> = {
 export const isGradient = (path: string) => /^grad/.test(path.split('.').pop()!)
 
 /**
- * d KL(p‖q)/d z_p = p (log p − log q − KL): a float32 KL carries an absolute error of about 5e-7·KL (its
- * terms are evaluated in float32), which every element of the gradient inherits, times p ≤ 1.
+ * A gradient wrt logits at temperature T is 1/T times a function of z/T, and its float32 rounding scales
+ * with 1/T too: atol is PARITY.grad.atol · max(1, 1/T).
  */
-export function klGradPTolerance(perRow: ArrayLike<number>): Tolerance {
+export function gradTolerance(temperature = 1): Tolerance {
+  return { atol: PARITY.grad.atol * Math.max(1, 1 / temperature), rtol: PARITY.grad.rtol }
+}
+
+/**
+ * d KL(p‖q)/d z_p = p (log p − log q − KL)/T: a float32 KL carries an absolute error of about 5e-7·KL (its
+ * terms are evaluated in float32), which every element of the gradient inherits, times p/T ≤ 1/T. Rows whose
+ * KL is not finite (+inf, NaN) have fixed gradients and do not widen it.
+ */
+export function klGradPTolerance(perRow: ArrayLike<number>, temperature = 1): Tolerance {
   let kl = 1
-  for (let i = 0; i < perRow.length; i++) kl = Math.max(kl, Math.abs(perRow[i]))
-  return { atol: PARITY.grad.atol * kl, rtol: PARITY.grad.rtol }
+  for (let i = 0; i < perRow.length; i++) if (Number.isFinite(perRow[i])) kl = Math.max(kl, Math.abs(perRow[i]))
+  const g = gradTolerance(temperature)
+  return { atol: g.atol * kl, rtol: g.rtol }
 }
 
 /**

@@ -162,20 +162,36 @@ function ruleText(rule: NumberRule): string {
   return parts.join(' ')
 }
 
-/** A finite number option, `fallback` when undefined. Non-numbers are TypeErrors, out of range RangeErrors. */
-export function numberOption(op: string, name: string, value: unknown, fallback: number, rule: NumberRule = {}): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number') throw typeError(op, name, 'a number', value)
-  const ok =
-    Number.isFinite(value) &&
+function follows(value: number, rule: NumberRule): boolean {
+  return Number.isFinite(value) &&
     (!rule.integer || Number.isInteger(value)) &&
     (rule.min === undefined || value >= rule.min) &&
     (rule.max === undefined || value <= rule.max) &&
     (rule.above === undefined || value > rule.above) &&
     (rule.below === undefined || value < rule.below)
-  if (!ok) throw rangeError(op, name, ruleText(rule), value)
+}
+
+/**
+ * A finite number option, `fallback` when undefined. Non-numbers are TypeErrors, out of range RangeErrors.
+ * The native kernels read most options as float32, so the value rounded to float32 must follow the rule too:
+ * 1e39 (infinite there) or 1e-50 for an option > 0 (0 there) is refused on every backend.
+ */
+export function numberOption(op: string, name: string, value: unknown, fallback: number, rule: NumberRule = {}): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number') throw typeError(op, name, 'a number', value)
+  if (!follows(value, rule)) throw rangeError(op, name, ruleText(rule), value)
+  if (!follows(Math.fround(value), rule)) throw rangeError(op, name, `${ruleText(rule)} as a float32`, value)
   return value
 }
+
+/** ignoreIndex: compared with int32 targets, so an int32 itself. */
+export const INT32: NumberRule = { integer: true, min: -(2 ** 31), max: 2 ** 31 - 1 }
+
+/**
+ * temperature: logits are divided by it in float32, so below 1e-6 ordinary logits would leave the float32
+ * range (|z|/T > 3.4e38 for |z| > 3.4e32), and 1/T itself does below 2.9e-39.
+ */
+export const TEMPERATURE: NumberRule = { min: 1e-6 }
 
 /** Like numberOption, but null/undefined mean "off" and give null. */
 export function optionalNumber(op: string, name: string, value: unknown, rule: NumberRule = {}): number | null {
@@ -198,16 +214,50 @@ export function choiceOption<T extends string>(op: string, name: string, value: 
   return value as T
 }
 
+/** An op's option names, listed once against its options interface: the compiler rejects a missing or an extra one. */
+export type OptionNames<O> = { readonly [K in keyof Required<O>]: true }
+
+/** Levenshtein distance between two names, compared without case, '_' or '-' (ignore_index ~ ignoreIndex). */
+function nameDistance(a: string, b: string): number {
+  const x = a.toLowerCase().replace(/[_-]/g, ''), y = b.toLowerCase().replace(/[_-]/g, '')
+  let row = Array.from({ length: y.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= x.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= y.length; j++) {
+      next.push(Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (x[i - 1] === y[j - 1] ? 0 : 1)))
+    }
+    row = next
+  }
+  return row[y.length]
+}
+
+/** The TypeError for an option the op does not have, suggesting the nearest name when one is close. */
+export function unknownOption(op: string, key: string, names: readonly string[]): TypeError {
+  let best = '', distance = Infinity
+  for (const name of names) {
+    const d = nameDistance(key, name)
+    if (d < distance) [best, distance] = [name, d]
+  }
+  const close = distance <= Math.max(1, Math.floor(Math.max(key.length, best.length) / 3))
+  return new TypeError(`${op}: unknown option ${JSON.stringify(key)}${close ? ` (did you mean '${best}'?)` : ''}; the options are ${names.join(', ')}`)
+}
+
 /**
  * The options object itself (an object, not an array), as a snapshot: every enumerable property, own or
  * inherited, read once (as `for...in` lists them), so getters and Proxy traps run here, before any check, and
- * cannot change what was already checked.
+ * cannot change what was already checked. With `names`, a key outside them (a misspelled option) is a
+ * TypeError that suggests the nearest name.
  */
-export function optionsObject<T extends object>(op: string, value: T | undefined): T {
+export function optionsObject<T extends object>(op: string, value: T | undefined, names?: OptionNames<T>): T {
   if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw typeError(op, 'the argument', 'an options object', value)
   }
   const snapshot: Record<string, unknown> = {}
   for (const key in value) if (key !== '__proto__') snapshot[key] = (value as Record<string, unknown>)[key]
+  if (names) {
+    for (const key of Object.keys(snapshot)) {
+      if (!Object.hasOwn(names, key)) throw unknownOption(op, key, Object.keys(names))
+    }
+  }
   return snapshot as T
 }

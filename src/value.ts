@@ -1,9 +1,9 @@
 /** Value-function loss (DESIGN §1.6), aggregated as §1.9. */
-import { type AggregationOptions, tokenShape } from './aggregate.js'
+import { AGGREGATION_OPTIONS, type AggregationOptions, tokenShape } from './aggregate.js'
 import { typeError } from './errors.js'
 import { defineOp } from './ops.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
-import { type FloatData, booleanOption, floatVector, optionalNumber, optionsObject } from './validate.js'
+import { type FloatData, type OptionNames, booleanOption, floatVector, optionalNumber, optionsObject } from './validate.js'
 
 export interface ValueLossOptions extends AggregationOptions {
   values: TokenFloats
@@ -40,9 +40,13 @@ export function valueOptions(op: string, clipName: string, clipValue: unknown, h
   }
 }
 
+const VALUE_LOSS_OPTIONS: OptionNames<ValueLossOptions> = {
+  ...AGGREGATION_OPTIONS, values: true, returns: true, oldValues: true, clip: true, half: true, mask: true,
+}
+
 function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   const op = 'valueLoss'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, VALUE_LOSS_OPTIONS)
   const batch = tokenBatch(op, 'values', tokenShape(op, 'values', o.values), o)
   const M = batch.layout.tokens
   const opts = valueOptions(op, 'clip', o.clip, o.half)

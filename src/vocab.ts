@@ -6,7 +6,8 @@ import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
 import { type Tensor, isDeviceData } from './tensor.js'
 import {
-  type FloatData, type GradDType, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector, intVector, numberOption, optionsObject,
+  type FloatData, type GradDType, type OptionNames, INT32, TEMPERATURE, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector,
+  intVector, numberOption, optionsObject,
 } from './validate.js'
 
 export type Reduction = 'mean' | 'sum' | 'none'
@@ -89,7 +90,7 @@ export interface VocabRows {
 /** Logits, targets and ignoreIndex, with every target in [0, V) or equal to ignoreIndex (the row named). */
 export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreIndexOption: unknown): VocabRows {
   const m = floatMatrix(op, 'logits', logits)
-  const ignoreIndex = numberOption(op, 'ignoreIndex', ignoreIndexOption, -100, { integer: true })
+  const ignoreIndex = numberOption(op, 'ignoreIndex', ignoreIndexOption, -100, INT32)
   const t = intVector(op, 'targets', targets, m.rows)
   checkTargets(op, 'targets', t, m.cols, ignoreIndex)
   return { logits: m, shape: m.shape, N: m.rows, V: m.cols, targets: t, ignoreIndex }
@@ -130,11 +131,20 @@ export interface CrossEntropyArgs extends VocabRows {
   gradDtype: GradDType
 }
 
-const temperatureOf = (op: string, v: unknown) => numberOption(op, 'temperature', v, 1, { above: 0 })
+const temperatureOf = (op: string, v: unknown) => numberOption(op, 'temperature', v, 1, TEMPERATURE)
+
+const LOG_PROBS_OPTIONS: OptionNames<LogProbsOptions> = { logits: true, targets: true, temperature: true, entropy: true, ignoreIndex: true }
+const LOG_PROBS_BACKWARD_OPTIONS: OptionNames<LogProbsBackwardOptions> = {
+  logits: true, targets: true, lse: true, gradLogp: true, gradEntropy: true, entropy: true, temperature: true, ignoreIndex: true,
+}
+const CROSS_ENTROPY_OPTIONS: OptionNames<CrossEntropyOptions> = {
+  logits: true, targets: true, ignoreIndex: true, reduction: true, labelSmoothing: true, zLoss: true, classWeights: true,
+  tokenWeights: true, grad: true, gradDtype: true,
+}
 
 function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
   const op = 'logProbs'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, LOG_PROBS_OPTIONS)
   return {
     ...vocabRows(op, o.logits, o.targets, o.ignoreIndex),
     temperature: temperatureOf(op, o.temperature),
@@ -144,7 +154,7 @@ function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
 
 function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBackwardArgs {
   const op = 'logProbsBackward'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, LOG_PROBS_BACKWARD_OPTIONS)
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   const vec = (name: string, v: unknown) => (v === undefined ? null : floatVector(op, name, v, rows.N))
   const gradLogp = vec('gradLogp', o.gradLogp)
@@ -161,7 +171,7 @@ function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBac
 
 function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   const op = 'crossEntropy'
-  const o = optionsObject(op, options)
+  const o = optionsObject(op, options, CROSS_ENTROPY_OPTIONS)
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   return {
     ...rows,

@@ -9,8 +9,9 @@
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
-import { type Tolerance, closeness, rng } from './helpers.js'
-import { PARITY, halfGradTolerance, isGradient, klGradPTolerance } from '../src/tolerance.js'
+import { parityError } from './compare.js'
+import { type Tolerance, rng } from './helpers.js'
+import { halfGradTolerance, klGradPTolerance } from '../src/tolerance.js'
 
 // the cuda backend starts every output as NaN here, so an element a kernel fails to write cannot pass
 process.env.RLHF_KERNELS_POISON ??= '1'
@@ -23,27 +24,9 @@ const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
 // 2048 and 32000: one CTA and a two-CTA cluster of the single-pass CUDA kernels; the others unaligned or large
 const SHAPES: [number, number][] = [[1, 37], [5, 1001], [3, 4099], [6, 2048], [4, 32000], [2, 128256]]
 
-/** Everything numeric in a result, flattened: [path, values]. */
-function leaves(x: unknown, path = ''): [string, ArrayLike<number>][] {
-  if (typeof x === 'number') return [[path, [x]]]
-  if (x instanceof rk.Tensor) return [[path, x.toFloat32Array()]]
-  if (ArrayBuffer.isView(x)) return [[path, x as unknown as ArrayLike<number>]]
-  if (x && typeof x === 'object') return Object.entries(x).flatMap(([k, v]) => leaves(v, path ? `${path}.${k}` : k))
-  return []
-}
-
-
 function expectParity(actual: unknown, expected: unknown, what: string, overrides: Record<string, Tolerance> = {}) {
-  const a = new Map(leaves(actual))
-  const e = leaves(expected)
-  expect([...a.keys()].sort(), `${what}: result fields`).toEqual(e.map(([k]) => k).sort())
-  for (const [path, want] of e) {
-    const got = a.get(path)!
-    expect(got.length, `${what}: ${path}.length`).toBe(want.length)
-    const tol = overrides[path] ?? (isGradient(path) ? PARITY.grad : PARITY.value)
-    const { worst, at } = closeness(got, want, tol)
-    if (!(worst <= 1)) expect.fail(`${what}: ${path}[${at}] = ${got[at]}, js reference ${want[at]} (${worst.toExponential(2)}× tolerance)`)
-  }
+  const error = parityError(actual, expected, overrides)
+  if (error !== null) expect.fail(`${what}: ${error}`)
 }
 
 /** The op on `backend` vs on js, with the same arguments. */

@@ -23,8 +23,8 @@ struct GaeJob : Job {
     p.values = a.floats("values", M);
     p.last_values = a.floats_or_absent("lastValues", p.num_seqs);
     p.mask = a.mask("mask", M);
-    p.gamma = float(a.number("gamma"));
-    p.lambda = float(a.number("lambda"));
+    p.gamma = a.number("gamma");
+    p.lambda = a.number("lambda");
     p.advantages = out.make("advantages", M);
     p.returns = out.make("returns", M);
   }
@@ -44,7 +44,7 @@ struct WhitenJob : Job {
     p.mask = a.mask("mask", p.values.size);
     p.shift_mean = a.boolean("shiftMean");
     p.unbiased = a.boolean("unbiased");
-    p.eps = float(a.number("eps"));
+    p.eps = positive(a, "eps");
     p.out = out.make("out", p.values.size);
   }
   void run() override { whiten(p); }
@@ -69,7 +69,7 @@ struct GroupAdvantagesJob : Job {
     else if (m == "rloo") p.method = GroupMethod::rloo;
     else if (m == "mean-centered") p.method = GroupMethod::mean_centered;
     else throw_range(a.env(), name, "unknown method " + m);
-    p.eps = float(a.number("eps"));
+    p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");
     p.out = out.make("out", p.scores.size);
   }

@@ -248,6 +248,8 @@ class Args {
     }
     if (length >= 0 && in.size != length) throw_length(key, length, in.size);
     in.data = device ? device : place(host.data, host.length * es, placement_ == Placement::copy);
+    static const double empty = 0;
+    if (in.data == nullptr) in.data = &empty;  // a given but empty input is present(), and never read
     return in;
   }
   FloatIn floats_or_absent(const char* key, int64_t length) const { return has(key) ? floats(key, length) : FloatIn{}; }

@@ -28,12 +28,6 @@ Rows read_rows(const Args& a) {
   return r;
 }
 
-float positive(const Args& a, const char* key) {
-  const double t = a.number(key);
-  if (!(t > 0 && t < INFINITY)) throw_range(a.env(), a.op(), std::string(key) + " must be a finite number > 0");
-  return float(t);
-}
-
 struct LogProbsJob : Job {
   static constexpr const char* name = "logProbs";
   using Job::Job;

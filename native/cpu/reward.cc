@@ -15,7 +15,7 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
   };
   for (int64_t n = 0; n < p.N; n++) r.count += counted(n);
   const float scale = p.reduction == Reduction::mean ? (r.count > 0 ? 1.f / float(r.count) : 0.f) : 1.f;
-  std::vector<float> shifted;
+  std::vector<double> shifted;  // a prompt's scores plus margins, in double: K is small, and s + m would round
   KahanSum total;
   int64_t correct = 0;
   for (int64_t n = 0; n < p.N; n++) {
@@ -23,16 +23,18 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     const int64_t K = p.offsets[n + 1] - a;
     shifted.resize(size_t(K));
     const int32_t b = p.chosen ? p.chosen[n] : -1;
-    float m = -INFINITY;
+    double m = -INFINITY;
     for (int64_t i = 0; i < K; i++) {
-      const float s = read(p.scores, a + i) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
+      const double s = double(read(p.scores, a + i)) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
       shifted[i] = s;
       m = std::max(m, s);
     }
-    KahanSum se;
-    for (int64_t i = 0; i < K; i++) se.add(std::exp(shifted[i] - m));
-    const float lse = m + std::log(se.value());
-    for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(shifted[i] - lse);
+    double se = 0;
+    for (int64_t i = 0; i < K; i++) se += std::exp(shifted[i] - m);
+    // log p_i = (s_i − m) − log Σ, from s − m (never s − lse, which cancels two terms of size |s|)
+    const double ls = std::log(se);
+    auto logp = [&](int64_t i) { return float((shifted[i] - m) - ls); };
+    for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(logp(i));
     p.losses[n] = 0.f;
     if (!counted(n)) {
       std::fill(p.grad + a, p.grad + a + K, 0.f);
@@ -42,14 +44,14 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     int64_t label = b;
     float y_sum = 1.f;
     if (!p.target_probs.present()) {
-      loss.add(lse - shifted[b]);
+      loss.add(-logp(b));
     } else {
       label = 0;
       KahanSum ys;
       for (int64_t i = 0; i < K; i++) {
         const float y = read(p.target_probs, a + i);
         ys.add(y);
-        if (y != 0.f) loss.add(y * (lse - shifted[i]));
+        if (y != 0.f) loss.add(-y * logp(i));
         if (y > read(p.target_probs, a + label)) label = i;
       }
       y_sum = ys.value();
@@ -64,8 +66,10 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     p.losses[n] = loss.value();
     total.add(p.losses[n]);
     for (int64_t i = 0; i < K; i++) {
-      const float target = p.target_probs.present() ? read(p.target_probs, a + i) : (i == b ? 1.f : 0.f);
-      p.grad[a + i] = scale * (p.probs[a + i] * y_sum - target + center);
+      // the chosen candidate's p − 1 as expm1(log p), exact where p is near 1
+      const float d = p.target_probs.present() ? p.probs[a + i] * y_sum - read(p.target_probs, a + i)
+                    : i == b ? std::expm1(logp(i)) : p.probs[a + i];
+      p.grad[a + i] = scale * (d + center);
     }
     bool best = true;
     const float rb = read(p.scores, a + label);

@@ -70,14 +70,16 @@ RK_INLINE vf vload(const T* p, int64_t i) {
 
 RK_INLINE void vstore(float* p, int64_t i, vf x) { std::memcpy(p + i, &x, sizeof(vf)); }
 
-// max_v x_v·invT over a row, and whether any element is NaN.
+// max_v x_v over a row, how many elements equal it, and whether any element is NaN.
 template <typename T>
-RK_INLINE float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
+RK_INLINE float row_max(const T* x, int64_t V, bool& has_nan, int64_t& ties) {
   vf m0 = vf{} - INFINITY, m1 = m0;
-  vi nan = {};
+  vi c0 = {}, c1 = {}, nan = {};
   int64_t v = 0;
   for (; v + 2 * W <= V; v += 2 * W) {
-    const vf a = vload(x, v) * invT, b = vload(x, v + W) * invT;
+    const vf a = vload(x, v), b = vload(x, v + W);
+    c0 = a > m0 ? 1 : (a == m0 ? c0 + 1 : c0);
+    c1 = b > m1 ? 1 : (b == m1 ? c1 + 1 : c1);
     m0 = a > m0 ? a : m0;
     m1 = b > m1 ? b : m1;
     nan |= (a != a) | (b != b);
@@ -89,8 +91,11 @@ RK_INLINE float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
     mx = m1[l] > mx ? m1[l] : mx;
     any |= nan[l];
   }
+  ties = 0;
+  for (int l = 0; l < W; l++) ties += (m0[l] == mx ? c0[l] : 0) + (m1[l] == mx ? c1[l] : 0);
   for (; v < V; v++) {
-    const float s = load(x, v) * invT;
+    const float s = load(x, v);
+    ties = s > mx ? 1 : (s == mx ? ties + 1 : ties);
     mx = s > mx ? s : mx;
     any |= s != s;
   }
@@ -139,28 +144,61 @@ RK_INLINE void row_map(const T* x, int64_t V, float* out, F&& f) {
   row_map2(x, x, V, out, [&](auto a, auto) { return f(a); });
 }
 
-// lse of a row of x·invT: −inf for an all −inf row, NaN if any element is NaN, +inf if one is +inf.
-// R = double forms m + log(Σ) in double: a difference of two lse (log p − log q needs lse_p − lse_q) would
-// otherwise carry the float32 rounding of each, up to 1e-6 at |lse| ≈ 16.
-template <typename R = float, typename T>
-RK_INLINE R row_lse(const T* x, int64_t V, float invT) {
+// xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is; a NaN p (a row holding NaN) stays NaN.
+template <typename V>
+RK_INLINE V xlogy_term(V p, V t) { return p != 0.f ? p * t : 0.f; }
+
+// A row's log-softmax at temperature T in shifted form: log p_v = (x_v − m)·invT + c, with m the largest
+// logit (T > 0 keeps the argmax) and c = m/T − lse. Formed from x − m, never as x·invT − lse, log p keeps
+// its rounding relative to itself: x·invT and lse would each carry |x|/T·2⁻²⁴, 6e-4 at |x|/T = 1e4.
+//   NaN anywhere: lse, m and c NaN, so every log p and p is NaN (as PyTorch's log_softmax).
+//   all −inf:     lse −inf; m 0 and c −inf, so every log p is −inf and p 0.
+//   +inf, no NaN: lse +inf; m +inf and c 0, so log p is NaN at a +inf and −inf elsewhere (x·invT − lse).
+struct RowSoftmax {
+  float m, c, invT;
+  double lse;  // in double: lse_p − lse_q (log p − log q) would otherwise carry each one's float32 rounding
+  template <typename V>
+  RK_INLINE V logp(V x) const { return (x - m) * invT + c; }
+};
+
+// From the row alone, or (given_lse) from the lse the caller passes, as the backward does: c = m/T − lse.
+// The sum Σ exp((x − m)·invT) is taken as (the maxima's count) + Σ over the others, in double: in float32
+// the others' small terms would be lost next to the maxima's 1s, and with them 1 − p of a confident row.
+template <typename T>
+RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr) {
+  const float invT = float(1.0 / temperature);
   bool has_nan = false;
-  const float m = row_max(x, V, invT, has_nan);
-  if (has_nan) return NAN;
-  if (m == -INFINITY || m == INFINITY) return m;
-  return R(m) + std::log(R(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); })));
+  int64_t ties = 0;
+  const float m = row_max(x, V, has_nan, ties);
+  if (has_nan) return {NAN, NAN, invT, NAN};
+  if (m == -INFINITY) return {0.f, -INFINITY, invT, -INFINITY};
+  if (m == INFINITY) return {INFINITY, 0.f, invT, INFINITY};
+  if (given_lse) return {m, float(double(m) / temperature - double(*given_lse)), invT, double(*given_lse)};
+  const float others = row_sum(x, V, [&](auto z) { return z == m ? 0.f : exp_approx((z - m) * invT); });
+  const double s = std::log(double(ties) + double(others));
+  return {m, float(-s), invT, double(m) / temperature + s};
 }
 
-// xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is.
+// p_v (log p_v − log q_v) with xlogy semantics, and +inf wherever q_v = 0 under a finite p logit: float32
+// may round such a p_v to 0, but the KL is +inf however small p_v is.
 template <typename V>
-RK_INLINE V xlogy_term(V p, V t) { return p > 0.f ? p * t : 0.f; }
+RK_INLINE V kl_term(V p, V lr) { return lr == INFINITY ? lr : xlogy_term(p, lr); }
 
-// Entropy −Σ p log p of a row given its lse, with xlogy semantics.
+// log p_v − log q_v − k of two rows at one temperature, given c = c_p − c_q − k:
+// ((x_v − m_p) − (y_v − m_q))·invT + c. Each shift is exact (Sterbenz) where its row has mass, so the
+// difference keeps its rounding relative to itself whatever |z|/T is; (x − y)·invT − (lse_p − lse_q) would
+// cancel two terms of size |z|/T.
+template <typename V>
+RK_INLINE V log_ratio(const RowSoftmax& p, const RowSoftmax& q, V x, V y, float c) {
+  return ((x - p.m) - (y - q.m)) * p.invT + c;
+}
+
+// Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.
 template <typename T>
-RK_INLINE float row_entropy(const T* x, int64_t V, float invT, float lse) {
-  if (lse == -INFINITY) return 0.f;
+RK_INLINE float row_entropy(const T* x, int64_t V, const RowSoftmax& r) {
+  if (r.lse == -INFINITY) return 0.f;
   return 0.f - row_sum(x, V, [&](auto z) {  // 0 − s, not −s: an empty sum gives +0
-    const auto lp = z * invT - lse;
+    const auto lp = r.logp(z);
     return xlogy_term(exp_approx(lp), lp);
   });
 }

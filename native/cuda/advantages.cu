@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(GAE_THREADS, blocks_within(GAE_THREADS, 64)) g
     Nearest next, seen;
     NearestScan(temp.nearest).ExclusiveScan(Nearest{counted ? 1 : 0, v}, next, Nearest{1, carry_next}, nearer, seen);
     __syncthreads();
-    const Affine f = counted ? Affine{c, r + p.gamma * next.value - v} : Affine{1.f, 0.f};
+    const Affine f = counted ? Affine{c, float(r + p.gamma * next.value - v)} : Affine{1.f, 0.f};
     // F_t = f_t ∘ (every map after t in this chunk): op(a, b) = b ∘ a, with a earlier in scan order
     Affine F, chunk;
     AffineScan(temp.affine).InclusiveScan(f, F, [](Affine a, Affine b) { return Affine{b.mul * a.mul, b.mul * a.add + b.add}; }, chunk);
@@ -74,11 +74,12 @@ __global__ void __launch_bounds__(GAE_THREADS, blocks_within(GAE_THREADS, 64)) g
 
 constexpr int WHITEN_THREADS = 256;
 
-// Scratch of whiten: two tickets, stats = { mean, 1/sqrt(var + eps), count }, then the blocks' partial sums.
+// Scratch of whiten: two tickets, stats = { mean, 1/sqrt(var + eps), count }, then the blocks' partial sums,
+// all in double: the mean of rewards far from 0 must be subtracted exactly (as native/cpu/advantages.cc).
 struct WhitenScratch {
   unsigned* tickets;
-  float* stats;
-  float* partials;
+  double* stats;
+  double* partials;
 };
 
 // Two grid passes with a last-block-done reduction each (common.cuh, grid_sum): Σ and the count → mean,
@@ -86,9 +87,9 @@ struct WhitenScratch {
 __global__ void __launch_bounds__(WHITEN_THREADS, blocks_within(WHITEN_THREADS, 32)) whiten_mean_kernel(WhitenParams p, WhitenScratch s) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
-  const float v[2] = {counted ? read(p.values, i) : 0.f, counted ? 1.f : 0.f};
-  grid_sum(v, s.partials, s.tickets, [&](const float* total) {
-    s.stats[0] = total[1] > 0.f ? total[0] / total[1] : 0.f;
+  const double v[2] = {counted ? read(p.values, i) : 0.0, counted ? 1.0 : 0.0};
+  grid_sum(v, s.partials, s.tickets, [&](const double* total) {
+    s.stats[0] = total[1] > 0 ? total[0] / total[1] : 0.0;
     s.stats[2] = total[1];
   });
 }
@@ -96,20 +97,20 @@ __global__ void __launch_bounds__(WHITEN_THREADS, blocks_within(WHITEN_THREADS, 
 __global__ void __launch_bounds__(WHITEN_THREADS, blocks_within(WHITEN_THREADS, 32)) whiten_var_kernel(WhitenParams p, WhitenScratch s) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool counted = i < p.values.size && (!p.mask || p.mask[i]);
-  const float d = counted ? read(p.values, i) - s.stats[0] : 0.f;
-  const float v[1] = {d * d};
-  grid_sum(v, s.partials + 2 * gridDim.x, s.tickets + 1, [&](const float* total) {
-    const float n = s.stats[2];
-    const float den = p.unbiased ? n - 1.f : n;
-    const float var = (n >= 2.f && den > 0.f) ? total[0] / den : 0.f;
-    s.stats[1] = rsqrtf(var + p.eps);
+  const double d = counted ? read(p.values, i) - s.stats[0] : 0.0;
+  const double v[1] = {d * d};
+  grid_sum(v, s.partials + 2 * gridDim.x, s.tickets + 1, [&](const double* total) {
+    const double n = s.stats[2];
+    const double den = p.unbiased ? n - 1 : n;
+    const double var = (n >= 2 && den > 0) ? total[0] / den : 0.0;
+    s.stats[1] = 1.0 / sqrt(var + p.eps);
   });
 }
 
-__global__ void whiten_apply_kernel(WhitenParams p, const float* stats) {
+__global__ void whiten_apply_kernel(WhitenParams p, const double* stats) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= p.values.size) return;
-  p.out[i] = (p.mask && !p.mask[i]) ? 0.f : (read(p.values, i) - stats[0]) * stats[1] + (p.shift_mean ? 0.f : stats[0]);
+  p.out[i] = (p.mask && !p.mask[i]) ? 0.f : float((read(p.values, i) - stats[0]) * stats[1] + (p.shift_mean ? 0.0 : stats[0]));
 }
 
 __global__ void group_kernel(GroupAdvantagesParams p) {
@@ -120,17 +121,18 @@ __global__ void group_kernel(GroupAdvantagesParams p) {
     for (int64_t i = 0; i < K; i++) p.out[a + i] = 0.f;
     return;
   }
-  float sum = 0.f;
+  // in double, as native/cpu/advantages.cc
+  double sum = 0;
   for (int64_t i = 0; i < K; i++) sum += read(p.scores, a + i);
-  const float mean = sum / float(K);
-  float ss = 0.f;
+  const double mean = sum / double(K);
+  double ss = 0;
   for (int64_t i = 0; i < K; i++) ss += (read(p.scores, a + i) - mean) * (read(p.scores, a + i) - mean);
-  const float sd = sqrtf(ss / float(p.unbiased ? K - 1 : K));
+  const double sd = sqrt(ss / double(p.unbiased ? K - 1 : K));
   for (int64_t i = 0; i < K; i++) {
-    const float r = read(p.scores, a + i);
-    p.out[a + i] = p.method == GroupMethod::rloo ? r - (sum - r) / float(K - 1)
-                 : p.method == GroupMethod::mean_centered ? r - mean
-                 : (r - mean) / (sd + p.eps);
+    const double r = read(p.scores, a + i);
+    p.out[a + i] = float(p.method == GroupMethod::rloo ? r - (sum - r) / double(K - 1)
+                         : p.method == GroupMethod::mean_centered ? r - mean
+                         : (r - mean) / (sd + p.eps));
   }
 }
 
@@ -143,12 +145,12 @@ cudaError_t gae(const GaeParams& p, cudaStream_t stream) {
 
 size_t whiten_scratch_bytes(int64_t n) {
   const int64_t blocks = n > 0 ? (n + WHITEN_THREADS - 1) / WHITEN_THREADS : 1;
-  return 256 + size_t(blocks) * 3 * sizeof(float);
+  return 256 + size_t(blocks) * 3 * sizeof(double);
 }
 
 cudaError_t whiten(const WhitenParams& p, void* scratch, cudaStream_t stream) {
   char* base = static_cast<char*>(scratch);
-  const WhitenScratch s{reinterpret_cast<unsigned*>(base), reinterpret_cast<float*>(base + 64), reinterpret_cast<float*>(base + 256)};
+  const WhitenScratch s{reinterpret_cast<unsigned*>(base), reinterpret_cast<double*>(base + 64), reinterpret_cast<double*>(base + 256)};
   const unsigned blocks = unsigned(p.values.size > 0 ? (p.values.size + WHITEN_THREADS - 1) / WHITEN_THREADS : 1);
   cudaError_t err = cudaMemsetAsync(s.tickets, 0, 2 * sizeof(unsigned), stream);
   if (err != cudaSuccess) return err;

@@ -30,13 +30,14 @@ template <> __device__ __forceinline__ uint16_t to_bits<bf16>(float x) { return 
 template <> __device__ __forceinline__ uint16_t to_bits<f16>(float x) { return __half_as_ushort(__float2half_rn(x)); }
 
 // Running max m and Σ exp(x − m) of a set of values; −inf values add nothing (the −inf − −inf trap is guarded).
+// A NaN makes s NaN, also while m is still −inf (an all-NaN row), and maxsum_lse gives NaN then.
 struct MaxSum {
   float m, s;
 };
 
 __device__ __forceinline__ MaxSum maxsum_combine(MaxSum a, MaxSum b) {
-  if (a.m == -INFINITY) return b;
-  if (b.m == -INFINITY) return a;
+  if (a.m == -INFINITY) return {b.m, b.s + a.s};  // a.s is 0, or NaN when a saw a NaN
+  if (b.m == -INFINITY) return {a.m, a.s + b.s};
   const float m = fmaxf(a.m, b.m);
   return {m, a.s * __expf(a.m - m) + b.s * __expf(b.m - m)};
 }
@@ -47,6 +48,11 @@ __device__ __forceinline__ MaxSum maxsum_add(MaxSum a, float x) {
   return {a.m, a.s + __expf(x - a.m)};
 }
 
+// lse = m + log s: −inf for a row without mass (s = 0), NaN for a row holding NaN.
+__device__ __forceinline__ double maxsum_lse(MaxSum all) {
+  return all.m == -INFINITY && all.s == 0.f ? -INFINITY : double(all.m) + log(double(all.s));
+}
+
 __device__ __forceinline__ MaxSum warp_maxsum(MaxSum v) {
   for (int o = 16; o > 0; o >>= 1) {
     MaxSum w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
@@ -55,7 +61,8 @@ __device__ __forceinline__ MaxSum warp_maxsum(MaxSum v) {
   return v;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename F>
+__device__ __forceinline__ F warp_sum(F v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -72,14 +79,15 @@ __device__ __forceinline__ MaxSum block_maxsum(MaxSum v) {
   return warp_maxsum(r);
 }
 
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float s[32];
+template <typename F>
+__device__ __forceinline__ F block_sum(F v) {
+  __shared__ F s[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   v = warp_sum(v);
   __syncthreads();
   if (lane == 0) s[warp] = v;
   __syncthreads();
-  return warp_sum(lane < warps ? s[lane] : 0.f);
+  return warp_sum(lane < warps ? s[lane] : F(0));
 }
 
 // lse of row·invT over the block, in double: the KL takes differences of two of them, which would otherwise
@@ -88,8 +96,7 @@ template <typename T>
 __device__ double block_lse_exact(const T* row, int64_t V, float invT) {
   MaxSum ms{-INFINITY, 0.f};
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]) * invT);
-  const MaxSum all = block_maxsum(ms);
-  return all.m == -INFINITY ? -INFINITY : double(all.m) + log(double(all.s));
+  return maxsum_lse(block_maxsum(ms));
 }
 
 }  // namespace rk::gpu
@@ -115,11 +122,11 @@ namespace rk::gpu {
 // A grid-wide sum of K values per thread in one launch, deterministic: each block sums its threads in a
 // fixed tree order and stores the K block sums in `partials`; the last block to finish (an integer ticket,
 // no float atomics) adds the blocks' sums in block order and calls done(totals) on its thread 0, then
-// rearms the ticket. `ticket` starts at 0; `partials` holds gridDim.x · K floats.
-template <int K, class Done>
-__device__ __forceinline__ void grid_sum(const float (&v)[K], float* partials, unsigned* ticket, Done&& done) {
+// rearms the ticket. `ticket` starts at 0; `partials` holds gridDim.x · K values of F (float or double).
+template <int K, typename F, class Done>
+__device__ __forceinline__ void grid_sum(const F (&v)[K], F* partials, unsigned* ticket, Done&& done) {
   __shared__ bool last;
-  float b[K];
+  F b[K];
 #pragma unroll
   for (int k = 0; k < K; k++) b[k] = block_sum(v[k]);
   if (threadIdx.x == 0) {
@@ -131,10 +138,10 @@ __device__ __forceinline__ void grid_sum(const float (&v)[K], float* partials, u
   __syncthreads();
   if (!last) return;
   __threadfence();
-  float t[K];
+  F t[K];
 #pragma unroll
   for (int k = 0; k < K; k++) {
-    float s = 0.f;
+    F s = 0;
     for (unsigned i = threadIdx.x; i < gridDim.x; i += blockDim.x) s += __ldcg(partials + size_t(i) * K + k);
     t[k] = block_sum(s);
   }

@@ -28,6 +28,16 @@ struct KlPenaltyOp {
 
 constexpr int THREADS = 512;
 
+// The rows whose KL is fixed by their lse alone (as native/cpu/kl.cc): a NaN in either row makes the row NaN
+// (gradients too); else a p without mass (lse −inf) has KL 0, a q without mass KL +inf, both zero gradients.
+// Returns whether the row is one of them, with its KL and gradient value.
+__device__ __forceinline__ bool kl_fixed_row(double lse_p, double lse_q, float& kl, float& grad) {
+  const bool nan = lse_p != lse_p || lse_q != lse_q;
+  kl = nan ? NAN : lse_p == -INFINITY ? 0.f : INFINITY;
+  grad = nan ? NAN : 0.f;
+  return nan || lse_p == -INFINITY || lse_q == -INFINITY;
+}
+
 __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduction, float* result) {
   float c = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) c += mask ? mask[n] : 1;
@@ -56,6 +66,15 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
   const float invT = 1.f / p.temperature;
   const double lse_p = block_lse_exact(rp, V, invT), lse_q = block_lse_exact(rq, V, invT);
+  float fixed_kl, fixed_grad;
+  if (kl_fixed_row(lse_p, lse_q, fixed_kl, fixed_grad)) {
+    if (threadIdx.x == 0) p.per_row[n] = fixed_kl;
+    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+      if (gq) gq[v] = fixed_grad;
+      if (gp) gp[v] = fixed_grad;
+    }
+    return;
+  }
   const float lp_ = float(lse_p), lq_ = float(lse_q);
   // log p − log q = (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference (as the CPU kernel)
   const float dl = float(lse_p - lse_q);
@@ -63,7 +82,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
     const float pv = __expf(a * invT - lp_);
-    if (pv > 0.f) part += pv * ((a - b) * invT - dl);
+    if (pv != 0.f) part += pv * ((a - b) * invT - dl);
   }
   const float kl = block_sum(part);
   if (threadIdx.x == 0) p.per_row[n] = kl;
@@ -73,7 +92,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
     const float a = to_float(rp[v]), b = to_float(rq[v]);
     const float pv = __expf(a * invT - lp_);
     if (gq) gq[v] = s * (__expf(b * invT - lq_) - pv);
-    if (gp) gp[v] = pv > 0.f ? s * pv * ((a - b) * invT - c) : 0.f;
+    if (gp) gp[v] = pv != 0.f && kl != INFINITY ? s * pv * ((a - b) * invT - c) : 0.f;  // an infinite KL: 0 wrt p
   }
 }
 
@@ -130,7 +149,13 @@ __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergencePa
   }
   const double lse_p = A.m == -INFINITY ? -INFINITY : double(A.m) + log(double(A.s[0]));
   const double lse_q = B.m == -INFINITY ? -INFINITY : double(B.m) + log(double(B.s[0]));
-  if (lead && threadIdx.x == 0) p.per_row[n] = A.s[0] > 0.f ? A.s[1] / A.s[0] - float(lse_p - lse_q) : 0.f;
+  float fixed_kl, fixed_grad;
+  if (kl_fixed_row(lse_p, lse_q, fixed_kl, fixed_grad)) {  // the same for every CTA of the cluster
+    a.store(grad_out + n * V, begin, end, [&](int64_t, float) { return fixed_grad; });
+    if (lead && threadIdx.x == 0) p.per_row[n] = fixed_kl;
+    return;
+  }
+  if (lead && threadIdx.x == 0) p.per_row[n] = A.s[1] / A.s[0] - float(lse_p - lse_q);
   const float s = result[2] * invT;
   const float ra = ma == -INFINITY ? 0.f : __expf(ma - A.m) / A.s[0];
   const float rb = mb == -INFINITY ? 0.f : __expf(mb - B.m) / B.s[0];

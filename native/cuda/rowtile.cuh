@@ -201,10 +201,11 @@ struct RowTile {
     }
   }
 
+  // the largest value, or NaN if any is NaN (fmaxf would skip it, and an all-NaN row would look empty)
   __device__ __forceinline__ float max() const {
     float m = -INFINITY;
 #pragma unroll
-    for (int i = 0; i < TILE_R; i++) m = fmaxf(m, x[i]);
+    for (int i = 0; i < TILE_R; i++) m = x[i] > m || x[i] != x[i] ? x[i] : m;
     return m;
   }
 

@@ -25,12 +25,14 @@ constexpr int THREADS = 512;
 
 __device__ __forceinline__ void flag_bad_row(DeviceFlags* flags, int32_t row) { atomicMin(&flags->first_bad_row, row); }
 
-// Per-row statistics: lse of z·invT and, with Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy).
+// Per-row statistics: lse of z·invT, its parts m (the max of z·invT) and ls = log Σ exp(x − m), and, with
+// Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy). A log-probability is (x − m) − ls, not x − lse:
+// lse's float32 rounding (|x|·2⁻²⁴) would be in every one.
 // Each thread keeps (m, Σ exp(x − m), Σ exp(x − m)·x) over its columns. Rows aligned to 16 bytes are read
 // as 16-byte vectors (streaming: read once), rescaling the running sums once per vector, so the cost is one
 // exp per element; other rows element by element.
 template <typename T, bool Entropy>
-__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy) {
+__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy, float& m, float& ls) {
   MaxSum ms{-INFINITY, 0.f};
   float t = 0.f;  // Σ exp(x − m)·x at the thread's running max m
   constexpr int VEC = 16 / sizeof(T);
@@ -53,7 +55,11 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
         t *= r;
         ms.m = vm;
       }
-      if (ms.m == -INFINITY) continue;
+      if (ms.m == -INFINITY) {  // nothing but −inf so far: a NaN must still reach the sum
+#pragma unroll
+        for (int j = 0; j < VEC; j++) ms.s += x[j] != x[j] ? NAN : 0.f;
+        continue;
+      }
 #pragma unroll
       for (int j = 0; j < VEC; j++) {
         const float q = __expf(x[j] - ms.m);
@@ -76,11 +82,13 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
     }
   }
   const MaxSum all = block_maxsum(ms);
-  lse = all.m == -INFINITY ? -INFINITY : all.m + __logf(all.s);
+  lse = float(maxsum_lse(all));
+  m = all.m;
+  ls = logf(all.s);
   if (Entropy) {
     const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
     const float pt = block_sum(t * scale) / all.s;  // Σ p·x
-    entropy = all.m == -INFINITY ? 0.f : lse - pt;
+    entropy = lse == -INFINITY ? 0.f : lse - pt;  // NaN with a NaN lse
   }
 }
 
@@ -89,16 +97,17 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / p.temperature;
-  float lse, ent = 0.f;
-  row_stats<T, Entropy>(row, p.V, invT, lse, ent);
+  float lse, ent = 0.f, m, ls;
+  row_stats<T, Entropy>(row, p.V, invT, lse, ent, m, ls);
   if (threadIdx.x == 0) {
     const int32_t y = p.targets[n];
     const bool ignored = y == p.ignore_index;
     const bool bad = !ignored && (y < 0 || y >= p.V);
     if (bad) flag_bad_row(flags, int32_t(n));
-    p.lse[n] = lse;
-    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : to_float(row[y]) * invT - lse);
-    if (Entropy) p.entropy[n] = ent;
+    // an ignored row: every per-row result is 0
+    p.lse[n] = ignored ? 0.f : lse;
+    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : (to_float(row[y]) * invT - m) - ls);
+    if (Entropy) p.entropy[n] = ignored ? 0.f : ent;
   }
 }
 
@@ -106,7 +115,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
 // ignored and bad-target rows get a zero loss and weight, and a bad one is flagged.
 __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyParams& p, int64_t n, float lse, bool ignored, bool bad, float loss,
                                                           float wy, float* row_weight, DeviceFlags* flags) {
-  p.lse[n] = lse;
+  p.lse[n] = ignored ? 0.f : lse;  // an ignored row: every per-row result is 0
   if (bad) flag_bad_row(flags, int32_t(n));
   const bool counted = !ignored && !bad;
   p.losses[n] = counted ? (p.token_weights.data ? read(p.token_weights, n) : 1.f) * loss : 0.f;
@@ -118,8 +127,8 @@ template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
-  float lse, unused;
-  row_stats<T, false>(row, p.V, 1.f, lse, unused);
+  float lse, unused, m, ls;
+  row_stats<T, false>(row, p.V, 1.f, lse, unused, m, ls);
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= p.V);
@@ -136,7 +145,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
     wy = cw ? read(p.class_weights, y) : 1.f;
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - p.label_smoothing) * wy * (lse - to_float(row[y])) + p.label_smoothing / float(p.V) * smooth;
+      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) - m)) + p.label_smoothing / float(p.V) * smooth;
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
@@ -201,7 +210,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
   if (!target_ok && y != p.ignore_index && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
   const float gl = (p.grad_logp.data && target_ok) ? read(p.grad_logp, n) : 0.f;
-  const float gh = p.grad_entropy.data ? read(p.grad_entropy, n) : 0.f;
+  const float gh = (p.grad_entropy.data && target_ok) ? read(p.grad_entropy, n) : 0.f;  // ignored rows: zero gradient
   if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
     return;
@@ -215,7 +224,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
       for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
         const float lp = to_float(row[v]) * invT - l;
         const float q = __expf(lp);
-        if (q > 0.f) part -= q * lp;
+        if (q != 0.f) part -= q * lp;  // xlogy; a NaN q stays NaN
       }
       h = block_sum(part);
     }
@@ -223,7 +232,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
     const float lp = to_float(row[v]) * invT - l;
     const float q = __expf(lp);
-    const float ent = q > 0.f ? gh * q * (lp + h) : 0.f;
+    const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
     g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent) * invT;
   }
 }
