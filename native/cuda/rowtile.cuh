@@ -204,9 +204,13 @@ struct RowTile {
   // the largest value, or NaN if any is NaN (fmaxf would skip it, and an all-NaN row would look empty)
   __device__ __forceinline__ float max() const {
     float m = -INFINITY;
+    bool nan = false;
 #pragma unroll
-    for (int i = 0; i < TILE_R; i++) m = x[i] > m || x[i] != x[i] ? x[i] : m;
-    return m;
+    for (int i = 0; i < TILE_R; i++) {
+      m = fmaxf(m, x[i]);
+      nan |= x[i] != x[i];
+    }
+    return nan ? NAN : m;
   }
 
   // x ← exp(x − m) in place (0 for −inf, and for every value when m = −inf); returns Σ.
