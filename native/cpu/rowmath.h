@@ -42,7 +42,7 @@ RK_INLINE V exp_body(V x, I& e) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
   if constexpr (sizeof(V) == sizeof(float)) e = (int32_t(n) + 127) << 23;
-  else e = (__builtin_convertvector(n, vi) + 127) << 23;
+  else e = (__builtin_convertvector(n, I) + 127) << 23;
   return p;
 }
 
