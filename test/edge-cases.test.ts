@@ -97,6 +97,58 @@ describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
     expect(Array.from(ce.gradLogits!.data.slice(0, 2))).toEqual([0, 0])
   })
 
+  it('ignored rows: lse, logp and entropy 0, and zero gradient even with gradEntropy', () => {
+    const N = 3, V = 5
+    const logits = rk.tensor(rng(6).f32(N * V, 2), [N, V])
+    const targets = Int32Array.of(2, -100, 4)
+    const r = rk.logProbs({ logits, targets, entropy: true, temperature: 0.7 })
+    expect([r.lse[1], r.logp[1], r.entropy![1]]).toEqual([0, 0, 0])
+    expect(r.lse[0] !== 0 && r.entropy![0] > 0).toBe(true)
+    const ones = Float32Array.of(1, 1, 1)
+    const g = rk.logProbsBackward({ logits, targets, lse: r.lse, gradLogp: ones, gradEntropy: ones, temperature: 0.7 })
+    expect(Array.from(g.gradLogits.data.slice(V, 2 * V))).toEqual([0, 0, 0, 0, 0])
+    expect(g.gradLogits.data.slice(0, V).some((x) => x !== 0)).toBe(true)
+    const onlyEntropy = rk.logProbsBackward({ logits, targets, lse: r.lse, entropy: r.entropy, gradEntropy: ones, temperature: 0.7 })
+    expect(Array.from(onlyEntropy.gradLogits.data.slice(V, 2 * V))).toEqual([0, 0, 0, 0, 0])
+    const ce = rk.crossEntropy({ logits, targets, reduction: 'none', grad: true })
+    expect([ce.lse[1], ce.losses![1]]).toEqual([0, 0])
+  })
+
+  it('NaN logits propagate as in PyTorch: the row is NaN (an all-NaN row too), other rows are untouched', () => {
+    const V = 4
+    const z = Float32Array.of(1, NaN, 2, 0, NaN, NaN, NaN, NaN, 0.5, -1, 2, 1)
+    const logits = rk.tensor(z, [3, V])
+    const targets = Int32Array.of(0, 1, 2)
+    const r = rk.logProbs({ logits, targets, entropy: true })
+    for (const n of [0, 1]) expect([r.lse[n], r.logp[n], r.entropy![n]].every(Number.isNaN), `row ${n}`).toBe(true)
+    expect(Number.isFinite(r.lse[2]) && Number.isFinite(r.entropy![2])).toBe(true)
+    const ce = rk.crossEntropy({ logits, targets, reduction: 'none', grad: true })
+    expect(Number.isNaN(ce.losses![0]) && Number.isNaN(ce.losses![1]) && Number.isFinite(ce.losses![2])).toBe(true)
+    expect(ce.gradLogits!.data.slice(0, 2 * V).every(Number.isNaN)).toBe(true)
+    expect(allFinite(ce.gradLogits!.data.slice(2 * V))).toBe(true)
+    const g = rk.logProbsBackward({ logits, targets, lse: r.lse, gradEntropy: Float32Array.of(1, 1, 1) })
+    expect(g.gradLogits.data.slice(0, 2 * V).every(Number.isNaN)).toBe(true)
+    // ignored, a NaN row is 0 like any other ignored row
+    const ignored = rk.crossEntropy({ logits, targets: Int32Array.of(-100, -100, 2), grad: true })
+    expect(Number.isFinite(ignored.loss) && allFinite(ignored.gradLogits!.data)).toBe(true)
+  })
+
+  it('klDivergence: a p without mass is KL 0 with zero gradients, a q without mass +inf with zero gradients, NaN is NaN', () => {
+    const V = 3
+    const ninf = -Infinity
+    const p = rk.tensor(Float32Array.of(ninf, ninf, ninf, ninf, ninf, ninf, 0, 1, 2, 0, 1, NaN, 0, 1, 2), [5, V])
+    const q = rk.tensor(Float32Array.of(ninf, ninf, ninf, 0, 1, 2, ninf, ninf, ninf, 1, 1, 1, 0, ninf, 2), [5, V])
+    const r = rk.klDivergence({ pLogits: p, qLogits: q, grad: 'both', reduction: 'none' })
+    expect(Array.from(r.perRow.slice(0, 3))).toEqual([0, 0, Infinity])
+    expect(Number.isNaN(r.perRow[3])).toBe(true)
+    expect(r.perRow[4]).toBe(Infinity)  // p > 0 where q = 0
+    expect(Array.from(r.gradQ!.data.slice(0, 3 * V))).toEqual(new Array(3 * V).fill(0))
+    expect(Array.from(r.gradP!.data.slice(0, 3 * V))).toEqual(new Array(3 * V).fill(0))
+    expect(r.gradQ!.data.slice(3 * V, 4 * V).every(Number.isNaN) && r.gradP!.data.slice(3 * V, 4 * V).every(Number.isNaN)).toBe(true)
+    expect(Array.from(r.gradP!.data.slice(4 * V))).toEqual([0, 0, 0])  // no finite gradient of an infinite KL wrt p
+    expect(allFinite(r.gradQ!.data.slice(4 * V))).toBe(true)  // softmax(q) − softmax(p), as cross-entropy's
+  })
+
   it('NaN in a masked slot does not leak', () => {
     const r = rng(4)
     const M = 6
@@ -157,6 +209,54 @@ describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
     expect(r.lse).toBeInstanceOf(Float32Array)
     expect(r.gradLogits!.dtype).toBe('float32')
     expect(r.gradLogits!.shape).toEqual([2, 3, 4])
+  })
+})
+
+describe.each(HOST_BACKENDS)('precision on %s (README tolerances against float64 formulas)', (backend) => {
+  beforeAll(() => rk.setBackend(backend))
+  afterAll(() => rk.setBackend('auto'))
+  const VALUES = { atol: 5e-6, rtol: 5e-6 }
+  const GRADS = { atol: 1e-6, rtol: 5e-5 }
+
+  it('whiten and groupAdvantages of rewards far from 0 (5 ± 0.005, 1000 ± 0.01)', () => {
+    for (const [centre, spread] of [[5, 0.005], [1000, 0.01]]) {
+      const r = rng(7)
+      const x = Float32Array.from({ length: 64 }, () => centre + spread * r.normal())
+      const mean = x.reduce((a, b) => a + b, 0) / x.length
+      const ss = x.reduce((a, b) => a + (b - mean) ** 2, 0)
+      const whitened = Array.from(x, (v) => (v - mean) / Math.sqrt(ss / (x.length - 1) + 1e-8))
+      expectClose(rk.whiten({ values: x }), whitened, VALUES, `whiten ${centre}`)
+      const grpo = Array.from(x, (v) => (v - mean) / (Math.sqrt(ss / (x.length - 1)) + 1e-6))
+      expectClose(rk.groupAdvantages({ scores: x, groupSize: x.length }), grpo, VALUES, `groupAdvantages ${centre}`)
+    }
+  })
+
+  it('log-probs, entropy and gradients at |z|/T up to 1e4', () => {
+    const V = 50
+    for (const [scale, T] of [[1e4, 1], [1, 1e-4], [100, 0.01]]) {
+      const r = rng(8)
+      const z = r.f32(V * 2, scale)
+      const targets = Int32Array.of(r.int(V), r.int(V))
+      const logp: number[] = [], lse: number[] = [], entropy: number[] = []
+      const rows = [0, 1].map((n) => Array.from(z.subarray(n * V, (n + 1) * V), (x) => x / T))
+      for (const [n, s] of rows.entries()) {
+        const m = Math.max(...s)
+        const l = m + Math.log(s.reduce((a, x) => a + Math.exp(x - m), 0))
+        const lp = s.map((x) => x - l)
+        lse.push(l)
+        logp.push(lp[targets[n]])
+        entropy.push(-lp.reduce((a, x) => a + Math.exp(x) * x, 0))
+      }
+      const logits = rk.tensor(z, [2, V])
+      const out = rk.logProbs({ logits, targets, temperature: T, entropy: true })
+      expectClose(out.logp, logp, VALUES, `logp ${scale}/${T}`)
+      expectClose(out.lse, lse, VALUES, `lse ${scale}/${T}`)
+      expectClose(out.entropy!, entropy, VALUES, `entropy ${scale}/${T}`)
+      // the gradient of logp given the lse passed in (float32, as logProbs returns it)
+      const grad = rows.flatMap((s, n) => s.map((x, v) => ((v === targets[n] ? 1 : 0) - Math.exp(x - out.lse[n])) / T))
+      const g = rk.logProbsBackward({ logits, targets, lse: out.lse, gradLogp: Float32Array.of(1, 1), temperature: T })
+      expectClose(g.gradLogits.data, grad, GRADS, `gradLogits ${scale}/${T}`)
+    }
   })
 })
 

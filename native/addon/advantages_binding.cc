@@ -43,7 +43,7 @@ struct WhitenJob : Job {
     p.mask = a.mask("mask", p.values.size);
     p.shift_mean = a.boolean("shiftMean");
     p.unbiased = a.boolean("unbiased");
-    p.eps = float(a.number("eps"));
+    p.eps = positive(a, "eps");
     p.out = out.make("out", p.values.size);
   }
   void run() override { whiten(p); }
@@ -67,7 +67,7 @@ struct GroupAdvantagesJob : Job {
     else if (m == "rloo") p.method = GroupMethod::rloo;
     else if (m == "mean-centered") p.method = GroupMethod::mean_centered;
     else throw_range(a.env(), name, "unknown method " + m);
-    p.eps = float(a.number("eps"));
+    p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");
     p.out = out.make("out", p.scores.size);
   }

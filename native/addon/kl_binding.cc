@@ -31,8 +31,7 @@ struct KlDivergenceJob : Job {
     if (p.p_logits.dtype != p.q_logits.dtype) throw_type(a.env(), name, "pLogits and qLogits must have the same dtype");
     p.mask = a.mask("mask", p.N);
     p.reduction = a.reduction();
-    p.temperature = float(a.number("temperature"));
-    if (!(p.temperature > 0)) throw_range(a.env(), name, "temperature must be > 0");
+    p.temperature = positive(a, "temperature");
     p.per_row = out.make("perRow", p.N);
     const bool half = (a.boolean("gradQ") || a.boolean("gradP")) && a.grad16(p.p_logits.dtype);
     if (a.boolean("gradQ")) {

@@ -35,8 +35,7 @@ struct PpoLossJob : Job {
     p.values = a.floats_or_absent("values", M);
     p.returns = a.floats_or_absent("returns", M);
     p.old_values = a.floats_or_absent("oldValues", M);
-    p.temperature = float(a.number("temperature"));
-    if (!(p.temperature > 0)) throw_range(a.env(), name, "temperature must be > 0");
+    p.temperature = positive(a, "temperature");
     p.policy = read_policy_options(a);
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));

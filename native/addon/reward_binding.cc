@@ -19,7 +19,7 @@ struct RewardLossJob : Job {
     p.N = a.length_of("offsets") - 1;
     p.offsets = a.int32s("offsets", p.N + 1);
     a.check_offsets("offsets", p.offsets, p.N + 1, total);
-    p.ignore_index = int32_t(a.number("ignoreIndex"));
+    p.ignore_index = ignore_index(a);
     if (a.has("chosen")) {
       p.chosen = a.int32s("chosen", p.N);
       const int32_t* chosen = a.host_view(p.chosen);

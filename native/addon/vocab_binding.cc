@@ -22,15 +22,9 @@ Rows read_rows(const Args& a) {
   r.V = a.count("V");
   r.logits = a.floats("logits", r.N * r.V);
   r.targets = a.int32s("targets", r.N);
-  r.ignore_index = int32_t(a.number("ignoreIndex"));
+  r.ignore_index = ignore_index(a);
   a.check_indices("targets", r.targets, r.N, r.V, true, r.ignore_index);
   return r;
-}
-
-float positive(const Args& a, const char* key) {
-  const double t = a.number(key);
-  if (!(t > 0 && t < INFINITY)) throw_range(a.env(), a.op(), std::string(key) + " must be a finite number > 0");
-  return float(t);
 }
 
 struct LogProbsJob : Job {

@@ -16,7 +16,6 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
   const T* zp = static_cast<const T*>(p.p_logits.data);
   const T* zq = static_cast<const T*>(p.q_logits.data);
   const int64_t V = p.V;
-  const float invT = 1.f / p.temperature;
   for (int64_t n = begin; n < end; n++) {
     const T* rp = zp + n * V;
     const T* rq = zq + n * V;
@@ -28,20 +27,28 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, 0.f);
       continue;
     }
-    const double lse_p = row_lse<double>(rp, V, invT), lse_q = row_lse<double>(rq, V, invT);
-    const float lp_ = float(lse_p), lq_ = float(lse_q);
+    const RowSoftmax sp = row_softmax(rp, V, p.temperature), sq = row_softmax(rq, V, p.temperature);
+    const float invT = sp.invT, s = scale * invT;
+    // A NaN in either row makes the row NaN. Else a p without mass (all −inf) has KL 0, and a q without mass
+    // KL +inf (as cross-entropy's all −inf row), neither with a gradient.
+    const bool nan = sp.lse != sp.lse || sq.lse != sq.lse;
+    if (nan || sp.lse == -INFINITY || sq.lse == -INFINITY) {
+      p.per_row[n] = nan ? NAN : sp.lse == -INFINITY ? 0.f : INFINITY;
+      if (gq) std::fill(gq, gq + V, nan ? NAN : 0.f);
+      if (gp) std::fill(gp, gp + V, nan ? NAN : 0.f);
+      continue;
+    }
     // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0. log p − log q is formed as
     // (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference instead of two of O(|z|) terms.
-    const float dl = float(lse_p - lse_q);
-    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) {
-      return xlogy_term(exp_approx(a * invT - lp_), (a - b) * invT - dl);
-    });
+    const float dl = float(sp.lse - sq.lse);
+    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) { return xlogy_term(exp_approx(sp.logp(a)), (a - b) * invT - dl); });
     p.per_row[n] = kl;
-    const float s = scale * invT;
-    if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(b * invT - lq_) - exp_approx(a * invT - lp_)); });
+    if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(sq.logp(b)) - exp_approx(sp.logp(a))); });
     if (gp) {
-      const float c = float(lse_p - lse_q + double(kl));
-      row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(a * invT - lp_), (a - b) * invT - c); });
+      // an infinite KL (p > 0 where q = 0) has no finite gradient wrt p: 0 there
+      const float c = float(sp.lse - sq.lse + double(kl));
+      if (kl == INFINITY) std::fill(gp, gp + V, 0.f);
+      else row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(sp.logp(a)), (a - b) * invT - c); });
     }
   }
 }

@@ -23,7 +23,6 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
   const T* z = static_cast<const T*>(p.logits.data);
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   const int64_t V = p.V;
-  const float invT = 1.f / p.temperature;
   const TokenBatch& b = p.batch;
   for (int64_t t = begin; t < end; t++) {
     const T* row = z + t * V;
@@ -35,14 +34,13 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
       continue;
     }
     const int32_t y = p.actions[t];
-    const double lse_exact = row_lse<double>(row, V, invT);
-    const float lse = float(lse_exact);
-    const float lp = load(row, y) * invT - lse;
+    const RowSoftmax sq = row_softmax(row, V, p.temperature);
+    const float invT = sq.invT;
+    const float lp = sq.logp(load(row, y));
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
-    const double lse_a_exact = arow ? row_lse<double>(arow, V, invT) : 0.0;
-    const float lse_a = float(lse_a_exact);
-    const float anchor_lp = arow ? load(arow, y) * invT - lse_a : 0.f;
+    const RowSoftmax sa = arow ? row_softmax(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
+    const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
     const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
     TokenTerms& tt = terms[t];
@@ -55,8 +53,8 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     float c_logp = w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
-      const float dl = float(lse_a_exact - lse_exact);  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
-      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return xlogy_term(exp_approx(a * invT - lse_a), (a - z) * invT - dl); });
+      const float dl = float(sa.lse - sq.lse);  // log p_a − log q = (z_a − z)/T − (lse_a − lse), as in kl.cc
+      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return xlogy_term(exp_approx(sa.logp(a)), (a - z) * invT - dl); });
       c_full = p.beta * w[t];
     } else {
       const float ref = p.ref_logp.present() ? read(p.ref_logp, t) : (arow ? anchor_lp : old);
@@ -68,15 +66,15 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     // dloss/dz = (1/T)[c_logp (onehot − q) + c_full (q − p_anchor)]
     if (c_full != 0.f) {
       row_map2(row, arow, V, g, [&](auto z, auto a) {
-        const auto q = exp_approx(z * invT - lse);
-        return invT * (-c_logp * q + c_full * (q - exp_approx(a * invT - lse_a)));
+        const auto q = exp_approx(sq.logp(z));
+        return invT * (-c_logp * q + c_full * (q - exp_approx(sa.logp(a))));
       });
     } else {
-      row_map(row, V, g, [&](auto z) { return -invT * c_logp * exp_approx(z * invT - lse); });
+      row_map(row, V, g, [&](auto z) { return -invT * c_logp * exp_approx(sq.logp(z)); });
     }
     {
-      const float q = exp_approx(load(row, y) * invT - lse);
-      const float full = c_full != 0.f ? c_full * (q - exp_approx(load(arow, y) * invT - lse_a)) : 0.f;
+      const float q = exp_approx(sq.logp(load(row, y)));
+      const float full = c_full != 0.f ? c_full * (q - exp_approx(sa.logp(load(arow, y)))) : 0.f;
       g[y] = invT * (c_logp * (1.f - q) + full);
     }
     if (p.values.present() && p.returns.present()) {

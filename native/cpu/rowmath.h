@@ -70,14 +70,14 @@ RK_INLINE vf vload(const T* p, int64_t i) {
 
 RK_INLINE void vstore(float* p, int64_t i, vf x) { std::memcpy(p + i, &x, sizeof(vf)); }
 
-// max_v x_v·invT over a row, and whether any element is NaN.
+// max_v x_v over a row, and whether any element is NaN.
 template <typename T>
-RK_INLINE float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
+RK_INLINE float row_max(const T* x, int64_t V, bool& has_nan) {
   vf m0 = vf{} - INFINITY, m1 = m0;
   vi nan = {};
   int64_t v = 0;
   for (; v + 2 * W <= V; v += 2 * W) {
-    const vf a = vload(x, v) * invT, b = vload(x, v + W) * invT;
+    const vf a = vload(x, v), b = vload(x, v + W);
     m0 = a > m0 ? a : m0;
     m1 = b > m1 ? b : m1;
     nan |= (a != a) | (b != b);
@@ -90,7 +90,7 @@ RK_INLINE float row_max(const T* x, int64_t V, float invT, bool& has_nan) {
     any |= nan[l];
   }
   for (; v < V; v++) {
-    const float s = load(x, v) * invT;
+    const float s = load(x, v);
     mx = s > mx ? s : mx;
     any |= s != s;
   }
@@ -139,28 +139,43 @@ RK_INLINE void row_map(const T* x, int64_t V, float* out, F&& f) {
   row_map2(x, x, V, out, [&](auto a, auto) { return f(a); });
 }
 
-// lse of a row of x·invT: −inf for an all −inf row, NaN if any element is NaN, +inf if one is +inf.
-// R = double forms m + log(Σ) in double: a difference of two lse (log p − log q needs lse_p − lse_q) would
-// otherwise carry the float32 rounding of each, up to 1e-6 at |lse| ≈ 16.
-template <typename R = float, typename T>
-RK_INLINE R row_lse(const T* x, int64_t V, float invT) {
+// xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is; a NaN p (a row holding NaN) stays NaN.
+template <typename V>
+RK_INLINE V xlogy_term(V p, V t) { return p != 0.f ? p * t : 0.f; }
+
+// A row's log-softmax at temperature T in shifted form: log p_v = (x_v − m)·invT + c, with m the largest
+// logit (T > 0 keeps the argmax) and c = m/T − lse. Formed from x − m, never as x·invT − lse, log p keeps
+// its rounding relative to itself: x·invT and lse would each carry |x|/T·2⁻²⁴, 6e-4 at |x|/T = 1e4.
+//   NaN anywhere: lse, m and c NaN, so every log p and p is NaN (as PyTorch's log_softmax).
+//   all −inf:     lse −inf; m 0 and c −inf, so every log p is −inf and p 0.
+//   +inf, no NaN: lse +inf; m +inf and c 0, so log p is NaN at a +inf and −inf elsewhere (x·invT − lse).
+struct RowSoftmax {
+  float m, c, invT;
+  double lse;  // in double: lse_p − lse_q (log p − log q) would otherwise carry each one's float32 rounding
+  template <typename V>
+  RK_INLINE V logp(V x) const { return (x - m) * invT + c; }
+};
+
+// From the row alone, or (given_lse) from the lse the caller passes, as the backward does: c = m/T − lse.
+template <typename T>
+RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr) {
+  const float invT = float(1.0 / temperature);
   bool has_nan = false;
-  const float m = row_max(x, V, invT, has_nan);
-  if (has_nan) return NAN;
-  if (m == -INFINITY || m == INFINITY) return m;
-  return R(m) + std::log(R(row_sum(x, V, [&](auto z) { return exp_approx(z * invT - m); })));
+  const float m = row_max(x, V, has_nan);
+  if (has_nan) return {NAN, NAN, invT, NAN};
+  if (m == -INFINITY) return {0.f, -INFINITY, invT, -INFINITY};
+  if (m == INFINITY) return {INFINITY, 0.f, invT, INFINITY};
+  if (given_lse) return {m, float(double(m) / temperature - double(*given_lse)), invT, double(*given_lse)};
+  const double s = std::log(double(row_sum(x, V, [&](auto z) { return exp_approx((z - m) * invT); })));
+  return {m, float(-s), invT, double(m) / temperature + s};
 }
 
-// xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is.
-template <typename V>
-RK_INLINE V xlogy_term(V p, V t) { return p > 0.f ? p * t : 0.f; }
-
-// Entropy −Σ p log p of a row given its lse, with xlogy semantics.
+// Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.
 template <typename T>
-RK_INLINE float row_entropy(const T* x, int64_t V, float invT, float lse) {
-  if (lse == -INFINITY) return 0.f;
+RK_INLINE float row_entropy(const T* x, int64_t V, const RowSoftmax& r) {
+  if (r.lse == -INFINITY) return 0.f;
   return 0.f - row_sum(x, V, [&](auto z) {  // 0 − s, not −s: an empty sum gives +0
-    const auto lp = z * invT - lse;
+    const auto lp = r.logp(z);
     return xlogy_term(exp_approx(lp), lp);
   });
 }

@@ -17,46 +17,48 @@ int64_t row_grain(int64_t V) { return std::max<int64_t>(1, 32768 / std::max<int6
 template <typename T>
 RK_ROW_KERNEL void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
-  const float invT = 1.f / p.temperature;
   for (int64_t n = begin; n < end; n++) {
-    const T* row = z + n * p.V;
-    const float l = row_lse(row, p.V, invT);
-    p.lse[n] = l;
     const int32_t y = p.targets[n];
-    p.logp[n] = y == p.ignore_index ? 0.f : (l == -INFINITY ? -INFINITY : load(row, y) * invT - l);
-    if (p.entropy) p.entropy[n] = row_entropy(row, p.V, invT, l);
+    if (y == p.ignore_index) {  // an ignored row: every per-row result is 0
+      p.lse[n] = p.logp[n] = 0.f;
+      if (p.entropy) p.entropy[n] = 0.f;
+      continue;
+    }
+    const T* row = z + n * p.V;
+    const RowSoftmax r = row_softmax(row, p.V, p.temperature);
+    p.lse[n] = float(r.lse);
+    p.logp[n] = r.logp(load(row, y));
+    if (p.entropy) p.entropy[n] = row_entropy(row, p.V, r);
   }
 }
 
 template <typename T>
 RK_ROW_KERNEL void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
-  const float invT = 1.f / p.temperature;
   const int64_t V = p.V;
   for (int64_t n = begin; n < end; n++) {
     const T* row = z + n * V;
     float* g = p.grad + n * V;
     const float l = read(p.lse, n);
     const int32_t y = p.targets[n];
-    const float gl = (!p.grad_logp.present() || y == p.ignore_index) ? 0.f : read(p.grad_logp, n);
+    const float gl = p.grad_logp.present() ? read(p.grad_logp, n) : 0.f;
     const float gh = p.grad_entropy.present() ? read(p.grad_entropy, n) : 0.f;
-    if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
+    if (y == p.ignore_index || l == -INFINITY || (gl == 0.f && gh == 0.f)) {
       std::fill(g, g + V, 0.f);
       continue;
     }
-    const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy(row, V, invT, l));
+    const RowSoftmax r = row_softmax(row, V, p.temperature, &l);
+    const float invT = r.invT;
+    const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy(row, V, r));
     // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression
     row_map(row, V, g, [&](auto z) {
-      const auto lp = z * invT - l;
+      const auto lp = r.logp(z);
       const auto q = exp_approx(lp);
       return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
     });
-    if (y != p.ignore_index && y >= 0 && y < V) {
-      const float lp = load(row, y) * invT - l;
-      const float q = exp_approx(lp);
-      const float ent = q > 0.f ? gh * q * (lp + h) : 0.f;
-      g[y] = (gl * (1.f - q) - ent) * invT;
-    }
+    const float lp = r.logp(load(row, y));
+    const float q = exp_approx(lp);
+    g[y] = (gl * (1.f - q) - xlogy_term(q, gh * (lp + h))) * invT;
   }
 }
 
@@ -67,22 +69,23 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
   const float eps = p.label_smoothing;
   for (int64_t n = begin; n < end; n++) {
     const T* row = z + n * V;
-    const float l = row_lse(row, V, 1.f);
-    p.lse[n] = l;
     const int32_t y = p.targets[n];
     float* g = p.grad ? p.grad + n * V : nullptr;
-    if (y == p.ignore_index || l == -INFINITY) {
+    const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0} : row_softmax(row, V, 1.0);
+    const float l = float(r.lse);
+    p.lse[n] = l;
+    if (y == p.ignore_index || l == -INFINITY) {  // ignored: 0 everywhere; no mass anywhere: +inf, zero gradient
       p.losses[n] = y == p.ignore_index ? 0.f : INFINITY;
       if (g) std::fill(g, g + V, 0.f);
       continue;
     }
     const float wy = cw ? cw[y] : 1.f;
     const float tw = p.token_weights.present() ? read(p.token_weights, n) : 1.f;
-    float loss = (1.f - eps) * wy * (l - load(row, y));
+    float loss = -(1.f - eps) * wy * r.logp(load(row, y));
     if (eps != 0.f) {
-      // Σ_v w_v (lse − z_v); a −inf logit makes it +inf, as in PyTorch
-      const float smooth = cw ? row_sum2(row, cw, V, [&](auto z, auto w) { return w * (l - z); })
-                              : row_sum(row, V, [&](auto z) { return l - z; });
+      // Σ_v w_v (lse − z_v) = −Σ_v w_v log p_v; a −inf logit makes it +inf, as in PyTorch
+      const float smooth = cw ? row_sum2(row, cw, V, [&](auto z, auto w) { return -w * r.logp(z); })
+                              : row_sum(row, V, [&](auto z) { return -r.logp(z); });
       loss += eps / float(V) * smooth;
     }
     if (p.z_loss != 0.f) loss += p.z_loss * l * l;
@@ -91,10 +94,10 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
     const float gs = scale * tw;
     const float cp = (1.f - eps) * wy + eps * W / float(V) + 2.f * p.z_loss * l;
     const float e = eps / float(V);
-    if (cw) row_map2(row, cw, V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(z - l) - e * w); });
-    else row_map(row, V, g, [&](auto z) { return gs * (cp * exp_approx(z - l) - e); });
+    if (cw) row_map2(row, cw, V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(r.logp(z)) - e * w); });
+    else row_map(row, V, g, [&](auto z) { return gs * (cp * exp_approx(r.logp(z)) - e); });
     // the true-class gradient, formed in float32 as one expression (no cancellation against a stored value)
-    const float py = exp_approx(load(row, y) - l);
+    const float py = exp_approx(r.logp(load(row, y)));
     g[y] = gs * (cp * py - (1.f - eps) * wy - e * (cw ? cw[y] : 1.f));
   }
 }

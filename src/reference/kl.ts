@@ -14,16 +14,27 @@ import { rowLse } from './vocab.js'
 
 export type KlReduction = 'mean' | 'sum' | 'none'
 
-/** KL(p‖q) of one row pair given both lse; optionally the gradients (times `scale`) into gq / gp. */
+/**
+ * KL(p‖q) of one row pair given both lse; optionally the gradients (times `scale`) into gq / gp. A NaN in
+ * either row makes the row NaN; else a p without mass (all −inf) gives KL 0, and a q without mass KL +inf,
+ * both with zero gradients; an infinite KL (p > 0 where q = 0) has gradient 0 wrt p.
+ */
 export function klRow(
   zp: Floats, zq: Floats, base: number, V: number, invT: number, lseP: number, lseQ: number,
   scale: number, gq: Floats | null, gp: Floats | null,
 ): number {
+  if (lseP !== lseP || lseQ !== lseQ || lseP === -Infinity || lseQ === -Infinity) {
+    const value = lseP !== lseP || lseQ !== lseQ ? NaN : lseP === -Infinity ? 0 : Infinity
+    const g = value === value ? 0 : NaN
+    gq?.fill(g, base, base + V)
+    gp?.fill(g, base, base + V)
+    return value
+  }
   let kl = 0
   for (let v = 0; v < V; v++) {
     const lp = zp[base + v] * invT - lseP
     const p = exp(lp)
-    if (p > 0) kl += p * (lp - (zq[base + v] * invT - lseQ))
+    if (p !== 0) kl += p * (lp - (zq[base + v] * invT - lseQ))
   }
   if (gq !== null) {
     for (let v = 0; v < V; v++) {
@@ -34,7 +45,7 @@ export function klRow(
     for (let v = 0; v < V; v++) {
       const lp = zp[base + v] * invT - lseP
       const p = exp(lp)
-      gp[base + v] = p > 0 ? scale * invT * p * (lp - (zq[base + v] * invT - lseQ) - kl) : 0
+      gp[base + v] = p !== 0 && kl !== Infinity ? scale * invT * p * (lp - (zq[base + v] * invT - lseQ) - kl) : 0
     }
   }
   return kl

@@ -13,7 +13,7 @@ import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import { type KlEstimator, klToken } from './kl.js'
 import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
-import { rowLse } from './vocab.js'
+import { logProb, rowLse } from './vocab.js'
 
 export interface PpoKernelInputs {
   logits: Floats
@@ -81,13 +81,13 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
     }
     const y = actions[t]
     const lse = rowLse(z, base, V, invT)
-    const lp = z[base + y] * invT - lse
+    const lp = logProb(z[base + y], invT, lse)
     logp[t] = lp
     let lseA = 0
     let anchorLp = 0
     if (x.anchorLogits !== null) {
       lseA = rowLse(x.anchorLogits, base, V, invT)
-      anchorLp = x.anchorLogits[base + y] * invT - lseA
+      anchorLp = logProb(x.anchorLogits[base + y], invT, lseA)
     }
     const old = x.oldLogp !== null ? x.oldLogp[t] : anchorLp
     policyToken(lp, old, x.advantages[t], o.policy, ps)
@@ -102,9 +102,9 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       const A = x.anchorLogits as Floats
       let k = 0
       for (let v = 0; v < V; v++) {
-        const la = A[base + v] * invT - lseA
+        const la = logProb(A[base + v], invT, lseA)
         const pa = exp(la)
-        if (pa > 0) k += pa * (la - (z[base + v] * invT - lse))
+        if (pa !== 0) k += pa * (la - logProb(z[base + v], invT, lse))
       }
       kl += w[t] * k
       cFull = o.beta * w[t]
@@ -115,9 +115,9 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       cLogp += o.beta * w[t] * ks[1]
     }
     for (let v = 0; v < V; v++) {
-      const q = exp(z[base + v] * invT - lse)
+      const q = exp(logProb(z[base + v], invT, lse))
       let d = cLogp * ((v === y ? 1 : 0) - q)
-      if (cFull !== 0) d += cFull * (q - exp((x.anchorLogits as Floats)[base + v] * invT - lseA))
+      if (cFull !== 0) d += cFull * (q - exp(logProb((x.anchorLogits as Floats)[base + v], invT, lseA)))
       gradLogits[base + v] = d * invT
     }
     if (x.values !== null && x.returns !== null) {

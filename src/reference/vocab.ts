@@ -17,12 +17,13 @@ import { exp } from './exp.js'
 
 /**
  * lse of one row of z scaled by invT, in one pass (online: the running sum is rescaled when the max grows).
- * A −inf logit adds nothing, so an all −inf row gives −inf (the max − max = NaN trap is never taken); a NaN
- * propagates.
+ * A −inf logit adds nothing, so an all −inf row gives −inf (the max − max = NaN trap is never taken); a row
+ * holding NaN gives NaN (an all-NaN one too); else a row holding +inf gives +inf.
  */
 export function rowLse(z: Floats, base: number, V: number, invT: number): number {
   let m = -Infinity
   let sum = 0
+  let nan = false
   for (let v = 0; v < V; v++) {
     const s = z[base + v] * invT
     if (s > m) {
@@ -30,19 +31,25 @@ export function rowLse(z: Floats, base: number, V: number, invT: number): number
       m = s
     } else if (s !== -Infinity) {
       sum += exp(s - m)
+      nan ||= s !== s
     }
   }
-  return m === -Infinity ? -Infinity : m + Math.log(sum)
+  return nan ? NaN : m === -Infinity || m === Infinity ? m : m + Math.log(sum)
 }
 
-/** Entropy of a row given its lse, with xlogy semantics. */
+/** log p_v = z_v·invT − lse of a row with this lse: −inf everywhere in a row without mass (lse −inf). */
+export function logProb(zv: number, invT: number, lse: number): number {
+  return lse === -Infinity ? -Infinity : zv * invT - lse
+}
+
+/** Entropy of a row given its lse, with xlogy semantics (a p = 0 term adds 0; a NaN p makes it NaN). */
 export function rowEntropy(z: Floats, base: number, V: number, invT: number, lse: number): number {
   if (lse === -Infinity) return 0
   let h = 0
   for (let v = 0; v < V; v++) {
     const lp = z[base + v] * invT - lse
     const p = exp(lp)
-    if (p > 0) h -= p * lp
+    if (p !== 0) h -= p * lp
   }
   return h
 }
@@ -52,7 +59,7 @@ export interface LogProbsKernelOptions {
   ignoreIndex: number
 }
 
-/** logp[n] (0 on ignored rows), lse[n], and entropy[n] when an output is given. */
+/** logp[n], lse[n], and entropy[n] when an output is given; all three 0 on ignored rows. */
 export function logProbsKernel(
   z: Floats, N: number, V: number, targets: Int32Array, o: LogProbsKernelOptions,
   logp: Floats, lse: Floats, entropy: Floats | null,
@@ -60,17 +67,22 @@ export function logProbsKernel(
   const invT = 1 / o.temperature
   for (let n = 0; n < N; n++) {
     const base = n * V
+    const y = targets[n]
+    if (y === o.ignoreIndex) {
+      lse[n] = logp[n] = 0
+      if (entropy !== null) entropy[n] = 0
+      continue
+    }
     const l = rowLse(z, base, V, invT)
     lse[n] = l
-    const y = targets[n]
-    logp[n] = y === o.ignoreIndex ? 0 : l === -Infinity ? -Infinity : z[base + y] * invT - l
+    logp[n] = logProb(z[base + y], invT, l)
     if (entropy !== null) entropy[n] = rowEntropy(z, base, V, invT, l)
   }
 }
 
 /**
- * Gradient of Σ_n g_logp[n]·logp[n] + g_H[n]·H[n] with respect to the logits. `entropy` may be null, in
- * which case it is recomputed where g_H is given.
+ * Gradient of Σ_n g_logp[n]·logp[n] + g_H[n]·H[n] with respect to the logits (zero on ignored rows, whose
+ * results are constants). `entropy` may be null, in which case it is recomputed where g_H is given.
  */
 export function logProbsBackwardKernel(
   z: Floats, N: number, V: number, targets: Int32Array, lse: ArrayLike<number>,
@@ -82,9 +94,9 @@ export function logProbsBackwardKernel(
     const base = n * V
     const l = lse[n]
     const y = targets[n]
-    const gl = gradLogp === null || y === o.ignoreIndex ? 0 : gradLogp[n]
+    const gl = gradLogp === null ? 0 : gradLogp[n]
     const gh = gradEntropy === null ? 0 : gradEntropy[n]
-    if (l === -Infinity || (gl === 0 && gh === 0)) {
+    if (y === o.ignoreIndex || l === -Infinity || (gl === 0 && gh === 0)) {
       grad.fill(0, base, base + V)
       continue
     }
@@ -94,7 +106,7 @@ export function logProbsBackwardKernel(
       const p = exp(lp)
       // the true-class term is formed here, in float64, not added to a rounded output afterwards
       let d = v === y ? gl * (1 - p) : -gl * p
-      if (gh !== 0 && p > 0) d -= gh * p * (lp + h)
+      if (gh !== 0 && p !== 0) d -= gh * p * (lp + h)
       grad[base + v] = d * invT
     }
   }
@@ -117,7 +129,8 @@ export interface CrossEntropyKernelResult {
 }
 
 /**
- * Cross-entropy per row into `losses` (0 on ignored rows; +inf on an all −inf row), lse per row, and, when
+ * Cross-entropy per row into `losses` (0 on ignored rows; +inf on an all −inf row), lse per row (0 on ignored
+ * rows), and, when
  * `grad` is given, the gradient of the reduced loss (for reduction 'none': of the returned Σ losses).
  */
 export function crossEntropyKernel(
@@ -136,13 +149,13 @@ export function crossEntropyKernel(
   let total = 0
   for (let n = 0; n < N; n++) {
     const base = n * V
-    const l = rowLse(z, base, V, 1)
-    lse[n] = l
     const y = targets[n]
     if (y === o.ignoreIndex) {
-      losses[n] = 0
+      lse[n] = losses[n] = 0
       continue
     }
+    const l = rowLse(z, base, V, 1)
+    lse[n] = l
     count++
     const wy = cw === null ? 1 : cw[y]
     denom += wy

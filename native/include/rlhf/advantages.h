@@ -38,7 +38,7 @@ struct WhitenParams {
   FloatIn values;
   const uint8_t* mask = nullptr;
   bool shift_mean = true, unbiased = true;
-  float eps = 1e-8f;
+  double eps = 1e-8;
   float* out = nullptr;
 };
 void whiten(const WhitenParams& p);
@@ -50,7 +50,7 @@ struct GroupAdvantagesParams {
   const int32_t* offsets = nullptr;
   int64_t num_groups = 0;
   GroupMethod method = GroupMethod::grpo;
-  float eps = 1e-6f;
+  double eps = 1e-6;
   bool unbiased = true;
   float* out = nullptr;
 };

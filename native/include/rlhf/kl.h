@@ -11,7 +11,7 @@ struct KlDivergenceParams {
   int64_t N = 0, V = 0;
   const uint8_t* mask = nullptr;  // [N] or null
   Reduction reduction = Reduction::mean;
-  float temperature = 1.f;
+  double temperature = 1.0;
   float* per_row = nullptr;  // [N]
   float* grad_q = nullptr;   // [N, V] or null
   float* grad_p = nullptr;   // [N, V] or null

@@ -18,7 +18,7 @@ struct PpoLossParams {
   FloatIn ref_logp;       // for sampled estimators, or absent
   FloatIn advantages;
   FloatIn values, returns, old_values;  // values/returns absent: no value term
-  float temperature = 1.f;
+  double temperature = 1.0;
   PolicyOptions policy;
   float beta = 0.f, c1 = 0.1f;
   bool full_kl = true;

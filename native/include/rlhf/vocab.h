@@ -10,7 +10,7 @@ struct LogProbsParams {
   int64_t N = 0, V = 0;
   const int32_t* targets = nullptr;
   int32_t ignore_index = -100;
-  float temperature = 1.f;
+  double temperature = 1.0;
   float* logp = nullptr;     // [N]
   float* lse = nullptr;      // [N]
   float* entropy = nullptr;  // [N] or null
@@ -22,7 +22,7 @@ struct LogProbsBackwardParams {
   int64_t N = 0, V = 0;
   const int32_t* targets = nullptr;
   int32_t ignore_index = -100;
-  float temperature = 1.f;
+  double temperature = 1.0;
   FloatIn lse;           // [N]
   FloatIn grad_logp;     // [N] or absent
   FloatIn grad_entropy;  // [N] or absent
