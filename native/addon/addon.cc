@@ -7,6 +7,7 @@
 
 #include "../cpu/floor.h"
 #include "../cpu/parallel.h"
+#include "../cpu/rowmath.h"
 #include "bindings.h"
 #include "env.h"
 #include "rlhf/device.h"
@@ -28,6 +29,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   o.Set("threads", Napi::Number::New(env, pool_threads()));
+  o.Set("isa", Napi::String::New(env, isa_name(host_isa())));
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", Napi::Boolean::New(env, q.compiled));
   cuda.Set("error", Napi::Number::New(env, q.error));
