@@ -8,7 +8,10 @@
 //
 // Every contender's result is checked against the float64 reference (the js backend) before it is timed;
 // times are medians of the `benchmark` package's samples (PyTorch: of its own perf_counter samples).
-// BENCH_ROWS=ce,kl picks rows; BENCH_MAXTIME (seconds per contender, default 1).
+// BENCH_CLOCK=cpu times each call in process CPU time instead (process.cpuUsage, Python's process_time):
+// every contender runs one thread, so on an idle machine the two agree, and on a machine shared with other
+// work the CPU time leaves out the time spent waiting for a core.
+// BENCH_ROWS=ce,kl picks rows, BENCH_CONTENDERS=cpu,pytorch contenders; BENCH_MAXTIME (seconds per contender, default 1).
 import Benchmark from 'benchmark'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -22,6 +25,7 @@ import { ELEM, Graph } from './onnx.js'
 
 const MAXTIME = Number(process.env.BENCH_MAXTIME ?? 1)
 const PYTHON = process.env.BENCH_PYTHON ?? 'python3'
+const CPU_CLOCK = process.env.BENCH_CLOCK === 'cpu'
 const V = 32000
 const TOKENS = 2 ** 20
 const CLIP = 0.2
@@ -224,13 +228,28 @@ function check(name, got, ref) {
   return notes.join(', ')
 }
 
+/** median process CPU time of fn (sync or async), at least 5 samples and MAXTIME seconds */
+async function timeCpu(fn) {
+  const samples = []
+  const end = Date.now() + MAXTIME * 1e3
+  while (samples.length < 5 || Date.now() < end) {
+    const t0 = process.cpuUsage()
+    await fn()
+    const d = process.cpuUsage(t0)
+    samples.push((d.user + d.system) / 1e3)
+  }
+  return median(samples)
+}
+
 function timeSync(fn) {
+  if (CPU_CLOCK) return timeCpu(fn)
   return new Promise((resolve) => {
     const b = new Benchmark(fn, { minSamples: 5, maxTime: MAXTIME, initCount: 1, onComplete: () => resolve(median(b.stats.sample) * 1e3) })
     b.run()
   })
 }
 function timeAsync(fn) {
+  if (CPU_CLOCK) return timeCpu(fn)
   return new Promise((resolve) => {
     const b = new Benchmark((d) => fn().then(() => d.resolve()), { defer: true, minSamples: 5, maxTime: MAXTIME, onComplete: () => resolve(median(b.stats.sample) * 1e3) })
     b.run()
@@ -260,7 +279,7 @@ function runTorch(job, dir) {
     inputs[i.name] = [dtype, i.dims]
   }
   const script = fileURLToPath(new URL('./host_torch.py', import.meta.url))
-  const input = JSON.stringify({ op: job.op, dir, inputs, params: job.params ?? {}, minSamples: 5, maxTime: MAXTIME })
+  const input = JSON.stringify({ op: job.op, dir, inputs, params: job.params ?? {}, minSamples: 5, maxTime: MAXTIME, cpuClock: CPU_CLOCK })
   const r = spawnSync(PYTHON, [script], { input, encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, OMP_NUM_THREADS: '1' } })
   if (r.status !== 0) throw new Error(`pytorch ${job.op}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`)
   const res = JSON.parse(r.stdout)
@@ -274,6 +293,8 @@ export async function hostSuite() {
     return { skipped: 'host table: run with RLHF_KERNELS_THREADS=1 (npm run bench -- --host sets it)' }
   }
   const only = process.env.BENCH_ROWS?.split(',')
+  const contenders = process.env.BENCH_CONTENDERS?.split(',')
+  const wanted = (name) => !contenders || contenders.includes(name)
   const addon = rk.nativeStatus.loaded ? createRequire(import.meta.url)(rk.nativeStatus.path) : null
   const floor = addon?.hostFloor ? addon.hostFloor(512 * 2 ** 20) : null
   const ort = await onnxRuntime()
@@ -291,13 +312,13 @@ export async function hostSuite() {
       out.floor = floor ? Math.max(row.bytes() / (floor.readGBs * 1e9), row.exps() * floor.expNs * 1e-9) * 1e3 : NaN
       const checks = []
       for (const name of ['cpu', 'js']) {
-        if (!rk.backends().find((b) => b.name === name)?.available) { out[name] = null; continue }
+        if (!wanted(name) || !rk.backends().find((b) => b.name === name)?.available) { out[name] = null; continue }
         rk.setBackend(name)
         checks.push(`${name}: ${check(name, row.rk(inputs, N), ref)}`)
         out[name] = await timeSync(() => row.rk(inputs, N))
       }
       rk.setBackend('auto')
-      if (row.ort && ort.ort) {
+      if (row.ort && ort.ort && wanted('onnxruntime')) {
         const session = await ort.ort.InferenceSession.create(row.ort(N), { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' })
         const feeds = {}
         for (const i of row.ortIn(inputs, N)) {
@@ -311,7 +332,7 @@ export async function hostSuite() {
         out.onnxruntime = await timeAsync(run)
         await session.release()
       }
-      if (row.torch && torch.version) {
+      if (row.torch && torch.version && wanted('pytorch')) {
         const r = runTorch(row.torch(inputs, N), dir)
         checks.push(`pytorch: ${check('pytorch', r.got, ref)}`)
         out.pytorch = r.ms
@@ -326,7 +347,7 @@ export async function hostSuite() {
   const fmt = (x) => (x == null || Number.isNaN(x) ? '—' : x < 10 ? x.toFixed(2) : x.toFixed(1))
   const lines = [
     `floor: read ${floor ? floor.readGBs.toFixed(1) : '?'} GB/s, exp ${floor ? floor.expNs.toFixed(3) : '?'} ns (${floor?.isa ?? 'no addon'}), one thread; ` +
-      `onnxruntime-node ${ort.version ?? `— ${ort.skip}`}; pytorch ${torch.version ?? `— ${torch.skip}`}; ms, medians`,
+      `onnxruntime-node ${ort.version ?? `— ${ort.skip}`}; pytorch ${torch.version ?? `— ${torch.skip}`}; ms, medians of ${CPU_CLOCK ? 'process CPU time' : 'wall time'}`,
     '',
     '| op | floor | cpu | cpu/floor | js | onnxruntime | pytorch | best peer/cpu |',
     '|---|---|---|---|---|---|---|---|',

@@ -1,5 +1,5 @@
 # PyTorch CPU contender of the host benchmark (bench/host.js), one thread. Reads a job as JSON on stdin:
-# { "op", "dir", "inputs": { name: [dtype, shape] }, "params", "minSamples", "maxTime" }, the inputs as raw
+# { "op", "dir", "inputs": { name: [dtype, shape] }, "params", "minSamples", "maxTime", "cpuClock" }, the inputs as raw
 # little-endian files dir/<name>.bin; writes each output array to dir/out_<name>.bin and prints
 # { "version", "loss", "outputs": [names], "ms": [samples] } on stdout. The op runs once before timing.
 import json
@@ -94,11 +94,12 @@ fn = ops[job["op"]]
 args = [inp[n] for n in job["inputs"]]
 out = fn(*args)
 samples = []
+clock = time.process_time if job.get("cpuClock") else time.perf_counter
 t_end = time.perf_counter() + job["maxTime"]
 while len(samples) < job["minSamples"] or time.perf_counter() < t_end:
-    t0 = time.perf_counter()
+    t0 = clock()
     fn(*args)
-    samples.append((time.perf_counter() - t0) * 1e3)
+    samples.append((clock() - t0) * 1e3)
 names = []
 loss = None
 for k, v in out.items():

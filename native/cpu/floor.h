@@ -7,7 +7,7 @@
 namespace rk {
 
 struct HostFloor {
-  double read_gbs = 0;   // best of several passes summing `bytes` of floats
+  double read_gbs = 0;   // best of five passes summing `bytes` of floats, in thread CPU time
   double exp_ns = 0;     // per element, the inputs in L1
   const char* isa = "";  // the clone that ran: x86-64-v4, x86-64-v3 or baseline
 };
