@@ -88,7 +88,7 @@ HostFloor measure_host_floor(int64_t bytes) {
     best = std::min(best, thread_seconds() - t0);
   }
   f.exp_ns = best / double(m * reps) * 1e9;
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
   f.isa = __builtin_cpu_supports("x86-64-v4") ? "x86-64-v4" : __builtin_cpu_supports("x86-64-v3") ? "x86-64-v3" : "baseline";
 #else
   f.isa = "generic";
