@@ -1,20 +1,28 @@
 // `npm run bench`: the host benchmark suites, a table each. DESIGN §3 has the targets.
+// `npm run bench -- --host`: the host table of issue 13 (bench/host.js) instead, one thread.
 // `npm run bench -- --gpu`: also the GPU suite (bench/gpu.js) when the cuda backend is usable; else why not.
 // `npm run bench -- --gpu-only`: the GPU suite alone.
 import os from 'node:os'
-import { crossEntropySuite } from './cross-entropy.js'
-import { gpuSuite } from './gpu.js'
-import * as rk from '../dist/index.js'
 
+const host = process.argv.includes('--host')
 const gpuOnly = process.argv.includes('--gpu-only')
 const gpu = gpuOnly || process.argv.includes('--gpu')
+// the thread pool is sized when the addon loads: the variable must be set before the first import of it
+if (host) process.env.RLHF_KERNELS_THREADS = '1'
+const rk = await import('../dist/index.js')
+const { crossEntropySuite } = await import('./cross-entropy.js')
+const { gpuSuite } = await import('./gpu.js')
+const { hostSuite } = await import('./host.js')
+
 console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, backends: ${rk.backends().map((b) => `${b.name}${b.available ? '' : ' (absent)'}`).join(', ')}`)
-for (const suite of [...(gpuOnly ? [] : [crossEntropySuite]), ...(gpu ? [gpuSuite] : [])]) {
+const suites = host ? [hostSuite] : [...(gpuOnly ? [] : [crossEntropySuite]), ...(gpu ? [gpuSuite] : [])]
+for (const suite of suites) {
   const result = await suite()
   if (result.skipped) {
     console.log(`\n${result.skipped}`)
     continue
   }
   console.log(`\n${result.title}`)
-  console.table(result.rows)
+  if (result.text) console.log(result.text)
+  else console.table(result.rows)
 }

@@ -21,6 +21,8 @@ import { validatorOf } from './ops.js'
 export interface NativeInfo {
   napiVersion: number
   threads: number
+  /** the build of the CPU row kernels this CPU runs: x86-64-v4, x86-64-v3 or baseline (RLHF_KERNELS_ISA caps it) */
+  isa: string
   cuda: {
     compiled: boolean
     error: number

@@ -103,10 +103,12 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   if (o.chosen !== undefined) {
     chosen = intVector(op, 'chosen', o.chosen, N)
     // device labels are checked by the kernel (a device flag, then a RangeError naming the prompt)
-    for (let n = 0; n < N && !isDeviceData(chosen); n++) {
-      const b = chosen[n]
-      const K = offsets[n + 1] - offsets[n]
-      if ((b < 0 || b >= K) && b !== ignoreIndex) {
+    const host = isDeviceData(chosen) ? null : chosen
+    for (let n = 0; host !== null && n < N; n++) {
+      const b = host[n]
+      if (b >= 0 && b < offsets[n + 1] - offsets[n]) continue
+      if (b !== ignoreIndex) {
+        const K = offsets[n + 1] - offsets[n]
         throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, b)
       }
     }

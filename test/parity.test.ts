@@ -45,7 +45,10 @@ function logitsOf(r: ReturnType<typeof rng>, N: number, V: number, dtype: Dtype,
   return dtype === 'float32' ? rk.tensor(z, [N, V]) : rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
 }
 
-describe.each(NATIVE_BACKENDS)(`parity with the js reference on %s (seed ${SEED})`, (backend) => {
+// the cpu row kernels' build in the title: test/isa.test.ts runs this suite on the narrower ones
+const ISA = rk.nativeStatus.info?.isa ?? 'no addon'
+
+describe.each(NATIVE_BACKENDS)(`parity with the js reference on %s (seed ${SEED}, cpu row kernels ${ISA})`, (backend) => {
   const cases = DTYPES.flatMap((dtype) => SHAPES.map(([N, V]) => [dtype, N, V] as const))
 
   it.each(cases)('logProbs + logProbsBackward, %s [%i, %i]', (dtype, N, V) => {

@@ -5,7 +5,9 @@
 #include <atomic>
 #include <mutex>
 
+#include "../cpu/floor.h"
 #include "../cpu/parallel.h"
+#include "../cpu/rowmath.h"
 #include "bindings.h"
 #include "completions.h"
 #include "env.h"
@@ -28,6 +30,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   o.Set("threads", Napi::Number::New(env, pool_threads()));
+  o.Set("isa", Napi::String::New(env, isa_name(host_isa())));
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", Napi::Boolean::New(env, q.compiled));
   cuda.Set("error", Napi::Number::New(env, q.error));
@@ -66,6 +69,21 @@ Napi::Value Setup(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The host benchmark's floor probe (bench/host.js): hostFloor(bytes) → { readGBs, expNs, isa }, one thread.
+Napi::Value HostFloor(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  if (!(bytes >= 1 << 20 && bytes <= double(int64_t(1) << 34))) {
+    throw Napi::RangeError::New(env, "hostFloor: bytes must be a number in [2^20, 2^34]");
+  }
+  const rk::HostFloor f = rk::measure_host_floor(int64_t(bytes));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("readGBs", Napi::Number::New(env, f.read_gbs));
+  o.Set("expNs", Napi::Number::New(env, f.exp_ns));
+  o.Set("isa", Napi::String::New(env, f.isa));
+  return o;
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -75,6 +93,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setup", Napi::Function::New(env, Setup, "setup"));
+  exports.Set("hostFloor", Napi::Function::New(env, HostFloor, "hostFloor"));
   exports.Set("envId", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), info.Env().GetInstanceData<EnvData>()->id);
   }, "envId"));

@@ -11,8 +11,13 @@
 namespace rk {
 namespace {
 
-template <typename T>
-RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
+// Two exps per element: each row's lse pass keeps its exps (p's in a per-thread row, q's in gq), and the KL
+// and the gradients rescale them.
+template <int L, typename T>
+RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
+  thread_local std::vector<float> p_exps;
+  p_exps.resize(size_t(p.V));
+  float* ep = p_exps.data();
   const T* zp = static_cast<const T*>(p.p_logits.data);
   const T* zq = static_cast<const T*>(p.q_logits.data);
   const int64_t V = p.V;
@@ -27,7 +32,9 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, 0.f);
       continue;
     }
-    const RowSoftmax sp = row_softmax(rp, V, p.temperature), sq = row_softmax(rq, V, p.temperature);
+    float ip = 0.f, iq = 0.f;  // p_v = ep_v·ip, q_v = gq_v·iq
+    const RowSoftmax sp = row_softmax<L>(rp, V, p.temperature, nullptr, ep, &ip);
+    const RowSoftmax sq = row_softmax<L>(rq, V, p.temperature, nullptr, gq, &iq);
     const float invT = sp.invT, s = scale * invT;
     // A NaN in either row makes the row NaN. Else a p without mass (all −inf) has KL 0, and a q without mass
     // KL +inf (as cross-entropy's all −inf row), neither with a gradient.
@@ -38,18 +45,28 @@ RK_ROW_KERNEL void kl_rows(const KlDivergenceParams& p, float scale, int64_t beg
       if (gp) std::fill(gp, gp + V, nan ? NAN : 0.f);
       continue;
     }
-    // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0
+    // Σ_v p_v (log p_v − log q_v), xlogy: p_v = 0 contributes 0; log p − log q from the two shifted forms
+    // (log_ratio). An infinite lse (a +inf logit) keeps no exps: its probabilities exp(log p) are formed here instead
+    if (!sp.finite()) {
+      row_map<L>(V, ep, [&](auto a) { return exp_approx(sp.logp(a)); }, rp);
+      ip = 1.f;
+    }
+    if (gq && !sq.finite()) {
+      row_map<L>(V, gq, [&](auto b) { return exp_approx(sq.logp(b)); }, rq);
+      iq = 1.f;
+    }
     const float dc = sp.c - sq.c;
-    const float kl = row_sum2(rp, rq, V, [&](auto a, auto b) { return kl_term(exp_approx(sp.logp(a)), log_ratio(sp, sq, a, b, dc)); });
+    const float kl = row_sum<L>(V, [&](auto e, auto a, auto b) { return kl_term(e * ip, log_ratio(sp, sq, a, b, dc)); }, ep, rp, rq);
     p.per_row[n] = kl;
-    if (gq) row_map2(rq, rp, V, gq, [&](auto b, auto a) { return s * (exp_approx(sq.logp(b)) - exp_approx(sp.logp(a))); });
+    if (gq) row_map<L>(V, gq, [&](auto e, auto f) { return s * (e * iq - f * ip); }, gq, ep);
     if (gp) {
       // an infinite KL (p > 0 where q = 0) has no finite gradient wrt p: 0 there
       if (kl == INFINITY) std::fill(gp, gp + V, 0.f);
-      else row_map2(rp, rq, V, gp, [&](auto a, auto b) { return s * xlogy_term(exp_approx(sp.logp(a)), log_ratio(sp, sq, a, b, dc - kl)); });
+      else row_map<L>(V, gp, [&](auto e, auto a, auto b) { return s * xlogy_term(e * ip, log_ratio(sp, sq, a, b, dc - kl)); }, ep, rp, rq);
     }
   }
 }
+RK_ISA_KERNEL(kl_rows, kl_impl)
 
 }  // namespace
 

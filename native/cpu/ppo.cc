@@ -18,8 +18,8 @@ struct TokenTerms {
   uint8_t low = 0, high = 0, dual = 0, vclip = 0;
 };
 
-template <typename T>
-RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
+template <int L, typename T>
+RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   const int64_t V = p.V;
@@ -34,12 +34,18 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
       continue;
     }
     const int32_t y = p.actions[t];
-    const RowSoftmax sq = row_softmax(row, V, p.temperature);
+    // the lse pass keeps the row's exps in g, rescaled below: one exp per element of the policy row
+    float iq = 0.f;
+    const RowSoftmax sq = row_softmax<L>(row, V, p.temperature, nullptr, g, &iq);
+    if (!sq.finite()) {  // no exps kept: the probabilities exp(log q) instead
+      row_map<L>(V, g, [&](auto z) { return exp_approx(sq.logp(z)); }, row);
+      iq = 1.f;
+    }
     const float invT = sq.invT;
     const float lp = sq.logp(load(row, y));
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
-    const RowSoftmax sa = arow ? row_softmax(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
+    const RowSoftmax sa = arow ? row_softmax<L>(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
     const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
     const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
@@ -54,7 +60,7 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     float c_full = 0.f;
     if (p.full_kl) {
       const float dc = sa.c - sq.c;  // log p_a − log q, as in kl.cc
-      tt.kl = row_sum2(arow, row, V, [&](auto a, auto z) { return kl_term(exp_approx(sa.logp(a)), log_ratio(sa, sq, a, z, dc)); });
+      tt.kl = row_sum<L>(V, [&](auto a, auto z) { return kl_term(exp_approx(sa.logp(a)), log_ratio(sa, sq, a, z, dc)); }, arow, row);
       c_full = p.beta * w[t];
     } else {
       const float ref = p.ref_logp.present() ? read(p.ref_logp, t) : (arow ? anchor_lp : old);
@@ -65,12 +71,13 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     }
     // dloss/dz = (1/T)[c_logp (onehot − q) + c_full (q − p_anchor)]
     if (c_full != 0.f) {
-      row_map2(row, arow, V, g, [&](auto z, auto a) {
-        const auto q = exp_approx(sq.logp(z));
+      row_map<L>(V, g, [&](auto e, auto a) {
+        const auto q = e * iq;
         return invT * (-c_logp * q + c_full * (q - exp_approx(sa.logp(a))));
-      });
+      }, g, arow);
     } else {
-      row_map(row, V, g, [&](auto z) { return -invT * c_logp * exp_approx(sq.logp(z)); });
+      const float c = -invT * c_logp * iq;
+      row_map<L>(V, g, [&](auto e) { return c * e; }, g);
     }
     {
       const float lq = sq.logp(load(row, y));  // 1 − q as −expm1(log q), exact where q is near 1
@@ -86,6 +93,8 @@ RK_ROW_KERNEL void ppo_rows(const PpoLossParams& p, const float* w, TokenTerms* 
     }
   }
 }
+
+RK_ISA_KERNEL(ppo_rows, ppo_impl)
 
 }  // namespace
 

@@ -1,42 +1,56 @@
-// CPU K-wise reward-model loss (DESIGN §1.3); math in src/reference/reward.ts. K is small, so prompts run
-// one after another; sums are compensated.
+// CPU K-wise reward-model loss (DESIGN §1.3); math in src/reference/reward.ts. Prompts are spread over the
+// thread pool; the batch sums are taken afterwards in prompt order.
 #include "rlhf/reward.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "parallel.h"
+#include "rowmath.h"
+
 namespace rk {
 
-RewardLossResult reward_loss(const RewardLossParams& p) {
-  RewardLossResult r;
-  auto counted = [&](int64_t n) {
-    return p.offsets[n + 1] - p.offsets[n] >= 2 && (p.chosen == nullptr || p.chosen[n] != p.ignore_index);
-  };
-  for (int64_t n = 0; n < p.N; n++) r.count += counted(n);
-  const float scale = p.reduction == Reduction::mean ? (r.count > 0 ? 1.f / float(r.count) : 0.f) : 1.f;
-  std::vector<double> shifted;  // a prompt's scores plus margins, in double: K is small, and s + m would round
-  KahanSum total;
-  int64_t correct = 0;
-  for (int64_t n = 0; n < p.N; n++) {
+namespace {
+
+// Prompts [begin, end): probs, grad and losses, and whether each counted prompt ranks its label first.
+// Scores are read through their storage type T (no per-element dtype switch).
+template <typename T>
+void reward_prompts(const RewardLossParams& p, float scale, uint8_t* best, int64_t begin, int64_t end) {
+  const T* scores = static_cast<const T*>(p.scores.data);
+  constexpr int64_t SMALL = 64;  // candidates kept on the stack; a larger prompt uses a per-thread vector
+  double small[SMALL];  // a prompt's scores plus margins, in double: K is small, and s + m would round
+  thread_local std::vector<double> large;
+  for (int64_t n = begin; n < end; n++) {
     const int64_t a = p.offsets[n];
     const int64_t K = p.offsets[n + 1] - a;
-    shifted.resize(size_t(K));
+    const T* sc = scores + a;
+    float* probs = p.probs + a;
+    if (K > SMALL) large.resize(size_t(K));
+    double* shifted = K > SMALL ? large.data() : small;
     const int32_t b = p.chosen ? p.chosen[n] : -1;
     double m = -INFINITY;
     for (int64_t i = 0; i < K; i++) {
-      const double s = double(read(p.scores, a + i)) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
+      const double s = double(load(sc, i)) + (p.margins.present() && i != b ? read(p.margins, a + i) : 0.f);
       shifted[i] = s;
       m = std::max(m, s);
     }
+    // one exp per candidate, in double, kept in probs and rescaled by 1/Σ; log p_i = (s_i − m) − log Σ, from
+    // s − m (never s − lse, which cancels two terms of size |s|)
     double se = 0;
-    for (int64_t i = 0; i < K; i++) se += std::exp(shifted[i] - m);
-    // log p_i = (s_i − m) − log Σ, from s − m (never s − lse, which cancels two terms of size |s|)
+    for (int64_t i = 0; i < K; i++) {
+      shifted[i] -= m;
+      const double e = std::exp(shifted[i]);
+      se += e;
+      probs[i] = float(e);
+    }
     const double ls = std::log(se);
-    auto logp = [&](int64_t i) { return float((shifted[i] - m) - ls); };
-    for (int64_t i = 0; i < K; i++) p.probs[a + i] = std::exp(logp(i));
+    const float inv = float(1.0 / se);
+    for (int64_t i = 0; i < K; i++) probs[i] *= inv;
+    auto logp = [&](int64_t i) { return float(shifted[i] - ls); };
     p.losses[n] = 0.f;
-    if (!counted(n)) {
+    best[n] = 0;
+    if (!(K >= 2 && (p.chosen == nullptr || b != p.ignore_index))) {
       std::fill(p.grad + a, p.grad + a + K, 0.f);
       continue;
     }
@@ -59,22 +73,41 @@ RewardLossResult reward_loss(const RewardLossParams& p) {
     float center = 0.f;
     if (p.center_coef != 0.f) {
       KahanSum s;
-      for (int64_t i = 0; i < K; i++) s.add(read(p.scores, a + i));
+      for (int64_t i = 0; i < K; i++) s.add(load(sc, i));
       loss.add(p.center_coef * s.value() * s.value());
       center = 2.f * p.center_coef * s.value();
     }
     p.losses[n] = loss.value();
-    total.add(p.losses[n]);
     for (int64_t i = 0; i < K; i++) {
       // the chosen candidate's p − 1 as expm1(log p), exact where p is near 1
-      const float d = p.target_probs.present() ? p.probs[a + i] * y_sum - read(p.target_probs, a + i)
-                    : i == b ? std::expm1(logp(i)) : p.probs[a + i];
+      const float d = p.target_probs.present() ? probs[i] * y_sum - read(p.target_probs, a + i)
+                    : i == b ? std::expm1(logp(i)) : probs[i];
       p.grad[a + i] = scale * (d + center);
     }
-    bool best = true;
-    const float rb = read(p.scores, a + label);
-    for (int64_t i = 0; i < K; i++) if (i != label && !(rb > read(p.scores, a + i))) best = false;
-    correct += best;
+    bool top = true;
+    const float rb = load(sc, label);
+    for (int64_t i = 0; i < K; i++) if (i != label && !(rb > load(sc, i))) top = false;
+    best[n] = top;
+  }
+}
+
+}  // namespace
+
+RewardLossResult reward_loss(const RewardLossParams& p) {
+  RewardLossResult r;
+  for (int64_t n = 0; n < p.N; n++) {
+    r.count += p.offsets[n + 1] - p.offsets[n] >= 2 && (p.chosen == nullptr || p.chosen[n] != p.ignore_index);
+  }
+  const float scale = p.reduction == Reduction::mean ? (r.count > 0 ? 1.f / float(r.count) : 0.f) : 1.f;
+  std::vector<uint8_t> best(static_cast<size_t>(p.N));
+  dispatch_dtype(p.scores.dtype, [&]<typename T>() {
+    parallel_for(p.N, 4096, [&](int64_t b, int64_t e) { reward_prompts<T>(p, scale, best.data(), b, e); });
+  });
+  KahanSum total;  // in prompt order, whatever the thread count (a prompt not counted adds its loss 0)
+  int64_t correct = 0;
+  for (int64_t n = 0; n < p.N; n++) {
+    total.add(p.losses[n]);
+    correct += best[n];
   }
   r.loss = total.value() * scale;
   r.accuracy = r.count > 0 ? float(double(correct) / double(r.count)) : 0.f;

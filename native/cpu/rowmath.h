@@ -1,33 +1,60 @@
-// Row primitives of the vocabulary kernels. Each row is processed 8 floats at a time with GCC/Clang
-// vector extensions, sums blocked and compensated (row_sum2), then a scalar tail; the order of every sum is
-// fixed by the row length alone.
+// Row primitives of the vocabulary kernels. Each row is processed L floats at a time with GCC/Clang
+// vector extensions (L = 16, 8 or 4: the widest vectors the CPU runs natively), sums blocked and
+// compensated (row_sum), then a scalar tail; the order of every sum is fixed by the row length and L.
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "rlhf/common.h"
 
 #define RK_INLINE inline __attribute__((always_inline))
 
-// The row kernels are built twice on x86-64 Linux with GCC, for x86-64-v3 (AVX2 + FMA) and for the
-// baseline, and the dynamic loader picks the one this CPU runs. `flatten` inlines every call inside each
-// clone, so no helper compiled for one ISA is ever called from code built for the other.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RK_NO_MULTIVERSION)
-#define RK_ROW_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define RK_ROW_KERNEL __attribute__((flatten))
-#endif
-
 namespace rk {
 
-constexpr int W = 8;
-typedef float vf __attribute__((vector_size(32)));
-typedef int32_t vi __attribute__((vector_size(32)));
+// The row kernels are written once as templates on the lane count L (`impl<L, T>(args…)`) and built for
+// three ISAs on x86-64 Linux with GCC: x86-64-v4 (AVX-512, L = 16), x86-64-v3 (AVX2 + FMA, L = 8) and the
+// baseline (SSE2, L = 4: 16-byte vectors, which SSE2 runs natively, instead of wider ones lowered piecewise).
+// RK_ISA_KERNEL(name, impl) defines name<T>(args…) calling the build for this CPU. `flatten` inlines every
+// call inside each build, so no helper compiled for one ISA is ever called from code built for another.
+// RLHF_KERNELS_ISA = baseline | x86-64-v3 caps the choice (to test the narrower builds on a wider CPU).
+enum class Isa { baseline = 0, v3 = 1, v4 = 2 };
+Isa host_isa();
+const char* isa_name(Isa isa);
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RK_NO_MULTIVERSION)
+#define RK_ISA_KERNEL(name, impl)                                                                              \
+  template <typename T, typename... A>                                                                       \
+  __attribute__((target("arch=x86-64-v4"), flatten, noinline)) void name##_v4(const A&... a) { impl<16, T>(a...); } \
+  template <typename T, typename... A>                                                                       \
+  __attribute__((target("arch=x86-64-v3"), flatten, noinline)) void name##_v3(const A&... a) { impl<8, T>(a...); }  \
+  template <typename T, typename... A>                                                                       \
+  __attribute__((flatten, noinline)) void name##_base(const A&... a) { impl<4, T>(a...); }                    \
+  template <typename T, typename... A>                                                                       \
+  void name(const A&... a) {                                                                                 \
+    switch (host_isa()) {                                                                                    \
+      case Isa::v4: return name##_v4<T>(a...);                                                               \
+      case Isa::v3: return name##_v3<T>(a...);                                                               \
+      default: return name##_base<T>(a...);                                                                  \
+    }                                                                                                        \
+  }
+#else
+#define RK_ISA_KERNEL(name, impl) \
+  template <typename T, typename... A> __attribute__((flatten)) void name(const A&... a) { impl<8, T>(a...); }
+#endif
+
+// L float lanes, and the int32 lanes of the same width
+template <int L>
+struct Lanes {
+  typedef float f __attribute__((vector_size(4 * L)));
+  typedef int32_t i __attribute__((vector_size(4 * L)));
+};
 
 // exp(x) in float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ≤ 2 ulp from std::exp
 // (tested against it in test/parity.test.ts through every op). x < −87.3 (−inf included) gives exactly 0,
-// so a −inf logit has probability 0; NaN gives NaN. The same code serves 8 lanes and one.
+// so a −inf logit has probability 0; NaN gives NaN. The same code serves L lanes and one.
 template <typename V, typename I>
 RK_INLINE V exp_body(V x, I& e) {
   const float hi = 88.3762626647949f, lo = -87.3365447505531f;
@@ -42,7 +69,7 @@ RK_INLINE V exp_body(V x, I& e) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.f;
   if constexpr (sizeof(V) == sizeof(float)) e = (int32_t(n) + 127) << 23;
-  else e = (__builtin_convertvector(n, vi) + 127) << 23;
+  else e = (__builtin_convertvector(n, I) + 127) << 23;
   return p;
 }
 
@@ -55,98 +82,148 @@ RK_INLINE float exp_approx(float x) {
   return x < -87.3365447505531f ? 0.f : p * scale;
 }
 
-RK_INLINE vf exp_approx(vf x) {
-  vi e;
-  const vf p = exp_body(x, e);
-  return x < -87.3365447505531f ? 0.f : p * (vf)e;
+template <typename V>
+RK_INLINE V exp_approx(V x) {
+  decltype(x < x) e;  // the int32 lanes of V
+  const V p = exp_body(x, e);
+  return x < -87.3365447505531f ? 0.f : p * (V)e;
 }
 
-template <typename T>
-RK_INLINE vf vload(const T* p, int64_t i) {
-  vf r;
-  for (int l = 0; l < W; l++) r[l] = load(p, i + l);
+// L elements from p + i as float32: one vector load for float; bf16 widened as a vector (bits << 16); the
+// other dtypes element by element.
+template <int L, typename T>
+RK_INLINE typename Lanes<L>::f vload(const T* p, int64_t i) {
+  typename Lanes<L>::f r;
+  if constexpr (std::is_same_v<T, float>) {
+    std::memcpy(&r, p + i, sizeof r);
+  } else if constexpr (std::is_same_v<T, bf16>) {
+    typedef uint16_t h __attribute__((vector_size(2 * L)));
+    h bits;
+    std::memcpy(&bits, p + i, sizeof bits);
+    const typename Lanes<L>::i u = __builtin_convertvector(bits, typename Lanes<L>::i) << 16;
+    std::memcpy(&r, &u, sizeof r);
+  } else {
+    for (int l = 0; l < L; l++) r[l] = load(p, i + l);
+  }
   return r;
 }
 
-RK_INLINE void vstore(float* p, int64_t i, vf x) { std::memcpy(p + i, &x, sizeof(vf)); }
+template <typename V>
+RK_INLINE void vstore(float* p, int64_t i, V x) { std::memcpy(p + i, &x, sizeof(V)); }
 
-// max_v x_v over a row, how many elements equal it, and whether any element is NaN.
-template <typename T>
-RK_INLINE float row_max(const T* x, int64_t V, bool& has_nan, int64_t& ties) {
-  vf m0 = vf{} - INFINITY, m1 = m0;
-  vi c0 = {}, c1 = {}, nan = {};
+// max_v x_v over a row, and whether any element is NaN. The vector loop only flags a row holding NaN or ±inf
+// (x − x is NaN for both: an add, where a NaN comparison was scalarised in the AVX-512 build); such a row is
+// then scanned for NaN.
+template <int L, typename T>
+RK_INLINE float row_max(const T* x, int64_t V, bool& has_nan) {
+  using vf = typename Lanes<L>::f;
+  vf m0 = vf{} - INFINITY, m1 = m0, flag = {};
   int64_t v = 0;
-  for (; v + 2 * W <= V; v += 2 * W) {
-    const vf a = vload(x, v), b = vload(x, v + W);
-    c0 = a > m0 ? 1 : (a == m0 ? c0 + 1 : c0);
-    c1 = b > m1 ? 1 : (b == m1 ? c1 + 1 : c1);
+  for (; v + 2 * L <= V; v += 2 * L) {
+    const vf a = vload<L>(x, v), b = vload<L>(x, v + L);
     m0 = a > m0 ? a : m0;
     m1 = b > m1 ? b : m1;
-    nan |= (a != a) | (b != b);
+    flag += (a - a) + (b - b);
   }
-  float mx = -INFINITY;
-  int32_t any = 0;
-  for (int l = 0; l < W; l++) {
+  float mx = -INFINITY, f = 0.f;
+  for (int l = 0; l < L; l++) {
     mx = m0[l] > mx ? m0[l] : mx;
     mx = m1[l] > mx ? m1[l] : mx;
-    any |= nan[l];
+    f += flag[l];
   }
-  ties = 0;
-  for (int l = 0; l < W; l++) ties += (m0[l] == mx ? c0[l] : 0) + (m1[l] == mx ? c1[l] : 0);
+  int64_t scan = f == f ? v : 0;  // from 0 when a lane was flagged
   for (; v < V; v++) {
     const float s = load(x, v);
-    ties = s > mx ? 1 : (s == mx ? ties + 1 : ties);
     mx = s > mx ? s : mx;
-    any |= s != s;
   }
-  has_nan = any != 0;
+  has_nan = false;
+  for (; scan < V; scan++) {
+    const float s = load(x, scan);
+    has_nan |= s != s;
+  }
   return mx;
 }
 
-// Σ_v f(x_v, y_v) over two rows (pass y = x for one), f generic over vf and float. Blocked summation:
-// plain float32 sums within a block of BLOCK elements (8 lanes × 2 accumulators, ≤ 16 terms each), then
-// each block's partial sum added to the row total with Kahan–Babuška compensation.
+// Σ_v f(x_v, y_v, …) over one or more rows, f generic over vectors and float. Blocked summation: plain
+// float32 sums within a block of BLOCK elements (L lanes × 2 accumulators), then each block's partial sum
+// added to the row total with Kahan–Babuška compensation.
 constexpr int64_t BLOCK = 256;
-template <typename T, typename U, typename F>
-RK_INLINE float row_sum2(const T* x, const U* y, int64_t V, F&& f) {
+template <int L, typename F, typename... P>
+RK_INLINE float row_sum(int64_t V, F&& f, const P*... x) {
   KahanSum total;
   int64_t v = 0;
   for (; v + BLOCK <= V; v += BLOCK) {
-    vf s0 = f(vload(x, v), vload(y, v)), s1 = f(vload(x, v + W), vload(y, v + W));
-    for (int64_t i = v + 2 * W; i < v + BLOCK; i += 2 * W) {
-      s0 += f(vload(x, i), vload(y, i));
-      s1 += f(vload(x, i + W), vload(y, i + W));
+    auto s0 = f(vload<L>(x, v)...), s1 = f(vload<L>(x, v + L)...);
+    for (int64_t i = v + 2 * L; i < v + BLOCK; i += 2 * L) {
+      s0 += f(vload<L>(x, i)...);
+      s1 += f(vload<L>(x, i + L)...);
     }
-    const vf s = s0 + s1;
+    const auto s = s0 + s1;
     float b = 0.f;
-    for (int l = 0; l < W; l++) b += s[l];
+    for (int l = 0; l < L; l++) b += s[l];
     total.add(b);
   }
-  for (; v < V; v++) total.add(f(load(x, v), load(y, v)));
+  for (; v < V; v++) total.add(f(load(x, v)...));
   return total.value();
 }
 
-template <typename T, typename F>
-RK_INLINE float row_sum(const T* x, int64_t V, F&& f) {
-  return row_sum2(x, x, V, [&](auto a, auto) { return f(a); });
-}
-
-// out_v = f(x_v, y_v) over two rows (pass y = x for one).
-template <typename T, typename U, typename F>
-RK_INLINE void row_map2(const T* x, const U* y, int64_t V, float* out, F&& f) {
+// out_v = f(x_v, y_v, …) over one or more rows (out may be one of them: element v is read before it is written).
+template <int L, typename F, typename... P>
+RK_INLINE void row_map(int64_t V, float* out, F&& f, const P*... x) {
   int64_t v = 0;
-  for (; v + W <= V; v += W) vstore(out, v, f(vload(x, v), vload(y, v)));
-  for (; v < V; v++) out[v] = f(load(x, v), load(y, v));
-}
-
-template <typename T, typename F>
-RK_INLINE void row_map(const T* x, int64_t V, float* out, F&& f) {
-  row_map2(x, x, V, out, [&](auto a, auto) { return f(a); });
+  for (; v + L <= V; v += L) vstore(out, v, f(vload<L>(x, v)...));
+  for (; v < V; v++) out[v] = f(load(x, v)...);
 }
 
 // xlogy-safe p·t: 0 where p = 0 (a −inf logit), whatever t is; a NaN p (a row holding NaN) stays NaN.
 template <typename V>
 RK_INLINE V xlogy_term(V p, V t) { return p != 0.f ? p * t : 0.f; }
+
+// e_v = exp((x_v − m)·invT) of a row with a finite max m, written to out when out is given, with
+// S = Σ_v e_v and (Entropy) U = Σ_v xlogy(e_v, (x_v − m)·invT): one exp per element. Sums blocked as row_sum.
+template <int L, bool Entropy, typename T>
+RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U) {
+  // The maxima (e = 1) are counted apart from the others' sum, and the two added in double: in float32 the
+  // others' small terms would be lost next to the 1s, and with them 1 − p of a confident row.
+  using vf = typename Lanes<L>::f;
+  KahanSum st, ut;
+  double ties = 0;
+  const vf zero = {}, one = zero + 1.f;
+  auto step = [&](auto z, int64_t i, auto& s, auto& u, auto& t) {
+    const auto d = (z - m) * invT;
+    const auto e = exp_approx(d);
+    if (out) vstore(out, i, e);
+    const auto top = z == m;
+    s += top ? zero : e;
+    t += top ? one : zero;
+    if constexpr (Entropy) u += xlogy_term(e, d);
+  };
+  int64_t v = 0;
+  for (; v + BLOCK <= V; v += BLOCK) {
+    vf s0 = {}, s1 = {}, u0 = {}, u1 = {}, t0 = {}, t1 = {};
+    for (int64_t i = v; i < v + BLOCK; i += 2 * L) {
+      step(vload<L>(x, i), i, s0, u0, t0);
+      step(vload<L>(x, i + L), i + L, s1, u1, t1);
+    }
+    const auto s = s0 + s1, u = u0 + u1, t = t0 + t1;
+    float bs = 0.f, bu = 0.f, bt = 0.f;
+    for (int l = 0; l < L; l++) bs += s[l], bu += u[l], bt += t[l];
+    st.add(bs);
+    ut.add(bu);
+    ties += bt;
+  }
+  for (; v < V; v++) {
+    float u = 0.f;
+    const float z = load(x, v), d = (z - m) * invT, e = exp_approx(d);
+    if (out) out[v] = e;
+    if (z == m) ties += 1;
+    else st.add(e);
+    if constexpr (Entropy) u = xlogy_term(e, d);
+    ut.add(u);
+  }
+  S = ties + double(st.value());
+  U = ut.value();
+}
 
 // A row's log-softmax at temperature T in shifted form: log p_v = (x_v − m)·invT + c, with m the largest
 // logit (T > 0 keeps the argmax) and c = m/T − lse. Formed from x − m, never as x·invT − lse, log p keeps
@@ -159,23 +236,36 @@ struct RowSoftmax {
   double lse;  // in double: lse_p − lse_q (log p − log q) would otherwise carry each one's float32 rounding
   template <typename V>
   RK_INLINE V logp(V x) const { return (x - m) * invT + c; }
+  // whether the lse is finite: then row_softmax wrote the row's exps e_v = p_v·S when asked, and p_v = e_v/S
+  bool finite() const { return std::isfinite(lse); }
 };
 
 // From the row alone, or (given_lse) from the lse the caller passes, as the backward does: c = m/T − lse.
-// The sum Σ exp((x − m)·invT) is taken as (the maxima's count) + Σ over the others, in double: in float32
-// the others' small terms would be lost next to the maxima's 1s, and with them 1 − p of a confident row.
-template <typename T>
-RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr) {
+// Without given_lse, in the exp pass of the lse itself: `exps` (when given, and the lse finite) receives each
+// e_v = exp((x_v − m)·invT) and `inv_sum` 1/Σ e_v, so p_v = e_v·inv_sum; `entropy` (when given) receives
+// −Σ p log p = log S − Σ e_v (x_v − m)/T / S (0 for an all −inf row, NaN for a row holding NaN or +inf).
+template <int L, typename T>
+RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr,
+                                 float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr) {
   const float invT = float(1.0 / temperature);
   bool has_nan = false;
-  int64_t ties = 0;
-  const float m = row_max(x, V, has_nan, ties);
-  if (has_nan) return {NAN, NAN, invT, NAN};
-  if (m == -INFINITY) return {0.f, -INFINITY, invT, -INFINITY};
-  if (m == INFINITY) return {INFINITY, 0.f, invT, INFINITY};
+  const float m = row_max<L>(x, V, has_nan);
+  if (has_nan || m == INFINITY) {
+    if (entropy) *entropy = NAN;
+    return has_nan ? RowSoftmax{NAN, NAN, invT, NAN} : RowSoftmax{INFINITY, 0.f, invT, INFINITY};
+  }
+  if (m == -INFINITY) {
+    if (entropy) *entropy = 0.f;
+    return {0.f, -INFINITY, invT, -INFINITY};
+  }
   if (given_lse) return {m, float(double(m) / temperature - double(*given_lse)), invT, double(*given_lse)};
-  const float others = row_sum(x, V, [&](auto z) { return z == m ? 0.f : exp_approx((z - m) * invT); });
-  const double s = std::log(double(ties) + double(others));
+  double S;
+  float U;
+  if (entropy) row_exps<L, true>(x, V, m, invT, exps, S, U);
+  else row_exps<L, false>(x, V, m, invT, exps, S, U);
+  const double s = std::log(S);
+  if (entropy) *entropy = float(s - double(U) / double(S));
+  if (inv_sum) *inv_sum = float(1.0 / double(S));
   return {m, float(-s), invT, double(m) / temperature + s};
 }
 
@@ -194,13 +284,13 @@ RK_INLINE V log_ratio(const RowSoftmax& p, const RowSoftmax& q, V x, V y, float 
 }
 
 // Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.
-template <typename T>
+template <int L, typename T>
 RK_INLINE float row_entropy(const T* x, int64_t V, const RowSoftmax& r) {
   if (r.lse == -INFINITY) return 0.f;
-  return 0.f - row_sum(x, V, [&](auto z) {  // 0 − s, not −s: an empty sum gives +0
+  return 0.f - row_sum<L>(V, [&](auto z) {  // 0 − s, not −s: an empty sum gives +0
     const auto lp = r.logp(z);
     return xlogy_term(exp_approx(lp), lp);
-  });
+  }, x);
 }
 
 }  // namespace rk

@@ -14,8 +14,8 @@ namespace {
 // rows per task: enough elements that a task outweighs its scheduling
 int64_t row_grain(int64_t V) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, V)); }
 
-template <typename T>
-RK_ROW_KERNEL void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_t end) {
+template <int L, typename T>
+RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   for (int64_t n = begin; n < end; n++) {
     const int32_t y = p.targets[n];
@@ -25,15 +25,16 @@ RK_ROW_KERNEL void log_probs_rows(const LogProbsParams& p, int64_t begin, int64_
       continue;
     }
     const T* row = z + n * p.V;
-    const RowSoftmax r = row_softmax(row, p.V, p.temperature);
+    // the entropy in the lse's exp pass: one exp per element
+    const RowSoftmax r = row_softmax<L>(row, p.V, p.temperature, nullptr, nullptr, nullptr, p.entropy ? p.entropy + n : nullptr);
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
-    if (p.entropy) p.entropy[n] = row_entropy(row, p.V, r);
   }
 }
+RK_ISA_KERNEL(log_probs_rows, log_probs_impl)
 
-template <typename T>
-RK_ROW_KERNEL void backward_rows(const LogProbsBackwardParams& p, int64_t begin, int64_t end) {
+template <int L, typename T>
+RK_INLINE void backward_impl(const LogProbsBackwardParams& p, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const int64_t V = p.V;
   for (int64_t n = begin; n < end; n++) {
@@ -47,24 +48,25 @@ RK_ROW_KERNEL void backward_rows(const LogProbsBackwardParams& p, int64_t begin,
       std::fill(g, g + V, 0.f);
       continue;
     }
-    const RowSoftmax r = row_softmax(row, V, p.temperature, &l);
+    const RowSoftmax r = row_softmax<L>(row, V, p.temperature, &l);
     const float invT = r.invT;
-    const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy(row, V, r));
+    const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy<L>(row, V, r));
     // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression
-    row_map(row, V, g, [&](auto z) {
+    row_map<L>(V, g, [&](auto z) {
       const auto lp = r.logp(z);
       const auto q = exp_approx(lp);
       return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
-    });
+    }, row);
     // the true class: 1 − q as −expm1(log q), exact where q is near 1 (1 − q would cancel)
     const float lp = r.logp(load(row, y));
     const float q = exp_approx(lp);
     g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h))) * invT;
   }
 }
+RK_ISA_KERNEL(backward_rows, backward_impl)
 
-template <typename T>
-RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* cw, float W, float scale, int64_t begin, int64_t end) {
+template <int L, typename T>
+RK_INLINE void cross_entropy_impl(const CrossEntropyParams& p, const float* cw, float W, float scale, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const int64_t V = p.V;
   const float eps = p.label_smoothing;
@@ -72,7 +74,9 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
     const T* row = z + n * V;
     const int32_t y = p.targets[n];
     float* g = p.grad ? p.grad + n * V : nullptr;
-    const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0} : row_softmax(row, V, 1.0);
+    // with a gradient, the lse pass keeps the row's exps in g (rescaled below): one exp per element
+    float inv_sum = 0.f;
+    const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0} : row_softmax<L>(row, V, 1.0, nullptr, g, &inv_sum);
     const float l = float(r.lse);
     p.lse[n] = l;
     if (y == p.ignore_index || l == -INFINITY) {  // ignored: 0 everywhere; no mass anywhere: +inf, zero gradient
@@ -85,8 +89,8 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
     float loss = -(1.f - eps) * wy * r.logp(load(row, y));
     if (eps != 0.f) {
       // Σ_v w_v (lse − z_v) = −Σ_v w_v log p_v; a −inf logit makes it +inf, as in PyTorch
-      const float smooth = cw ? row_sum2(row, cw, V, [&](auto z, auto w) { return -w * r.logp(z); })
-                              : row_sum(row, V, [&](auto z) { return -r.logp(z); });
+      const float smooth = cw ? row_sum<L>(V, [&](auto z, auto w) { return -w * r.logp(z); }, row, cw)
+                              : row_sum<L>(V, [&](auto z) { return -r.logp(z); }, row);
       loss += eps / float(V) * smooth;
     }
     if (p.z_loss != 0.f) loss += p.z_loss * l * l;
@@ -96,12 +100,20 @@ RK_ROW_KERNEL void cross_entropy_rows(const CrossEntropyParams& p, const float* 
     const float rest = eps * W / float(V) + 2.f * p.z_loss * l;  // cp − (1−ε) w_y
     const float cp = (1.f - eps) * wy + rest;
     const float e = eps / float(V);
-    if (cw) row_map2(row, cw, V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(r.logp(z)) - e * w); });
-    else row_map(row, V, g, [&](auto z) { return gs * (cp * exp_approx(r.logp(z)) - e); });
+    if (r.finite()) {  // p_v = e_v / S from the exps kept in g
+      const float a = gs * cp * inv_sum;
+      if (cw) row_map<L>(V, g, [&](auto ev, auto w) { return a * ev - gs * e * w; }, g, cw);
+      else row_map<L>(V, g, [&](auto ev) { return a * ev - gs * e; }, g);
+    } else if (cw) {
+      row_map<L>(V, g, [&](auto z, auto w) { return gs * (cp * exp_approx(r.logp(z)) - e * w); }, row, cw);
+    } else {
+      row_map<L>(V, g, [&](auto z) { return gs * (cp * exp_approx(r.logp(z)) - e); }, row);
+    }
     // the true class: cp·p_y − (1−ε) w_y = cp·expm1(log p_y) + rest, exact where p_y is near 1
     g[y] = gs * (cp * std::expm1(r.logp(load(row, y))) + rest - e * (cw ? cw[y] : 1.f));
   }
 }
+RK_ISA_KERNEL(cross_entropy_rows, cross_entropy_impl)
 
 }  // namespace
 

@@ -164,7 +164,7 @@ function info() {
   }
   if (s.info) {
     const c = s.info.cuda
-    console.log(`cpu threads: ${s.info.threads}`)
+    console.log(`cpu threads: ${s.info.threads}, row kernels: ${s.info.isa}`)
     console.log(`CUDA: ${c.compiled ? `compiled in (runtime ${c.runtimeVersion}, driver ${c.driverVersion}), cudaGetDeviceCount: ${c.errorName || 'cudaSuccess'}` : 'not compiled in'}`)
     console.log(`GPUs: ${c.devices.length ? c.devices.map((d) => `${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`).join(', ') : 'none'}`)
   }

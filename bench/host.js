@@ -1,0 +1,361 @@
+// `npm run bench -- --host`: the host table of issue 13, one thread, every contender side by side in one run.
+//
+// floor        max(bytes moved / read bandwidth, exps / exp rate), both measured in this run by the addon's
+//              probe (hostFloor: one thread, the widest vector clone this CPU runs)
+// cpu, js      rlhf-kernels through its public API (RLHF_KERNELS_THREADS=1)
+// onnxruntime  onnxruntime-node (devDependency) on graphs written by bench/onnx.js, one intra-op thread
+// pytorch      bench/host_torch.py in a child `python3` (BENCH_PYTHON overrides) when it imports torch
+//
+// Every contender's result is checked against the float64 reference (the js backend) before it is timed;
+// times are medians of the `benchmark` package's samples (PyTorch: of its own perf_counter samples).
+// BENCH_CLOCK=cpu times each call in process CPU time instead (process.cpuUsage, Python's process_time):
+// every contender runs one thread, so on an idle machine the two agree, and on a machine shared with other
+// work the CPU time leaves out the time spent waiting for a core.
+// BENCH_ROWS=ce,kl picks rows, BENCH_CONTENDERS=cpu,pytorch contenders; BENCH_MAXTIME (seconds per contender, default 1).
+import Benchmark from 'benchmark'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as rk from '../dist/index.js'
+import { mulberry32 } from '../dist/random.js'
+import { ELEM, Graph } from './onnx.js'
+
+const MAXTIME = Number(process.env.BENCH_MAXTIME ?? 1)
+const PYTHON = process.env.BENCH_PYTHON ?? 'python3'
+const CPU_CLOCK = process.env.BENCH_CLOCK === 'cpu'
+const V = 32000
+const TOKENS = 2 ** 20
+const CLIP = 0.2
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
+const f32 = (x) => (x instanceof Float32Array ? x : Float32Array.from(x.data ?? x))
+
+function uniform(seed, n, lo, hi) {
+  const u = mulberry32(seed).uniform
+  return Float32Array.from({ length: n }, () => lo + (hi - lo) * u())
+}
+function ints(seed, n, k) {
+  const u = mulberry32(seed).uniform
+  return Int32Array.from({ length: n }, () => Math.floor(u() * k))
+}
+const mask = (seed, n) => Uint8Array.from(uniform(seed, n, 0, 1), (x) => (x < 0.9 ? 1 : 0))
+
+// ---- ONNX graphs (opset 17) ----
+const axes1 = (g) => g.constant([1], [1], ELEM.int64)
+/** loss of mean cross-entropy and (grad) its gradient (softmax − onehot)/N, from SoftmaxCrossEntropyLoss */
+function ortCrossEntropy(N, grad) {
+  const g = new Graph()
+  const [loss, lp] = g.node('SoftmaxCrossEntropyLoss', [g.input('x'), g.input('y', ELEM.int64)], { reduction: 'mean' }, ['loss', 'logprob'])
+  g.output(loss)
+  if (grad) {
+    const y2 = g.node('Unsqueeze', ['y', axes1(g)])
+    const p = g.node('Mul', [g.node('Exp', [lp]), g.scalar(1 / N)])
+    g.node('ScatterElements', [p, y2, g.node('Sub', [g.node('GatherElements', [p, y2], { axis: { i: 1 } }), g.scalar(1 / N)])], { axis: { i: 1 } }, ['grad'])
+    g.output('grad')
+  }
+  return g.model()
+}
+function ortLogProbs() {
+  const g = new Graph()
+  const lp = g.node('LogSoftmax', [g.input('x')], { axis: { i: -1 } })
+  const y2 = g.node('Unsqueeze', [g.input('y', ELEM.int64), axes1(g)])
+  g.node('Squeeze', [g.node('GatherElements', [lp, y2], { axis: { i: 1 } }), axes1(g)], {}, ['logp'])
+  g.node('Neg', [g.node('ReduceSum', [g.node('Mul', [g.node('Exp', [lp]), lp]), axes1(g)], { keepdims: { i: 0 } })], {}, ['entropy'])
+  g.output('logp'); g.output('entropy')
+  return g.model()
+}
+function ortKl(N) {
+  const g = new Graph()
+  const lp = g.node('LogSoftmax', [g.input('p')], { axis: { i: -1 } })
+  const lq = g.node('LogSoftmax', [g.input('q')], { axis: { i: -1 } })
+  const p = g.node('Exp', [lp])
+  const rowKl = g.node('ReduceSum', [g.node('Mul', [p, g.node('Sub', [lp, lq])]), axes1(g)], { keepdims: { i: 0 } }) // per row, then over rows: a float32 sum of N·V terms is off by 2e-3
+  g.node('Mul', [g.node('ReduceSum', [rowKl], { keepdims: { i: 0 } }), g.scalar(1 / N)], {}, ['loss'])
+  g.node('Mul', [g.node('Sub', [g.node('Exp', [lq]), p]), g.scalar(1 / N)], {}, ['grad'])
+  g.output('loss'); g.output('grad')
+  return g.model()
+}
+function ortPolicy() {
+  const g = new Graph()
+  const [logp, old, adv, m] = ['logp', 'old', 'adv', 'mask'].map((n) => g.input(n))
+  const ratio = g.node('Exp', [g.node('Sub', [logp, old])])
+  const s1 = g.node('Mul', [ratio, adv])
+  const s2 = g.node('Mul', [g.node('Clip', [ratio, g.scalar(1 - CLIP), g.scalar(1 + CLIP)]), adv])
+  const invCount = g.node('Reciprocal', [g.node('ReduceSum', [m], { keepdims: { i: 0 } })])
+  g.node('Mul', [g.node('Neg', [g.node('ReduceSum', [g.node('Mul', [g.node('Min', [s1, s2]), m])], { keepdims: { i: 0 } })]), invCount], {}, ['loss'])
+  const unclipped = g.node('Where', [g.node('LessOrEqual', [s1, s2]), s1, g.scalar(0)])
+  g.node('Neg', [g.node('Mul', [g.node('Mul', [unclipped, m]), invCount])], {}, ['grad'])
+  g.output('loss'); g.output('grad')
+  return g.model()
+}
+/** (x − mean) / (sqrt(var + eps)) over everything (whiten), or (x − mean) / (std + eps) per group of G */
+function ortStandardise(eps, G) {
+  const g = new Graph()
+  const x = G ? g.node('Reshape', [g.input('x'), g.constant([-1, G], [2], ELEM.int64)]) : g.input('x')
+  const ax = G ? [axes1(g)] : []
+  const n = G ?? TOKENS
+  const d = g.node('Sub', [x, g.node('Mul', [g.node('ReduceSum', [x, ...ax]), g.scalar(1 / n)])])
+  const variance = g.node('Mul', [g.node('ReduceSum', [g.node('Mul', [d, d]), ...ax]), g.scalar(1 / (n - 1))])
+  const out = G ? g.node('Div', [d, g.node('Add', [g.node('Sqrt', [variance]), g.scalar(eps)])])
+    : g.node('Div', [d, g.node('Sqrt', [g.node('Add', [variance, g.scalar(eps)])])])
+  g.node('Reshape', [out, g.constant([-1], [1], ELEM.int64)], {}, ['values'])
+  g.output('values')
+  return g.model()
+}
+
+// ---- the rows ----
+// Each row: its inputs, the bytes that must move and the exps that must be computed (the floor), the rk call
+// (→ { loss?, <array>… }), and how onnxruntime (graph, feeds) and PyTorch (op, inputs, params) express it.
+const t = (name, data, dims) => ({ name, data, dims })
+function rows() {
+  const logits = (seed, n) => uniform(seed, n * V, -4, 4)
+  return [
+    {
+      key: 'ce', op: `crossEntropy fwd ${1024}×${V} f32`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => ({ loss: rk.crossEntropy({ logits: rk.tensor(x, [N, V]), targets: y }).loss }),
+      ort: (N) => ortCrossEntropy(N, false), ortIn: ({ x, y }, N) => [t('x', x, [N, V]), t('y', y, [N])],
+      torch: ({ x, y }, N) => ({ op: 'ce', inputs: [t('x', x, [N, V]), t('targets', y, [N])] }),
+    },
+    {
+      key: 'ce-bwd', op: `crossEntropy fwd+bwd ${1024}×${V} f32`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return 2 * this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => { const r = rk.crossEntropy({ logits: rk.tensor(x, [N, V]), targets: y, grad: true }); return { loss: r.loss, grad: r.gradLogits } },
+      ort: (N) => ortCrossEntropy(N, true), ortIn: ({ x, y }, N) => [t('x', x, [N, V]), t('y', y, [N])],
+      torch: ({ x, y }, N) => ({ op: 'ce_bwd', inputs: [t('x', x, [N, V]), t('targets', y, [N])] }),
+    },
+    {
+      key: 'logprobs', op: `logProbs + entropy ${1024}×${V}`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => { const r = rk.logProbs({ logits: rk.tensor(x, [N, V]), targets: y, entropy: true }); return { logp: r.logp, entropy: r.entropy } },
+      ort: () => ortLogProbs(), ortIn: ({ x, y }, N) => [t('x', x, [N, V]), t('y', y, [N])],
+      torch: ({ x, y }, N) => ({ op: 'log_probs', inputs: [t('x', x, [N, V]), t('targets', y, [N])] }),
+    },
+    {
+      key: 'kl', op: `klDivergence grad q ${512}×${V}`, N: 512,
+      make() { return { p: logits(3, this.N), q: logits(4, this.N) } },
+      bytes() { return 3 * this.N * V * 4 }, exps() { return 2 * this.N * V },
+      rk: ({ p, q }, N) => { const r = rk.klDivergence({ pLogits: rk.tensor(p, [N, V]), qLogits: rk.tensor(q, [N, V]), grad: 'q' }); return { loss: r.loss, grad: r.gradQ } },
+      ort: (N) => ortKl(N), ortIn: ({ p, q }, N) => [t('p', p, [N, V]), t('q', q, [N, V])],
+      torch: ({ p, q }, N) => ({ op: 'kl', inputs: [t('P', p, [N, V]), t('Q', q, [N, V])] }),
+    },
+    {
+      key: 'ppo', op: `ppoLoss 4×256×${V}`, N: 1024,
+      make() {
+        const x = logits(5, this.N), actions = ints(6, this.N, V)
+        rk.setBackend('js')
+        const lp = rk.logProbs({ logits: rk.tensor(x, [this.N, V]), targets: actions }).logp
+        const shift = uniform(7, this.N, -0.3, 0.3)
+        return { x, actions, old: Float32Array.from(lp, (v, i) => v + shift[i]), adv: uniform(8, this.N, -1, 1), m: mask(9, this.N) }
+      },
+      bytes() { return 2 * this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, actions, old, adv, m }, N) => {
+        const r = rk.ppoLoss({ logits: rk.tensor(x, [4, N / 4, V]), actions, oldLogp: old, advantages: adv, mask: m })
+        return { loss: r.loss, grad: r.gradLogits }
+      },
+      torch: ({ x, actions, old, adv, m }, N) => ({
+        op: 'ppo', params: { clip: CLIP },
+        inputs: [t('x', x, [N, V]), t('actions', actions, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
+      }),
+    },
+    {
+      key: 'reward', op: 'rewardLoss 2^20 × 4', N: TOKENS,
+      make() { return { s: uniform(10, 4 * this.N, -2, 2), c: ints(11, this.N, 4) } },
+      bytes() { return this.N * 4 * 4 * 3 + this.N * 4 }, exps() { return 4 * this.N },
+      rk: ({ s, c }) => { const r = rk.rewardLoss({ scores: s, K: 4, chosen: c }); return { loss: r.loss, grad: r.gradScores } },
+      ort: (N) => ortCrossEntropy(N, true), ortIn: ({ s, c }, N) => [t('x', s, [N, 4]), t('y', c, [N])],
+      torch: ({ s, c }, N) => ({ op: 'reward', params: { K: 4 }, inputs: [t('scores', s, [N * 4]), t('chosen', c, [N])] }),
+    },
+    {
+      key: 'policy', op: 'policyLoss 2^20 tokens', N: TOKENS,
+      make() {
+        const logp = uniform(12, this.N, -3, 0), shift = uniform(13, this.N, -0.3, 0.3)
+        return { logp, old: Float32Array.from(logp, (v, i) => v + shift[i]), adv: uniform(14, this.N, -1, 1), m: mask(15, this.N) }
+      },
+      bytes() { return this.N * (4 * 4 + 1) }, exps() { return this.N },
+      rk: ({ logp, old, adv, m }) => { const r = rk.policyLoss({ logp, oldLogp: old, advantages: adv, mask: m }); return { loss: r.loss, grad: r.gradLogp } },
+      ort: () => ortPolicy(),
+      ortIn: ({ logp, old, adv, m }, N) => [t('logp', logp, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
+      torch: ({ logp, old, adv, m }, N) => ({
+        op: 'policy', params: { clip: CLIP },
+        inputs: [t('logp', logp, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
+      }),
+    },
+    {
+      key: 'whiten', op: 'whiten 2^20', N: TOKENS,
+      make() { return { x: uniform(16, this.N, -3, 5) } },
+      bytes() { return this.N * 8 }, exps() { return 0 },
+      rk: ({ x }) => ({ values: rk.whiten({ values: x }) }),
+      ort: () => ortStandardise(1e-8), ortIn: ({ x }, N) => [t('x', x, [N])],
+      torch: ({ x }, N) => ({ op: 'whiten', params: { eps: 1e-8 }, inputs: [t('x', x, [N])] }),
+    },
+    {
+      key: 'group', op: 'groupAdvantages 2^20, G = 8', N: TOKENS,
+      make() { return { x: uniform(17, this.N, 0, 1) } },
+      bytes() { return this.N * 8 }, exps() { return 0 },
+      rk: ({ x }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 8 }) }),
+      ort: () => ortStandardise(1e-6, 8), ortIn: ({ x }, N) => [t('x', x, [N])],
+      torch: ({ x }, N) => ({ op: 'group', params: { G: 8, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
+    },
+  ]
+}
+
+// ---- checking ----
+/** a contender's outputs against the reference: the loss to 1e-4 relative, each array to 1e-4 of its largest value */
+function check(name, got, ref) {
+  const notes = []
+  for (const [k, r] of Object.entries(ref)) {
+    if (!(k in got)) continue
+    if (k === 'loss') {
+      const err = Math.abs(got.loss - r) / Math.max(1e-3, Math.abs(r))
+      if (!(err <= 1e-4)) throw new Error(`${name}: loss ${got.loss}, reference ${r} (relative error ${err})`)
+      notes.push(`loss ${err.toExponential(0)}`)
+      continue
+    }
+    const a = f32(got[k]), b = f32(r)
+    if (a.length !== b.length) throw new Error(`${name}: ${k} has ${a.length} values, the reference ${b.length}`)
+    let scale = 0, err = 0
+    for (let i = 0; i < b.length; i++) { scale = Math.max(scale, Math.abs(b[i])); err = Math.max(err, Math.abs(a[i] - b[i])) }
+    if (!(err <= 1e-4 * scale)) throw new Error(`${name}: ${k} off by ${err} (largest reference value ${scale})`)
+    notes.push(`${k} ${(err / scale).toExponential(0)}`)
+  }
+  return notes.join(', ')
+}
+
+/** median process CPU time of fn (sync or async), at least 5 samples and MAXTIME seconds */
+async function timeCpu(fn) {
+  const samples = []
+  const end = Date.now() + MAXTIME * 1e3
+  while (samples.length < 5 || Date.now() < end) {
+    const t0 = process.cpuUsage()
+    await fn()
+    const d = process.cpuUsage(t0)
+    samples.push((d.user + d.system) / 1e3)
+  }
+  return median(samples)
+}
+
+function timeSync(fn) {
+  if (CPU_CLOCK) return timeCpu(fn)
+  return new Promise((resolve) => {
+    const b = new Benchmark(fn, { minSamples: 5, maxTime: MAXTIME, initCount: 1, onComplete: () => resolve(median(b.stats.sample) * 1e3) })
+    b.run()
+  })
+}
+function timeAsync(fn) {
+  if (CPU_CLOCK) return timeCpu(fn)
+  return new Promise((resolve) => {
+    const b = new Benchmark((d) => fn().then(() => d.resolve()), { defer: true, minSamples: 5, maxTime: MAXTIME, onComplete: () => resolve(median(b.stats.sample) * 1e3) })
+    b.run()
+  })
+}
+
+async function onnxRuntime() {
+  try {
+    const ort = (await import('onnxruntime-node')).default
+    return { ort, version: ort.env.versions?.node ?? '' }
+  } catch (error) {
+    return { skip: `onnxruntime-node not installed (${error.message.split('\n')[0]})` }
+  }
+}
+
+function torchAvailable() {
+  const r = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' })
+  return r.status === 0 ? { version: r.stdout.trim() } : { skip: `${PYTHON} cannot import torch (BENCH_PYTHON names another python)` }
+}
+
+function runTorch(job, dir) {
+  const inputs = {}
+  for (const i of job.inputs) {
+    const dtype = i.data instanceof Float32Array ? 'float32' : i.data instanceof Int32Array ? 'int32' : null
+    if (!dtype) throw new Error(`torch input ${i.name}: unsupported array`)
+    writeFileSync(join(dir, `${i.name}.bin`), new Uint8Array(i.data.buffer, i.data.byteOffset, i.data.byteLength))
+    inputs[i.name] = [dtype, i.dims]
+  }
+  const script = fileURLToPath(new URL('./host_torch.py', import.meta.url))
+  const input = JSON.stringify({ op: job.op, dir, inputs, params: job.params ?? {}, minSamples: 5, maxTime: MAXTIME, cpuClock: CPU_CLOCK })
+  const r = spawnSync(PYTHON, [script], { input, encoding: 'utf8', maxBuffer: 1 << 26, env: { ...process.env, OMP_NUM_THREADS: '1' } })
+  if (r.status !== 0) throw new Error(`pytorch ${job.op}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`)
+  const res = JSON.parse(r.stdout)
+  const got = res.loss === null ? {} : { loss: res.loss }
+  for (const k of res.outputs) got[k === 'values' ? 'values' : k] = new Float32Array(readFileSync(join(dir, `out_${k}.bin`)).buffer.slice(0))
+  return { got, ms: median(res.ms) }
+}
+
+export async function hostSuite() {
+  if (process.env.RLHF_KERNELS_THREADS !== '1') {
+    return { skipped: 'host table: run with RLHF_KERNELS_THREADS=1 (npm run bench -- --host sets it)' }
+  }
+  const only = process.env.BENCH_ROWS?.split(',')
+  const contenders = process.env.BENCH_CONTENDERS?.split(',')
+  const wanted = (name) => !contenders || contenders.includes(name)
+  const addon = rk.nativeStatus.loaded ? createRequire(import.meta.url)(rk.nativeStatus.path) : null
+  const floor = addon?.hostFloor ? addon.hostFloor(512 * 2 ** 20) : null
+  const ort = await onnxRuntime()
+  const torch = torchAvailable()
+  const dir = mkdtempSync(join(tmpdir(), 'rk-bench-'))
+  const table = []
+  try {
+    for (const row of rows()) {
+      if (only && !only.includes(row.key)) continue
+      const inputs = row.make()
+      const N = row.N
+      rk.setBackend('js')
+      const ref = row.rk(inputs, N)
+      const out = { op: row.op }
+      out.floor = floor ? Math.max(row.bytes() / (floor.readGBs * 1e9), row.exps() * floor.expNs * 1e-9) * 1e3 : NaN
+      const checks = []
+      for (const name of ['cpu', 'js']) {
+        if (!wanted(name) || !rk.backends().find((b) => b.name === name)?.available) { out[name] = null; continue }
+        rk.setBackend(name)
+        checks.push(`${name}: ${check(name, row.rk(inputs, N), ref)}`)
+        out[name] = await timeSync(() => row.rk(inputs, N))
+      }
+      rk.setBackend('auto')
+      if (row.ort && ort.ort && wanted('onnxruntime')) {
+        const session = await ort.ort.InferenceSession.create(row.ort(N), { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' })
+        const feeds = {}
+        for (const i of row.ortIn(inputs, N)) {
+          feeds[i.name] = i.data instanceof Int32Array ? new ort.ort.Tensor('int64', BigInt64Array.from(i.data, BigInt), i.dims) : new ort.ort.Tensor('float32', i.data, i.dims)
+        }
+        const run = async () => {
+          const r = await session.run(feeds)
+          return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, k === 'loss' ? v.data[0] : v.data]))
+        }
+        checks.push(`onnxruntime: ${check('onnxruntime', await run(), ref)}`)
+        out.onnxruntime = await timeAsync(run)
+        await session.release()
+      }
+      if (row.torch && torch.version && wanted('pytorch')) {
+        const r = runTorch(row.torch(inputs, N), dir)
+        checks.push(`pytorch: ${check('pytorch', r.got, ref)}`)
+        out.pytorch = r.ms
+      }
+      out.checked = checks.join('; ')
+      table.push(out)
+      console.error(`  ${row.op}: ${['floor', 'cpu', 'js', 'onnxruntime', 'pytorch'].map((k) => `${k} ${out[k]?.toFixed?.(2) ?? '—'}`).join(', ')}`)
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+  const fmt = (x) => (x == null || Number.isNaN(x) ? '—' : x < 10 ? x.toFixed(2) : x.toFixed(1))
+  const lines = [
+    `floor: read ${floor ? floor.readGBs.toFixed(1) : '?'} GB/s, exp ${floor ? floor.expNs.toFixed(3) : '?'} ns (${floor?.isa ?? 'no addon'}), one thread; ` +
+      `onnxruntime-node ${ort.version ?? `— ${ort.skip}`}; pytorch ${torch.version ?? `— ${torch.skip}`}; ms, medians of ${CPU_CLOCK ? 'process CPU time' : 'wall time'}`,
+    '',
+    '| op | floor | cpu | cpu/floor | js | onnxruntime | pytorch | best peer/cpu |',
+    '|---|---|---|---|---|---|---|---|',
+  ]
+  for (const r of table) {
+    const peers = [r.onnxruntime, r.pytorch].filter((x) => x != null)
+    lines.push(`| ${r.op} | ${fmt(r.floor)} | ${fmt(r.cpu)} | ${r.cpu && r.floor ? (r.cpu / r.floor).toFixed(1) : '—'} | ${fmt(r.js)} | ${fmt(r.onnxruntime)} | ${fmt(r.pytorch)} | ${peers.length && r.cpu ? (Math.min(...peers) / r.cpu).toFixed(1) : '—'} |`)
+  }
+  lines.push('', 'checked against the float64 reference (largest error / largest reference value):', ...table.map((r) => `- ${r.op}: ${r.checked}`))
+  return { title: 'host table (issue 13), 1 thread', text: lines.join('\n') }
+}
