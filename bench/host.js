@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as rk from '../dist/index.js'
-import { mulberry32 } from '../dist/random.js'
+import { mulberry32 } from '../dist/internal.js'
 import { ELEM, Graph } from './onnx.js'
 
 const MAXTIME = Number(process.env.BENCH_MAXTIME ?? 1)
