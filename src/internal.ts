@@ -5,7 +5,7 @@
  */
 export { rangeError } from './errors.js'
 export type { OpName } from './kernels.js'
-export { cudaBench, cudaTime } from './native.js'
+export { cudaBench, cudaTime, hostFloor } from './native.js'
 export { runOn } from './ops.js'
 export { mulberry32, rng } from './random.js'
 export { referenceKernels, type OutputPrecision } from './reference/index.js'
