@@ -3,6 +3,7 @@
  * beyond the public API of index.ts. The package's `exports` do not name it; its names may change in any
  * release. Everything else in the CLI and bench comes from index.ts.
  */
+export { requireBackend } from './backend.js'
 export { rangeError } from './errors.js'
 export type { OpName } from './kernels.js'
 export { cudaBench, cudaTime, hostFloor } from './native.js'

@@ -4,7 +4,9 @@
  * values stored in the file (e.g. PyTorch's). Failures give exit code 1.
  */
 import * as rk from '../index.js'
-import { BACKEND_TOLERANCE, EXPECTED_TOLERANCE, type OpName, type Tolerance, isGradient, rangeError, referenceKernels, runOn } from '../internal.js'
+import {
+  BACKEND_TOLERANCE, EXPECTED_TOLERANCE, type OpName, type Tolerance, isGradient, rangeError, referenceKernels, requireBackend, runOn,
+} from '../internal.js'
 import { type NamedArray, type TensorSet, readTensorSet } from './tensorfile.js'
 
 /** The float64 reference every backend is compared with. */
@@ -172,15 +174,6 @@ export interface ParityRow {
   pass: boolean
 }
 
-function withBackend<T>(name: rk.BackendName, fn: () => T): T {
-  rk.setBackend(name)
-  try {
-    return fn()
-  } finally {
-    rk.setBackend('auto')
-  }
-}
-
 const fmt = (d: { abs: number; rel: number }) => `${d.abs.toExponential(1)} / ${d.rel.toExponential(1)}`
 const comparable = (d: { abs: number }) => !Number.isNaN(d.abs)
 
@@ -197,7 +190,7 @@ export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE):
   for (const recipe of recipes) {
     const reference = runOn(recipe.op, float64Reference, recipe.options(inputs))
     for (const backend of names) {
-      const result = withBackend(backend, () => (rk[recipe.op] as (options: object) => unknown)(recipe.options(inputs)))
+      const result = runOn(recipe.op, requireBackend(backend), recipe.options(inputs))
       const outputs = new Set(Object.values(recipe.expected))
       for (const output of outputs) {
         const got = pick(result, output)
