@@ -20,6 +20,21 @@ export interface ClipOptions {
   logRatioClamp?: number
 }
 
+/** What the clipping reports: policyLoss's result and ppoLoss's metrics include these. */
+export interface ClipMetrics {
+  /** share of counted tokens whose clipped branch is active (= low + high) */
+  clipFraction: number
+  clipFractionLow: number
+  clipFractionHigh: number
+  dualClipFraction: number
+  /** agg(oldLogp − logp) */
+  approxKl: number
+  ratioMean: number
+  ratioMax: number
+  /** counted tokens */
+  count: number
+}
+
 /** |logp − oldLogp| ≤ C before exp: above 80, exp(C) would leave the float32 range (3.4e38 at 88.7). */
 export const LOG_RATIO_CLAMP: NumberRule = { above: 0, max: 80 }
 

@@ -4,7 +4,7 @@
  */
 import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { defineOp } from './ops.js'
-import { CLIP_OPTIONS, type ClipOptions, clipOptions } from './options.js'
+import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, clipOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import { type FloatData, type OptionNames, floatVector, optionsObject } from './validate.js'
 
@@ -16,23 +16,12 @@ export interface PolicyLossOptions extends AggregationOptions, ClipOptions {
   mask?: TokenMask
 }
 
-export interface PolicyLossResult {
+export interface PolicyLossResult extends ClipMetrics {
   loss: number
   /** d loss / d logp, float32 */
   gradLogp: Float32Array
   /** −min(r A, clip(r) A) per token (0 where masked) */
   perToken: Float32Array
-  /** share of counted tokens whose clipped branch is active (= low + high) */
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  /** agg(oldLogp − logp) */
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
-  /** counted tokens */
-  count: number
 }
 
 export interface PolicyLossArgs extends TokenBatch {

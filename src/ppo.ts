@@ -6,7 +6,7 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
-import { CLIP_OPTIONS, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
+import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
@@ -50,16 +50,8 @@ export interface PpoLossOptions extends AggregationOptions, ClipOptions {
   gradDtype?: GradDTypeChoice
 }
 
-export interface PpoMetrics {
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
+export interface PpoMetrics extends ClipMetrics {
   valueClipFraction: number
-  count: number
 }
 
 export interface PpoLossResult {

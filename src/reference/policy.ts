@@ -7,6 +7,7 @@
  * The loss is the aggregate of ℓ (§1.9), its gradient w_t · dℓ_t/dlogp.
  */
 import type { Aggregation } from '../aggregate.js'
+import type { ClipMetrics } from '../options.js'
 import type { TokenLayout } from '../tokens.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 
@@ -81,16 +82,8 @@ export class ClipStats {
   }
 }
 
-export interface PolicyKernelResult {
+export interface PolicyKernelResult extends ClipMetrics {
   loss: number
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
-  count: number
 }
 
 export function policyLossKernel(

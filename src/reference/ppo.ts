@@ -12,6 +12,7 @@ import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import type { KlEstimator } from '../choices.js'
+import type { ClipMetrics } from '../options.js'
 import { klTerm, klToken } from './kl.js'
 import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
@@ -45,20 +46,12 @@ export interface PpoKernelOptions {
   value: ValueKernelOptions
 }
 
-export interface PpoKernelResult {
+export interface PpoKernelResult extends ClipMetrics {
   loss: number
   policyLoss: number
   kl: number
   valueLoss: number
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
   valueClipFraction: number
-  count: number
 }
 
 export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogits: Floats, gradValues: Floats | null, logp: Floats): PpoKernelResult {
