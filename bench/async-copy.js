@@ -5,7 +5,7 @@
 // the logits into fresh memory (`slice()`: what a copy costs without the reuse, page faults included).
 // Run with `npm run build && node bench/async-copy.js`.
 import * as rk from '../dist/index.js'
-import { mulberry32 } from '../dist/random.js'
+import { mulberry32 } from '../dist/internal.js'
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const ms = (t0) => Number(process.hrtime.bigint() - t0) / 1e6

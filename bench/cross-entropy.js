@@ -3,7 +3,7 @@
 // once before it is timed. Run with `npm run bench` (builds first) or `node bench/cross-entropy.js`.
 import Benchmark from 'benchmark'
 import * as rk from '../dist/index.js'
-import { mulberry32 } from '../dist/random.js'
+import { mulberry32 } from '../dist/internal.js'
 
 const N = Number(process.env.BENCH_N ?? 1024)
 const V = Number(process.env.BENCH_V ?? 32000)

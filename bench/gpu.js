@@ -6,8 +6,9 @@
 // measured on its own: a row that fails says why and the others go on. A row whose bytes fit in the L2
 // cache is relaunched on data the cache already holds, so its GB/s can exceed HBM's: such rows say so.
 import * as rk from '../dist/index.js'
-import { cudaBench, cudaTime } from '../dist/native.js'
-import { DeviceData, Tensor } from '../dist/tensor.js'
+import { DeviceData, cudaBench, cudaTime } from '../dist/internal.js'
+
+const { Tensor } = rk
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20)
 const ES = { float32: 4, bfloat16: 2 }

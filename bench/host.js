@@ -15,12 +15,11 @@
 import Benchmark from 'benchmark'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as rk from '../dist/index.js'
-import { mulberry32 } from '../dist/random.js'
+import { hostFloor, mulberry32 } from '../dist/internal.js'
 import { ELEM, Graph } from './onnx.js'
 
 const MAXTIME = Number(process.env.BENCH_MAXTIME ?? 1)
@@ -295,8 +294,7 @@ export async function hostSuite() {
   const only = process.env.BENCH_ROWS?.split(',')
   const contenders = process.env.BENCH_CONTENDERS?.split(',')
   const wanted = (name) => !contenders || contenders.includes(name)
-  const addon = rk.nativeStatus.loaded ? createRequire(import.meta.url)(rk.nativeStatus.path) : null
-  const floor = addon?.hostFloor ? addon.hostFloor(512 * 2 ** 20) : null
+  const floor = hostFloor(512 * 2 ** 20)
   const ort = await onnxRuntime()
   const torch = torchAvailable()
   const dir = mkdtempSync(join(tmpdir(), 'rk-bench-'))

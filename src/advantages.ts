@@ -1,8 +1,8 @@
 /** Advantage estimation (DESIGN §1.8): GAE, masked whitening, and group (GRPO/RLOO) advantages. */
-import { tokenLayout, tokenShape, type TokenLayout } from './aggregate.js'
+import { GROUP_METHODS, type GroupMethod } from './choices.js'
 import { defineOp } from './ops.js'
-import type { TokenFloats, TokenMask } from './policy.js'
-import { groupOffsets } from './reward.js'
+import { groupOffsets } from './options.js'
+import { type TokenFloats, type TokenLayout, type TokenMask, tokenLayout, tokenShape } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import { type FloatData, type OptionNames, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
 
@@ -94,9 +94,6 @@ function validateWhiten(options: WhitenOptions): WhitenArgs {
     eps: numberOption(op, 'eps', o.eps, 1e-8, EPS),
   }
 }
-
-export const GROUP_METHODS = ['grpo', 'rloo', 'mean-centered'] as const
-export type GroupMethod = (typeof GROUP_METHODS)[number]
 
 export interface GroupAdvantagesOptions {
   /** one scalar reward per completion, group after group */

@@ -67,7 +67,8 @@ export function backends(): BackendStatus[] {
   })
 }
 
-function requireBackend(name: BackendName): Kernels {
+/** @internal the kernels of a named backend (an RlhfKernelsError when it is not available) */
+export function requireBackend(name: BackendName): Kernels {
   const r = registry[name]
   if (r.kernels === null) {
     throw new RlhfKernelsError(

@@ -11,21 +11,25 @@ export { fromForeign, isForeignTensor, type ForeignTensor, type WithForeign } fr
 export { type DType, type FloatDType, bf16ToFloat, f16ToFloat, floatToBf16, floatToF16, encodeFloats } from './dtypes.js'
 export { RlhfKernelsError } from './errors.js'
 export { backends, setBackend, currentBackend, type BackendName, type BackendChoice, type BackendStatus } from './backend.js'
-export { AGGREGATIONS, type AggregationMode, type AggregationOptions } from './aggregate.js'
+export {
+  AGGREGATIONS, REDUCTIONS, KL_ESTIMATORS, GROUP_METHODS, GRAD_DTYPES,
+  type AggregationMode, type Reduction, type KlEstimator, type GroupMethod,
+} from './choices.js'
+export type { AggregationOptions } from './aggregate.js'
 export {
   logProbs, logProbsAsync, logProbsBackward, logProbsBackwardAsync, crossEntropy, crossEntropyAsync,
   type LogProbsOptions, type LogProbsResult, type LogProbsBackwardOptions, type GradLogitsResult,
-  type CrossEntropyOptions, type CrossEntropyResult, type Reduction,
+  type CrossEntropyOptions, type CrossEntropyResult,
 } from './vocab.js'
 export { rewardLoss, rewardLossAsync, type RewardLossOptions, type RewardLossResult } from './reward.js'
 export { policyLoss, policyLossAsync, type PolicyLossOptions, type PolicyLossResult } from './policy.js'
 export {
-  klDivergence, klDivergenceAsync, klPenalty, klPenaltyAsync, KL_ESTIMATORS,
-  type KlDivergenceOptions, type KlDivergenceResult, type KlPenaltyOptions, type KlPenaltyResult, type KlEstimator,
+  klDivergence, klDivergenceAsync, klPenalty, klPenaltyAsync,
+  type KlDivergenceOptions, type KlDivergenceResult, type KlPenaltyOptions, type KlPenaltyResult,
 } from './kl.js'
 export { valueLoss, valueLossAsync, type ValueLossOptions, type ValueLossResult } from './value.js'
 export {
-  gae, gaeAsync, whiten, whitenAsync, groupAdvantages, groupAdvantagesAsync, GROUP_METHODS,
-  type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions, type GroupMethod,
+  gae, gaeAsync, whiten, whitenAsync, groupAdvantages, groupAdvantagesAsync,
+  type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions,
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'

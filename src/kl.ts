@@ -2,16 +2,17 @@
  * KL divergences (DESIGN §1.5): the exact full-vocabulary KL(p‖q) between two logits tensors, and the
  * sampled-token estimators k1/abs/k2/k3 from per-token log-probabilities.
  */
-import { AGGREGATION_OPTIONS, type AggregationOptions, tokenShape } from './aggregate.js'
+import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
+import { KL_GRADS, REDUCTIONS, type GradDTypeChoice, type KlEstimator, type KlGrad, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { LOG_RATIO_CLAMP, type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
+import { LOG_RATIO_CLAMP, klEstimatorOption } from './options.js'
+import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
   type FloatData, type OptionNames, TEMPERATURE, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
   type GradDType, gradDTypeOption,
 } from './validate.js'
-import type { Reduction } from './vocab.js'
 
 export interface KlDivergenceOptions {
   /** logits of p (e.g. π_old or π_ref), [N, V] */
@@ -25,9 +26,9 @@ export interface KlDivergenceOptions {
   /** both logits are divided by T; default 1 */
   temperature?: number
   /** which gradients to return: 'q' (default when true), 'p', 'both', or false */
-  grad?: boolean | 'q' | 'p' | 'both'
+  grad?: boolean | KlGrad
   /** 'float32' (default) or 'input': the gradients in the logits' dtype when it is bfloat16/float16 */
-  gradDtype?: 'float32' | 'input'
+  gradDtype?: GradDTypeChoice
 }
 
 export interface KlDivergenceResult {
@@ -68,27 +69,17 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
   if (p.dtype !== q.dtype) throw typeError(op, 'qLogits', `a Tensor of dtype '${p.dtype}' (the dtype of pLogits)`, `Tensor(dtype '${q.dtype}')`)
   const grad = o.grad === true ? 'q' : o.grad === undefined ? false : o.grad
   if (grad !== false && grad !== 'q' && grad !== 'p' && grad !== 'both') {
-    choiceOption(op, 'grad', grad, ['q', 'p', 'both'] as const, 'q')
+    choiceOption(op, 'grad', grad, KL_GRADS, 'q')
   }
   return {
     pLogits: p, qLogits: q, shape: p.shape, N: p.rows, V: p.cols,
     mask: maskVector(op, 'mask', o.mask, p.rows),
-    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
     gradQ: grad === 'q' || grad === 'both',
     gradP: grad === 'p' || grad === 'both',
     gradDtype: gradDTypeOption(op, o.gradDtype, p.dtype),
   }
-}
-
-export const KL_ESTIMATORS = ['k1', 'abs', 'k2', 'k3'] as const
-export type KlEstimator = (typeof KL_ESTIMATORS)[number]
-/** verl's names for the same estimators */
-const KL_ALIASES: Record<string, KlEstimator> = { kl: 'k1', mse: 'k2', low_var_kl: 'k3' }
-
-export function klEstimatorOption(op: string, value: unknown, fallback: KlEstimator): KlEstimator {
-  if (typeof value === 'string' && value in KL_ALIASES) return KL_ALIASES[value]
-  return choiceOption(op, 'estimator', value, KL_ESTIMATORS, fallback)
 }
 
 export interface KlPenaltyOptions extends AggregationOptions {

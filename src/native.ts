@@ -288,6 +288,11 @@ export function releaseCachedMemory(): void {
   if (cudaUsable) addon!.cudaReleaseCached({})
 }
 
+/** @internal the addon's floor probe for the host benchmark: read bandwidth and exp cost on one thread, or null */
+export function hostFloor(bytes: number): { readGBs: number; expNs: number; isa: string } | null {
+  return addon?.hostFloor ? addon.hostFloor(bytes) : null
+}
+
 /** @internal the addon's device helpers for the GPU benchmark */
 export const cudaBench = cudaUsable
   ? {

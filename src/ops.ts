@@ -51,18 +51,22 @@ function copyArrays<T>(value: T): T {
   return out as T
 }
 
-const validators = new Map<string, (options: never) => object>()
+const defined = new Map<string, { validate: (options: never) => object; runOn: (k: Kernels, options: never) => unknown }>()
 
 /** @internal an op's validation, for the GPU benchmark (it times the kernels on validated arguments) */
 export function validatorOf(name: string): ((options: object) => object) | undefined {
-  return validators.get(name) as ((options: object) => object) | undefined
+  return defined.get(name)?.validate as ((options: object) => object) | undefined
+}
+
+/** @internal op `name` on the given kernels instead of the current backend's (parity's float64 reference) */
+export function runOn(name: OpName, k: Kernels, options: object): unknown {
+  return (defined.get(name)!.runOn as (k: Kernels, options: object) => unknown)(k, options)
 }
 
 /** The public sync and async forms of the backends' op `name`, with its validation. */
 export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
   type A = ArgsOf<N>
   type R = ResultOf<N>
-  validators.set(name, validate)
   const cast = (k: Kernels, args: A, result: R): R => {
     const dtype = (args as { gradDtype?: GradDType }).gradDtype
     return dtype === undefined || dtype === 'float32' || k.nativeGradDtype ? result : roundGradients(result, dtype)
@@ -72,6 +76,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
   // the caller's options are read once, into a snapshot; foreign tensors are wrapped in the snapshot
   const prepare = (options: O): A => validate(wrapForeign(name, optionsObject(name, options as O & object)))
+  defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)) })
   const sync = (options: O): R => {
     const args = prepare(options)
     return run(kernels(onDevice(args as object)), args)

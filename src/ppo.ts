@@ -4,20 +4,17 @@
  */
 import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
-import { type KlEstimator, klEstimatorOption } from './kl.js'
+import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
-import {
-  POLICY_OPTIONS, type PolicyLossOptions, type TokenBatch, type TokenFloats, type TokenMask, policyOptions, tokenBatch,
-} from './policy.js'
+import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
+import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
   type FloatData, type GradDType, type OptionNames, TEMPERATURE, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
   optionsObject,
 } from './validate.js'
-import { valueOptions } from './value.js'
-import { checkTargets } from './vocab.js'
 
-export interface PpoLossOptions extends AggregationOptions, Pick<PolicyLossOptions, 'clipLow' | 'clipHigh' | 'dualClip' | 'logRatioClamp'> {
+export interface PpoLossOptions extends AggregationOptions, ClipOptions {
   /** policy logits, [N, V] or [B, T, V]; one row per token */
   logits: Tensor
   /** the sampled token of each row */
@@ -50,19 +47,11 @@ export interface PpoLossOptions extends AggregationOptions, Pick<PolicyLossOptio
   /** the ½ of TRL/verl/OpenRLHF on the value loss; default false */
   half?: boolean
   /** 'float32' (default) or 'input': gradLogits in the logits' dtype when it is bfloat16/float16 */
-  gradDtype?: 'float32' | 'input'
+  gradDtype?: GradDTypeChoice
 }
 
-export interface PpoMetrics {
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
+export interface PpoMetrics extends ClipMetrics {
   valueClipFraction: number
-  count: number
 }
 
 export interface PpoLossResult {
@@ -107,7 +96,7 @@ export interface PpoLossArgs extends TokenBatch {
 }
 
 const PPO_LOSS_OPTIONS: OptionNames<PpoLossOptions> = {
-  ...AGGREGATION_OPTIONS, ...POLICY_OPTIONS, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
+  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
   advantages: true, values: true, returns: true, oldValues: true, mask: true, temperature: true, beta: true, c1: true, klEstimator: true,
   klOutputClamp: true, valueClip: true, half: true, gradDtype: true,
 }
@@ -151,7 +140,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     advantages: floatVector(op, 'advantages', o.advantages, M),
     values, returns, oldValues,
     temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
-    ...policyOptions(op, o),
+    ...clipOptions(op, o),
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
     c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),
     klEstimator,

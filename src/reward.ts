@@ -2,12 +2,13 @@
  * Reward-model loss (DESIGN §1.3): a softmax over the K_n candidate scores of each prompt, with a hard label
  * (`chosen`) or a soft one (`targetProbs`). Ragged K: flat scores plus offsets[N + 1]; uniform K: `K`.
  */
+import { REDUCTIONS, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
+import { groupOffsets } from './options.js'
 import { type Tensor, isDeviceData } from './tensor.js'
 import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
-import type { Reduction } from './vocab.js'
 
 type Floats = Float32Array | Float64Array | Tensor
 
@@ -56,33 +57,6 @@ export interface RewardLossArgs {
   ignoreIndex: number
 }
 
-/** Offsets of ragged groups, from `offsets` or a uniform group size; an empty group is a RangeError. */
-export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string, what = 'group'): Int32Array {
-  if (offsets !== undefined && size !== undefined) throw typeError(op, sizeName, `absent when offsets is given`, size)
-  if (offsets !== undefined) {
-    const off = hostOnly(op, 'offsets', intVector(op, 'offsets', offsets))
-    if (off.length < 1) throw rangeError(op, 'offsets.length', '≥ 1 (N + 1 entries)', off.length)
-    if (off[0] !== 0) throw rangeError(op, 'offsets[0]', '0', off[0])
-    for (let n = 1; n < off.length; n++) {
-      if (off[n] < off[n - 1]) throw rangeError(op, `offsets[${n}]`, `non-decreasing (≥ offsets[${n - 1}] = ${off[n - 1]})`, off[n])
-      if (off[n] === off[n - 1]) {
-        throw new RangeError(`${op}: ${what} ${n - 1} has no candidates (offsets[${n}] = offsets[${n - 1}] = ${off[n]}); every ${what} needs at least one`)
-      }
-    }
-    if (off[off.length - 1] !== total) {
-      throw rangeError(op, `offsets[${off.length - 1}]`, `the score count ${total}`, off[off.length - 1])
-    }
-    return off
-  }
-  if (size === undefined) throw typeError(op, 'offsets', `an Int32Array (or ${sizeName}: a number)`, undefined)
-  const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
-  if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
-  if (total > 0x7fffffff) throw rangeError(op, 'scores.length', 'at most 2^31 - 1 (offsets are int32)', total)
-  const out = new Int32Array(total / k + 1)
-  for (let n = 0; n < out.length; n++) out[n] = n * k
-  return out
-}
-
 const REWARD_LOSS_OPTIONS: OptionNames<RewardLossOptions> = {
   scores: true, offsets: true, K: true, chosen: true, targetProbs: true, margins: true, centerCoef: true, reduction: true, ignoreIndex: true,
 }
@@ -129,7 +103,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
     scores, offsets, chosen, targetProbs,
     margins: o.margins === undefined ? null : floatVector(op, 'margins', o.margins, total),
     centerCoef: numberOption(op, 'centerCoef', o.centerCoef, 0, { min: 0 }),
-    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     ignoreIndex,
   }
 }

@@ -1,7 +1,9 @@
 /**
- * The parity contract of the native backends against the float64 reference, in one place: the tests
- * (test/parity.test.ts) and the GPU check (src/cli/check-gpu.ts) read it from here, README states it.
+ * Every tolerance of the parity contract, each number written once: the tests (test/compare.ts and the
+ * suites), the `parity` command (src/cli/parity.ts) and the GPU check (src/cli/check-gpu.ts) read them from
+ * here, README states them.
  */
+import type { BackendName } from './backend.js'
 import type { FloatDType } from './dtypes.js'
 
 export interface Tolerance {
@@ -14,6 +16,19 @@ export const PARITY: Readonly<Record<'value' | 'grad', Tolerance>> = {
   value: { atol: 5e-6, rtol: 5e-6 },
   grad: { atol: 1e-6, rtol: 5e-5 },
 }
+
+/** The js backend's float32 outputs against the same computation kept in float64: its rounding alone. */
+export const F32_ROUNDING: Tolerance = { atol: 1e-6, rtol: 2e-6 }
+
+/** Each backend against the float64 reference, values and gradients (the `parity` command). */
+export const BACKEND_TOLERANCE: Readonly<Record<BackendName, Readonly<Record<'value' | 'grad', Tolerance>>>> = {
+  js: { value: F32_ROUNDING, grad: F32_ROUNDING },
+  cpu: PARITY,
+  cuda: PARITY,
+}
+
+/** Against a file's expected values, which were computed in the peer's own precision (float32 usually). */
+export const EXPECTED_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-4 }
 
 /** A result field is a gradient when its last path component starts with `grad`. */
 export const isGradient = (path: string) => /^grad/.test(path.split('.').pop()!)

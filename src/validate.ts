@@ -9,6 +9,7 @@
  * and inputs whose values must be checked here (offsets, soft labels) must be host data.
  */
 import { plainView } from './arrays.js'
+import { GRAD_DTYPES } from './choices.js'
 import { type FloatDType } from './dtypes.js'
 import { describe, rangeError, typeError } from './errors.js'
 import { DeviceData, Tensor, isDeviceData, isTensor } from './tensor.js'
@@ -141,7 +142,7 @@ export type GradDType = 'float32' | 'bfloat16' | 'float16'
  * halves the bytes written: the single-pass GPU kernels then move 1 read + 1 write of bf16.
  */
 export function gradDTypeOption(op: string, value: unknown, logits: FloatDType): GradDType {
-  const choice = choiceOption(op, 'gradDtype', value, ['float32', 'input'] as const, 'float32')
+  const choice = choiceOption(op, 'gradDtype', value, GRAD_DTYPES, 'float32')
   return choice === 'input' && (logits === 'bfloat16' || logits === 'float16') ? logits : 'float32'
 }
 

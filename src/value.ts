@@ -1,9 +1,10 @@
 /** Value-function loss (DESIGN §1.6), aggregated as §1.9. */
-import { AGGREGATION_OPTIONS, type AggregationOptions, tokenShape } from './aggregate.js'
+import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './policy.js'
-import { type FloatData, type OptionNames, booleanOption, floatVector, optionalNumber, optionsObject } from './validate.js'
+import { valueOptions } from './options.js'
+import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
+import { type FloatData, type OptionNames, floatVector, optionsObject } from './validate.js'
 
 export interface ValueLossOptions extends AggregationOptions {
   values: TokenFloats
@@ -31,13 +32,6 @@ export interface ValueLossArgs extends TokenBatch {
   oldValues: FloatData | null
   clip: number | null
   half: boolean
-}
-
-export function valueOptions(op: string, clipName: string, clipValue: unknown, halfValue: unknown) {
-  return {
-    clip: optionalNumber(op, clipName, clipValue, { min: 0 }),
-    half: booleanOption(op, 'half', halfValue, false),
-  }
 }
 
 const VALUE_LOSS_OPTIONS: OptionNames<ValueLossOptions> = {

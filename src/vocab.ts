@@ -2,15 +2,15 @@
  * Vocabulary ops (DESIGN §1.1, §1.2): log-probabilities of the taken tokens (with entropy), their backward,
  * and cross-entropy. Logits are a [N, V] (or [..., V]) float Tensor; targets an Int32Array of N.
  */
-import { rangeError, typeError } from './errors.js'
+import { type GradDTypeChoice, REDUCTIONS, type Reduction } from './choices.js'
+import { typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { type Tensor, isDeviceData } from './tensor.js'
+import { checkTargets } from './options.js'
+import type { Tensor } from './tensor.js'
 import {
   type FloatData, type GradDType, type OptionNames, INT32, TEMPERATURE, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector,
   intVector, numberOption, optionsObject,
 } from './validate.js'
-
-export type Reduction = 'mean' | 'sum' | 'none'
 
 export interface LogProbsOptions {
   logits: Tensor
@@ -64,7 +64,7 @@ export interface CrossEntropyOptions {
   /** also return dloss/dlogits; default false */
   grad?: boolean
   /** 'float32' (default) or 'input': the gradient in the logits' dtype when it is bfloat16/float16 */
-  gradDtype?: 'float32' | 'input'
+  gradDtype?: GradDTypeChoice
 }
 
 export interface CrossEntropyResult {
@@ -94,18 +94,6 @@ export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreI
   const t = intVector(op, 'targets', targets, m.rows)
   checkTargets(op, 'targets', t, m.cols, ignoreIndex)
   return { logits: m, shape: m.shape, N: m.rows, V: m.cols, targets: t, ignoreIndex }
-}
-
-/** Every index in [0, V), or equal to ignoreIndex when there is one; the first bad row is named. */
-export function checkTargets(op: string, name: string, t: Int32Array, V: number, ignoreIndex: number | null): void {
-  if (isDeviceData(t)) return  // checked by the kernel: a device flag, then a RangeError naming the row
-  for (let n = 0; n < t.length; n++) {
-    const y = t[n]
-    if ((y < 0 || y >= V) && y !== ignoreIndex) {
-      const expected = ignoreIndex === null ? `in [0, ${V})` : `in [0, ${V}) or equal to ignoreIndex (${ignoreIndex})`
-      throw rangeError(op, `${name}[${n}]`, expected, y)
-    }
-  }
 }
 
 export interface LogProbsArgs extends VocabRows {
@@ -175,7 +163,7 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   return {
     ...rows,
-    reduction: choiceOption(op, 'reduction', o.reduction, ['mean', 'sum', 'none'] as const, 'mean'),
+    reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     labelSmoothing: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }),
     zLoss: numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 }),
     classWeights: o.classWeights === undefined ? null : floatVector(op, 'classWeights', o.classWeights, rows.V),

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { HOST_BACKENDS, on } from './backends.js'
 import { F32, expectClose, rng } from './helpers.js'
+import { PARITY } from '../src/tolerance.js'
 
 const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
 
@@ -245,8 +246,8 @@ describe.each(HOST_BACKENDS)('edge cases on %s', (backend) => {
 describe.each(HOST_BACKENDS)('precision on %s (README tolerances against float64 formulas)', (backend) => {
   beforeAll(() => rk.setBackend(backend))
   afterAll(() => rk.setBackend('auto'))
-  const VALUES = { atol: 5e-6, rtol: 5e-6 }
-  const GRADS = { atol: 1e-6, rtol: 5e-5 }
+  const VALUES = PARITY.value
+  const GRADS = PARITY.grad
 
   it('whiten and groupAdvantages of rewards far from 0 (5 ± 0.005, 1000 ± 0.01)', () => {
     for (const [centre, spread] of [[5, 0.005], [1000, 0.01]]) {

@@ -3,8 +3,10 @@
  * differences of the float64 reference (relative error ≤ 1e-6).
  */
 import { describe, it } from 'vitest'
-import { aggregationOptions, tokenLayout, type AggregationMode, AGGREGATIONS } from '../src/aggregate.js'
-import { klDivergenceKernel, klPenaltyKernel, type KlEstimator } from '../src/reference/kl.js'
+import { aggregationOptions } from '../src/aggregate.js'
+import { type AggregationMode, AGGREGATIONS, type KlEstimator } from '../src/choices.js'
+import { tokenLayout } from '../src/tokens.js'
+import { klDivergenceKernel, klPenaltyKernel } from '../src/reference/kl.js'
 import { policyLossKernel } from '../src/reference/policy.js'
 import { ppoLossKernel } from '../src/reference/ppo.js'
 import { rewardLossKernel } from '../src/reference/reward.js'

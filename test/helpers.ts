@@ -1,6 +1,6 @@
 /** Test helpers: a seeded generator, closeness checks that report the worst element, finite differences. */
 import { expect } from 'vitest'
-import { closeness, type Tolerance } from '../src/tolerance.js'
+import { F32_ROUNDING, closeness, type Tolerance } from '../src/tolerance.js'
 
 /** The package's seeded generator (src/random.ts) with array helpers, so every failure can be replayed from its seed. */
 export { rng } from '../src/random.js'
@@ -17,7 +17,7 @@ export function expectClose(actual: ArrayLike<number> | number, expected: ArrayL
 }
 
 /** Tolerance for float32 results of the reference against float64 truth. */
-export const F32: Tolerance = { atol: 1e-6, rtol: 2e-6 }
+export const F32: Tolerance = F32_ROUNDING
 
 /**
  * Central finite differences of f at x, every coordinate (x is perturbed in place and restored).

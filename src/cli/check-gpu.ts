@@ -22,10 +22,9 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import * as rk from '../index.js'
-import { cudaBench } from '../native.js'
-import { rng } from '../random.js'
-import { DeviceData } from '../tensor.js'
-import { PARITY, type Tolerance, closeness, halfGradTolerance, isGradient, klGradPTolerance, twice } from '../tolerance.js'
+import {
+  DeviceData, PARITY, type Tolerance, closeness, cudaBench, halfGradTolerance, isGradient, klGradPTolerance, rng, twice,
+} from '../internal.js'
 import { formatTable } from './table.js'
 
 type Dtype = 'float32' | 'bfloat16' | 'float16'

@@ -15,7 +15,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as rk from '../index.js'
-import { mulberry32 } from '../random.js'
+import { mulberry32 } from '../internal.js'
 import { lineChart } from './plot.js'
 import { Progress } from './progress.js'
 

@@ -3,29 +3,23 @@
  * on every available backend. Each backend is compared with the float64 reference and with the expected
  * values stored in the file (e.g. PyTorch's). Failures give exit code 1.
  */
-import { backends, setBackend, type BackendName } from '../backend.js'
-import { rangeError } from '../errors.js'
 import * as rk from '../index.js'
-import { withFloat64Outputs } from '../reference/index.js'
-import type { Tolerance } from './table.js'
+import {
+  BACKEND_TOLERANCE, EXPECTED_TOLERANCE, type OpName, type Tolerance, isGradient, rangeError, referenceKernels, requireBackend, runOn,
+} from '../internal.js'
 import { type NamedArray, type TensorSet, readTensorSet } from './tensorfile.js'
 
-/** Tolerances of a backend against the float64 reference (README: Tests and tolerances). */
-export const BACKEND_TOLERANCE: Record<BackendName, { value: Tolerance; grad: Tolerance }> = {
-  js: { value: { atol: 1e-6, rtol: 2e-6 }, grad: { atol: 1e-6, rtol: 2e-6 } },
-  cpu: { value: { atol: 5e-6, rtol: 5e-6 }, grad: { atol: 1e-6, rtol: 5e-5 } },
-  cuda: { value: { atol: 5e-6, rtol: 5e-6 }, grad: { atol: 1e-6, rtol: 5e-5 } },
-}
-/** Against a file's expected values, which were computed in the peer's own precision (float32 usually). */
-export const EXPECTED_TOLERANCE: Tolerance = { atol: 1e-4, rtol: 1e-4 }
+/** The float64 reference every backend is compared with. */
+const float64Reference = referenceKernels('float64')
 
 interface Recipe {
-  op: string
+  op: OpName
   /** inputs that must be present */
   needs: string[]
   /** recipes whose inputs also match but that this one gives way to */
   unless?: string[]
-  run: (t: Inputs) => unknown
+  /** the op's options from the file's tensors */
+  options: (t: Inputs) => object
   /** file name of an expected value → path in the result */
   expected: Record<string, string>
   /**
@@ -91,60 +85,60 @@ class Inputs {
 const RECIPES: Recipe[] = [
   {
     op: 'crossEntropy', needs: ['logits', 'targets'],
-    run: (t) => rk.crossEntropy({
+    options: (t) => ({
       logits: t.matrix('logits'), targets: t.ints('targets'), grad: true, ignoreIndex: t.num('ignore_index'),
       labelSmoothing: t.num('label_smoothing'), zLoss: t.num('z_loss'), reduction: t.meta('reduction') as rk.Reduction | undefined,
-    }),
+    } satisfies rk.CrossEntropyOptions),
     expected: { loss: 'loss', losses: 'losses', lse: 'lse', grad_logits: 'gradLogits' },
     zeroOnIgnored: ['lse'],
   },
   {
     op: 'logProbs', needs: ['logits', 'targets'],
-    run: (t) => rk.logProbs({ logits: t.matrix('logits'), targets: t.ints('targets'), entropy: true, temperature: t.num('temperature'), ignoreIndex: t.num('ignore_index') }),
+    options: (t) => ({ logits: t.matrix('logits'), targets: t.ints('targets'), entropy: true, temperature: t.num('temperature'), ignoreIndex: t.num('ignore_index') } satisfies rk.LogProbsOptions),
     expected: { logp: 'logp', entropy: 'entropy' },
     zeroOnIgnored: ['entropy'],
   },
   {
     op: 'klDivergence', needs: ['p_logits', 'q_logits'],
-    run: (t) => rk.klDivergence({ pLogits: t.matrix('p_logits'), qLogits: t.matrix('q_logits'), grad: 'both', temperature: t.num('temperature') }),
+    options: (t) => ({ pLogits: t.matrix('p_logits'), qLogits: t.matrix('q_logits'), grad: 'both', temperature: t.num('temperature') } satisfies rk.KlDivergenceOptions),
     expected: { kl: 'loss', kl_per_row: 'perRow', grad_q: 'gradQ', grad_p: 'gradP' },
   },
   {
     op: 'policyLoss', needs: ['logp', 'old_logp', 'advantages'],
-    run: (t) => rk.policyLoss({
+    options: (t) => ({
       logp: t.tokens('logp'), oldLogp: t.floats('old_logp'), advantages: t.floats('advantages'), mask: t.maybe('mask'),
       clipLow: t.num('clip_low'), clipHigh: t.num('clip_high'), dualClip: t.num('dual_clip'),
       aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
-    }),
+    } satisfies rk.PolicyLossOptions),
     expected: { pg_loss: 'loss', policy_loss: 'loss', grad_logp: 'gradLogp', pg_clipfrac: 'clipFraction' },
   },
   {
     op: 'klPenalty', needs: ['logp', 'ref_logp'],
-    run: (t) => rk.klPenalty({
+    options: (t) => ({
       logp: t.tokens('logp'), refLogp: t.floats('ref_logp'), mask: t.maybe('mask'),
       estimator: (t.meta('kl_estimator') ?? 'k3') as rk.KlEstimator, aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
-    }),
+    } satisfies rk.KlPenaltyOptions),
     expected: { kl_loss: 'loss', kl: 'perToken', grad_kl_logp: 'gradLogp' },
   },
   {
     op: 'valueLoss', needs: ['values', 'returns'], unless: ['rewards'],
-    run: (t) => rk.valueLoss({
+    options: (t) => ({
       values: t.tokens('values'), returns: t.floats('returns'), oldValues: t.maybe('old_values'), mask: t.maybe('mask'),
       clip: t.num('value_clip'), half: t.meta('half') === 'true', aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
-    }),
+    } satisfies rk.ValueLossOptions),
     expected: { value_loss: 'loss', vf_loss: 'loss', grad_values: 'gradValues' },
   },
   {
     op: 'gae', needs: ['rewards', 'values'],
-    run: (t) => rk.gae({ rewards: t.tokens('rewards'), values: t.floats('values'), mask: t.maybe('mask'), gamma: t.num('gamma'), lambda: t.num('lambda') }),
+    options: (t) => ({ rewards: t.tokens('rewards'), values: t.floats('values'), mask: t.maybe('mask'), gamma: t.num('gamma'), lambda: t.num('lambda') } satisfies rk.GaeOptions),
     expected: { advantages: 'advantages', returns: 'returns' },
   },
   {
     op: 'rewardLoss', needs: ['scores', 'chosen'],
-    run: (t) => rk.rewardLoss({
+    options: (t) => ({
       scores: t.floats('scores'), chosen: t.ints('chosen'), margins: t.maybe('margins'), centerCoef: t.num('center_coef'),
       ...(t.has('offsets') ? { offsets: t.ints('offsets') } : { K: t.num('K') ?? t.array('scores').data.length / t.array('chosen').data.length }),
-    }),
+    } satisfies rk.RewardLossOptions),
     expected: { reward_loss: 'loss', grad_scores: 'gradScores', probs: 'probs' },
   },
 ]
@@ -180,15 +174,6 @@ export interface ParityRow {
   pass: boolean
 }
 
-function withBackend<T>(name: BackendName, fn: () => T): T {
-  setBackend(name)
-  try {
-    return fn()
-  } finally {
-    setBackend('auto')
-  }
-}
-
 const fmt = (d: { abs: number; rel: number }) => `${d.abs.toExponential(1)} / ${d.rel.toExponential(1)}`
 const comparable = (d: { abs: number }) => !Number.isNaN(d.abs)
 
@@ -200,18 +185,18 @@ export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE):
   if (recipes.length === 0) {
     throw new RangeError(`${path}: no op matches its tensors (${[...set.arrays.keys()].join(', ')}); see the README's parity section for the names`)
   }
-  const names = backends().filter((b) => b.available && b.name !== 'cuda').map((b) => b.name)
+  const names = rk.backends().filter((b) => b.available && b.name !== 'cuda').map((b) => b.name)
   const rows: ParityRow[] = []
   for (const recipe of recipes) {
-    const reference = withBackend('js', () => withFloat64Outputs(() => recipe.run(inputs)))
+    const reference = runOn(recipe.op, float64Reference, recipe.options(inputs))
     for (const backend of names) {
-      const result = withBackend(backend, () => recipe.run(inputs))
+      const result = runOn(recipe.op, requireBackend(backend), recipe.options(inputs))
       const outputs = new Set(Object.values(recipe.expected))
       for (const output of outputs) {
         const got = pick(result, output)
         const ref = pick(reference, output)
         if (got === undefined || ref === undefined) continue
-        const tol = /^grad/.test(output) ? BACKEND_TOLERANCE[backend].grad : BACKEND_TOLERANCE[backend].value
+        const tol = isGradient(output) ? BACKEND_TOLERANCE[backend].grad : BACKEND_TOLERANCE[backend].value
         const vsRef = difference(got, ref, tol)
         const fileName = Object.entries(recipe.expected).find(([file, out]) => out === output && set.arrays.has(file))?.[0]
         let vsExp = { abs: 0, rel: 0, ok: true }

@@ -1,9 +1,4 @@
-/** Plain-text tables and the tolerance type shared by the CLI commands. */
-
-export interface Tolerance {
-  atol: number
-  rtol: number
-}
+/** Plain-text tables shared by the CLI commands. */
 
 /** Columns padded to their widest cell, a rule under the header. */
 export function formatTable(header: string[], rows: string[][]): string {

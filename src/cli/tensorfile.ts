@@ -6,7 +6,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import { basename, extname, join } from 'node:path'
 import { inflateRawSync } from 'node:zlib'
-import { bf16ToFloat, f16ToFloat } from '../dtypes.js'
+import { bf16ToFloat, f16ToFloat } from '../index.js'
 
 export interface NamedArray {
   name: string

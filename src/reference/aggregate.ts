@@ -3,7 +3,8 @@
  * loss = Σ_t w_t x_t and d loss / d x_t = w_t. One mechanism gives the value and the gradient of every mode.
  * Masked tokens get weight 0 and their values are never read.
  */
-import type { Aggregation, TokenLayout } from '../aggregate.js'
+import type { Aggregation } from '../aggregate.js'
+import type { TokenLayout } from '../tokens.js'
 
 export type Floats = Float32Array | Float64Array
 

@@ -17,133 +17,131 @@ import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from './vo
 const f = (x: FloatData) => decodeFloats(x.data, x.dtype)
 const fOrNull = (x: FloatData | null) => (x === null ? null : f(x))
 
-// Outputs are float32. withFloat64Outputs runs a computation with float64 outputs instead: the exact
-// reference the `parity` command compares every backend and a file's expected values against.
-let float64Outputs = false
-const f32 = (n: number) => (float64Outputs ? new Float64Array(n) : new Float32Array(n)) as Float32Array
-const round = (x: number): number => (float64Outputs ? x : Math.fround(x))
-const matrix = (data: Float32Array, shape: readonly number[]) =>
-  new Tensor(data, shape, float64Outputs ? 'float64' : 'float32')
+/**
+ * float32: the `js` backend. float64: the exact reference that the `parity` command compares every backend
+ * and a file's expected values against.
+ */
+export type OutputPrecision = 'float32' | 'float64'
 
-export function withFloat64Outputs<T>(fn: () => T): T {
-  float64Outputs = true
-  try {
-    return fn()
-  } finally {
-    float64Outputs = false
+/** The reference kernels with outputs (arrays, tensors and scalar losses) in this precision. */
+export function referenceKernels(precision: OutputPrecision): Kernels {
+  const float64 = precision === 'float64'
+  const f32 = (n: number) => (float64 ? new Float64Array(n) : new Float32Array(n)) as Float32Array
+  const round = (x: number): number => (float64 ? x : Math.fround(x))
+  const matrix = (data: Float32Array, shape: readonly number[]) => new Tensor(data, shape, precision)
+  return {
+    logProbs(a) {
+      const logp = f32(a.N), lse = f32(a.N)
+      const entropy = a.entropy ? f32(a.N) : null
+      logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy)
+      return entropy === null ? { logp, lse } : { logp, lse, entropy }
+    },
+
+    logProbsBackward(a) {
+      const grad = f32(a.N * a.V)
+      logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad)
+      return { gradLogits: matrix(grad, a.shape) }
+    },
+
+    crossEntropy(a) {
+      const losses = f32(a.N), lse = f32(a.N)
+      const grad = a.grad ? f32(a.N * a.V) : null
+      const r = crossEntropyKernel(f(a.logits), a.N, a.V, a.targets, {
+        ...a, classWeights: fOrNull(a.classWeights), tokenWeights: fOrNull(a.tokenWeights),
+      }, losses, lse, grad)
+      return {
+        loss: round(r.loss), count: r.count, lse,
+        ...(a.reduction === 'none' ? { losses } : {}),
+        ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}),
+      }
+    },
+
+    rewardLoss(a) {
+      const K = a.scores.data.length
+      const N = a.offsets.length - 1
+      const probs = f32(K), gradScores = f32(K), losses = f32(N)
+      const r = rewardLossKernel(f(a.scores), a.offsets, {
+        ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
+      }, probs, gradScores, losses)
+      return {
+        loss: round(r.loss), probs, gradScores, accuracy: r.accuracy, count: r.count,
+        ...(a.reduction === 'none' ? { losses } : {}),
+      }
+    },
+
+    policyLoss(a) {
+      const M = a.layout.tokens
+      const perToken = f32(M), gradLogp = f32(M)
+      const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp)
+      return { ...r, loss: round(r.loss), approxKl: round(r.approxKl), ratioMean: round(r.ratioMean), ratioMax: round(r.ratioMax), gradLogp, perToken }
+    },
+
+    klDivergence(a) {
+      const perRow = f32(a.N)
+      const gq = a.gradQ ? f32(a.N * a.V) : null
+      const gp = a.gradP ? f32(a.N * a.V) : null
+      const r = klDivergenceKernel(f(a.pLogits), f(a.qLogits), a.N, a.V, a.mask, a.reduction, a.temperature, perRow, gq, gp)
+      return {
+        loss: round(r.loss), perRow, count: r.count,
+        ...(gq !== null ? { gradQ: matrix(gq, a.shape) } : {}),
+        ...(gp !== null ? { gradP: matrix(gp, a.shape) } : {}),
+      }
+    },
+
+    klPenalty(a) {
+      const M = a.layout.tokens
+      const perToken = f32(M), gradLogp = f32(M)
+      const loss = klPenaltyKernel(f(a.logp), f(a.refLogp), a.mask, a.layout, a.agg, a, perToken, gradLogp)
+      return { loss: round(loss), perToken, gradLogp }
+    },
+
+    valueLoss(a) {
+      const M = a.layout.tokens
+      const perToken = f32(M), gradValues = f32(M)
+      const r = valueLossKernel(f(a.values), f(a.returns), fOrNull(a.oldValues), a.mask, a.layout, a.agg, a, perToken, gradValues)
+      return { loss: round(r.loss), clipFraction: r.clipFraction, perToken, gradValues }
+    },
+
+    gae(a) {
+      const M = a.layout.tokens
+      const advantages = f32(M), returns = f32(M)
+      gaeKernel(f(a.rewards), f(a.values), a.mask, a.layout.offsets, fOrNull(a.lastValues), a.gamma, a.lambda, advantages, returns)
+      return { advantages, returns }
+    },
+
+    whiten(a) {
+      const out = f32(a.values.data.length)
+      whitenKernel(f(a.values), a.mask, a.shiftMean, a.unbiased, a.eps, out)
+      return out
+    },
+
+    groupAdvantages(a) {
+      const out = f32(a.scores.data.length)
+      groupAdvantagesKernel(f(a.scores), a.offsets, a.method, a.eps, a.unbiased, out)
+      return out
+    },
+
+    ppoLoss(a) {
+      const M = a.layout.tokens
+      const gradLogits = f32(M * a.V), logp = f32(M)
+      const gradValues = a.values !== null ? f32(M) : null
+      const r = ppoLossKernel({
+        logits: f(a.logits), V: a.V, actions: a.actions, oldLogp: fOrNull(a.oldLogp), anchorLogits: fOrNull(a.anchorLogits),
+        refLogp: fOrNull(a.refLogp), advantages: f(a.advantages), values: fOrNull(a.values), returns: fOrNull(a.returns),
+        oldValues: fOrNull(a.oldValues), valid: a.mask, layout: a.layout, agg: a.agg,
+      }, {
+        temperature: a.temperature, beta: a.beta, c1: a.c1, klEstimator: a.klEstimator, klOutputClamp: a.klOutputClamp,
+        policy: a, value: { clip: a.valueClip, half: a.half },
+      }, gradLogits, gradValues, logp)
+      const { loss, policyLoss, kl, valueLoss, ...metrics } = r
+      return {
+        loss: round(loss), objective: round(-loss), policyLoss: round(policyLoss), kl: round(kl),
+        valueLoss: round(valueLoss), logp, gradLogits: matrix(gradLogits, a.shape),
+        ...(gradValues !== null ? { gradValues } : {}),
+        metrics,
+      }
+    },
   }
 }
 
-export const jsKernels: Kernels = {
-  logProbs(a) {
-    const logp = f32(a.N), lse = f32(a.N)
-    const entropy = a.entropy ? f32(a.N) : null
-    logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy)
-    return entropy === null ? { logp, lse } : { logp, lse, entropy }
-  },
-
-  logProbsBackward(a) {
-    const grad = f32(a.N * a.V)
-    logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad)
-    return { gradLogits: matrix(grad, a.shape) }
-  },
-
-  crossEntropy(a) {
-    const losses = f32(a.N), lse = f32(a.N)
-    const grad = a.grad ? f32(a.N * a.V) : null
-    const r = crossEntropyKernel(f(a.logits), a.N, a.V, a.targets, {
-      ...a, classWeights: fOrNull(a.classWeights), tokenWeights: fOrNull(a.tokenWeights),
-    }, losses, lse, grad)
-    return {
-      loss: round(r.loss), count: r.count, lse,
-      ...(a.reduction === 'none' ? { losses } : {}),
-      ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}),
-    }
-  },
-
-  rewardLoss(a) {
-    const K = a.scores.data.length
-    const N = a.offsets.length - 1
-    const probs = f32(K), gradScores = f32(K), losses = f32(N)
-    const r = rewardLossKernel(f(a.scores), a.offsets, {
-      ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
-    }, probs, gradScores, losses)
-    return {
-      loss: round(r.loss), probs, gradScores, accuracy: r.accuracy, count: r.count,
-      ...(a.reduction === 'none' ? { losses } : {}),
-    }
-  },
-
-  policyLoss(a) {
-    const M = a.layout.tokens
-    const perToken = f32(M), gradLogp = f32(M)
-    const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp)
-    return { ...r, loss: round(r.loss), approxKl: round(r.approxKl), ratioMean: round(r.ratioMean), ratioMax: round(r.ratioMax), gradLogp, perToken }
-  },
-
-  klDivergence(a) {
-    const perRow = f32(a.N)
-    const gq = a.gradQ ? f32(a.N * a.V) : null
-    const gp = a.gradP ? f32(a.N * a.V) : null
-    const r = klDivergenceKernel(f(a.pLogits), f(a.qLogits), a.N, a.V, a.mask, a.reduction, a.temperature, perRow, gq, gp)
-    return {
-      loss: round(r.loss), perRow, count: r.count,
-      ...(gq !== null ? { gradQ: matrix(gq, a.shape) } : {}),
-      ...(gp !== null ? { gradP: matrix(gp, a.shape) } : {}),
-    }
-  },
-
-  klPenalty(a) {
-    const M = a.layout.tokens
-    const perToken = f32(M), gradLogp = f32(M)
-    const loss = klPenaltyKernel(f(a.logp), f(a.refLogp), a.mask, a.layout, a.agg, a, perToken, gradLogp)
-    return { loss: round(loss), perToken, gradLogp }
-  },
-
-  valueLoss(a) {
-    const M = a.layout.tokens
-    const perToken = f32(M), gradValues = f32(M)
-    const r = valueLossKernel(f(a.values), f(a.returns), fOrNull(a.oldValues), a.mask, a.layout, a.agg, a, perToken, gradValues)
-    return { loss: round(r.loss), clipFraction: r.clipFraction, perToken, gradValues }
-  },
-
-  gae(a) {
-    const M = a.layout.tokens
-    const advantages = f32(M), returns = f32(M)
-    gaeKernel(f(a.rewards), f(a.values), a.mask, a.layout.offsets, fOrNull(a.lastValues), a.gamma, a.lambda, advantages, returns)
-    return { advantages, returns }
-  },
-
-  whiten(a) {
-    const out = f32(a.values.data.length)
-    whitenKernel(f(a.values), a.mask, a.shiftMean, a.unbiased, a.eps, out)
-    return out
-  },
-
-  groupAdvantages(a) {
-    const out = f32(a.scores.data.length)
-    groupAdvantagesKernel(f(a.scores), a.offsets, a.method, a.eps, a.unbiased, out)
-    return out
-  },
-
-  ppoLoss(a) {
-    const M = a.layout.tokens
-    const gradLogits = f32(M * a.V), logp = f32(M)
-    const gradValues = a.values !== null ? f32(M) : null
-    const r = ppoLossKernel({
-      logits: f(a.logits), V: a.V, actions: a.actions, oldLogp: fOrNull(a.oldLogp), anchorLogits: fOrNull(a.anchorLogits),
-      refLogp: fOrNull(a.refLogp), advantages: f(a.advantages), values: fOrNull(a.values), returns: fOrNull(a.returns),
-      oldValues: fOrNull(a.oldValues), valid: a.mask, layout: a.layout, agg: a.agg,
-    }, {
-      temperature: a.temperature, beta: a.beta, c1: a.c1, klEstimator: a.klEstimator, klOutputClamp: a.klOutputClamp,
-      policy: a, value: { clip: a.valueClip, half: a.half },
-    }, gradLogits, gradValues, logp)
-    const { loss, policyLoss, kl, valueLoss, ...metrics } = r
-    return {
-      loss: round(loss), objective: round(-loss), policyLoss: round(policyLoss), kl: round(kl),
-      valueLoss: round(valueLoss), logp, gradLogits: matrix(gradLogits, a.shape),
-      ...(gradValues !== null ? { gradValues } : {}),
-      metrics,
-    }
-  },
-}
+export const jsKernels = referenceKernels('float32')

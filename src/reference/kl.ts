@@ -7,12 +7,13 @@
  *     k1 δ (grad 1), abs |δ| (sign δ), k2 ½δ² (δ), k3 exp(−δ) + δ − 1 (1 − exp(−δ)),
  *     then an optional output clamp to ±κ (verl/OpenRLHF use κ = 10); a clamp that binds has zero gradient.
  */
-import type { Aggregation, TokenLayout } from '../aggregate.js'
+import type { Aggregation } from '../aggregate.js'
+import type { KlEstimator, Reduction } from '../choices.js'
+import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, type Floats } from './aggregate.js'
 import { rowLse } from './vocab.js'
 
-export type KlReduction = 'mean' | 'sum' | 'none'
 
 /**
  * One term p (log p − log q) of a KL, xlogy: 0 where p = 0, and +inf wherever log p − log q is (q = 0 under a
@@ -60,7 +61,7 @@ export function klRow(
 }
 
 export function klDivergenceKernel(
-  zp: Floats, zq: Floats, N: number, V: number, valid: Uint8Array | null, reduction: KlReduction,
+  zp: Floats, zq: Floats, N: number, V: number, valid: Uint8Array | null, reduction: Reduction,
   temperature: number, perRow: Floats, gq: Floats | null, gp: Floats | null,
 ): { loss: number; count: number } {
   const invT = 1 / temperature
@@ -83,7 +84,6 @@ export function klDivergenceKernel(
   return { loss: total * scale, count }
 }
 
-export type KlEstimator = 'k1' | 'abs' | 'k2' | 'k3'
 
 export interface KlPenaltyKernelOptions {
   estimator: KlEstimator

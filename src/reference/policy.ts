@@ -6,7 +6,9 @@
  *   dℓ_t/dlogp = −r A where the unclipped branch is active (and d inside the clamp), else 0
  * The loss is the aggregate of ℓ (§1.9), its gradient w_t · dℓ_t/dlogp.
  */
-import type { Aggregation, TokenLayout } from '../aggregate.js'
+import type { Aggregation } from '../aggregate.js'
+import type { ClipMetrics } from '../options.js'
+import type { TokenLayout } from '../tokens.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 
 export interface PolicyKernelOptions {
@@ -80,16 +82,8 @@ export class ClipStats {
   }
 }
 
-export interface PolicyKernelResult {
+export interface PolicyKernelResult extends ClipMetrics {
   loss: number
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
-  count: number
 }
 
 export function policyLossKernel(

@@ -7,10 +7,13 @@
  * One pass per row gives the loss and dloss/dz_t = (w_t/T)[(g^RL_t + β g^KL_t)(onehot − q) + β (q − p_anchor)],
  * the last term only for the full KL, and dloss/dV_t = c1 w_t g^V_t.
  */
-import type { Aggregation, TokenLayout } from '../aggregate.js'
+import type { Aggregation } from '../aggregate.js'
+import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
-import { type KlEstimator, klTerm, klToken } from './kl.js'
+import type { KlEstimator } from '../choices.js'
+import type { ClipMetrics } from '../options.js'
+import { klTerm, klToken } from './kl.js'
 import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
 import { logProb, rowLse } from './vocab.js'
@@ -43,20 +46,12 @@ export interface PpoKernelOptions {
   value: ValueKernelOptions
 }
 
-export interface PpoKernelResult {
+export interface PpoKernelResult extends ClipMetrics {
   loss: number
   policyLoss: number
   kl: number
   valueLoss: number
-  clipFraction: number
-  clipFractionLow: number
-  clipFractionHigh: number
-  dualClipFraction: number
-  approxKl: number
-  ratioMean: number
-  ratioMax: number
   valueClipFraction: number
-  count: number
 }
 
 export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogits: Floats, gradValues: Floats | null, logp: Floats): PpoKernelResult {

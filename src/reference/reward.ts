@@ -10,7 +10,7 @@
  * never log(1 + exp). Accuracy: R_b strictly above every other raw score (ties are wrong).
  */
 import type { Floats } from './aggregate.js'
-import type { Reduction } from './vocab.js'
+import type { Reduction } from '../choices.js'
 
 export interface RewardKernelOptions {
   chosen: Int32Array | null

@@ -4,7 +4,8 @@
  *   du/dV = 2h (V − R) where the unclipped term is the max, else 0 (the clipped V sits on a bound)
  * aggregated as in §1.9.
  */
-import type { Aggregation, TokenLayout } from '../aggregate.js'
+import type { Aggregation } from '../aggregate.js'
+import type { TokenLayout } from '../tokens.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 
 export interface ValueKernelOptions {

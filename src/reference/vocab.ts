@@ -12,6 +12,7 @@
  *   dℓ/dz = τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ]
  * The mean divides by the number of non-ignored rows (Σ w_y over them with class weights, as PyTorch).
  */
+import type { Reduction } from '../choices.js'
 import type { Floats } from './aggregate.js'
 import { exp } from './exp.js'
 
@@ -111,8 +112,6 @@ export function logProbsBackwardKernel(
     }
   }
 }
-
-export type Reduction = 'mean' | 'sum' | 'none'
 
 export interface CrossEntropyKernelOptions {
   ignoreIndex: number

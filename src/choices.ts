@@ -1,0 +1,37 @@
+/**
+ * The enumerated options of the public ops, each list written once: the option types derive from these
+ * lists, validation checks against them (choiceOption) and index.ts exports them.
+ *
+ * One "off" convention for options that can be disabled (dualClip, outputClamp, klOutputClamp, clip,
+ * valueClip): absent or null means off, and validation hands the kernels `null` (optionalNumber); any number
+ * given is a live value that must satisfy the option's rule (dualClip > 1, the output clamps > 0, the value
+ * clips ≥ 0), never a sentinel. normConst follows it: null means its default, the width T. Every TS layer
+ * (the argument types, the js reference) tests `=== null`; the native bindings turn null into their own
+ * sentinels at the boundary and nowhere else.
+ */
+
+/** How per-token values aggregate into one loss (DESIGN §1.9); default 'token-mean'. */
+export const AGGREGATIONS = ['token-mean', 'seq-mean-token-mean', 'seq-mean-token-sum', 'seq-mean-token-sum-norm'] as const
+export type AggregationMode = (typeof AGGREGATIONS)[number]
+
+/** How per-row losses reduce (crossEntropy, rewardLoss, klDivergence); default 'mean'. */
+export const REDUCTIONS = ['mean', 'sum', 'none'] as const
+export type Reduction = (typeof REDUCTIONS)[number]
+
+/** The sampled-token KL estimators (klPenalty, ppoLoss); default 'k3'. */
+export const KL_ESTIMATORS = ['k1', 'abs', 'k2', 'k3'] as const
+export type KlEstimator = (typeof KL_ESTIMATORS)[number]
+/** verl's names for the same estimators */
+export const KL_ESTIMATOR_ALIASES: Readonly<Record<string, KlEstimator>> = { kl: 'k1', mse: 'k2', low_var_kl: 'k3' }
+
+/** groupAdvantages' methods; default 'grpo'. */
+export const GROUP_METHODS = ['grpo', 'rloo', 'mean-centered'] as const
+export type GroupMethod = (typeof GROUP_METHODS)[number]
+
+/** The gradDtype option: 'float32' (default) or 'input' (the logits' own 16-bit dtype). */
+export const GRAD_DTYPES = ['float32', 'input'] as const
+export type GradDTypeChoice = (typeof GRAD_DTYPES)[number]
+
+/** klDivergence's grad option when it is a string (true means 'q'). */
+export const KL_GRADS = ['q', 'p', 'both'] as const
+export type KlGrad = (typeof KL_GRADS)[number]
