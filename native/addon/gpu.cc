@@ -213,7 +213,7 @@ void GpuCall::device_indices(std::string key, std::string expected) {
 }
 
 void GpuCall::begin(Napi::Env env) {
-  constexpr size_t result_bytes = 64 * sizeof(float);
+  constexpr size_t result_bytes = gpu::RESULT_FLOATS * sizeof(float);
   char* block = static_cast<char*>(take(env, env_->device, result_bytes + sizeof(gpu::DeviceFlags), device_temps_));
   result_ = reinterpret_cast<float*>(block);
   flags_ = reinterpret_cast<gpu::DeviceFlags*>(block + result_bytes);
@@ -226,7 +226,7 @@ cudaError_t GpuCall::read_back() {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   if (result_) {
-    err = cudaMemcpyAsync(host_result_, result_, 64 * sizeof(float) + sizeof(gpu::DeviceFlags), cudaMemcpyDeviceToHost, stream());
+    err = cudaMemcpyAsync(host_result_, result_, gpu::RESULT_FLOATS * sizeof(float) + sizeof(gpu::DeviceFlags), cudaMemcpyDeviceToHost, stream());
     if (err != cudaSuccess) return err;
   }
   for (const Output& o : outputs_) {
@@ -240,7 +240,7 @@ cudaError_t GpuCall::read_back() {
 void GpuCall::check_flags(Napi::Env env, const char* op) const {
   if (host_result_ == nullptr) return;
   int32_t row;
-  std::memcpy(&row, host_result_ + 64, sizeof row);
+  std::memcpy(&row, host_result_ + gpu::RESULT_FLOATS, sizeof row);
   if (row == 0x7f7f7f7f) return;
   throw Napi::RangeError::New(env, std::string(op) + ": " + index_key_ + "[" + std::to_string(row) + "] must be " + index_expected_ +
                                        " (found on the GPU; the row's outputs are not meaningful)");

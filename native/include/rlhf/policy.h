@@ -70,11 +70,13 @@ struct PolicyLossParams {
   float* per_token = nullptr;
   float* grad = nullptr;
 };
+#define RK_POLICY_LOSS_FIELDS(X)                                                                           \
+  X("loss", float, loss) X("clipFraction", float, clip_fraction) X("clipFractionLow", float, clip_fraction_low) \
+  X("clipFractionHigh", float, clip_fraction_high) X("dualClipFraction", float, dual_clip_fraction)           \
+  X("approxKl", float, approx_kl) X("ratioMean", float, ratio_mean) X("ratioMax", float, ratio_max)             \
+  X("count", int64_t, count)
 struct PolicyLossResult {
-  float loss = 0.f;
-  float clip_fraction = 0.f, clip_fraction_low = 0.f, clip_fraction_high = 0.f, dual_clip_fraction = 0.f;
-  float approx_kl = 0.f, ratio_mean = 0.f, ratio_max = 0.f;
-  int64_t count = 0;
+  RK_POLICY_LOSS_FIELDS(RK_RESULT_MEMBER)
 };
 PolicyLossResult policy_loss(const PolicyLossParams& p);
 
