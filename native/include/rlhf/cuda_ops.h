@@ -1,14 +1,3 @@
-template <class R>
-inline void clip_metrics(R& r, float count, float ratio_sum, float low, float high, float dual, float ratio_max) {
-  const float f = count > 0.f ? 1.f / count : 0.f;
-  r.count = int64_t(count);
-  r.ratio_mean = ratio_sum * f;
-  r.ratio_max = count > 0.f ? ratio_max : 0.f;
-  r.clip_fraction = (low + high) * f;
-  r.clip_fraction_low = low * f;
-  r.clip_fraction_high = high * f;
-  r.dual_clip_fraction = dual * f;
-}
 // The CUDA kernels of the per-token, reward and advantage ops (native/cuda/{policy,kl,value,reward,
 // advantages,ppo}.cu), with the CPU kernels' parameter structs and every pointer on the device. Scalar
 // results are written to `result` in device memory (RESULT_FLOATS floats), at the slots each op's <Op>Slot
@@ -106,7 +95,8 @@ inline PolicyLossResult policy_result(const float* r) {
   PolicyLossResult o;
   o.loss = r[S::loss];
   o.approx_kl = r[S::approx_kl];
-  clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
+  o.count = int64_t(r[S::count]);
+  write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   return o;
 }
 inline KlPenaltyResult kl_penalty_result(const float* r) { return {r[KlPenaltySlot::loss]}; }
@@ -133,7 +123,8 @@ inline PpoLossResult ppo_result(const float* r) {
   o.kl = r[S::kl];
   o.value_loss = r[S::value_loss];
   o.approx_kl = r[S::approx_kl];
-  clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
+  o.count = int64_t(r[S::count]);
+  write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   o.value_clip_fraction = r[S::value_clipped] * (r[S::count] > 0.f ? 1.f / r[S::count] : 0.f);
   return o;
 }
