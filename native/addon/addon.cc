@@ -60,9 +60,9 @@ Napi::Value Setup(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
   Napi::Value cls = o.Get("errorClass");
   Napi::Value max = o.Get("maxArrayLength");
-  if (!cls.IsFunction()) throw Napi::TypeError::New(env, "setup: errorClass must be a constructor");
+  if (!cls.IsFunction()) throw_type(env, "setup", "errorClass must be a constructor");
   const double m = max.IsUndefined() ? 0 : max.IsNumber() ? max.As<Napi::Number>().DoubleValue() : -1;
-  if (!(m >= 0 && m <= 9007199254740991.0)) throw Napi::TypeError::New(env, "setup: maxArrayLength must be a count (or absent)");
+  if (!(m >= 0 && m <= 9007199254740991.0)) throw_type(env, "setup", "maxArrayLength must be a count (or absent)");
   EnvData* data = env.GetInstanceData<EnvData>();
   data->error_class = Napi::Persistent(cls.As<Napi::Function>());
   if (m > 0) data->max_array_length = int64_t(m);
@@ -74,7 +74,7 @@ Napi::Value HostFloor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const double bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
   if (!(bytes >= 1 << 20 && bytes <= double(int64_t(1) << 34))) {
-    throw Napi::RangeError::New(env, "hostFloor: bytes must be a number in [2^20, 2^34]");
+    throw_range(env, "hostFloor", "bytes must be a number in [2^20, 2^34]");
   }
   const rk::HostFloor f = rk::measure_host_floor(int64_t(bytes));
   Napi::Object o = Napi::Object::New(env);

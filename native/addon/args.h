@@ -32,12 +32,6 @@
 
 namespace rk::addon {
 
-[[noreturn]] inline void throw_type(Napi::Env env, const std::string& op, const std::string& msg) {
-  throw Napi::TypeError::New(env, op + ": " + msg);
-}
-[[noreturn]] inline void throw_range(Napi::Env env, const std::string& op, const std::string& msg) {
-  throw Napi::RangeError::New(env, op + ": " + msg);
-}
 
 // The largest element count or size the addon accepts: 2^53 - 1, the exact integers of a JS number.
 constexpr int64_t kMaxCount = (int64_t(1) << 53) - 1;

@@ -35,14 +35,22 @@ inline Napi::Error coded_error(Napi::Env env, const std::string& code, const std
   return e;
 }
 
+// The TypeError and RangeError of a bad argument, as "op: msg": the addon's argument errors are thrown here.
+[[noreturn]] inline void throw_type(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::TypeError::New(env, op + ": " + msg);
+}
+[[noreturn]] inline void throw_range(Napi::Env env, const std::string& op, const std::string& msg) {
+  throw Napi::RangeError::New(env, op + ": " + msg);
+}
+
 // Whether the engine can make a host typed array of n elements of es bytes: V8 aborts the process when a
 // typed array made through the API is longer than it allows or cannot be allocated, so both are asked first
 // (too long: RangeError; no memory: ERR_OUT_OF_MEMORY).
 inline void check_host_array(Napi::Env env, const char* op, const char* name, int64_t n, size_t es) {
   const EnvData* data = env.GetInstanceData<EnvData>();
   if (n > data->max_array_length) {
-    throw Napi::RangeError::New(env, std::string(op) + ": " + name + " would have " + std::to_string(n) +
-                                         " elements, more than a typed array holds (" + std::to_string(data->max_array_length) + ")");
+    throw_range(env, op, std::string(name) + " would have " + std::to_string(n) + " elements, more than a typed array holds (" +
+                             std::to_string(data->max_array_length) + ")");
   }
   void* probe = std::malloc(size_t(n) * es);
   if (probe == nullptr && n > 0) throw coded_error(env, "ERR_OUT_OF_MEMORY", std::string(op) + ": out of memory for " + name);

@@ -213,7 +213,7 @@ void GpuCall::device_indices(std::string key, std::string expected) {
 }
 
 void GpuCall::begin(Napi::Env env) {
-  constexpr size_t result_bytes = 64 * sizeof(float);
+  constexpr size_t result_bytes = gpu::RESULT_FLOATS * sizeof(float);
   char* block = static_cast<char*>(take(env, env_->device, result_bytes + sizeof(gpu::DeviceFlags), device_temps_));
   result_ = reinterpret_cast<float*>(block);
   flags_ = reinterpret_cast<gpu::DeviceFlags*>(block + result_bytes);
@@ -226,7 +226,7 @@ cudaError_t GpuCall::read_back() {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   if (result_) {
-    err = cudaMemcpyAsync(host_result_, result_, 64 * sizeof(float) + sizeof(gpu::DeviceFlags), cudaMemcpyDeviceToHost, stream());
+    err = cudaMemcpyAsync(host_result_, result_, gpu::RESULT_FLOATS * sizeof(float) + sizeof(gpu::DeviceFlags), cudaMemcpyDeviceToHost, stream());
     if (err != cudaSuccess) return err;
   }
   for (const Output& o : outputs_) {
@@ -240,10 +240,10 @@ cudaError_t GpuCall::read_back() {
 void GpuCall::check_flags(Napi::Env env, const char* op) const {
   if (host_result_ == nullptr) return;
   int32_t row;
-  std::memcpy(&row, host_result_ + 64, sizeof row);
+  std::memcpy(&row, host_result_ + gpu::RESULT_FLOATS, sizeof row);
   if (row == 0x7f7f7f7f) return;
-  throw Napi::RangeError::New(env, std::string(op) + ": " + index_key_ + "[" + std::to_string(row) + "] must be " + index_expected_ +
-                                       " (found on the GPU; the row's outputs are not meaningful)");
+  throw_range(env, op, index_key_ + "[" + std::to_string(row) + "] must be " + index_expected_ +
+                         " (found on the GPU; the row's outputs are not meaningful)");
 }
 
 void GpuCall::put(Napi::Object result) {
@@ -304,7 +304,7 @@ Napi::Promise when_stream_done(Napi::Env env, GpuEnv& g, Completion complete) {
 namespace {
 
 Napi::TypedArray typed_array(const Napi::CallbackInfo& info, size_t i, const char* fn) {
-  if (!info[i].IsTypedArray()) throw Napi::TypeError::New(info.Env(), std::string(fn) + ": a typed array is expected");
+  if (!info[i].IsTypedArray()) throw_type(info.Env(), fn, "a typed array is expected");
   return info[i].As<Napi::TypedArray>();
 }
 
@@ -341,7 +341,7 @@ Napi::Value Upload(const Napi::CallbackInfo& info) {
 std::pair<DeviceBlock*, Napi::TypedArray> download_args(GpuEnv& g, const Napi::CallbackInfo& info, const char* fn) {
   DeviceBlock& b = block_of(g, info, 0, fn);
   Napi::TypedArray a = typed_array(info, 1, fn);
-  if (a.ByteLength() != b.bytes) throw Napi::RangeError::New(info.Env(), std::string(fn) + ": the host array must have the tensor's byte length");
+  if (a.ByteLength() != b.bytes) throw_range(info.Env(), fn, "the host array must have the tensor's byte length");
   return {&b, a};
 }
 
@@ -384,7 +384,7 @@ Napi::Value DownloadAsync(const Napi::CallbackInfo& info) {
     // the array is the caller's: it may have been detached or resized while the copy ran
     Napi::TypedArray out = target->Value();
     if (view_of(out).length * out.ElementSize() != bytes) {
-      throw Napi::RangeError::New(env, "toHostAsync: the host array changed size while the copy ran");
+      throw_range(env, "toHostAsync", "the host array changed size while the copy ran");
     }
     if (bytes > 0) std::memcpy(bytes_of(out), staging, bytes);
     return env.Undefined();

@@ -208,10 +208,31 @@ Napi::Value time_gpu_job(const Napi::CallbackInfo& info) {
 
 #endif
 
+inline Napi::Number num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+
+// A job's scalar results from its op's field list (RK_<OP>_FIELDS, rlhf/common.h): the result struct `r`,
+// finish() that sets them on the result object, and their names (exported as resultFields[name]).
+#define RK_FIELD_NAME(js, type, member) js,
+#define RK_FIELD_SET(js, type, member) o.Set(js, num(o.Env(), double(r.member)));
+#define RK_JOB_RESULT(Result, FIELDS)                          \
+  Result r;                                                     \
+  static constexpr const char* fields[] = {FIELDS(RK_FIELD_NAME)}; \
+  void finish(Napi::Object o) const override { FIELDS(RK_FIELD_SET) }
+
+// exports.resultFields[key] = names: what the TypeScript side checks its result types against.
+template <size_t N>
+void export_fields(Napi::Env env, Napi::Object exports, const std::string& key, const char* const (&names)[N]) {
+  if (!exports.Has("resultFields")) exports.Set("resultFields", Napi::Object::New(env));
+  Napi::Array a = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; i++) a.Set(uint32_t(i), Napi::String::New(env, names[i]));
+  exports.Get("resultFields").As<Napi::Object>().Set(key, a);
+}
+
 // Exports name and nameAsync (cpu backend) and, in a CUDA build, cuda.name, cuda.nameAsync and
-// cuda.nameTime (the cuda backend and its event timing).
+// cuda.nameTime (the cuda backend and its event timing); and the job's result field names.
 template <class J>
 void export_job(Napi::Env env, Napi::Object exports) {
+  if constexpr (requires { J::fields; }) export_fields(env, exports, J::name, J::fields);
   exports.Set(J::name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_job<J>(info, false); }, J::name));
   const std::string async_name = std::string(J::name) + "Async";
   exports.Set(async_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return run_job<J>(info, true); }, async_name));
@@ -223,7 +244,5 @@ void export_job(Napi::Env env, Napi::Object exports) {
   cuda.Set(time_name, Napi::Function::New(env, [](const Napi::CallbackInfo& info) { return time_gpu_job<J>(info); }, time_name));
 #endif
 }
-
-inline Napi::Number num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
 
 }  // namespace rk::addon

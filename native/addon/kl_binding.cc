@@ -22,7 +22,7 @@ struct KlDivergenceJob : Job {
   static constexpr const char* name = "klDivergence";
   using Job::Job;
   KlDivergenceParams p;
-  KlDivergenceResult r;
+  RK_JOB_RESULT(KlDivergenceResult, RK_KL_DIVERGENCE_FIELDS)
   void prepare(const Args& a) {
     p.N = a.count("N");
     p.V = a.count("V");
@@ -54,17 +54,13 @@ struct KlDivergenceJob : Job {
   }
   void collect(const float* result) override { r = gpu::kl_divergence_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    o.Set("loss", num(o.Env(), r.loss));
-    o.Set("count", num(o.Env(), double(r.count)));
-  }
 };
 
 struct KlPenaltyJob : Job {
   static constexpr const char* name = "klPenalty";
   using Job::Job;
   KlPenaltyParams p;
-  float loss = 0.f;
+  RK_JOB_RESULT(KlPenaltyResult, RK_KL_PENALTY_FIELDS)
   void prepare(const Args& a) {
     p.batch = a.token_batch();
     const int64_t M = p.batch.tokens;
@@ -76,14 +72,13 @@ struct KlPenaltyJob : Job {
     p.per_token = out.make("perToken", M);
     p.grad = out.make("gradLogp", M);
   }
-  void run() override { loss = kl_penalty(p); }
+  void run() override { r.loss = kl_penalty(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
-    return gpu::kl_penalty(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 1)), g.stream());
+    return gpu::kl_penalty(p, g.result(), g.scratch(gpu::kl_penalty_scratch_bytes(p)), g.stream());
   }
-  void collect(const float* result) override { loss = result[0]; }
+  void collect(const float* result) override { r = gpu::kl_penalty_result(result); }
 #endif
-  void finish(Napi::Object o) const override { o.Set("loss", num(o.Env(), loss)); }
 };
 
 }  // namespace

@@ -22,7 +22,7 @@ struct PolicyLossJob : Job {
   static constexpr const char* name = "policyLoss";
   using Job::Job;
   PolicyLossParams p;
-  PolicyLossResult r;
+  RK_JOB_RESULT(PolicyLossResult, RK_POLICY_LOSS_FIELDS)
   void prepare(const Args& a) {
     p.batch = a.token_batch();
     const int64_t M = p.batch.tokens;
@@ -36,22 +36,10 @@ struct PolicyLossJob : Job {
   void run() override { r = policy_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
-    return gpu::policy_loss(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 8)), g.stream());
+    return gpu::policy_loss(p, g.result(), g.scratch(gpu::policy_scratch_bytes(p)), g.stream());
   }
   void collect(const float* result) override { r = gpu::policy_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    Napi::Env env = o.Env();
-    o.Set("loss", num(env, r.loss));
-    o.Set("clipFraction", num(env, r.clip_fraction));
-    o.Set("clipFractionLow", num(env, r.clip_fraction_low));
-    o.Set("clipFractionHigh", num(env, r.clip_fraction_high));
-    o.Set("dualClipFraction", num(env, r.dual_clip_fraction));
-    o.Set("approxKl", num(env, r.approx_kl));
-    o.Set("ratioMean", num(env, r.ratio_mean));
-    o.Set("ratioMax", num(env, r.ratio_max));
-    o.Set("count", num(env, double(r.count)));
-  }
 };
 
 }  // namespace

@@ -17,6 +17,8 @@ struct PpoLossJob : Job {
   using Job::Job;
   PpoLossParams p;
   PpoLossResult r;
+  static constexpr const char* fields[] = {RK_PPO_LOSS_FIELDS(RK_FIELD_NAME)};
+  static constexpr const char* metric_fields[] = {RK_PPO_METRICS_FIELDS(RK_FIELD_NAME)};
   void prepare(const Args& a) {
     p.batch = a.token_batch();
     const int64_t M = p.batch.tokens;
@@ -62,27 +64,18 @@ struct PpoLossJob : Job {
   void collect(const float* result) override { r = gpu::ppo_result(result); }
 #endif
   void finish(Napi::Object o) const override {
-    Napi::Env env = o.Env();
-    o.Set("loss", num(env, r.loss));
-    o.Set("policyLoss", num(env, r.policy_loss));
-    o.Set("kl", num(env, r.kl));
-    o.Set("valueLoss", num(env, r.value_loss));
-    Napi::Object m = Napi::Object::New(env);
-    m.Set("clipFraction", num(env, r.clip_fraction));
-    m.Set("clipFractionLow", num(env, r.clip_fraction_low));
-    m.Set("clipFractionHigh", num(env, r.clip_fraction_high));
-    m.Set("dualClipFraction", num(env, r.dual_clip_fraction));
-    m.Set("approxKl", num(env, r.approx_kl));
-    m.Set("ratioMean", num(env, r.ratio_mean));
-    m.Set("ratioMax", num(env, r.ratio_max));
-    m.Set("valueClipFraction", num(env, r.value_clip_fraction));
-    m.Set("count", num(env, double(r.count)));
-    o.Set("metrics", m);
+    RK_PPO_LOSS_FIELDS(RK_FIELD_SET)
+    Napi::Object metrics = Napi::Object::New(o.Env());
+    [&](Napi::Object o) { RK_PPO_METRICS_FIELDS(RK_FIELD_SET) }(metrics);
+    o.Set("metrics", metrics);
   }
 };
 
 }  // namespace
 
-void export_ppo(Napi::Env env, Napi::Object exports) { export_job<PpoLossJob>(env, exports); }
+void export_ppo(Napi::Env env, Napi::Object exports) {
+  export_job<PpoLossJob>(env, exports);
+  export_fields(env, exports, std::string(PpoLossJob::name) + ".metrics", PpoLossJob::metric_fields);
+}
 
 }  // namespace rk::addon

@@ -12,7 +12,7 @@ struct RewardLossJob : Job {
   static constexpr const char* name = "rewardLoss";
   using Job::Job;
   RewardLossParams p;
-  RewardLossResult r;
+  RK_JOB_RESULT(RewardLossResult, RK_REWARD_LOSS_FIELDS)
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
     const int64_t total = p.scores.size;
@@ -50,11 +50,6 @@ struct RewardLossJob : Job {
   }
   void collect(const float* result) override { r = gpu::reward_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    o.Set("loss", num(o.Env(), r.loss));
-    o.Set("count", num(o.Env(), double(r.count)));
-    o.Set("accuracy", num(o.Env(), r.accuracy));
-  }
 };
 
 }  // namespace

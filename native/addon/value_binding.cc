@@ -12,7 +12,7 @@ struct ValueLossJob : Job {
   static constexpr const char* name = "valueLoss";
   using Job::Job;
   ValueLossParams p;
-  ValueLossResult r;
+  RK_JOB_RESULT(ValueLossResult, RK_VALUE_LOSS_FIELDS)
   void prepare(const Args& a) {
     p.batch = a.token_batch();
     const int64_t M = p.batch.tokens;
@@ -28,14 +28,10 @@ struct ValueLossJob : Job {
   void run() override { r = value_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
-    return gpu::value_loss(p, g.result(), g.scratch(gpu::token_scratch_bytes(p.batch.num_seqs, 3)), g.stream());
+    return gpu::value_loss(p, g.result(), g.scratch(gpu::value_scratch_bytes(p)), g.stream());
   }
   void collect(const float* result) override { r = gpu::value_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    o.Set("loss", num(o.Env(), r.loss));
-    o.Set("clipFraction", num(o.Env(), r.clip_fraction));
-  }
 };
 
 }  // namespace

@@ -72,7 +72,7 @@ struct CrossEntropyJob : Job {
   static constexpr const char* name = "crossEntropy";
   using Job::Job;
   CrossEntropyParams p;
-  CrossEntropyResult r;
+  RK_JOB_RESULT(CrossEntropyResult, RK_CROSS_ENTROPY_FIELDS)
   void prepare(const Args& a) {
     const Rows rows = read_rows(a);
     p.logits = rows.logits; p.N = rows.N; p.V = rows.V; p.targets = rows.targets; p.ignore_index = rows.ignore_index;
@@ -96,10 +96,6 @@ struct CrossEntropyJob : Job {
   }
   void collect(const float* result) override { r = gpu::cross_entropy_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    o.Set("loss", num(o.Env(), r.loss));
-    o.Set("count", num(o.Env(), double(r.count)));
-  }
 };
 
 }  // namespace

@@ -11,7 +11,7 @@ namespace rk::gpu {
 namespace {
 
 struct KlPenaltyOp {
-  static constexpr int K = 1;
+  static constexpr int K = KlPenaltySlot::K;
   static constexpr bool kMaxLast = false;
   FloatIn logp, ref_logp;
   KlOptions opts;
@@ -22,7 +22,7 @@ struct KlPenaltyOp {
     kl_token(read(logp, t) - read(ref_logp, t), opts, k, g);
     per_token[t] = k;
     grad[t] = w * g;
-    acc[0] += w * k;
+    acc[KlPenaltySlot::loss] += w * k;
   }
 };
 
@@ -43,8 +43,8 @@ __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduc
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) c += mask ? mask[n] : 1;
   c = block_sum(c);
   if (threadIdx.x == 0) {
-    result[1] = c;
-    result[2] = reduction == Reduction::mean ? (c > 0.f ? 1.f / c : 0.f) : 1.f;
+    result[KlDivergenceSlot::count] = c;
+    result[KlDivergenceSlot::scale] = reduction == Reduction::mean ? (c > 0.f ? 1.f / c : 0.f) : 1.f;
   }
 }
 
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
   }
   const float kl = block_sum(part);
   if (threadIdx.x == 0) p.per_row[n] = kl;
-  const float s = result[2] * invT;
+  const float s = result[KlDivergenceSlot::scale] * invT;
   const float c = float(lse_p - lse_q + double(kl));
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
 // Version 2. With a = z_p/T, b = z_q/T and each thread's maxima m_a, m_b, the registers hold
 // e_a = exp(a − m_a) and e_b = exp(b − m_b) (one exp each per element) and the thread sums
 // S_a = Σ e_a, S_b = Σ e_b, U = Σ e_a (a − b). After the row-wide combination (rescaled to the row maxima):
-//   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[2] (mean, sum or none).
+//   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[scale] (mean, sum or none).
 // lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
 template <typename T, typename O, int Ver>
 __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
@@ -156,7 +156,7 @@ __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergencePa
     return;
   }
   if (lead && threadIdx.x == 0) p.per_row[n] = A.s[1] / A.s[0] - float(lse_p - lse_q);
-  const float s = result[2] * invT;
+  const float s = result[KlDivergenceSlot::scale] * invT;
   const float ra = ma == -INFINITY ? 0.f : __expf(ma - A.m) / A.s[0];
   const float rb = mb == -INFINITY ? 0.f : __expf(mb - B.m) / B.s[0];
   // the store walks a's columns; b's register of the same index is the same column
@@ -175,7 +175,7 @@ __global__ void kl_total_kernel(const float* per_row, int64_t N, float* result) 
   float v = 0.f;
   for (int64_t n = threadIdx.x; n < N; n += blockDim.x) v += per_row[n];
   v = block_sum(v);
-  if (threadIdx.x == 0) result[0] = v * result[2];
+  if (threadIdx.x == 0) result[KlDivergenceSlot::loss] = v * result[KlDivergenceSlot::scale];
 }
 
 }  // namespace

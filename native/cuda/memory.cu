@@ -129,12 +129,7 @@ unsigned grid_for(int64_t n) { return unsigned(n < 1 ? 1 : (n + 255) / 256 < 655
 
 cudaError_t fill_normal(void* data, DType dtype, int64_t n, uint64_t seed, float scale, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  switch (dtype) {
-    case DType::bf16: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<bf16*>(data), n, seed, scale); break;
-    case DType::f16: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<f16*>(data), n, seed, scale); break;
-    case DType::f64: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<double*>(data), n, seed, scale); break;
-    default: fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<float*>(data), n, seed, scale);
-  }
+  dispatch_dtype(dtype, [&]<typename T>() { fill_normal_kernel<<<grid_for(n), 256, 0, stream>>>(static_cast<T*>(data), n, seed, scale); });
   return cudaGetLastError();
 }
 

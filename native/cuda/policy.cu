@@ -6,8 +6,10 @@ namespace rk::gpu {
 namespace {
 
 struct PolicyOp {
-  static constexpr int K = 8;
+  using S = PolicySlot;
+  static constexpr int K = S::K;
   static constexpr bool kMaxLast = true;
+  static_assert(S::ratio_max == K - 1, "the max accumulator is the last");
   FloatIn logp, old_logp, advantages;
   PolicyOptions opts;
   float *per_token, *grad;
@@ -17,22 +19,18 @@ struct PolicyOp {
     const PolicyToken s = policy_token(lp, old, read(advantages, t), opts);
     per_token[t] = s.loss;
     grad[t] = w * s.grad;
-    acc[0] += w * s.loss;
-    acc[1] += w * (old - lp);
-    acc[2] += s.ratio;
-    acc[3] += 1.f;
-    acc[4] += s.clipped_low;
-    acc[5] += s.clipped_high;
-    acc[6] += s.dual_clipped;
-    acc[7] = fmaxf(acc[7], s.ratio);
+    acc[S::loss] += w * s.loss;
+    acc[S::approx_kl] += w * (old - lp);
+    acc[S::ratio_sum] += s.ratio;
+    acc[S::count] += 1.f;
+    acc[S::clipped_low] += s.clipped_low;
+    acc[S::clipped_high] += s.clipped_high;
+    acc[S::dual_clipped] += s.dual_clipped;
+    acc[S::ratio_max] = fmaxf(acc[S::ratio_max], s.ratio);
   }
 };
 
 }  // namespace
-
-size_t token_scratch_bytes(int64_t num_seqs, int K) {
-  return size_t((num_seqs * 4 + 255) / 256) * 256 + 64 * sizeof(float) + size_t(num_seqs) * K * sizeof(float);
-}
 
 cudaError_t policy_loss(const PolicyLossParams& p, float* result, void* scratch, cudaStream_t stream) {
   return launch_token_op(p.batch, PolicyOp{p.logp, p.old_logp, p.advantages, p.opts, p.per_token, p.grad}, result, scratch, stream);

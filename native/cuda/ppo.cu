@@ -12,7 +12,11 @@ namespace rk::gpu {
 namespace {
 
 constexpr int THREADS = 512;
-constexpr int TERMS = 8;  // w·policy, w·kl, w·value, w·approxKl, ratio, low, high, dual (+ vclip below)
+// Each token's terms, summed in token order into the result slots policy_loss .. dual_clipped: w·policy, w·kl,
+// w·value, w·approxKl, ratio, low, high, dual (value_clipped apart, in vclip).
+using S = PpoSlot;
+constexpr int TERMS = S::dual_clipped - S::policy_loss + 1;
+__host__ __device__ constexpr int term_of(int slot) { return slot - S::policy_loss; }
 
 __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
   int64_t lo = 0, hi = b.num_seqs - 1;
@@ -27,7 +31,7 @@ __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
 // A token the loss skips (masked, or a bad action): zero terms, logp and value gradient (thread 0).
 __device__ __forceinline__ void ppo_skip_token(const PpoLossParams& p, int64_t t, float* term, float* vclip) {
   for (int k = 0; k < TERMS; k++) term[k] = 0.f;
-  term[4] = -INFINITY;  // ratio: ignored by the max, and the sum skips masked tokens
+  term[term_of(S::ratio_sum)] = -INFINITY;  // ratio: ignored by the max, and the sum skips masked tokens
   vclip[t] = 0.f;
   p.logp[t] = 0.f;
   if (p.grad_values) p.grad_values[t] = 0.f;
@@ -54,14 +58,14 @@ __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, fl
       clipped = value_token(read(p.values, t), read(p.returns, t), p.old_values.data ? read(p.old_values, t) : 0.f, p.value, vl, gv);
       if (p.grad_values) p.grad_values[t] = p.c1 * w * gv;
     }
-    term[0] = w * s.loss;
-    term[1] = w * kl;
-    term[2] = w * vl;
-    term[3] = w * (old - lp);
-    term[4] = s.ratio;
-    term[5] = s.clipped_low;
-    term[6] = s.clipped_high;
-    term[7] = s.dual_clipped;
+    term[term_of(S::policy_loss)] = w * s.loss;
+    term[term_of(S::kl)] = w * kl;
+    term[term_of(S::value_loss)] = w * vl;
+    term[term_of(S::approx_kl)] = w * (old - lp);
+    term[term_of(S::ratio_sum)] = s.ratio;
+    term[term_of(S::clipped_low)] = s.clipped_low;
+    term[term_of(S::clipped_high)] = s.clipped_high;
+    term[term_of(S::dual_clipped)] = s.dual_clipped;
     vclip[t] = clipped;
   }
   return c_logp;
@@ -156,29 +160,29 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kerne
   tile.store(g, begin, end, [&](int64_t v, float e) { return c_logp * ((v == y ? 1.f : 0.f) - e * r); });
 }
 
-// result: loss, policyLoss, kl, valueLoss, approxKl, ratioSum, low, high, dual, vclip, ratioMax, count
+// The result block (PpoSlot); the ratio's sum skips the masked tokens' −inf.
 __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t M, float beta, float c1, const float* totals, float* result) {
   for (int k = 0; k < TERMS; k++) {
     float v = 0.f;
     for (int64_t t = threadIdx.x; t < M; t += blockDim.x) {
       const float x = terms[t * TERMS + k];
-      if (k != 4 || x != -INFINITY) v += x;
+      if (k != term_of(S::ratio_sum) || x != -INFINITY) v += x;
     }
     v = block_sum(v);
-    if (threadIdx.x == 0) result[1 + k] = v;
+    if (threadIdx.x == 0) result[S::policy_loss + k] = v;
   }
   float vc = 0.f, mx = -INFINITY;
   for (int64_t t = threadIdx.x; t < M; t += blockDim.x) {
     vc += vclip[t];
-    mx = fmaxf(mx, terms[t * TERMS + 4]);
+    mx = fmaxf(mx, terms[t * TERMS + term_of(S::ratio_sum)]);
   }
   vc = block_sum(vc);
   mx = block_max(mx);
   if (threadIdx.x == 0) {
-    result[9] = vc;
-    result[10] = mx;
-    result[11] = totals[3];
-    result[0] = result[1] + beta * result[2] + c1 * result[3];
+    result[S::value_clipped] = vc;
+    result[S::ratio_max] = mx;
+    result[S::count] = totals[3];
+    result[S::loss] = result[S::policy_loss] + beta * result[S::kl] + c1 * result[S::value_loss];
   }
 }
 

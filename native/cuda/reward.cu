@@ -24,8 +24,8 @@ __global__ void __launch_bounds__(REWARD_THREADS, blocks_within(REWARD_THREADS, 
   const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const float c[1] = {n < p.N && counted(p, n) ? 1.f : 0.f};
   grid_sum(c, s.partials, s.tickets, [&](const float* total) {
-    result[1] = total[0];
-    result[3] = p.reduction == Reduction::mean ? (total[0] > 0.f ? 1.f / total[0] : 0.f) : 1.f;
+    result[RewardSlot::count] = total[0];
+    result[RewardSlot::scale] = p.reduction == Reduction::mean ? (total[0] > 0.f ? 1.f / total[0] : 0.f) : 1.f;
   });
 }
 
@@ -78,7 +78,7 @@ __device__ __forceinline__ void reward_prompt(const RewardLossParams& p, int64_t
   }
   p.losses[n] = loss;
   loss_out = loss;
-  const float scale = result[3];
+  const float scale = result[RewardSlot::scale];
   for (int64_t i = 0; i < K; i++) {
     const float target = soft ? read(p.target_probs, a + i) : (i == b ? 1.f : 0.f);
     p.grad[a + i] = scale * (p.probs[a + i] * y_sum - target + center);
@@ -94,8 +94,8 @@ __global__ void __launch_bounds__(REWARD_THREADS, blocks_within(REWARD_THREADS, 
   float v[2] = {0.f, 0.f};  // loss, correct
   if (n < p.N) reward_prompt(p, n, result, v[0], v[1], flags);
   grid_sum(v, s.partials + gridDim.x, s.tickets + 1, [&](const float* total) {
-    result[0] = total[0] * result[3];
-    result[2] = total[1];
+    result[RewardSlot::loss] = total[0] * result[RewardSlot::scale];
+    result[RewardSlot::correct] = total[1];
   });
 }
 

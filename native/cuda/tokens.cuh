@@ -3,6 +3,7 @@
 // partial sums, then one block sums them in sequence order. Deterministic, no float atomics.
 #pragma once
 #include "common.cuh"
+#include "rlhf/cuda_ops.h"
 
 namespace rk::gpu {
 namespace {  // internal to each .cu that includes this: its kernels are not shared symbols
@@ -46,17 +47,8 @@ __device__ __forceinline__ float seq_weight(Aggregation mode, const float* total
   }
 }
 
-// Sums K per-sequence partials in sequence order: out[k] = Σ_s partials[s·K + k].
-__global__ void sum_partials_kernel(const float* partials, int64_t S, int K, float* out) {
-  for (int k = 0; k < K; k++) {
-    float v = 0.f;
-    for (int64_t s = threadIdx.x; s < S; s += blockDim.x) v += partials[s * K + k];
-    v = block_sum(v);
-    if (threadIdx.x == 0) out[k] = v;
-  }
-}
-
-// Scratch a token op needs: counts [S] int32, totals [4], partials [S·K].
+// Scratch a token op needs (token_scratch_bytes, rlhf/cuda_ops.h): counts [S] int32, totals [4 of
+// TOKEN_TOTALS], partials [S·K].
 struct TokenScratch {
   int32_t* counts;
   float* totals;
@@ -108,8 +100,8 @@ inline TokenScratch token_scratch(void* scratch, int64_t S) {
   char* p = static_cast<char*>(scratch);
   TokenScratch s;
   s.counts = reinterpret_cast<int32_t*>(p);
-  s.totals = reinterpret_cast<float*>(p + ((S * 4 + 255) / 256) * 256);
-  s.partials = s.totals + 64;
+  s.totals = reinterpret_cast<float*>(p + token_counts_bytes(S));
+  s.partials = s.totals + TOKEN_TOTALS;
   return s;
 }
 

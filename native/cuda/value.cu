@@ -6,7 +6,7 @@ namespace rk::gpu {
 namespace {
 
 struct ValueOp {
-  static constexpr int K = 3;
+  static constexpr int K = ValueSlot::K;
   static constexpr bool kMaxLast = false;
   FloatIn values, returns, old_values;
   ValueOptions opts;
@@ -17,9 +17,9 @@ struct ValueOp {
     const bool clipped = value_token(read(values, t), read(returns, t), old_values.data ? read(old_values, t) : 0.f, opts, l, g);
     per_token[t] = l;
     grad[t] = w * g;
-    acc[0] += w * l;
-    acc[1] += clipped;
-    acc[2] += 1.f;
+    acc[ValueSlot::loss] += w * l;
+    acc[ValueSlot::clipped] += clipped;
+    acc[ValueSlot::count] += 1.f;
   }
 };
 

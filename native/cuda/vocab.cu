@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, wy, row_weight, flags);
 }
 
-// One block: Σ losses and Σ weights in a fixed order; result = { loss, count, scale, W }.
+// One block: Σ losses and Σ weights in a fixed order into the result block (CrossEntropySlot).
 __global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, const float* weights, const int32_t* targets,
                                                         int32_t ignore_index, int64_t N, Reduction reduction, float* result) {
   float l = 0.f, w = 0.f, c = 0.f;
@@ -166,15 +166,15 @@ __global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, 
   c = block_sum(c);
   if (threadIdx.x == 0) {
     const float scale = reduction == Reduction::mean ? (w > 0.f ? 1.f / w : 0.f) : 1.f;
-    result[0] = l * scale;
-    result[1] = c;
-    result[2] = scale;
+    result[CrossEntropySlot::loss] = l * scale;
+    result[CrossEntropySlot::count] = c;
+    result[CrossEntropySlot::scale] = scale;
   }
 }
 
 // dℓ/dz = scale·τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], written once.
 template <typename T>
-// result[2] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
+// result[scale] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   const bool cw = p.class_weights.data != nullptr;
   const float eps = p.label_smoothing;
   const float wy = cw ? read(p.class_weights, y) : 1.f;
-  const float gs = result[2] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
+  const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
   const float W = cw ? *w_sum : float(p.V);
   const float cp = (1.f - eps) * wy + eps * W / float(p.V) + 2.f * p.z_loss * lse;
   const float e = eps / float(p.V);
@@ -237,8 +237,8 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   }
 }
 
-// The mean's 1/denominator before the fused kernel writes gradients: result[1] = non-ignored rows,
-// result[2] = 1/(rows with a valid target) for the mean, else 1. (finalize_kernel later recomputes both,
+// The mean's 1/denominator before the fused kernel writes gradients: result[count] = non-ignored rows,
+// result[scale] = 1/(rows with a valid target) for the mean, else 1. (finalize_kernel later recomputes both,
 // identically: the same integer-valued sums.)
 __global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int32_t* targets, int32_t ignore_index, int64_t N, int64_t V,
                                                                    Reduction reduction, float* result) {
@@ -251,13 +251,13 @@ __global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int3
   c = block_sum(c);
   w = block_sum(w);
   if (threadIdx.x == 0) {
-    result[1] = c;
-    result[2] = reduction == Reduction::mean ? (w > 0.f ? 1.f / w : 0.f) : 1.f;
+    result[CrossEntropySlot::count] = c;
+    result[CrossEntropySlot::scale] = reduction == Reduction::mean ? (w > 0.f ? 1.f / w : 0.f) : 1.f;
   }
 }
 
 // Cross-entropy forward+backward in one pass (no class weights), the row on chip. Row n, target y, ε the
-// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[2] the reduction's scale:
+// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale:
 //   loss_n = τ_n [(1−ε)(lse − x_y) + ε/V·(V·lse − Σ_v x_v) + s·lse²]
 //   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
 // p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_
   const bool zero = ignored || bad || lse == -INFINITY;
   const float eps = p.label_smoothing;
   const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
-  const float gs = result[2] * tw;
+  const float gs = result[CrossEntropySlot::scale] * tw;
   const float cp = 1.f + 2.f * p.z_loss * lse;
   const float e = eps / float(V);
   const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];

@@ -12,6 +12,11 @@
 #define RK_HD
 #endif
 
+// Each op's scalar results are declared once, as a list X(name in the JS result, C++ type, member) in its
+// header (RK_<OP>_FIELDS): the members of its result struct, the addon's result object and field list
+// (native/addon/job.h) all follow from it.
+#define RK_RESULT_MEMBER(js, type, member) type member = 0;
+
 namespace rk {
 
 // Element type of a float input. Every kernel decodes its input to float32 as it reads it.

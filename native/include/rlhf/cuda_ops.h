@@ -1,7 +1,8 @@
 // The CUDA kernels of the per-token, reward and advantage ops (native/cuda/{policy,kl,value,reward,
 // advantages,ppo}.cu), with the CPU kernels' parameter structs and every pointer on the device. Scalar
-// results are written to `result` in device memory, in the order listed for each op. `scratch` is device
-// memory of at least scratch_bytes(...) bytes. Launches are asynchronous on `stream`.
+// results are written to `result` in device memory (RESULT_FLOATS floats), at the slots each op's <Op>Slot
+// lists: the kernels write them by name and <op>_result reads them back by name. `scratch` is device memory
+// of at least <op>_scratch_bytes(...) bytes. Launches are asynchronous on `stream`.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -15,22 +16,47 @@
 
 namespace rk::gpu {
 
-// Scratch of a per-token op over a batch of num_seqs sequences with K partial sums each.
-size_t token_scratch_bytes(int64_t num_seqs, int K);
+// Scratch of a per-token op (tokens.cuh): sequence counts [S] int32 (padded to 256 bytes), the batch
+// totals [TOKEN_TOTALS] floats, then K partial sums per sequence, K the op's accumulators (its slot count).
+constexpr int TOKEN_TOTALS = 64;
+inline size_t token_counts_bytes(int64_t num_seqs) { return size_t((num_seqs * 4 + 255) / 256) * 256; }
+inline size_t token_scratch_bytes(int64_t num_seqs, int K) {
+  return token_counts_bytes(num_seqs) + TOKEN_TOTALS * sizeof(float) + size_t(num_seqs) * K * sizeof(float);
+}
 
-// result: loss, approxKl, ratioSum, count, clippedLow, clippedHigh, dualClipped, ratioMax
+// Result slots of the per-token ops: each is one of the op's accumulators (sums over the counted tokens; a
+// max, when the op has one, last), K of them.
+struct PolicySlot {
+  enum : int { loss, approx_kl, ratio_sum, count, clipped_low, clipped_high, dual_clipped, ratio_max, K };
+};
+struct KlPenaltySlot {
+  enum : int { loss, K };
+};
+struct ValueSlot {
+  enum : int { loss, clipped, count, K };
+};
+inline size_t policy_scratch_bytes(const PolicyLossParams& p) { return token_scratch_bytes(p.batch.num_seqs, PolicySlot::K); }
+inline size_t kl_penalty_scratch_bytes(const KlPenaltyParams& p) { return token_scratch_bytes(p.batch.num_seqs, KlPenaltySlot::K); }
+inline size_t value_scratch_bytes(const ValueLossParams& p) { return token_scratch_bytes(p.batch.num_seqs, ValueSlot::K); }
 cudaError_t policy_loss(const PolicyLossParams& p, float* result, void* scratch, cudaStream_t stream);
-// result: loss
 cudaError_t kl_penalty(const KlPenaltyParams& p, float* result, void* scratch, cudaStream_t stream);
-// result: loss, clipped count, count
 cudaError_t value_loss(const ValueLossParams& p, float* result, void* scratch, cudaStream_t stream);
+
+// scale: the reduction's factor (1/count for the mean), formed before the gradients.
+struct KlDivergenceSlot {
+  enum : int { loss, count, scale, K };
+};
 // Whether kl_divergence takes the single-pass kernel (the gradient wrt q only). Else, with 16-bit gradients,
 // p.grad_q / p.grad_p must be float32 staging of N·V elements, rounded into grad_q16 / grad_p16.
 bool kl_single_pass(const KlDivergenceParams& p);
-// result: loss, count; scratch: N + 1 floats
+// scratch: N + 1 floats
 cudaError_t kl_divergence(const KlDivergenceParams& p, float* result, float* scratch, cudaStream_t stream);
-// result: loss, count, correct, scale; scratch: reward_scratch_bytes(N). flags: the first prompt whose
-// chosen index is bad.
+
+// correct: the prompts whose chosen candidate scored highest; scale as above.
+struct RewardSlot {
+  enum : int { loss, count, correct, scale, K };
+};
+// scratch: reward_scratch_bytes(N). flags: the first prompt whose chosen index is bad.
 size_t reward_scratch_bytes(int64_t N);
 cudaError_t reward_loss(const RewardLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
 cudaError_t gae(const GaeParams& p, cudaStream_t stream);
@@ -40,53 +66,66 @@ cudaError_t whiten(const WhitenParams& p, void* scratch, cudaStream_t stream);
 cudaError_t group_advantages(const GroupAdvantagesParams& p, cudaStream_t stream);
 // flags: the first row whose target is bad (its gradient row is zero)
 cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* flags, cudaStream_t stream);
-// result: loss, policyLoss, kl, valueLoss, approxKl, ratioSum, clippedLow, clippedHigh, dualClipped,
-// valueClipped, ratioMax, count; scratch: ppo_scratch_bytes(p). flags: the first token whose action is bad.
+
+// The fused PPO objective: loss, then the per-token terms summed in token order (policy_loss .. dual_clipped,
+// in this order), then the others.
+struct PpoSlot {
+  enum : int {
+    loss, policy_loss, kl, value_loss, approx_kl, ratio_sum, clipped_low, clipped_high, dual_clipped,
+    value_clipped, ratio_max, count, K
+  };
+};
+// scratch: ppo_scratch_bytes(p). flags: the first token whose action is bad.
 size_t ppo_scratch_bytes(const PpoLossParams& p);
 // Whether ppo_loss takes the single-pass kernel; else, with grad_logits16, grad_logits must be float32
 // staging of tokens·V elements.
 bool ppo_single_pass(const PpoLossParams& p);
 cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream);
 
+static_assert(PolicySlot::K <= RESULT_FLOATS && KlDivergenceSlot::K <= RESULT_FLOATS && RewardSlot::K <= RESULT_FLOATS &&
+              PpoSlot::K <= RESULT_FLOATS && CrossEntropySlot::K <= RESULT_FLOATS);
+
 // The result blocks above as the CPU kernels' result structs (fractions and means formed on the host, as
 // the CPU kernels form them).
-template <class R>
-inline void clip_metrics(R& r, float count, float ratio_sum, float low, float high, float dual, float ratio_max) {
-  const float f = count > 0.f ? 1.f / count : 0.f;
-  r.count = int64_t(count);
-  r.ratio_mean = ratio_sum * f;
-  r.ratio_max = count > 0.f ? ratio_max : 0.f;
-  r.clip_fraction = (low + high) * f;
-  r.clip_fraction_low = low * f;
-  r.clip_fraction_high = high * f;
-  r.dual_clip_fraction = dual * f;
+inline CrossEntropyResult cross_entropy_result(const float* r) {
+  return {r[CrossEntropySlot::loss], int64_t(r[CrossEntropySlot::count])};
 }
-inline CrossEntropyResult cross_entropy_result(const float* r) { return {r[0], int64_t(r[1])}; }
 inline PolicyLossResult policy_result(const float* r) {
+  using S = PolicySlot;
   PolicyLossResult o;
-  o.loss = r[0];
-  o.approx_kl = r[1];
-  clip_metrics(o, r[3], r[2], r[4], r[5], r[6], r[7]);
+  o.loss = r[S::loss];
+  o.approx_kl = r[S::approx_kl];
+  o.count = int64_t(r[S::count]);
+  write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   return o;
 }
-inline ValueLossResult value_result(const float* r) { return {r[0], r[2] > 0.f ? float(double(r[1]) / double(r[2])) : 0.f}; }
-inline KlDivergenceResult kl_divergence_result(const float* r) { return {r[0], int64_t(r[1])}; }
+inline KlPenaltyResult kl_penalty_result(const float* r) { return {r[KlPenaltySlot::loss]}; }
+inline ValueLossResult value_result(const float* r) {
+  using S = ValueSlot;
+  return {r[S::loss], r[S::count] > 0.f ? float(double(r[S::clipped]) / double(r[S::count])) : 0.f};
+}
+inline KlDivergenceResult kl_divergence_result(const float* r) {
+  return {r[KlDivergenceSlot::loss], int64_t(r[KlDivergenceSlot::count])};
+}
 inline RewardLossResult reward_result(const float* r) {
+  using S = RewardSlot;
   RewardLossResult o;
-  o.loss = r[0];
-  o.count = int64_t(r[1]);
-  o.accuracy = r[1] > 0.f ? float(double(r[2]) / double(r[1])) : 0.f;
+  o.loss = r[S::loss];
+  o.count = int64_t(r[S::count]);
+  o.accuracy = r[S::count] > 0.f ? float(double(r[S::correct]) / double(r[S::count])) : 0.f;
   return o;
 }
 inline PpoLossResult ppo_result(const float* r) {
+  using S = PpoSlot;
   PpoLossResult o;
-  o.loss = r[0];
-  o.policy_loss = r[1];
-  o.kl = r[2];
-  o.value_loss = r[3];
-  o.approx_kl = r[4];
-  clip_metrics(o, r[11], r[5], r[6], r[7], r[8], r[10]);
-  o.value_clip_fraction = r[9] * (r[11] > 0.f ? 1.f / r[11] : 0.f);
+  o.loss = r[S::loss];
+  o.policy_loss = r[S::policy_loss];
+  o.kl = r[S::kl];
+  o.value_loss = r[S::value_loss];
+  o.approx_kl = r[S::approx_kl];
+  o.count = int64_t(r[S::count]);
+  write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
+  o.value_clip_fraction = r[S::value_clipped] * (r[S::count] > 0.f ? 1.f / r[S::count] : 0.f);
   return o;
 }
 

@@ -8,6 +8,10 @@
 
 namespace rk::gpu {
 
+// The scalar result block's size in floats (the addon allocates it, cleared, per call); each op's <Op>Slot
+// (here and in rlhf/cuda_ops.h) lays out its block.
+constexpr int RESULT_FLOATS = 64;
+
 // Written by the kernels: the first row whose target lies outside [0, V) and is not ignore_index
 // (INT32_MAX when there is none). The binding reads it after the op and raises a RangeError naming the row.
 struct DeviceFlags {
@@ -21,8 +25,12 @@ cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t 
 // be float32 staging of N·V elements, rounded into p.grad16 at the end).
 bool cross_entropy_single_pass(const CrossEntropyParams& p);
 
-// Per-row losses, lse, and in result[0..2] the reduced loss, the non-ignored count and the mean's
-// 1/denominator; the gradient when p.grad is set. Class and token weights may be any float dtype.
+// The result block of cross_entropy: the reduced loss, the non-ignored count and the reduction's scale (the
+// mean's 1/denominator, else 1).
+struct CrossEntropySlot {
+  enum : int { loss, count, scale, K };
+};
+// Per-row losses, lse, and the result block; the gradient when p.grad is set. Class and token weights may be any float dtype.
 // scratch: N + 1 floats of device memory.
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
 

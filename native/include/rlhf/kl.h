@@ -18,9 +18,9 @@ struct KlDivergenceParams {
   uint16_t* grad_q16 = nullptr;  // cuda: the gradients in the logits' 16-bit dtype instead, or null
   uint16_t* grad_p16 = nullptr;
 };
+#define RK_KL_DIVERGENCE_FIELDS(X) X("loss", float, loss) X("count", int64_t, count)
 struct KlDivergenceResult {
-  float loss = 0.f;
-  int64_t count = 0;
+  RK_KL_DIVERGENCE_FIELDS(RK_RESULT_MEMBER)
 };
 KlDivergenceResult kl_divergence(const KlDivergenceParams& p);
 
@@ -62,6 +62,10 @@ struct KlPenaltyParams {
   KlOptions opts;
   float* per_token = nullptr;
   float* grad = nullptr;
+};
+#define RK_KL_PENALTY_FIELDS(X) X("loss", float, loss)
+struct KlPenaltyResult {
+  RK_KL_PENALTY_FIELDS(RK_RESULT_MEMBER)
 };
 float kl_penalty(const KlPenaltyParams& p);
 

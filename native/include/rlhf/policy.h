@@ -36,6 +36,20 @@ RK_HD inline PolicyToken policy_token(float logp, float old, float A, const Poli
   return {loss, flat ? 0.f : -r * A, r, clipped && A < 0.f, clipped && A > 0.f, dual};
 }
 
+// The clip metrics of `count` counted tokens from their sums (ratio; clipped low, high, dual: counts of type N)
+// and the ratio's max, into any result with these fields: the CPU kernels (ClipStats, N = int64_t) and the
+// CUDA result blocks (rlhf/cuda_ops.h, N = float) both form them here.
+template <class Result, class N>
+inline void write_clip_metrics(Result& r, N count, float ratio_sum, N low, N high, N dual, float ratio_max) {
+  const float f = count > N(0) ? 1.f / float(count) : 0.f;
+  r.ratio_mean = ratio_sum * f;
+  r.ratio_max = count > N(0) ? ratio_max : 0.f;
+  r.clip_fraction = float(low + high) * f;
+  r.clip_fraction_low = float(low) * f;
+  r.clip_fraction_high = float(high) * f;
+  r.dual_clip_fraction = float(dual) * f;
+}
+
 // The clip metrics over the counted tokens, shared by policy_loss and ppo_loss (host side only).
 struct ClipStats {
   KahanSum ratio;
@@ -53,13 +67,7 @@ struct ClipStats {
   // Fractions of the `count` counted tokens, ratio mean and max, into any result with these fields.
   template <class Result>
   void write(Result& r, int64_t count) const {
-    const float f = count > 0 ? 1.f / float(count) : 0.f;
-    r.ratio_mean = ratio.value() * f;
-    r.ratio_max = count > 0 ? ratio_max : 0.f;
-    r.clip_fraction = float(low + high) * f;
-    r.clip_fraction_low = float(low) * f;
-    r.clip_fraction_high = float(high) * f;
-    r.dual_clip_fraction = float(dual) * f;
+    write_clip_metrics(r, count, ratio.value(), low, high, dual, ratio_max);
   }
 };
 
@@ -70,11 +78,13 @@ struct PolicyLossParams {
   float* per_token = nullptr;
   float* grad = nullptr;
 };
+#define RK_POLICY_LOSS_FIELDS(X)                                                                           \
+  X("loss", float, loss) X("clipFraction", float, clip_fraction) X("clipFractionLow", float, clip_fraction_low) \
+  X("clipFractionHigh", float, clip_fraction_high) X("dualClipFraction", float, dual_clip_fraction)           \
+  X("approxKl", float, approx_kl) X("ratioMean", float, ratio_mean) X("ratioMax", float, ratio_max)             \
+  X("count", int64_t, count)
 struct PolicyLossResult {
-  float loss = 0.f;
-  float clip_fraction = 0.f, clip_fraction_low = 0.f, clip_fraction_high = 0.f, dual_clip_fraction = 0.f;
-  float approx_kl = 0.f, ratio_mean = 0.f, ratio_max = 0.f;
-  int64_t count = 0;
+  RK_POLICY_LOSS_FIELDS(RK_RESULT_MEMBER)
 };
 PolicyLossResult policy_loss(const PolicyLossParams& p);
 

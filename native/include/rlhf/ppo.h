@@ -29,11 +29,17 @@ struct PpoLossParams {
   float* grad_values = nullptr;  // [tokens] or null
   float* logp = nullptr;         // [tokens]
 };
+// The result's top-level scalars, then those of its `metrics` object.
+#define RK_PPO_LOSS_FIELDS(X) \
+  X("loss", float, loss) X("policyLoss", float, policy_loss) X("kl", float, kl) X("valueLoss", float, value_loss)
+#define RK_PPO_METRICS_FIELDS(X)                                                                            \
+  X("clipFraction", float, clip_fraction) X("clipFractionLow", float, clip_fraction_low)                       \
+  X("clipFractionHigh", float, clip_fraction_high) X("dualClipFraction", float, dual_clip_fraction)           \
+  X("approxKl", float, approx_kl) X("ratioMean", float, ratio_mean) X("ratioMax", float, ratio_max)             \
+  X("valueClipFraction", float, value_clip_fraction) X("count", int64_t, count)
 struct PpoLossResult {
-  float loss = 0.f, policy_loss = 0.f, kl = 0.f, value_loss = 0.f;
-  float clip_fraction = 0.f, clip_fraction_low = 0.f, clip_fraction_high = 0.f, dual_clip_fraction = 0.f;
-  float approx_kl = 0.f, ratio_mean = 0.f, ratio_max = 0.f, value_clip_fraction = 0.f;
-  int64_t count = 0;
+  RK_PPO_LOSS_FIELDS(RK_RESULT_MEMBER)
+  RK_PPO_METRICS_FIELDS(RK_RESULT_MEMBER)
 };
 PpoLossResult ppo_loss(const PpoLossParams& p);
 

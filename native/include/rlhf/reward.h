@@ -18,10 +18,9 @@ struct RewardLossParams {
   float* grad = nullptr;    // [total]
   float* losses = nullptr;  // [N]
 };
+#define RK_REWARD_LOSS_FIELDS(X) X("loss", float, loss) X("count", int64_t, count) X("accuracy", float, accuracy)
 struct RewardLossResult {
-  float loss = 0.f;
-  int64_t count = 0;
-  float accuracy = 0.f;
+  RK_REWARD_LOSS_FIELDS(RK_RESULT_MEMBER)
 };
 RewardLossResult reward_loss(const RewardLossParams& p);
 

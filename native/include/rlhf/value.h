@@ -35,9 +35,9 @@ struct ValueLossParams {
   float* per_token = nullptr;
   float* grad = nullptr;
 };
+#define RK_VALUE_LOSS_FIELDS(X) X("loss", float, loss) X("clipFraction", float, clip_fraction)
 struct ValueLossResult {
-  float loss = 0.f;
-  float clip_fraction = 0.f;
+  RK_VALUE_LOSS_FIELDS(RK_RESULT_MEMBER)
 };
 ValueLossResult value_loss(const ValueLossParams& p);
 

@@ -46,9 +46,9 @@ struct CrossEntropyParams {
   float* grad = nullptr;    // [N, V] or null
   uint16_t* grad16 = nullptr;  // cuda: [N, V] in the logits' 16-bit dtype instead (gradDtype 'input'), or null
 };
+#define RK_CROSS_ENTROPY_FIELDS(X) X("loss", float, loss) X("count", int64_t, count)
 struct CrossEntropyResult {
-  float loss = 0.f;
-  int64_t count = 0;
+  RK_CROSS_ENTROPY_FIELDS(RK_RESULT_MEMBER)
 };
 CrossEntropyResult cross_entropy(const CrossEntropyParams& p);
 
