@@ -13,6 +13,7 @@ GAE recursion as a reversed loop over time (the way TRL and OpenRLHF compute it)
 """
 import argparse
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--compile', default='design', choices=['design', 'all', 'none'])
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit(f'anchors: PyTorch {torch.__version__} sees no CUDA device; the anchors run on the GPU machine')
     g = torch.Generator(device='cuda').manual_seed(0)
     copy = copy_bandwidth()
     rows = []
