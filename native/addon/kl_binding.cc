@@ -32,7 +32,7 @@ struct KlDivergenceJob : Job {
     if (p.p_logits.dtype != p.q_logits.dtype) throw_type(a.env(), name, "pLogits and qLogits must have the same dtype");
     p.mask = a.mask("mask", p.N);
     p.reduction = a.reduction();
-    p.temperature = positive(a, "temperature");
+    p.temperature = temperature(a);
     p.per_row = out.make("perRow", p.N);
     const bool half = (a.boolean("gradQ") || a.boolean("gradP")) && a.grad16(p.p_logits.dtype);
     if (a.boolean("gradQ")) {
@@ -67,7 +67,7 @@ struct KlPenaltyJob : Job {
     p.logp = a.floats("logp", M);
     p.ref_logp = a.floats("refLogp", M);
     p.opts.estimator = read_kl_estimator(a, "estimator");
-    p.opts.log_ratio_clamp = float(a.number("logRatioClamp"));
+    p.opts.log_ratio_clamp = log_ratio_clamp(a);
     p.opts.output_clamp = a.has("outputClamp") ? float(a.number("outputClamp")) : 0.f;
     p.per_token = out.make("perToken", M);
     p.grad = out.make("gradLogp", M);

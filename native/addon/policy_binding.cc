@@ -12,7 +12,7 @@ PolicyOptions read_policy_options(const Args& a) {
   o.clip_low = float(a.number("clipLow"));
   o.clip_high = float(a.number("clipHigh"));
   o.dual_clip = a.has("dualClip") ? float(a.number("dualClip")) : 0.f;
-  o.log_ratio_clamp = float(a.number("logRatioClamp"));
+  o.log_ratio_clamp = log_ratio_clamp(a);
   return o;
 }
 

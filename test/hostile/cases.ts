@@ -232,6 +232,8 @@ function rawCases(): Case[] {
     raw('logProbs, logits a bare typed array', () => addon.logProbs({ ...lpArgs(), logits: logitsData() }), { error: TypeError, message: /logits must be a float input/ }),
     raw('logProbs, a device tensor on the cpu backend', () => addon.logProbs({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } }), { error: TypeError, message: /runs on the cuda backend only/ }),
     raw('logProbs, ignoreIndex 2^40', () => addon.logProbs({ ...lpArgs(), ignoreIndex: 2 ** 40 }), { error: RangeError, message: /ignoreIndex must be an int32/ }),
+    raw('logProbs, temperature 1e-7 (z/T past float32)', () => addon.logProbs({ ...lpArgs(), temperature: 1e-7 }), { error: RangeError, message: /temperature must be a finite number >= 1e-6/ }),
+    raw('policyLoss, logRatioClamp 1000 (exp past float32)', () => addon.policyLoss({ ...plArgs(), logRatioClamp: 1000 }), { error: RangeError, message: /logRatioClamp must be in \(0, 80\]/ }),
     raw('logProbs, ignoreIndex NaN', () => addon.logProbs({ ...lpArgs(), ignoreIndex: NaN }), { error: RangeError, message: /ignoreIndex must be an int32/ }),
     raw('logProbs, arguments not an object', () => addon.logProbs(7 as never), { error: TypeError, message: /arguments must be an object/ }),
     raw('logProbsAsync, arguments not an object (rejects)', () => addon.logProbsAsync(7 as never), { error: TypeError, message: /arguments must be an object/ }),
