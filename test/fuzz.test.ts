@@ -214,6 +214,12 @@ function awayFromClipEdges(logp: ArrayLike<number>, oldLogp: Float32Array, margi
   return oldLogp
 }
 
+/** A result as JSON, every array in full (FUZZ_DEBUG=1 prints both sides of a failing case). */
+function dump(result: unknown): string {
+  return JSON.stringify(result, (_, v) =>
+    v instanceof rk.Tensor ? { shape: v.shape, data: Array.from(v.toFloat32Array()) } : ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)
+}
+
 describe.each(NATIVE_BACKENDS)(`differential fuzz against js on %s (seed ${SEED})`, (backend) => {
   it(`random cases for ${SECONDS} s`, () => {
     const end = Date.now() + SECONDS * 1000
@@ -224,7 +230,10 @@ describe.each(NATIVE_BACKENDS)(`differential fuzz against js on %s (seed ${SEED}
       const actual = on(backend, c.run)
       const error = parityError(actual, expected, c.overrides?.(expected))
       if (error !== null) {
-        if (process.env.FUZZ_DEBUG) { const dump = (x: any) => JSON.stringify(x, (k, v) => v instanceof rk.Tensor ? { shape: v.shape, data: Array.from(v.toFloat32Array()) } : ArrayBuffer.isView(v) ? Array.from(v as any) : v); console.log('EXPECTED', dump(expected)); console.log('ACTUAL', dump(actual)) }
+        if (process.env.FUZZ_DEBUG) {
+          console.log('EXPECTED', dump(expected))
+          console.log('ACTUAL', dump(actual))
+        }
         expect.fail(`case ${i}: ${c.what}: ${error}\nreplay: RLHF_KERNELS_FUZZ_SEED=${SEED} RLHF_KERNELS_FUZZ_CASE=${i} npx vitest run test/fuzz.test.ts`)
       }
       cases++
