@@ -6,7 +6,7 @@
 // measured on its own: a row that fails says why and the others go on. A row whose bytes fit in the L2
 // cache is relaunched on data the cache already holds, so its GB/s can exceed HBM's: such rows say so.
 import * as rk from '../dist/index.js'
-import { DeviceData, cudaBench, cudaTime } from '../dist/internal.js'
+import { DeviceData, VOCAB_KERNELS, cudaBench, cudaTime, withVocabKernel } from '../dist/internal.js'
 
 const { Tensor } = rk
 
@@ -94,19 +94,10 @@ function check(name, make) {
 }
 
 /** The single-pass kernel versions timed side by side (native/cuda/rowtile.cuh), or the one the environment names. */
-const KERNELS = process.env.RLHF_KERNELS_VOCAB_KERNEL ? [process.env.RLHF_KERNELS_VOCAB_KERNEL] : ['v2', 'v3']
+const KERNELS = process.env.RLHF_KERNELS_VOCAB_KERNEL ? [process.env.RLHF_KERNELS_VOCAB_KERNEL] : VOCAB_KERNELS
 
 function row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes, kernel) {
-  if (kernel) {
-    const before = process.env.RLHF_KERNELS_VOCAB_KERNEL
-    process.env.RLHF_KERNELS_VOCAB_KERNEL = kernel
-    try {
-      return { kernel, ...row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes) }
-    } finally {
-      if (before === undefined) delete process.env.RLHF_KERNELS_VOCAB_KERNEL
-      else process.env.RLHF_KERNELS_VOCAB_KERNEL = before
-    }
-  }
+  if (kernel) return withVocabKernel(kernel, () => ({ kernel, ...row([name, make, bytesAt, note], n, shape, dtype, copyGBs, l2Bytes) }))
   const op = note ? `${name} (${note})` : name
   let options
   try {

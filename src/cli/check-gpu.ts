@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import * as rk from '../index.js'
 import {
-  DeviceData, PARITY, type Tolerance, closeness, cudaBench, halfGradTolerance, isGradient, klGradPTolerance, rng, twice,
+  DeviceData, PARITY, type Tolerance, closeness, cudaBench, halfGradTolerance, isGradient, klGradPTolerance, rng, twice, VOCAB_KERNELS, withVocabKernel,
 } from '../internal.js'
 import { formatTable } from './table.js'
 
@@ -199,21 +199,6 @@ function tokenCases(seed: number, quick: boolean): ParityCase[] {
     for (const method of rk.GROUP_METHODS) cases.push({ name: `groupAdvantages ${prompts * K} ${method}`, path: 'groups', run: () => rk.groupAdvantages({ scores, offsets, method }) })
   }
   return cases
-}
-
-/** The versions of the single-pass vocabulary kernels (rowtile.cuh), each checked and timed. */
-export const VOCAB_KERNELS = ['v2', 'v3'] as const
-
-/** fn with RLHF_KERNELS_VOCAB_KERNEL set to `version` (the launchers read it at each call). */
-export function withVocabKernel<T>(version: string, fn: () => T): T {
-  const before = process.env.RLHF_KERNELS_VOCAB_KERNEL
-  process.env.RLHF_KERNELS_VOCAB_KERNEL = version
-  try {
-    return fn()
-  } finally {
-    if (before === undefined) delete process.env.RLHF_KERNELS_VOCAB_KERNEL
-    else process.env.RLHF_KERNELS_VOCAB_KERNEL = before
-  }
 }
 
 /** Compares `target` against `reference` on one case: the worst field, or null when all are within twice the parity tolerance. */
