@@ -12,6 +12,7 @@ import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import { type WithForeign, wrapForeign } from './interop.js'
+import { applyPreset } from './presets.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
 import { type GradDType, onDevice, optionsObject } from './validate.js'
 
@@ -74,8 +75,8 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(args))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
-  // the caller's options are read once, into a snapshot; foreign tensors are wrapped in the snapshot
-  const prepare = (options: O): A => validate(wrapForeign(name, optionsObject(name, options as O & object)))
+  // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped in it
+  const prepare = (options: O): A => validate(wrapForeign(name, applyPreset(name, optionsObject(name, options as O & object) as Record<string, unknown>) as O))
   defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)) })
   const sync = (options: O): R => {
     const args = prepare(options)
