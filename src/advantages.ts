@@ -134,6 +134,6 @@ function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantag
   }
 }
 
-export const [gae, gaeAsync] = defineOp('gae', validateGae)
-export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten)
-export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages)
+export const [gae, gaeAsync] = defineOp('gae', validateGae, GAE_OPTIONS)
+export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten, WHITEN_OPTIONS)
+export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages, GROUP_ADVANTAGES_OPTIONS)

@@ -128,5 +128,5 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   }
 }
 
-export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence)
-export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty)
+export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence, KL_DIVERGENCE_OPTIONS)
+export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty, KL_PENALTY_OPTIONS)

@@ -53,4 +53,4 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   }
 }
 
-export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss)
+export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss, POLICY_LOSS_OPTIONS)

@@ -152,4 +152,4 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   }
 }
 
-export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss)
+export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss, PPO_LOSS_OPTIONS)

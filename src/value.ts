@@ -54,4 +54,4 @@ function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   }
 }
 
-export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss)
+export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss, VALUE_LOSS_OPTIONS)
