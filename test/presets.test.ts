@@ -163,3 +163,24 @@ describe('the preset option', () => {
     expect(() => rk.crossEntropy({ logits, targets: Int32Array.of(0, 1), preset: 'verl-ppo' } as never)).toThrow(/unknown option "preset"/)
   })
 })
+
+describe("README's table of presets", () => {
+  /** One row: the preset, what it sets per op (ppoLoss: beyond what it shares with policyLoss), the anchor. */
+  const row = (name: rk.PresetName) => {
+    const p = rk.PRESET_TABLE[name]
+    const value = (v: unknown) => (v === null ? 'off' : typeof v === 'string' ? `'${v}'` : typeof v === 'number' && v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : String(v))
+    const ops = Object.entries(p.ops).map(([op, settings]) => {
+      const shared = op === 'ppoLoss' ? (p.ops.policyLoss ?? {}) as Record<string, unknown> : {}
+      const own = Object.entries(settings as Record<string, unknown>).filter(([k, v]) => shared[k] !== v)
+      const text = own.map(([k, v]) => `${k} ${value(v)}`).join(', ')
+      return `**${op}** ${op === 'ppoLoss' && p.ops.policyLoss ? `policyLoss's, ${text}` : text || '(the defaults)'}`
+    })
+    return `| \`${name}\` | ${ops.join('; ')} | ${p.anchor}${p.note ? `. *${p.note}*` : ''} |`
+  }
+
+  it('lists every preset with exactly what the table sets', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+    const missing = rk.PRESETS.map(row).filter((r) => !readme.includes(r))
+    expect(missing, `README rows to write:\n${missing.join('\n')}`).toEqual([])
+  })
+})
