@@ -177,6 +177,7 @@ export const PRESET_TABLE: Readonly<Record<PresetName, Preset>> = {
   'openrlhf-grpo': {
     anchor: 'OpenRLHF/OpenRLHF openrlhf/cli/train_ppo_ray.py (algo.advantage.estimator group_norm, algo.kl.use_loss with estimator k3 ' +
       '"in GRPO", algo.kl.init_coef 0.01); experience_maker.py group_norm (std + 1e-9); models/loss.py PolicyLoss; models/utils.py compute_approx_kl',
+    note: 'ppoLoss clamps the KL\'s log-ratio with the policy\'s logRatioClamp (20), OpenRLHF\'s k3 does not: they differ only where |logp − refLogp| > 20',
     ops: {
       policyLoss: OPENRLHF_POLICY,
       klPenalty: { estimator: 'k3', logRatioClamp: NO_CLAMP, outputClamp: 10, aggregation: 'token-mean' },

@@ -39,12 +39,17 @@ const inputs = {
   groupAdvantages: () => ({ scores: f64(g.scores), offsets }),
 }
 
+const isPreset = (name: string): name is rk.PresetName => (rk.PRESETS as readonly string[]).includes(name)
+
+// golden values written for presets that need the policy-loss variants (variant, isLevel): to do until they join
+for (const name of Object.keys(g.cases).filter((p) => !isPreset(p))) it.todo(`preset ${name}: add its table entry (src/presets.ts) to check these golden values`)
+
 const tolerance = (backend: string, kind: 'value' | 'grad'): Tolerance =>
   backend === 'js' ? F32 : BACKEND_TOLERANCE[backend as rk.BackendName][kind]
 
 describe.each(HOST_BACKENDS)('presets reproduce their anchors (%s)', (backend) => {
   const tol = (kind: 'value' | 'grad') => tolerance(backend, kind)
-  const cases = Object.entries(g.cases).flatMap(([preset, ops]) => Object.keys(ops).map((op) => [preset, op] as const))
+  const cases = Object.entries(g.cases).filter(([preset]) => isPreset(preset)).flatMap(([preset, ops]) => Object.keys(ops).map((op) => [preset, op] as const))
 
   it.each(cases)('%s: %s', (name, op) => {
     const preset = name as rk.PresetName
