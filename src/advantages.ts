@@ -5,8 +5,9 @@ import { groupOffsets } from './options.js'
 import { type TokenFloats, type TokenLayout, type TokenMask, tokenLayout, tokenShape } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import { type FloatData, type OptionNames, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
+import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface GaeOptions {
+export interface GaeOptions extends PresetOption {
   /** [B, T] (or flat with seqLengths) */
   rewards: TokenFloats
   values: TokenFloats
@@ -21,7 +22,7 @@ export interface GaeOptions {
 }
 
 const GAE_OPTIONS: OptionNames<GaeOptions> = {
-  rewards: true, values: true, mask: true, seqLengths: true, gamma: true, lambda: true, lastValues: true,
+  ...PRESET_OPTION, rewards: true, values: true, mask: true, seqLengths: true, gamma: true, lambda: true, lastValues: true,
 }
 
 export interface GaeResult {
@@ -58,7 +59,7 @@ function validateGae(options: GaeOptions): GaeArgs {
   }
 }
 
-export interface WhitenOptions {
+export interface WhitenOptions extends PresetOption {
   values: Float32Array | Float64Array | Tensor
   mask?: TokenMask
   /** false adds the mean back (TRL's shift_mean=False, for rewards); default true */
@@ -72,7 +73,7 @@ export interface WhitenOptions {
 /** eps of whiten and groupAdvantages: > 0, so that a constant group gives 0, not 0/0. */
 const EPS = { above: 0 }
 
-const WHITEN_OPTIONS: OptionNames<WhitenOptions> = { values: true, mask: true, shiftMean: true, unbiased: true, eps: true }
+const WHITEN_OPTIONS: OptionNames<WhitenOptions> = { ...PRESET_OPTION, values: true, mask: true, shiftMean: true, unbiased: true, eps: true }
 
 export interface WhitenArgs {
   values: FloatData
@@ -95,7 +96,7 @@ function validateWhiten(options: WhitenOptions): WhitenArgs {
   }
 }
 
-export interface GroupAdvantagesOptions {
+export interface GroupAdvantagesOptions extends PresetOption {
   /** one scalar reward per completion, group after group */
   scores: Float32Array | Float64Array | Tensor
   offsets?: Int32Array | Tensor
@@ -117,7 +118,7 @@ export interface GroupAdvantagesArgs {
 }
 
 const GROUP_ADVANTAGES_OPTIONS: OptionNames<GroupAdvantagesOptions> = {
-  scores: true, offsets: true, groupSize: true, method: true, eps: true, unbiased: true,
+  ...PRESET_OPTION, scores: true, offsets: true, groupSize: true, method: true, eps: true, unbiased: true,
 }
 
 function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantagesArgs {
@@ -133,6 +134,6 @@ function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantag
   }
 }
 
-export const [gae, gaeAsync] = defineOp('gae', validateGae)
-export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten)
-export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages)
+export const [gae, gaeAsync] = defineOp('gae', validateGae, GAE_OPTIONS)
+export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten, WHITEN_OPTIONS)
+export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages, GROUP_ADVANTAGES_OPTIONS)

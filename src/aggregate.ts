@@ -14,7 +14,7 @@
  */
 import { AGGREGATIONS, type AggregationMode } from './choices.js'
 import type { Tensor } from './tensor.js'
-import { type OptionNames, choiceOption, optionalNumber } from './validate.js'
+import { type OptionNames, booleanOption, choiceOption, optionalNumber } from './validate.js'
 
 export interface AggregationOptions {
   /** default 'token-mean' */
@@ -27,11 +27,16 @@ export interface AggregationOptions {
   globalSeqCount?: number
   /** The constant C of seq-mean-token-sum-norm (default: the width T, i.e. the longest sequence). */
   normConst?: number
+  /**
+   * The seq-mean modes divide by every sequence, fully masked ones too (TRL's `.mean()` over the batch),
+   * not by the non-empty ones; globalSeqCount, when given, wins. Default false.
+   */
+  countEmptySequences?: boolean
 }
 
 /** The aggregation options' names, spread into the option names of every per-token op. */
 export const AGGREGATION_OPTIONS: OptionNames<AggregationOptions> = {
-  aggregation: true, seqLengths: true, globalTokenCount: true, globalSeqCount: true, normConst: true,
+  aggregation: true, seqLengths: true, globalTokenCount: true, globalSeqCount: true, normConst: true, countEmptySequences: true,
 }
 
 export interface Aggregation {
@@ -41,11 +46,13 @@ export interface Aggregation {
   normConst: number | null
 }
 
-export function aggregationOptions(op: string, o: AggregationOptions): Aggregation {
+/** `sequences`: how many the batch holds, empty ones included (what countEmptySequences counts). */
+export function aggregationOptions(op: string, o: AggregationOptions, sequences?: number): Aggregation {
+  const countEmpty = booleanOption(op, 'countEmptySequences', o.countEmptySequences, false)
   return {
     mode: choiceOption(op, 'aggregation', o.aggregation, AGGREGATIONS, 'token-mean'),
     globalTokenCount: optionalNumber(op, 'globalTokenCount', o.globalTokenCount, { min: 0 }),
-    globalSeqCount: optionalNumber(op, 'globalSeqCount', o.globalSeqCount, { min: 0 }),
+    globalSeqCount: optionalNumber(op, 'globalSeqCount', o.globalSeqCount, { min: 0 }) ?? (countEmpty && sequences !== undefined ? sequences : null),
     normConst: optionalNumber(op, 'normConst', o.normConst, { above: 0 }),
   }
 }

@@ -35,3 +35,12 @@ export type GradDTypeChoice = (typeof GRAD_DTYPES)[number]
 /** klDivergence's grad option when it is a string (true means 'q'). */
 export const KL_GRADS = ['q', 'p', 'both'] as const
 export type KlGrad = (typeof KL_GRADS)[number]
+
+/**
+ * The `preset` option's names (src/presets.ts holds what each one sets and the anchor file it was read from).
+ * verl-gspo and cispo join when the policy-loss variants (variant, isLevel) exist.
+ */
+export const PRESETS = [
+  'verl-ppo', 'verl-grpo', 'verl-dr-grpo', 'dapo', 'dr-grpo', 'trl-ppo', 'trl-grpo', 'trl-grpo-seq', 'openrlhf-ppo', 'openrlhf-grpo',
+] as const
+export type PresetName = (typeof PRESETS)[number]

@@ -33,3 +33,5 @@ export {
   type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions,
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
+export { PRESETS, type PresetName } from './choices.js'
+export { PRESET_TABLE, PRESET_OPS, presetOptions, presetsFor, type Preset, type PresetOp, type PresetOps } from './presets.js'

@@ -13,6 +13,7 @@ import {
   type FloatData, type OptionNames, TEMPERATURE, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
   type GradDType, gradDTypeOption,
 } from './validate.js'
+import { PRESET_OPTION, type PresetOption } from './presets.js'
 
 export interface KlDivergenceOptions {
   /** logits of p (e.g. π_old or π_ref), [N, V] */
@@ -82,7 +83,7 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
   }
 }
 
-export interface KlPenaltyOptions extends AggregationOptions {
+export interface KlPenaltyOptions extends AggregationOptions, PresetOption {
   logp: TokenFloats
   refLogp: TokenFloats
   /** 'k1' | 'abs' | 'k2' | 'k3' (aliases kl, mse, low_var_kl); default 'k3' */
@@ -109,7 +110,7 @@ export interface KlPenaltyArgs extends TokenBatch {
 }
 
 const KL_PENALTY_OPTIONS: OptionNames<KlPenaltyOptions> = {
-  ...AGGREGATION_OPTIONS, logp: true, refLogp: true, estimator: true, mask: true, logRatioClamp: true, outputClamp: true,
+  ...AGGREGATION_OPTIONS, ...PRESET_OPTION, logp: true, refLogp: true, estimator: true, mask: true, logRatioClamp: true, outputClamp: true,
 }
 
 function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
@@ -127,5 +128,5 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   }
 }
 
-export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence)
-export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty)
+export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence, KL_DIVERGENCE_OPTIONS)
+export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty, KL_PENALTY_OPTIONS)

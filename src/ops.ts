@@ -12,8 +12,9 @@ import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import { type WithForeign, wrapForeign } from './interop.js'
+import { applyPreset } from './presets.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
-import { type GradDType, onDevice, optionsObject } from './validate.js'
+import { type GradDType, type OptionNames, onDevice, optionsObject } from './validate.js'
 
 /** A result with its arrays on the GPU: what an op returns for device-tensor inputs. */
 export type OnDevice<R> = R extends Float32Array | Tensor
@@ -51,7 +52,12 @@ function copyArrays<T>(value: T): T {
   return out as T
 }
 
-const defined = new Map<string, { validate: (options: never) => object; runOn: (k: Kernels, options: never) => unknown }>()
+const defined = new Map<string, { validate: (options: never) => object; runOn: (k: Kernels, options: never) => unknown; names?: readonly string[] }>()
+
+/** @internal an op's option names (the parity command reads the options a file holds by them) */
+export function optionNamesOf(name: string): readonly string[] | undefined {
+  return defined.get(name)?.names
+}
 
 /** @internal an op's validation, for the GPU benchmark (it times the kernels on validated arguments) */
 export function validatorOf(name: string): ((options: object) => object) | undefined {
@@ -64,7 +70,7 @@ export function runOn(name: OpName, k: Kernels, options: object): unknown {
 }
 
 /** The public sync and async forms of the backends' op `name`, with its validation. */
-export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
+export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>, names?: OptionNames<O>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
   type A = ArgsOf<N>
   type R = ResultOf<N>
   const cast = (k: Kernels, args: A, result: R): R => {
@@ -74,9 +80,9 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(args))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
-  // the caller's options are read once, into a snapshot; foreign tensors are wrapped in the snapshot
-  const prepare = (options: O): A => validate(wrapForeign(name, optionsObject(name, options as O & object)))
-  defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)) })
+  // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped in it
+  const prepare = (options: O): A => validate(wrapForeign(name, applyPreset(name, optionsObject(name, options as O & object) as Record<string, unknown>) as O))
+  defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)), names: names && Object.keys(names) })
   const sync = (options: O): R => {
     const args = prepare(options)
     return run(kernels(onDevice(args as object)), args)

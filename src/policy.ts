@@ -7,8 +7,9 @@ import { defineOp } from './ops.js'
 import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, clipOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import { type FloatData, type OptionNames, floatVector, optionsObject } from './validate.js'
+import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface PolicyLossOptions extends AggregationOptions, ClipOptions {
+export interface PolicyLossOptions extends AggregationOptions, ClipOptions, PresetOption {
   logp: TokenFloats
   oldLogp: TokenFloats
   advantages: TokenFloats
@@ -35,7 +36,7 @@ export interface PolicyLossArgs extends TokenBatch {
 }
 
 const POLICY_LOSS_OPTIONS: OptionNames<PolicyLossOptions> = {
-  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, logp: true, oldLogp: true, advantages: true, mask: true,
+  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...PRESET_OPTION, logp: true, oldLogp: true, advantages: true, mask: true,
 }
 
 function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
@@ -52,4 +53,4 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   }
 }
 
-export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss)
+export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss, POLICY_LOSS_OPTIONS)

@@ -13,8 +13,9 @@ import {
   type FloatData, type GradDType, type OptionNames, TEMPERATURE, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
   optionsObject,
 } from './validate.js'
+import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface PpoLossOptions extends AggregationOptions, ClipOptions {
+export interface PpoLossOptions extends AggregationOptions, ClipOptions, PresetOption {
   /** policy logits, [N, V] or [B, T, V]; one row per token */
   logits: Tensor
   /** the sampled token of each row */
@@ -96,7 +97,7 @@ export interface PpoLossArgs extends TokenBatch {
 }
 
 const PPO_LOSS_OPTIONS: OptionNames<PpoLossOptions> = {
-  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
+  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...PRESET_OPTION, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
   advantages: true, values: true, returns: true, oldValues: true, mask: true, temperature: true, beta: true, c1: true, klEstimator: true,
   klOutputClamp: true, valueClip: true, half: true, gradDtype: true,
 }
@@ -151,4 +152,4 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   }
 }
 
-export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss)
+export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss, PPO_LOSS_OPTIONS)

@@ -108,4 +108,4 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   }
 }
 
-export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss)
+export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss, REWARD_LOSS_OPTIONS)

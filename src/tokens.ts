@@ -67,5 +67,5 @@ export interface TokenBatch {
 /** The layout, mask and aggregation of a per-token op whose leading input has this shape. */
 export function tokenBatch(op: string, name: string, shape: readonly number[], o: AggregationOptions & { mask?: unknown }): TokenBatch {
   const layout = tokenLayout(op, name, shape, o.seqLengths)
-  return { layout, mask: maskVector(op, 'mask', o.mask, layout.tokens), agg: aggregationOptions(op, o) }
+  return { layout, mask: maskVector(op, 'mask', o.mask, layout.tokens), agg: aggregationOptions(op, o, layout.offsets.length - 1) }
 }

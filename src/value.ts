@@ -5,8 +5,9 @@ import { defineOp } from './ops.js'
 import { valueOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import { type FloatData, type OptionNames, floatVector, optionsObject } from './validate.js'
+import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface ValueLossOptions extends AggregationOptions {
+export interface ValueLossOptions extends AggregationOptions, PresetOption {
   values: TokenFloats
   returns: TokenFloats
   /** required with `clip` */
@@ -35,7 +36,7 @@ export interface ValueLossArgs extends TokenBatch {
 }
 
 const VALUE_LOSS_OPTIONS: OptionNames<ValueLossOptions> = {
-  ...AGGREGATION_OPTIONS, values: true, returns: true, oldValues: true, clip: true, half: true, mask: true,
+  ...AGGREGATION_OPTIONS, ...PRESET_OPTION, values: true, returns: true, oldValues: true, clip: true, half: true, mask: true,
 }
 
 function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
@@ -53,4 +54,4 @@ function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   }
 }
 
-export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss)
+export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss, VALUE_LOSS_OPTIONS)

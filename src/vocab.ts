@@ -173,6 +173,6 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   }
 }
 
-export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs)
-export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward)
-export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy)
+export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs, LOG_PROBS_OPTIONS)
+export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward, LOG_PROBS_BACKWARD_OPTIONS)
+export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy, CROSS_ENTROPY_OPTIONS)

@@ -139,3 +139,112 @@ describe('info', () => {
     if (existsSync(join(root, 'build', 'Release', 'build-info.json'))) expect(r.out).toMatch(/build: \{/)
   })
 })
+
+describe('parity with presets and options', () => {
+  /** A little-endian .npy file of float64 ('<f8') or int32 ('<i4') values. */
+  function npy(file: string, values: ArrayLike<number>, shape: number[], int = false) {
+    let header = `{'descr': '${int ? '<i4' : '<f8'}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`
+    header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n'
+    const data = int ? Buffer.from(Int32Array.from(values).buffer) : Buffer.from(Float64Array.from(values).buffer)
+    const head = Buffer.alloc(10)
+    head.write('\x93NUMPY', 0, 'latin1')
+    head.writeUInt8(1, 6)
+    head.writeUInt16LE(header.length, 8)
+    writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), data]))
+  }
+  const g = JSON.parse(readFileSync(join(root, 'test', 'fixtures', 'presets.json'), 'utf8'))
+  const dir = (name: string, arrays: Record<string, [ArrayLike<number>, number[], boolean?]>, options?: object) => {
+    const d = join(tmp, name)
+    spawnSync('mkdir', ['-p', d])
+    for (const [key, [values, shape, int]] of Object.entries(arrays)) npy(join(d, `${key}.npy`), values, shape, int)
+    if (options) writeFileSync(join(d, 'options.json'), JSON.stringify(options))
+    return d
+  }
+  const { B, T, V } = g
+  const policyArrays = (expected: string) => ({
+    logp: [g.logp, [B, T]], old_logp: [g.oldLogp, [B, T]], advantages: [g.advantages, [B, T]], mask: [g.mask, [B, T]],
+    pg_loss: [[g.cases[expected].policyLoss[0]], [1]], grad_logp: [g.cases[expected].policyLoss[1], [B, T]],
+  }) as Record<string, [number[], number[]]>
+
+  it("--preset applies a trainer's defaults: TRL's loss_type 'grpo' passes only with trl-grpo-seq", () => {
+    const file = join(fixtures, 'trl_grpo_seq')
+    const without = cli('parity', file)
+    expect(without.code, without.out).toBe(1)
+    const r = cli('parity', file, '--preset', 'trl-grpo-seq')
+    expect(r.code, r.out + r.err).toBe(0)
+    expect(r.out).toMatch(/^preset trl-grpo-seq: applied to policyLoss$/m)
+    expect(r.out).toMatch(/all 6 checks passed/)
+  })
+
+  it('options.json inside an .npz archive: flat keys go to the ops that have them (policyLoss and klPenalty here)', () => {
+    const r = cli('parity', join(fixtures, 'verl_options.npz'))
+    expect(r.code, r.out + r.err).toBe(0)
+    expect(r.out).toMatch(/klPenalty\s+loss\s+js.*\(kl_loss\)\s+pass/)
+    // the same tensors with the options left out fail: the options were read
+    const set = readTensorSet(join(fixtures, 'verl_options.npz'))
+    expect(set.options).toEqual({ preset: 'verl-grpo', clipHigh: 0.28, aggregation: 'seq-mean-token-mean', globalSeqCount: 6 })
+    const d = dir('verl_no_options', Object.fromEntries([...set.arrays].map(([k, a]) => [k, [a.data, a.shape]])))
+    expect(cli('parity', d).code).toBe(1)
+  })
+
+  it('options.json beside .npy files can express options the recipes never named (countEmptySequences, logRatioClamp)', () => {
+    const d = dir('trl_by_options', policyArrays('trl-grpo-seq'), { aggregation: 'seq-mean-token-mean', countEmptySequences: true, logRatioClamp: 80 })
+    const r = cli('parity', d)
+    expect(r.code, r.out + r.err).toBe(0)
+    const perOp = dir('trl_by_op_options', policyArrays('trl-grpo-seq'), { policyLoss: { aggregation: 'seq-mean-token-mean', countEmptySequences: true } })
+    expect(cli('parity', perOp).code).toBe(0)
+    // the file's options beat the preset: dapo's clipHigh 0.28 undone, its dual clip off
+    const over = dir('dapo_over', policyArrays('trl-grpo'), { clipHigh: 0.2, dualClip: null, logRatioClamp: 80 })
+    expect(cli('parity', over, '--preset', 'dapo').code).toBe(0)
+    expect(cli('parity', dir('dapo_plain', policyArrays('trl-grpo')), '--preset', 'dapo').code).toBe(1)
+  })
+
+  it('groupAdvantages and ppoLoss recipes, with a preset', () => {
+    const offsets = [0]
+    for (const n of g.groupSizes) offsets.push(offsets[offsets.length - 1] + n)
+    const groups = dir('groups', { scores: [g.scores, [g.scores.length]], offsets: [offsets, [offsets.length], true], group_advantages: [g.cases['verl-grpo'].groupAdvantages, [g.scores.length]] })
+    const r = cli('parity', groups, '--preset', 'verl-grpo')
+    expect(r.code, r.out + r.err).toBe(0)
+    expect(r.out).toMatch(/groupAdvantages/)
+    expect(cli('parity', groups, '--preset', 'trl-grpo').code).toBe(1)
+    const want = g.cases['verl-grpo'].ppoLoss
+    const ppo = dir('ppo', {
+      logits: [g.logits, [B, T, V]], actions: [g.actions, [B, T], true], old_logp: [g.oldLogp, [B, T]], ref_logp: [g.refLogp, [B, T]],
+      advantages: [g.advantages, [B, T]], mask: [g.mask, [B, T]], ppo_loss: [[want.loss], [1]], grad_logits: [want.gradLogits, [B, T, V]],
+    })
+    const p = cli('parity', ppo, '--preset', 'verl-grpo')
+    expect(p.code, p.out + p.err).toBe(0)
+    expect(p.out).toMatch(/ppoLoss\s+gradLogits\s+js.*\(grad_logits\)\s+pass/)
+  })
+
+  it.each([
+    [['--preset', 'verl-grop'], /--preset must be one of verl-ppo, verl-grpo/],
+    [['--preset', 'trl-grpo', 'GAE'], /--preset trl-grpo sets options of none of this file's ops \(gae\)/],
+    [['OPTIONS'], /option "clipHihg" is not an option of policyLoss/],
+  ])('bad use %j: exit 2, one line', (args, message) => {
+    const bad = dir('bad_options', policyArrays('verl-grpo'), { clipHihg: 0.28 })
+    const file = args.includes('GAE') ? join(fixtures, 'gae') : args.includes('OPTIONS') ? bad : join(fixtures, 'trl_grpo_seq')
+    const r = cli('parity', file, ...args.filter((a) => a !== 'GAE' && a !== 'OPTIONS'))
+    expect(r.code, r.out).toBe(2)
+    expect(r.err.trim().split('\n')).toHaveLength(1)
+    expect(r.err).toMatch(message)
+  })
+})
+
+describe('demo with a preset', () => {
+  const small = { seed: 3, steps: 25, rmSteps: 300, contexts: 4, vocab: 16, length: 6, batch: 48, out: null, quiet: true }
+  it.each(['verl-grpo', 'verl-ppo'] as const)('%s: PPO raises the true reward', (preset) => {
+    const s = runDemo({ ...small, preset })
+    expect(s.trueRewardAfter).toBeGreaterThan(s.trueRewardBefore + 0.3)
+  })
+
+  it('--preset on the command line; an unknown one is bad use', () => {
+    const r = cli('demo', '--steps', '2', '--rm-steps', '10', '--out', 'out-preset', '--quiet', '--preset', 'verl-grpo')
+    expect(r.code, r.err).toBe(0)
+    expect(r.out).toMatch(/with preset verl-grpo/)
+    expect(JSON.parse(readFileSync(join(tmp, 'out-preset', 'curves.json'), 'utf8')).options.preset).toBe('verl-grpo')
+    const bad = cli('demo', '--preset', 'nope')
+    expect(bad.code).toBe(2)
+    expect(bad.err).toMatch(/--preset must be one of/)
+  })
+})

@@ -11,6 +11,10 @@
  * token logits) and a value head with ppoLoss, against the learned reward: sampling, GAE, whitened
  * advantages, several epochs per batch, clipping, and a full-vocabulary KL to the initial (reference) policy.
  * The models are small enough to write by hand; every loss and gradient comes from this package.
+ *
+ * With a preset (--preset), stage 2 takes a trainer's defaults: a preset with GAE settings (verl-ppo, trl-ppo,
+ * openrlhf-ppo) keeps GAE, whitening and the value head under the preset; the others (verl-grpo, dapo, ...)
+ * sample groups of responses to one context, take groupAdvantages of their scores and train no value head.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -26,6 +30,8 @@ export interface DemoOptions {
   /** reward-model optimiser steps */
   rmSteps: number
   soft: boolean
+  /** stage 2 with a trainer's defaults (see above); default none: the demo's own settings */
+  preset?: rk.PresetName
   out: string | null
   quiet: boolean
   /** problem size (tests use a smaller one) */
@@ -193,8 +199,10 @@ export function runDemo(options: Partial<DemoOptions> = {}): DemoSummary {
   const valueOf = (c: number, t: number, prev: number) => value[c] + value[P + t] + value[P + L + prev]
   const B = o.batch, N = B * L
 
-  const sample = (params: Float64Array, n: number) => {
-    const ctx = Int32Array.from({ length: n }, () => r.int(P))
+  /** n responses; `group` consecutive ones share a context */
+  const sample = (params: Float64Array, n: number, group = 1) => {
+    const ctx = new Int32Array(n)
+    for (let b = 0; b < n; b++) ctx[b] = b % group === 0 ? r.int(P) : ctx[b - 1]
     const actions = new Int32Array(n * L)
     const row = new Float32Array(V)
     for (let b = 0; b < n; b++) {
@@ -218,12 +226,15 @@ export function runDemo(options: Partial<DemoOptions> = {}): DemoSummary {
     return rk.tensor(out, [B, L, V])
   }
 
+  // a group preset: groups of G responses per context, group advantages, no value head
+  const grouped = o.preset !== undefined && rk.presetsFor('groupAdvantages').includes(o.preset)
+  const G = grouped ? [8, 4, 2].find((g) => B % g === 0) ?? 1 : 1
   const trueBefore = meanTrue(reference, 2048)
   const ppoCurve: DemoSummary['curves']['ppo'] = []
   const ppoBar = new Progress('PPO         ', o.steps, o.quiet)
   let last = { kl: 0, clipFraction: 0 }
   for (let step = 1; step <= o.steps; step++) {
-    const { ctx, actions } = sample(policy, B)
+    const { ctx, actions } = sample(policy, B, G)
     const logits = allLogits(policy, ctx, actions)
     const refLogits = allLogits(reference, ctx, actions)
     // old log-probs through the same kernel as the update's, so the first ratio is exactly 1
@@ -239,15 +250,24 @@ export function runDemo(options: Partial<DemoOptions> = {}): DemoSummary {
       trueMean += trueReward(ctx[b], y) / B
       for (let t = 0; t < L; t++) values[b * L + t] = valueOf(ctx[b], t, t === 0 ? BOS : y[t - 1])
     }
-    const { advantages, returns } = rk.gae({ rewards: rk.tensor(rewards, [B, L]), values, gamma: 1, lambda: 0.95 })
-    const whitened = rk.whiten({ values: advantages })
+    let whitened: Float32Array, returns: Float32Array | undefined
+    if (grouped) {
+      const perSequence = rk.groupAdvantages({ scores: Float32Array.from({ length: B }, (_, b) => rewards[b * L + L - 1]), groupSize: G, preset: o.preset })
+      whitened = Float32Array.from({ length: N }, (_, i) => perSequence[Math.floor(i / L)])
+    } else {
+      const settings = o.preset !== undefined ? { preset: o.preset } : { gamma: 1, lambda: 0.95 }
+      const g = rk.gae({ rewards: rk.tensor(rewards, [B, L]), values, ...settings })
+      returns = g.returns
+      whitened = rk.whiten({ values: g.advantages, preset: o.preset })
+    }
     let out!: rk.PpoLossResult
     for (let epoch = 0; epoch < 4; epoch++) {
       const current = allLogits(policy, ctx, actions)
       const v = Float32Array.from({ length: N }, (_, i) => valueOf(ctx[Math.floor(i / L)], i % L, i % L === 0 ? BOS : actions[i - 1]))
       out = rk.ppoLoss({
-        logits: current, actions, oldLogp, refLogits, advantages: whitened, values: v, returns, oldValues: values,
-        beta: 0.1, c1: 0.5, valueClip: 0.2, clipLow: 0.2, clipHigh: 0.2,
+        logits: current, actions, oldLogp, refLogits, advantages: whitened,
+        ...(grouped ? {} : { values: v, returns, oldValues: values }),
+        ...(o.preset !== undefined ? { preset: o.preset } : { beta: 0.1, c1: 0.5, valueClip: 0.2, clipLow: 0.2, clipHigh: 0.2 }),
       })
       const gp = new Float64Array(policy.length)
       const gv = new Float64Array(value.length)
@@ -259,13 +279,14 @@ export function runDemo(options: Partial<DemoOptions> = {}): DemoSummary {
           gp[ctx[b] * V + k] += g[i * V + k]
           gp[(P + prev) * V + k] += g[i * V + k]
         }
-        const d = out.gradValues![i]
+        if (out.gradValues === undefined) continue
+        const d = out.gradValues[i]
         gv[ctx[b]] += d
         gv[P + t] += d
         gv[P + L + prev] += d
       }
       policyOpt.step(gp)
-      valueOpt.step(gv)
+      if (!grouped) valueOpt.step(gv)
     }
     last = { kl: out.kl, clipFraction: out.metrics.clipFraction }
     ppoCurve.push({ step, trueReward: trueMean, modelReward, kl: out.kl, clipFraction: out.metrics.clipFraction, loss: out.loss })

@@ -24,12 +24,20 @@ commands:
       --steps N         PPO iterations (default ${DEMO_DEFAULTS.steps})
       --rm-steps N      reward-model optimiser steps (default ${DEMO_DEFAULTS.rmSteps})
       --soft            train the reward model on the humans' choice distributions, not their choices
+      --preset NAME     PPO with a trainer's defaults: a GAE preset (verl-ppo, trl-ppo, openrlhf-ppo) keeps
+                        GAE and the value head; a group preset (verl-grpo, dapo, dr-grpo, ...) samples groups
+                        and uses groupAdvantages, without a value head
       --out DIR         where curves.json and curves.svg go (default ${DEMO_DEFAULTS.out})
       --quiet           no progress bars
   parity FILE       run the ops FILE's tensors describe on every backend; compare with the float64
                     reference and with the expected values in FILE (.safetensors, .npz, .npy, or a
                     directory of .npy files)
       --atol X --rtol Y tolerance against the file's expected values (default ${EXPECTED_TOLERANCE.atol}, ${EXPECTED_TOLERANCE.rtol})
+      --preset NAME     apply a preset (${rk.PRESETS.join(', ')}) to the file's ops that take it
+                    options: every option of an op, by its name (camelCase or snake_case), as an array in
+                    FILE, a metadata entry, or in options.json (inside the .npz, in the .npy directory, or
+                    beside the file; safetensors: the metadata entry 'options'); { "policyLoss": {...} }
+                    holds one op's own
   bench             run the benchmark suites
       --gpu             also the GPU suite (N = 8192, V = 32000 and 128256; needs the cuda backend)
   check --gpu       the GPU proof: every op and kernel path on cuda against cpu (outputs poisoned first),
@@ -64,6 +72,7 @@ const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
   gpu: { value: false, commands: ['bench', 'check'] },
   log: { value: true, commands: ['check'] },
   atol: { value: true, commands: ['parity'] },
+  preset: { value: true, commands: ['parity', 'demo'] },
   rtol: { value: true, commands: ['parity'] },
   help: { value: false, commands: ['demo', 'parity', 'bench', 'check', 'info'] },
 }
@@ -110,6 +119,13 @@ function numFlag(p: Parsed, name: string, fallback: number): number {
   return n
 }
 
+/** --preset NAME, checked against the list of presets. */
+function presetFlag(p: Parsed): rk.PresetName | undefined {
+  const v = p.flags.get('preset') as string | undefined
+  if (v !== undefined && !(rk.PRESETS as readonly string[]).includes(v)) throw new UsageError(`--preset must be one of ${rk.PRESETS.join(', ')}, got '${v}'`)
+  return v as rk.PresetName | undefined
+}
+
 function demo(p: Parsed) {
   if (p.positional.length) throw new UsageError(`demo takes no arguments, got '${p.positional[0]}'`)
   const out = (p.flags.get('out') as string | undefined) ?? (DEMO_DEFAULTS.out as string)
@@ -119,10 +135,11 @@ function demo(p: Parsed) {
     rmSteps: intFlag(p, 'rm-steps', DEMO_DEFAULTS.rmSteps, 1),
     soft: p.flags.has('soft'),
     quiet: p.flags.has('quiet'),
+    preset: presetFlag(p),
     out,
   })
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`
-  console.log(`\nRLHF demo on the ${s.backend} backend, ${s.seconds.toFixed(1)} s`)
+  console.log(`\nRLHF demo on the ${s.backend} backend${p.flags.has('preset') ? ` with preset ${p.flags.get('preset')}` : ''}, ${s.seconds.toFixed(1)} s`)
   console.log(formatTable(['', 'value'], [
     ['reward model: held-out pairwise accuracy vs the hidden truth', pct(s.rmHeldOutAccuracy)],
     ['reward model: held-out agreement with the human choice', pct(s.rmHumanAccuracy)],
@@ -137,7 +154,8 @@ function demo(p: Parsed) {
 function parity(p: Parsed): number {
   if (p.positional.length !== 1) throw new UsageError(`parity needs exactly one FILE, got ${p.positional.length}`)
   const tol = { atol: numFlag(p, 'atol', EXPECTED_TOLERANCE.atol), rtol: numFlag(p, 'rtol', EXPECTED_TOLERANCE.rtol) }
-  const { rows, pass } = runParity(p.positional[0], tol)
+  const { rows, pass, notes } = runParity(p.positional[0], tol, presetFlag(p))
+  for (const note of notes) console.log(note)
   console.log(formatTable(
     ['op', 'output', 'backend', 'vs float64 reference (max abs / rel)', 'vs expected in file (max abs / rel)', 'result'],
     rows.map((r) => [r.op, r.output, r.backend, r.vsReference, r.vsExpected, r.pass ? 'pass' : 'FAIL']),

@@ -2,10 +2,15 @@
  * `rlhf-kernels parity FILE`: run the ops that a file of saved tensors describes, by conventional names,
  * on every available backend. Each backend is compared with the float64 reference and with the expected
  * values stored in the file (e.g. PyTorch's). Failures give exit code 1.
+ *
+ * An op's options come from, in increasing precedence: `--preset NAME`; the recipe's conventional names;
+ * every other option of the op that the file holds by its name, camelCase or snake_case (arrays as tensors,
+ * scalars as metadata strings); the file's options object (options.json or the metadata entry `options`:
+ * flat keys go to each op that has the option, a key named after an op holds that op's own options).
  */
 import * as rk from '../index.js'
 import {
-  BACKEND_TOLERANCE, EXPECTED_TOLERANCE, type OpName, type Tolerance, isGradient, rangeError, referenceKernels, requireBackend, runOn,
+  BACKEND_TOLERANCE, EXPECTED_TOLERANCE, type OpName, type Tolerance, isGradient, optionNamesOf, rangeError, referenceKernels, requireBackend, runOn,
 } from '../internal.js'
 import { type NamedArray, type TensorSet, readTensorSet } from './tensorfile.js'
 
@@ -72,6 +77,17 @@ class Inputs {
   }
   meta(key: string): string | undefined {
     return this.set.metadata[key]
+  }
+  /** An array as an op input: float matrices and [B, T] data as Tensors, vectors as typed arrays. */
+  input(name: string): unknown {
+    const a = this.array(name)
+    if (a.dtype === 'BOOL' || a.dtype === 'U8') return Uint8Array.from(a.data)
+    if (a.dtype.startsWith('I')) return this.ints(name)
+    return a.shape.length >= 2 ? rk.tensor(Float64Array.from(a.data), a.shape) : this.floats(name)
+  }
+  /** The options object of the file, or {} */
+  get options(): Record<string, unknown> {
+    return this.set.options ?? {}
   }
   num(key: string): number | undefined {
     const v = this.meta(key)
@@ -141,10 +157,59 @@ const RECIPES: Recipe[] = [
     } satisfies rk.RewardLossOptions),
     expected: { reward_loss: 'loss', grad_scores: 'gradScores', probs: 'probs' },
   },
+  {
+    // every other input (old_logp, ref_logp, values, returns, old_values, mask, ...) by its option name
+    op: 'ppoLoss', needs: ['logits', 'actions', 'advantages'],
+    options: (t) => ({ logits: t.matrix('logits'), actions: t.ints('actions') }),
+    expected: { ppo_loss: 'loss', loss: 'loss', grad_logits: 'gradLogits', grad_values: 'gradValues' },
+  },
+  {
+    op: 'groupAdvantages', needs: ['scores'], unless: ['chosen'],
+    options: (t) => ({ scores: t.floats('scores') }),
+    expected: { group_advantages: '' },
+  },
 ]
 
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)
+
+/** A metadata string as an option value: a number, true, false or null, else the string itself. */
+function metaValue(v: string): unknown {
+  if (v === 'true' || v === 'false' || v === 'null') return JSON.parse(v)
+  const n = Number(v)
+  return v.trim() !== '' && Number.isFinite(n) ? n : v
+}
+
+/**
+ * The options of `op` for this file: the recipe's, then every other option of the op the file holds by name,
+ * then the file's options object; `preset` under all of them.
+ */
+function recipeOptions(recipe: Recipe, t: Inputs, preset: string | undefined, ops: readonly OpName[], file: string): object {
+  const names = optionNamesOf(recipe.op) ?? []
+  const out: Record<string, unknown> = preset === undefined ? {} : { preset }
+  for (const [k, v] of Object.entries(recipe.options(t))) if (v !== undefined) out[k] = v
+  for (const name of names) {
+    if (out[name] !== undefined) continue
+    const key = [name, snake(name)].find((k) => t.has(k) || t.meta(k) !== undefined)
+    if (key !== undefined) out[name] = t.has(key) ? t.input(key) : metaValue(t.meta(key)!)
+  }
+  for (const [key, value] of Object.entries(t.options)) {
+    if (optionNamesOf(key) !== undefined) continue  // another op's own options
+    if (names.includes(key)) out[key] = value
+    else if (!ops.some((op) => optionNamesOf(op)?.includes(key))) {
+      throw new RangeError(`${file}: option ${JSON.stringify(key)} is not an option of ${ops.join(', ')} (the ops this file runs)`)
+    }
+  }
+  const own = t.options[recipe.op]
+  if (own !== undefined) {
+    if (own === null || typeof own !== 'object' || Array.isArray(own)) throw new TypeError(`${file}: options.${recipe.op} must be an object of ${recipe.op} options`)
+    Object.assign(out, own)
+  }
+  if (preset !== undefined) out.preset = preset  // the command line's preset wins over the file's
+  return out
+}
+
 function pick(result: unknown, path: string): ArrayLike<number> | undefined {
-  const v = (result as Record<string, unknown>)[path]
+  const v = path === '' ? result : (result as Record<string, unknown>)[path]
   if (typeof v === 'number') return [v]
   if (v instanceof rk.Tensor) return v.data as ArrayLike<number>
   if (ArrayBuffer.isView(v)) return v as unknown as ArrayLike<number>
@@ -177,20 +242,33 @@ export interface ParityRow {
 const fmt = (d: { abs: number; rel: number }) => `${d.abs.toExponential(1)} / ${d.rel.toExponential(1)}`
 const comparable = (d: { abs: number }) => !Number.isNaN(d.abs)
 
-/** Every matching op on every host backend; rows for the table, and whether all passed. */
-export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE): { rows: ParityRow[]; pass: boolean } {
+/**
+ * Every matching op on every host backend; rows for the table, and whether all passed. With a preset, it
+ * applies to each of the file's ops that it sets options of (`notes` names the others).
+ */
+export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE, preset?: string): { rows: ParityRow[]; pass: boolean; notes: string[] } {
   const set = readTensorSet(path)
   const inputs = new Inputs(set, path)
   const recipes = RECIPES.filter((r) => r.needs.every((n) => set.arrays.has(n)) && !(r.unless ?? []).some((n) => set.arrays.has(n)))
   if (recipes.length === 0) {
     throw new RangeError(`${path}: no op matches its tensors (${[...set.arrays.keys()].join(', ')}); see the README's parity section for the names`)
   }
+  const notes: string[] = []
+  const ops = recipes.map((r) => r.op)
+  const presetOf = (op: OpName) => (preset !== undefined && rk.presetsFor(op as rk.PresetOp).includes(preset as rk.PresetName) ? preset : undefined)
+  if (preset !== undefined) {
+    if (!(rk.PRESETS as readonly string[]).includes(preset)) throw new RangeError(`--preset must be one of ${rk.PRESETS.join(', ')}, got '${preset}'`)
+    const applied = ops.filter((op) => presetOf(op) !== undefined)
+    if (applied.length === 0) throw new RangeError(`--preset ${preset} sets options of none of this file's ops (${ops.join(', ')})`)
+    notes.push(`preset ${preset}: applied to ${applied.join(', ')}` + (applied.length < ops.length ? `; not to ${ops.filter((op) => !applied.includes(op)).join(', ')} (it sets none of their options)` : ''))
+  }
   const names = rk.backends().filter((b) => b.available && b.name !== 'cuda').map((b) => b.name)
   const rows: ParityRow[] = []
   for (const recipe of recipes) {
-    const reference = runOn(recipe.op, float64Reference, recipe.options(inputs))
+    const options = () => recipeOptions(recipe, inputs, presetOf(recipe.op), ops, path)
+    const reference = runOn(recipe.op, float64Reference, options())
     for (const backend of names) {
-      const result = runOn(recipe.op, requireBackend(backend), recipe.options(inputs))
+      const result = runOn(recipe.op, requireBackend(backend), options())
       const outputs = new Set(Object.values(recipe.expected))
       for (const output of outputs) {
         const got = pick(result, output)
@@ -217,5 +295,5 @@ export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE):
       }
     }
   }
-  return { rows, pass: rows.every((r) => r.pass) }
+  return { rows, pass: rows.every((r) => r.pass), notes }
 }

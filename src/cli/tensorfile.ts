@@ -2,9 +2,12 @@
  * Reading tensors saved from PyTorch or NumPy: safetensors files, .npy files (one array each; a directory of
  * them is read as one set, by file name) and .npz archives (stored or deflated). Every array comes back as
  * float64 values with its shape and source dtype; a malformed file is a TensorFileError with one clear line.
+ *
+ * Op options travel with the tensors as a JSON object: `options.json` inside an .npz archive, in a directory
+ * of .npy files, or beside an .npy or .npz file; in a safetensors file, the metadata entry `options`.
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs'
-import { basename, extname, join } from 'node:path'
+import { basename, dirname, extname, join } from 'node:path'
 import { inflateRawSync } from 'node:zlib'
 import { bf16ToFloat, f16ToFloat } from '../index.js'
 
@@ -18,6 +21,26 @@ export interface NamedArray {
 export interface TensorSet {
   arrays: Map<string, NamedArray>
   metadata: Record<string, string>
+  /** the options object (options.json or the metadata entry `options`), or null */
+  options: Record<string, unknown> | null
+}
+
+/** The JSON options object of `where`; anything but an object is a TensorFileError. */
+function parseOptions(where: string, text: string): Record<string, unknown> {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    throw new TensorFileError(`${where}: not valid JSON`)
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TensorFileError(`${where}: must hold a JSON object of options`)
+  return value as Record<string, unknown>
+}
+
+/** options.json in `dir`, when there is one. */
+function optionsBeside(dir: string): Record<string, unknown> | null {
+  const file = join(dir, 'options.json')
+  return existsSync(file) ? parseOptions(file, readFileSync(file, 'utf8')) : null
 }
 
 export class TensorFileError extends Error {}
@@ -69,7 +92,8 @@ export function readSafetensors(file: string, buf: Buffer): TensorSet {
     const count = (t.shape as number[]).reduce((x, y) => x * y, 1)
     arrays.set(name, { name, dtype: t.dtype, shape: t.shape, data: decode(file, name, t.dtype, data.subarray(a, b), count) })
   }
-  return { arrays, metadata: (header.__metadata__ ?? {}) as Record<string, string> }
+  const metadata = (header.__metadata__ ?? {}) as Record<string, string>
+  return { arrays, metadata, options: metadata.options === undefined ? null : parseOptions(`${file}: metadata options`, metadata.options) }
 }
 
 const NPY_DTYPES: Record<string, string> = { f8: 'F64', f4: 'F32', f2: 'F16', i8: 'I64', i4: 'I32', i2: 'I16', i1: 'I8', u1: 'U8', b1: 'BOOL' }
@@ -95,6 +119,7 @@ export function readNpy(file: string, name: string, buf: Buffer): NamedArray {
 /** .npz: a zip of .npy members (np.savez stores them; np.savez_compressed deflates them). */
 export function readNpz(file: string, buf: Buffer): TensorSet {
   const arrays = new Map<string, NamedArray>()
+  let options: Record<string, unknown> | null = null
   let eocd = -1
   for (let i = buf.length - 22; i >= Math.max(0, buf.length - 65557); i--) if (buf.readUInt32LE(i) === 0x06054b50) { eocd = i; break }
   if (eocd < 0) throw bad(file, 'not a zip archive (no end-of-central-directory record)')
@@ -112,10 +137,14 @@ export function readNpz(file: string, buf: Buffer): TensorSet {
     const raw = buf.subarray(lstart, lstart + csize)
     const body = method === 0 ? raw : method === 8 ? inflateRawSync(raw) : null
     if (body === null) throw bad(file, `${member} uses zip method ${method}; only stored and deflated are supported`)
+    if (member === 'options.json') {
+      options = parseOptions(`${file}:${member}`, body.toString('utf8'))
+      continue
+    }
     const name = member.replace(/\.npy$/, '')
     arrays.set(name, readNpy(`${file}:${member}`, name, body))
   }
-  return { arrays, metadata: {} }
+  return { arrays, metadata: {}, options }
 }
 
 /** A safetensors file, an .npz archive, one .npy file, or a directory of .npy files. */
@@ -128,15 +157,18 @@ export function readTensorSet(path: string): TensorSet {
       const name = basename(f, '.npy')
       return [name, readNpy(join(path, f), name, readFileSync(join(path, f)))] as const
     }))
-    return { arrays, metadata: {} }
+    return { arrays, metadata: {}, options: optionsBeside(path) }
   }
   const buf = readFileSync(path)
   switch (extname(path)) {
     case '.safetensors': return readSafetensors(path, buf)
-    case '.npz': return readNpz(path, buf)
+    case '.npz': {
+      const set = readNpz(path, buf)
+      return { ...set, options: set.options ?? optionsBeside(dirname(path)) }
+    }
     case '.npy': {
       const name = basename(path, '.npy')
-      return { arrays: new Map([[name, readNpy(path, name, buf)]]), metadata: {} }
+      return { arrays: new Map([[name, readNpy(path, name, buf)]]), metadata: {}, options: optionsBeside(dirname(path)) }
     }
     default: throw new TensorFileError(`${path}: unknown file type (expected .safetensors, .npz, .npy or a directory of .npy files)`)
   }
