@@ -35,3 +35,15 @@ export type GradDTypeChoice = (typeof GRAD_DTYPES)[number]
 /** klDivergence's grad option when it is a string (true means 'q'). */
 export const KL_GRADS = ['q', 'p', 'both'] as const
 export type KlGrad = (typeof KL_GRADS)[number]
+
+/** policyLoss / ppoLoss: the per-token objective (README "Policy variants"); default 'ppo'. */
+export const POLICY_VARIANTS = ['ppo', 'cispo', 'dppo-tv', 'dppo-kl'] as const
+export type PolicyVariant = (typeof POLICY_VARIANTS)[number]
+
+/** policyLoss / ppoLoss: where the importance ratio is formed; 'sequence' is GSPO, 'sequence-token' GSPO-token. */
+export const IS_LEVELS = ['token', 'sequence', 'sequence-token'] as const
+export type IsLevel = (typeof IS_LEVELS)[number]
+
+/** policyLoss / ppoLoss with behaviorLogp: how w = π_old/π_behavior corrects the loss; absent or null = metrics only. */
+export const ROLLOUT_CORRECTIONS = ['token-truncate', 'token-mask', 'sequence-truncate', 'sequence-mask'] as const
+export type RolloutCorrection = (typeof ROLLOUT_CORRECTIONS)[number]

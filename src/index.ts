@@ -33,3 +33,7 @@ export {
   type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions,
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
+export {
+  POLICY_VARIANTS, IS_LEVELS, ROLLOUT_CORRECTIONS, type PolicyVariant, type IsLevel, type RolloutCorrection,
+} from './choices.js'
+export type { PolicyVariantOptions, RolloutMetrics } from './options.js'
