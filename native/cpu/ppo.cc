@@ -75,7 +75,7 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
     const RowSoftmax sa = arow ? row_softmax<L>(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
     const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
-    const PolicyToken s = pre_grad ? PolicyToken{} : policy_token(lp, old, read(p.advantages, t), p.policy);
+    const PolicyToken s = pre_grad ? PolicyToken{} : ppo_clip_token(read(p.advantages, t), p.policy, lp - old);
     TokenTerms& tt = terms[t];
     tt.policy = pre_grad ? pre_loss[t] : s.loss;
     tt.approx_kl = old - lp;
@@ -177,10 +177,7 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
   r.approx_kl = akl.value();
   stats.write(r, r.count);
   r.value_clip_fraction = float(vclip) * (r.count > 0 ? 1.f / float(r.count) : 0.f);
-  if (first) {
-    ppo_take_policy(r, pr);
-    r.loss = r.policy_loss + p.beta * r.kl + p.c1 * r.value_loss;
-  }
+  if (first) ppo_take_policy(r, pr);
   return r;
 }
 

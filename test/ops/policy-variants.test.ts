@@ -201,5 +201,7 @@ describe.each(NATIVE_BACKENDS)(`policy variants: %s against js (seed ${SEED})`, 
     expectParity(rk.ppoLoss, { ...base, rolloutCorrection: 'token-mask', rolloutIsLow: 0.9, rolloutIsHigh: 1.1 }, 'token-mask')
     expectParity(rk.ppoLoss, { ...base, rolloutCorrection: 'sequence-truncate', opsmDelta: 0.05, temperature: 0.9 }, 'sequence-truncate + opsm')
     expectParity(rk.ppoLoss, { ...base, refLogits: rk.tensor(r.f32(Mt * V, 2), [B, T, V]), klEstimator: 'full' as const }, 'full KL')
+    const oldLogits = rk.tensor(Float32Array.from(logits.toFloat32Array(), (x) => x + 0.3 * r.normal()), [B, T, V])
+    expectParity(rk.ppoLoss, { ...base, oldLogp: undefined, oldLogits, klEstimator: 'full' as const, rolloutCorrection: 'sequence-mask', rolloutIsLow: 0.95, rolloutIsHigh: 1.05 }, 'old log-probs from oldLogits')
   })
 })

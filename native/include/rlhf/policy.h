@@ -35,7 +35,27 @@ struct PolicyToken {
   bool clipped_low, clipped_high, dual_clipped;
 };
 
-// d: the log-ratio to use, the token's own logp − old or its sequence's mean (isLevel 'sequence*').
+// The PPO clip of one token with log-ratio d (variant 'ppo'; ppoLoss's rows call it directly when the policy
+// term is plain()).
+RK_HD inline PolicyToken ppo_clip_token(float A, const PolicyOptions& o, float d) {
+  const float C = o.log_ratio_clamp;
+  const float dc = d > C ? C : (d < -C ? -C : d);
+  const float r = std::exp(dc);
+  const float lo = 1.f - o.clip_low, hi = 1.f + o.clip_high;
+  const float surr1 = r * A;
+  const float surr2 = (r < lo ? lo : (r > hi ? hi : r)) * A;
+  const bool clipped = surr2 < surr1;
+  float loss = -(clipped ? surr2 : surr1);
+  bool dual = false;
+  if (o.dual_clip > 1.f && A < 0.f && -o.dual_clip * A < loss) {
+    loss = -o.dual_clip * A;
+    dual = true;
+  }
+  const bool flat = clipped || dual || d > C || d < -C;
+  return {loss, flat ? 0.f : -r * A, r, clipped && A < 0.f, clipped && A > 0.f, dual};
+}
+
+// One token of any variant; d: the log-ratio to use, the token's own logp − old or its sequence's mean (isLevel 'sequence*').
 RK_HD inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o, float d) {
   const float C = o.log_ratio_clamp;
   const float dc = d > C ? C : (d < -C ? -C : d);
@@ -57,17 +77,7 @@ RK_HD inline PolicyToken policy_token(float logp, float old, float A, const Poli
     const float w = r < o.ratio_cap ? r : o.ratio_cap;
     return {keep ? -A * w * logp : 0.f, keep ? -A * w : 0.f, r, !keep && !(A > 0.f), !keep && A > 0.f, keep && r > o.ratio_cap};
   }
-  const float surr1 = r * A;
-  const float surr2 = (r < lo ? lo : (r > hi ? hi : r)) * A;
-  const bool clipped = surr2 < surr1;
-  float loss = -(clipped ? surr2 : surr1);
-  bool dual = false;
-  if (o.dual_clip > 1.f && A < 0.f && -o.dual_clip * A < loss) {
-    loss = -o.dual_clip * A;
-    dual = true;
-  }
-  const bool flat = clipped || dual || d > C || d < -C;
-  return {loss, flat ? 0.f : -r * A, r, clipped && A < 0.f, clipped && A > 0.f, dual};
+  return ppo_clip_token(A, o, d);
 }
 RK_HD inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o) { return policy_token(logp, old, A, o, logp - old); }
 

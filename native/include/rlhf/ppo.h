@@ -46,9 +46,9 @@ PpoLossResult ppo_loss(const PpoLossParams& p);
 // Whether the policy term is more than the token-level PPO clip (a variant, a sequence level, a rollout
 // correction, OPSM): then every token's log-prob is formed first and the policy terms come from policy_loss.
 inline bool ppo_policy_first(const PpoLossParams& p) { return !p.policy.plain() || p.behavior_logp.present(); }
-// The policy metrics of a policy_loss result into ppo_loss's (the policy-first path).
+// The policy metrics of a policy_loss result into ppo_loss's (the policy-first path; the policy loss itself
+// is ppo_loss's own sum of the same token terms).
 inline void ppo_take_policy(PpoLossResult& r, const PolicyLossResult& pr) {
-  r.policy_loss = pr.loss;
   r.clip_fraction = pr.clip_fraction, r.clip_fraction_low = pr.clip_fraction_low, r.clip_fraction_high = pr.clip_fraction_high;
   r.dual_clip_fraction = pr.dual_clip_fraction, r.ratio_mean = pr.ratio_mean, r.ratio_max = pr.ratio_max;
 #define RK_TAKE(js, type, member) r.member = pr.member;
