@@ -185,6 +185,16 @@ describe.each(NATIVE_BACKENDS)(`policy variants: %s against js (seed ${SEED})`, 
     }
   })
 
+  it.each(rk.IS_LEVELS)('no tokens, and every token masked, isLevel %s: zeros as js gives them', (isLevel) => {
+    const all = { variant: 'dppo-kl' as const, isLevel, rolloutCorrection: 'sequence-mask' as const, opsmDelta: 0 }
+    const empty = new Float32Array(0)
+    expectParity(rk.policyLoss, { logp: empty, oldLogp: empty, advantages: empty, behaviorLogp: empty, ...all }, 'no tokens')
+    const x = Float32Array.of(-1, -2, -0.5, -3)
+    const masked = { logp: rk.tensor(x, [2, 2]), oldLogp: x, advantages: x, behaviorLogp: x, mask: new Uint8Array(4), ...all }
+    expectParity(rk.policyLoss, masked, 'every token masked')
+    expect(on(backend, () => rk.policyLoss(masked)).loss).toBe(0)
+  })
+
   it.each(rk.POLICY_VARIANTS.flatMap((variant) => rk.IS_LEVELS.map((isLevel) => [variant, isLevel] as const)))('ppoLoss %s %s', (variant, isLevel) => {
     const r = rng(SEED + variant.length * 7 + isLevel.length)
     const B = 3, T = 6, V = 301, Mt = B * T
