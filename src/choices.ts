@@ -44,3 +44,15 @@ export const PRESETS = [
   'verl-ppo', 'verl-grpo', 'verl-dr-grpo', 'dapo', 'dr-grpo', 'trl-ppo', 'trl-grpo', 'trl-grpo-seq', 'openrlhf-ppo', 'openrlhf-grpo',
 ] as const
 export type PresetName = (typeof PRESETS)[number]
+
+/** policyLoss / ppoLoss: the per-token objective (README "Policy variants"); default 'ppo'. */
+export const POLICY_VARIANTS = ['ppo', 'cispo', 'dppo-tv', 'dppo-kl'] as const
+export type PolicyVariant = (typeof POLICY_VARIANTS)[number]
+
+/** policyLoss / ppoLoss: where the importance ratio is formed; 'sequence' is GSPO, 'sequence-token' GSPO-token. */
+export const IS_LEVELS = ['token', 'sequence', 'sequence-token'] as const
+export type IsLevel = (typeof IS_LEVELS)[number]
+
+/** policyLoss / ppoLoss with behaviorLogp: how w = π_old/π_behavior corrects the loss; absent or null = metrics only. */
+export const ROLLOUT_CORRECTIONS = ['token-truncate', 'token-mask', 'sequence-truncate', 'sequence-mask'] as const
+export type RolloutCorrection = (typeof ROLLOUT_CORRECTIONS)[number]

@@ -35,3 +35,8 @@ export {
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
 export { PRESETS, type PresetName } from './choices.js'
 export { PRESET_TABLE, PRESET_OPS, presetOptions, presetsFor, type Preset, type PresetOp, type PresetOps } from './presets.js'
+
+export {
+  POLICY_VARIANTS, IS_LEVELS, ROLLOUT_CORRECTIONS, type PolicyVariant, type IsLevel, type RolloutCorrection,
+} from './choices.js'
+export type { PolicyVariantOptions, RolloutMetrics } from './options.js'

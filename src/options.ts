@@ -3,10 +3,14 @@
  * valueLoss and ppoLoss, the KL estimator of klPenalty and ppoLoss, index vectors checked against V, ragged
  * groups of rewardLoss and groupAdvantages). Op modules import them from here, never from each other.
  */
-import { KL_ESTIMATORS, KL_ESTIMATOR_ALIASES, type KlEstimator } from './choices.js'
+import {
+  IS_LEVELS, KL_ESTIMATORS, KL_ESTIMATOR_ALIASES, POLICY_VARIANTS, ROLLOUT_CORRECTIONS, type IsLevel, type KlEstimator, type PolicyVariant,
+  type RolloutCorrection,
+} from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { isDeviceData } from './tensor.js'
-import { type NumberRule, type OptionNames, booleanOption, choiceOption, hostOnly, intVector, numberOption, optionalNumber } from './validate.js'
+import type { TokenFloats } from './tokens.js'
+import { type FloatData, type NumberRule, type OptionNames, booleanOption, choiceOption, floatVector, hostOnly, intVector, numberOption, optionalNumber } from './validate.js'
 
 /** The clipping options of policyLoss and ppoLoss. */
 export interface ClipOptions {
@@ -99,4 +103,88 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
   const out = new Int32Array(total / k + 1)
   for (let n = 0; n < out.length; n++) out[n] = n * k
   return out
+}
+
+/**
+ * The policy variants of policyLoss and ppoLoss (README "Policy variants"): the objective, where the ratio is
+ * formed, the three-policy rollout correction and off-policy sequence masking.
+ */
+export interface PolicyVariantOptions {
+  /** 'ppo' (default), 'cispo' (MiniMax-M1), 'dppo-tv' / 'dppo-kl' (DPPO binary trust-region masks) */
+  variant?: PolicyVariant
+  /** 'token' (default), 'sequence' (GSPO: the ratio through the sequence mean), 'sequence-token' (GSPO-token) */
+  isLevel?: IsLevel
+  /** c of dppo-*: the detached weight is min(r, c) (verl's clip_ratio_c in dppo_tv/dppo_kl); default 20 */
+  ratioCap?: number
+  /** log π_behavior(a): the inference engine's log-probs, the third policy; w = exp(oldLogp − behaviorLogp) */
+  behaviorLogp?: TokenFloats
+  /** how w corrects the loss; absent or null: metrics only */
+  rolloutCorrection?: RolloutCorrection | null
+  /** lower bound of the *-mask modes; default 1/rolloutIsHigh */
+  rolloutIsLow?: number
+  /** C of the *-truncate modes and upper bound of the *-mask modes (verl rollout_is_threshold, slime tis_clip); default 2 */
+  rolloutIsHigh?: number
+  /** δ of off-policy sequence masking (slime opsm_delta): drop tokens with A < 0 of sequences with mean(oldLogp − logp) > δ; default off */
+  opsmDelta?: number | null
+}
+
+/** What the rollout correction and OPSM report (0 when behaviorLogp / opsmDelta is absent). */
+export interface RolloutMetrics {
+  /** share of counted tokens whose correction weight is 0 (a *-mask mode) */
+  rolloutDropFraction: number
+  /** share of counted tokens whose weight was truncated to C (a *-truncate mode) */
+  rolloutTruncateFraction: number
+  /** share of sequences (with a counted token) dropped by 'sequence-mask' */
+  rolloutSeqDropFraction: number
+  /** share of sequences truncated by 'sequence-truncate' */
+  rolloutSeqTruncateFraction: number
+  /** mean and max of the per-token w = exp(oldLogp − behaviorLogp) over counted tokens */
+  rolloutWeightMean: number
+  rolloutWeightMax: number
+  /** k1 estimate of KL(behavior ‖ old): mean(behaviorLogp − oldLogp) */
+  rolloutKlK1: number
+  /** k3 estimate of KL(behavior ‖ old): mean(w − 1 − log w) */
+  rolloutKlK3: number
+  /** share of counted tokens with |w − 1| > 0.1 */
+  rolloutMismatchFraction: number
+  /** share of counted tokens dropped by off-policy sequence masking */
+  opsmDropFraction: number
+}
+
+export const POLICY_VARIANT_OPTIONS: OptionNames<PolicyVariantOptions> = {
+  variant: true, isLevel: true, ratioCap: true, behaviorLogp: true, rolloutCorrection: true, rolloutIsLow: true, rolloutIsHigh: true,
+  opsmDelta: true,
+}
+
+export interface PolicyVariantArgs {
+  variant: PolicyVariant
+  isLevel: IsLevel
+  ratioCap: number
+  behaviorLogp: FloatData | null
+  rolloutCorrection: RolloutCorrection | null
+  rolloutIsLow: number
+  rolloutIsHigh: number
+  opsmDelta: number | null
+}
+
+/** The variant options of M tokens; dualClip (read by clipOptions) belongs to variant 'ppo' only. */
+export function policyVariantOptions(op: string, o: PolicyVariantOptions & ClipOptions, M: number): PolicyVariantArgs {
+  const variant = choiceOption(op, 'variant', o.variant, POLICY_VARIANTS, 'ppo')
+  if (variant !== 'ppo' && o.dualClip !== undefined && o.dualClip !== null) {
+    throw typeError(op, 'dualClip', `absent or null with variant '${variant}' (dual clip belongs to 'ppo')`, o.dualClip)
+  }
+  const behaviorLogp = o.behaviorLogp === undefined ? null : floatVector(op, 'behaviorLogp', o.behaviorLogp, M)
+  const rolloutCorrection = o.rolloutCorrection === undefined || o.rolloutCorrection === null
+    ? null : choiceOption(op, 'rolloutCorrection', o.rolloutCorrection, ROLLOUT_CORRECTIONS, 'token-truncate')
+  if (rolloutCorrection !== null && behaviorLogp === null) throw typeError(op, 'behaviorLogp', `given for rolloutCorrection '${rolloutCorrection}'`, undefined)
+  const rolloutIsHigh = numberOption(op, 'rolloutIsHigh', o.rolloutIsHigh, 2, { above: 0 })
+  const rolloutIsLow = numberOption(op, 'rolloutIsLow', o.rolloutIsLow, 1 / rolloutIsHigh, { min: 0 })
+  if (rolloutIsLow > rolloutIsHigh) throw rangeError(op, 'rolloutIsLow', `≤ rolloutIsHigh (${rolloutIsHigh})`, rolloutIsLow)
+  return {
+    variant,
+    isLevel: choiceOption(op, 'isLevel', o.isLevel, IS_LEVELS, 'token'),
+    ratioCap: numberOption(op, 'ratioCap', o.ratioCap, 20, { above: 0 }),
+    behaviorLogp, rolloutCorrection, rolloutIsLow, rolloutIsHigh,
+    opsmDelta: optionalNumber(op, 'opsmDelta', o.opsmDelta, { min: 0 }),
+  }
 }

@@ -4,12 +4,15 @@
  */
 import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { defineOp } from './ops.js'
-import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, clipOptions } from './options.js'
+import {
+  CLIP_OPTIONS, type ClipMetrics, type ClipOptions, POLICY_VARIANT_OPTIONS, type PolicyVariantArgs, type PolicyVariantOptions, type RolloutMetrics,
+  clipOptions, policyVariantOptions,
+} from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import { type FloatData, type OptionNames, floatVector, optionsObject } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface PolicyLossOptions extends AggregationOptions, ClipOptions, PresetOption {
+export interface PolicyLossOptions extends AggregationOptions, ClipOptions, PolicyVariantOptions, PresetOption {
   logp: TokenFloats
   oldLogp: TokenFloats
   advantages: TokenFloats
@@ -17,15 +20,15 @@ export interface PolicyLossOptions extends AggregationOptions, ClipOptions, Pres
   mask?: TokenMask
 }
 
-export interface PolicyLossResult extends ClipMetrics {
+export interface PolicyLossResult extends ClipMetrics, RolloutMetrics {
   loss: number
   /** d loss / d logp, float32 */
   gradLogp: Float32Array
-  /** −min(r A, clip(r) A) per token (0 where masked) */
+  /** the token's loss (−min(r A, clip(r) A) for 'ppo'), times its rollout weight; 0 where masked */
   perToken: Float32Array
 }
 
-export interface PolicyLossArgs extends TokenBatch {
+export interface PolicyLossArgs extends TokenBatch, PolicyVariantArgs {
   logp: FloatData
   oldLogp: FloatData
   advantages: FloatData
@@ -36,7 +39,7 @@ export interface PolicyLossArgs extends TokenBatch {
 }
 
 const POLICY_LOSS_OPTIONS: OptionNames<PolicyLossOptions> = {
-  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...PRESET_OPTION, logp: true, oldLogp: true, advantages: true, mask: true,
+  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...POLICY_VARIANT_OPTIONS, ...PRESET_OPTION, logp: true, oldLogp: true, advantages: true, mask: true,
 }
 
 function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
@@ -50,6 +53,7 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
     oldLogp: floatVector(op, 'oldLogp', o.oldLogp, M),
     advantages: floatVector(op, 'advantages', o.advantages, M),
     ...clipOptions(op, o),
+    ...policyVariantOptions(op, o, M),
   }
 }
 

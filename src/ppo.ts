@@ -6,7 +6,10 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
-import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
+import {
+  CLIP_OPTIONS, type ClipMetrics, type ClipOptions, POLICY_VARIANT_OPTIONS, type PolicyVariantArgs, type PolicyVariantOptions, type RolloutMetrics,
+  checkTargets, clipOptions, klEstimatorOption, policyVariantOptions, valueOptions,
+} from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
@@ -15,7 +18,7 @@ import {
 } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
 
-export interface PpoLossOptions extends AggregationOptions, ClipOptions, PresetOption {
+export interface PpoLossOptions extends AggregationOptions, ClipOptions, PolicyVariantOptions, PresetOption {
   /** policy logits, [N, V] or [B, T, V]; one row per token */
   logits: Tensor
   /** the sampled token of each row */
@@ -51,7 +54,7 @@ export interface PpoLossOptions extends AggregationOptions, ClipOptions, PresetO
   gradDtype?: GradDTypeChoice
 }
 
-export interface PpoMetrics extends ClipMetrics {
+export interface PpoMetrics extends ClipMetrics, RolloutMetrics {
   valueClipFraction: number
 }
 
@@ -70,7 +73,7 @@ export interface PpoLossResult {
   metrics: PpoMetrics
 }
 
-export interface PpoLossArgs extends TokenBatch {
+export interface PpoLossArgs extends TokenBatch, PolicyVariantArgs {
   logits: FloatData
   shape: readonly number[]
   V: number
@@ -97,7 +100,7 @@ export interface PpoLossArgs extends TokenBatch {
 }
 
 const PPO_LOSS_OPTIONS: OptionNames<PpoLossOptions> = {
-  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...PRESET_OPTION, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
+  ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...POLICY_VARIANT_OPTIONS, ...PRESET_OPTION, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
   advantages: true, values: true, returns: true, oldValues: true, mask: true, temperature: true, beta: true, c1: true, klEstimator: true,
   klOutputClamp: true, valueClip: true, half: true, gradDtype: true,
 }
@@ -142,6 +145,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     values, returns, oldValues,
     temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
     ...clipOptions(op, o),
+    ...policyVariantOptions(op, o, M),
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
     c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),
     klEstimator,

@@ -169,8 +169,14 @@ function makeCase(r: R): Case {
       const layout = (x: Float32Array) => rk.tensor(x, [B, T])
       if (op === 'policyLoss') {
         const logp = token(0.5), oldLogp = awayFromClipEdges(logp, token(0.5), 1e-5)
-        const o = { logp: layout(logp), oldLogp, advantages: token(), dualClip: r.uniform() < 0.3 ? 3 : undefined, ...agg }
-        return { what: `policyLoss [${B}, ${T}] ${agg.aggregation}`, run: () => rk.policyLoss(o) }
+        // the variants whose value and gradient are continuous in the inputs (CISPO's detached clipped weight,
+        // truncated rollout weights), so that float32 and float64 agree at any input
+        const variant = r.uniform() < 0.4 ? {
+          variant: 'cispo' as const, isLevel: pick(r, rk.IS_LEVELS), behaviorLogp: token(0.5),
+          rolloutCorrection: pick(r, [null, 'token-truncate', 'sequence-truncate'] as const), rolloutIsHigh: 1.2,
+        } : {}
+        const o = { logp: layout(logp), oldLogp, advantages: token(), dualClip: r.uniform() < 0.3 && !('variant' in variant) ? 3 : undefined, ...variant, ...agg }
+        return { what: `policyLoss [${B}, ${T}] ${agg.aggregation} ${JSON.stringify({ ...variant, behaviorLogp: undefined })}`, run: () => rk.policyLoss(o) }
       }
       if (op === 'klPenalty') {
         const o = { logp: layout(token(0.5)), refLogp: token(0.5), estimator: pick(r, rk.KL_ESTIMATORS), outputClamp: r.uniform() < 0.3 ? 0.05 : undefined, ...agg }

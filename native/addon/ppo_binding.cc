@@ -35,11 +35,13 @@ struct PpoLossJob : Job {
     if (!p.old_logp.present() && !p.anchor_logits.present()) throw_type(a.env(), name, "oldLogp (or oldLogits) must be given");
     p.ref_logp = a.floats_or_absent("refLogp", M);
     p.advantages = a.floats("advantages", M);
+    p.behavior_logp = a.floats_or_absent("behaviorLogp", M);
     p.values = a.floats_or_absent("values", M);
     p.returns = a.floats_or_absent("returns", M);
     p.old_values = a.floats_or_absent("oldValues", M);
     p.temperature = temperature(a);
     p.policy = read_policy_options(a);
+    if (p.policy.rollout != RolloutCorrection::none && !p.behavior_logp.present()) throw_type(a.env(), name, "rolloutCorrection needs behaviorLogp");
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));
     p.full_kl = a.string("klEstimator") == "full";

@@ -1,6 +1,9 @@
-// CPU PPO clipped policy loss (DESIGN §1.4); math in native/include/rlhf/policy.h (policy_token). Tokens run
-// in fixed blocks over the thread pool; each block sums in double, and the blocks are added in order, so
-// results do not depend on the thread count.
+// CPU policy loss (DESIGN §1.4) and its variants; math in native/include/rlhf/policy.h (policy_token,
+// policy_term). Token-level options: tokens run in fixed blocks over the thread pool. Options that need a
+// sequence's sums (isLevel 'sequence*', sequence-level rollout correction, OPSM): sequences run over the
+// pool, each in three phases (its sums, its tokens, and for GSPO through the mean its gradient spread over
+// its tokens). Each block or sequence sums in double and they are added in order, so results do not depend
+// on the thread count.
 #include "rlhf/policy.h"
 
 #include <vector>
@@ -17,31 +20,87 @@ struct BlockSums {
   double loss = 0, kl = 0, ratio = 0;
   float ratio_max = -INFINITY;
   int64_t low = 0, high = 0, dual = 0;
+  RolloutSums<int64_t> rollout;
+
+  void add(const BlockSums& s) {
+    loss += s.loss, kl += s.kl, ratio += s.ratio;
+    ratio_max = s.ratio_max > ratio_max ? s.ratio_max : ratio_max;
+    low += s.low, high += s.high, dual += s.dual;
+    rollout.add(s.rollout);
+  }
 };
 
 // F32: every input is float32, read directly (the common case) instead of through its dtype.
 template <bool F32>
+struct Inputs {
+  const PolicyLossParams& p;
+  float operator()(const FloatIn& x, int64_t t) const { return F32 ? static_cast<const float*>(x.data)[t] : read(x, t); }
+};
+
+// One counted token t of a sequence with part q: its terms into s; returns w_t · d(ρℓ)/dlogp.
+template <bool F32>
+float policy_one(const PolicyLossParams& p, const Inputs<F32>& in, float w, int64_t t, const PolicySeq& q, BlockSums& s) {
+  const float lp = in(p.logp, t), old = in(p.old_logp, t);
+  float behavior = 0.f;
+  if (p.behavior_logp.present()) behavior = in(p.behavior_logp, t);
+  const PolicyTerm k = policy_term(lp, old, in(p.advantages, t), p.behavior_logp.present() ? &behavior : nullptr, q, p.opts);
+  p.per_token[t] = k.loss;
+  s.loss += double(w * k.loss);
+  s.kl += double(w * (old - lp));
+  s.ratio += double(k.k.ratio);
+  s.ratio_max = k.k.ratio > s.ratio_max ? k.k.ratio : s.ratio_max;
+  s.low += k.k.clipped_low;
+  s.high += k.k.clipped_high;
+  s.dual += k.k.dual_clipped;
+  s.rollout.add(k, p.behavior_logp.present());
+  return w * k.grad;
+}
+
+template <bool F32>
 void policy_block(const PolicyLossParams& p, const float* w, int64_t begin, int64_t end, BlockSums& s) {
+  const Inputs<F32> in{p};
+  const PolicySeq none;
+  for (int64_t t = begin; t < end; t++) {
+    if (p.batch.mask && !p.batch.mask[t]) {
+      p.per_token[t] = 0.f;
+      p.grad[t] = 0.f;
+      continue;
+    }
+    p.grad[t] = policy_one(p, in, w[t], t, none, s);
+  }
+}
+
+// Sequence i: its sums (phase 1), its tokens (2), and with coupled() each token's gradient (1/n) Σ_u w_u g_u (3).
+template <bool F32>
+void policy_sequence(const PolicyLossParams& p, const float* w, int64_t i, BlockSums& s) {
+  const Inputs<F32> in{p};
   const TokenBatch& b = p.batch;
-  auto in = [](const FloatIn& x, int64_t t) { return F32 ? static_cast<const float*>(x.data)[t] : read(x, t); };
+  const int64_t begin = b.offsets[i], end = b.offsets[i + 1];
+  double d_sum = 0, b_sum = 0;
+  int64_t n = 0;
+  for (int64_t t = begin; t < end; t++) {
+    if (b.mask && !b.mask[t]) continue;
+    const float old = in(p.old_logp, t);
+    d_sum += double(in(p.logp, t) - old);
+    if (p.behavior_logp.present()) b_sum += double(old - in(p.behavior_logp, t));
+    n++;
+  }
+  const PolicySeq q = policy_seq(d_sum, b_sum, n, p.opts);
+  if (n > 0) s.rollout.add_seq(q);
+  double g_sum = 0;
   for (int64_t t = begin; t < end; t++) {
     if (b.mask && !b.mask[t]) {
       p.per_token[t] = 0.f;
       p.grad[t] = 0.f;
       continue;
     }
-    const float lp = in(p.logp, t), old = in(p.old_logp, t);
-    const PolicyToken k = policy_token(lp, old, in(p.advantages, t), p.opts);
-    p.per_token[t] = k.loss;
-    p.grad[t] = w[t] * k.grad;
-    s.loss += double(w[t] * k.loss);
-    s.kl += double(w[t] * (old - lp));
-    s.ratio += double(k.ratio);
-    s.ratio_max = k.ratio > s.ratio_max ? k.ratio : s.ratio_max;
-    s.low += k.clipped_low;
-    s.high += k.clipped_high;
-    s.dual += k.dual_clipped;
+    const float g = policy_one(p, in, w[t], t, q, s);
+    if (p.opts.coupled()) g_sum += double(g);
+    else p.grad[t] = g;
   }
+  if (!p.opts.coupled()) return;
+  const float g = n > 0 ? float(g_sum / double(n)) : 0.f;
+  for (int64_t t = begin; t < end; t++) if (!b.mask || b.mask[t]) p.grad[t] = g;
 }
 
 }  // namespace
@@ -51,22 +110,26 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
   std::vector<float> w(static_cast<size_t>(b.tokens));
   PolicyLossResult r;
   r.count = aggregation_weights(b, w.data());
-  const int64_t blocks = (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
+  const bool f32 = p.logp.dtype == DType::f32 && p.old_logp.dtype == DType::f32 && p.advantages.dtype == DType::f32 &&
+                   (!p.behavior_logp.present() || p.behavior_logp.dtype == DType::f32);
+  const bool by_seq = p.opts.needs_sequences();
+  const int64_t blocks = by_seq ? b.num_seqs : (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
   std::vector<BlockSums> sums(static_cast<size_t>(blocks));
-  const bool f32 = p.logp.dtype == DType::f32 && p.old_logp.dtype == DType::f32 && p.advantages.dtype == DType::f32;
   parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
     for (int64_t k = bb; k < be; k++) {
+      BlockSums& s = sums[size_t(k)];
+      if (by_seq) {
+        if (f32) policy_sequence<true>(p, w.data(), k, s);
+        else policy_sequence<false>(p, w.data(), k, s);
+        continue;
+      }
       const int64_t t0 = k * TOKEN_BLOCK, t1 = std::min(b.tokens, t0 + TOKEN_BLOCK);
-      if (f32) policy_block<true>(p, w.data(), t0, t1, sums[size_t(k)]);
-      else policy_block<false>(p, w.data(), t0, t1, sums[size_t(k)]);
+      if (f32) policy_block<true>(p, w.data(), t0, t1, s);
+      else policy_block<false>(p, w.data(), t0, t1, s);
     }
   });
   BlockSums all;
-  for (const BlockSums& s : sums) {
-    all.loss += s.loss, all.kl += s.kl, all.ratio += s.ratio;
-    all.ratio_max = s.ratio_max > all.ratio_max ? s.ratio_max : all.ratio_max;
-    all.low += s.low, all.high += s.high, all.dual += s.dual;
-  }
+  for (const BlockSums& s : sums) all.add(s);
   r.loss = float(all.loss);
   r.approx_kl = float(all.kl);
   ClipStats stats;
@@ -74,6 +137,7 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
   stats.ratio_max = all.ratio_max;
   stats.low = all.low, stats.high = all.high, stats.dual = all.dual;
   stats.write(r, r.count);
+  all.rollout.write(r, r.count);
   return r;
 }
 

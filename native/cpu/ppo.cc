@@ -18,8 +18,35 @@ struct TokenTerms {
   uint8_t low = 0, high = 0, dual = 0, vclip = 0;
 };
 
+// The policy-first path (ppo_policy_first): each counted row's log-prob into p.logp and its old log-prob
+// into old (from the anchor logits when oldLogp is absent).
 template <int L, typename T>
-RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* terms, int64_t begin, int64_t end) {
+RK_INLINE void ppo_logp_impl(const PpoLossParams& p, float* old, int64_t begin, int64_t end) {
+  const T* z = static_cast<const T*>(p.logits.data);
+  const T* za = static_cast<const T*>(p.anchor_logits.data);
+  for (int64_t t = begin; t < end; t++) {
+    if (p.batch.mask && !p.batch.mask[t]) {
+      p.logp[t] = old[t] = 0.f;
+      continue;
+    }
+    const int32_t y = p.actions[t];
+    const T* row = z + t * p.V;
+    p.logp[t] = row_softmax<L>(row, p.V, p.temperature).logp(load(row, y));
+    if (p.old_logp.present()) {
+      old[t] = read(p.old_logp, t);
+    } else {
+      const T* arow = za + t * p.V;
+      old[t] = row_softmax<L>(arow, p.V, p.temperature).logp(load(arow, y));
+    }
+  }
+}
+
+RK_ISA_KERNEL(ppo_logp_rows, ppo_logp_impl)
+
+// pre_grad: the policy-first path's w_t·dℓ/dlogp (policy_loss's gradient) and pre_loss its ρℓ, else null.
+template <int L, typename T>
+RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* terms, const float* pre_loss, const float* pre_grad, int64_t begin,
+                        int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   const int64_t V = p.V;
@@ -42,21 +69,21 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
       iq = 1.f;
     }
     const float invT = sq.invT;
-    const float lp = sq.logp(load(row, y));
+    const float lp = pre_grad ? p.logp[t] : sq.logp(load(row, y));
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
     const RowSoftmax sa = arow ? row_softmax<L>(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
     const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
-    const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
+    const PolicyToken s = pre_grad ? PolicyToken{} : ppo_clip_token(read(p.advantages, t), p.policy, lp - old);
     TokenTerms& tt = terms[t];
-    tt.policy = s.loss;
+    tt.policy = pre_grad ? pre_loss[t] : s.loss;
     tt.approx_kl = old - lp;
     tt.ratio = s.ratio;
     tt.low = s.clipped_low;
     tt.high = s.clipped_high;
     tt.dual = s.dual_clipped;
-    float c_logp = w[t] * s.grad;
+    float c_logp = pre_grad ? pre_grad[t] : w[t] * s.grad;
     float c_full = 0.f;
     if (p.full_kl) {
       const float dc = sa.c - sq.c;  // log p_a − log q, as in kl.cc
@@ -104,9 +131,31 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
   PpoLossResult r;
   r.count = aggregation_weights(b, w.data());
   std::vector<TokenTerms> terms(size_t(b.tokens));
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V));
+  // the policy-first path: every log-prob, then the policy terms of policy_loss, then the rows
+  const bool first = ppo_policy_first(p);
+  std::vector<float> old, pre_loss, pre_grad;
+  PolicyLossResult pr;
+  if (first) {
+    old.resize(size_t(b.tokens)), pre_loss.resize(size_t(b.tokens)), pre_grad.resize(size_t(b.tokens));
+    dispatch_dtype(p.logits.dtype, [&]<typename T>() {
+      parallel_for(b.tokens, grain, [&](int64_t s, int64_t e) { ppo_logp_rows<T>(p, old.data(), s, e); });
+    });
+    PolicyLossParams pp;
+    pp.batch = b;
+    pp.logp = {p.logp, DType::f32, b.tokens};
+    pp.old_logp = {old.data(), DType::f32, b.tokens};
+    pp.advantages = p.advantages;
+    pp.behavior_logp = p.behavior_logp;
+    pp.opts = p.policy;
+    pp.per_token = pre_loss.data();
+    pp.grad = pre_grad.data();
+    pr = policy_loss(pp);
+  }
+  const float* pl = first ? pre_loss.data() : nullptr;
+  const float* pg = first ? pre_grad.data() : nullptr;
   dispatch_dtype(p.logits.dtype, [&]<typename T>() {
-    parallel_for(b.tokens, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V)),
-                 [&](int64_t s, int64_t e) { ppo_rows<T>(p, w.data(), terms.data(), s, e); });
+    parallel_for(b.tokens, grain, [&](int64_t s, int64_t e) { ppo_rows<T>(p, w.data(), terms.data(), pl, pg, s, e); });
   });
   KahanSum pol, kl, val, akl;
   ClipStats stats;
@@ -128,6 +177,7 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
   r.approx_kl = akl.value();
   stats.write(r, r.count);
   r.value_clip_fraction = float(vclip) * (r.count > 0 ? 1.f / float(r.count) : 0.f);
+  if (first) ppo_take_policy(r, pr);
   return r;
 }
 

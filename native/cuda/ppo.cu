@@ -2,7 +2,9 @@
 // the CPU (rlhf/policy.h, kl.h, value.h). Per token row: the row's lse, the token's policy / KL / value
 // terms, and dloss/dlogits written once. Per-token terms go to scratch and are summed in token order by
 // one block. Version 2 holds the row on chip (one read); version 1 reads it two or three times and serves
-// the full-vocabulary KL (anchor logits) and the shapes version 2 does not take.
+// the full-vocabulary KL (anchor logits) and the shapes version 2 does not take. With a policy variant
+// (ppo_policy_first): a first kernel forms every token's log-prob (and old log-prob), policy_loss
+// (policy.cu) their policy terms, and version 1 the rows with that coefficient.
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
@@ -28,6 +30,11 @@ __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
   return lo;
 }
 
+// The policy-first path's per-token policy terms (policy_loss's per_token and grad) and old log-probs.
+struct PolicyPre {
+  float *loss, *grad, *old;
+};
+
 // A token the loss skips (masked, or a bad action): zero terms, logp and value gradient (thread 0).
 __device__ __forceinline__ void ppo_skip_token(const PpoLossParams& p, int64_t t, float* term, float* vclip) {
   for (int k = 0; k < TERMS; k++) term[k] = 0.f;
@@ -40,10 +47,12 @@ __device__ __forceinline__ void ppo_skip_token(const PpoLossParams& p, int64_t t
 // The token's policy, KL and value terms once its log-prob lp is known (`write`: one thread stores them); returns
 // dloss/dlogp from the policy and the sampled-estimator KL: the coefficient of (onehot_y − p)/T in the
 // gradient. With the full-vocabulary KL (kl_full ≥ 0 given) the KL's gradient is added by the caller.
+// pre_loss, pre_grad: the policy-first path's token terms (ρℓ, w·dℓ/dlogp), or null.
 __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, float lp, float old, float anchor_lp, bool has_anchor,
-                                           float w, float kl_full, float* term, float* vclip, bool write) {
-  const PolicyToken s = policy_token(lp, old, read(p.advantages, t), p.policy);
-  float c_logp = w * s.grad, kl = kl_full;
+                                           float w, float kl_full, float* term, float* vclip, bool write, const float* pre_loss = nullptr,
+                                           const float* pre_grad = nullptr) {
+  const PolicyToken s = pre_grad ? PolicyToken{pre_loss[t], 0.f, 0.f, false, false, false} : ppo_clip_token(read(p.advantages, t), p.policy, lp - old);
+  float c_logp = pre_grad ? pre_grad[t] : w * s.grad, kl = kl_full;
   if (!p.full_kl) {
     const float ref = p.ref_logp.data ? read(p.ref_logp, t) : (has_anchor ? anchor_lp : old);
     float gk;
@@ -75,7 +84,7 @@ __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, fl
 // the full KL when asked, then the gradient. Taken with anchor logits, unaligned rows, V > 131072.
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
-                                                           DeviceFlags* flags) {
+                                                           DeviceFlags* flags, PolicyPre pre) {
   const int64_t t = blockIdx.x;
   const int64_t V = p.V;
   float* g = p.grad_logits + t * V;
@@ -95,7 +104,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
   const double lse_exact = block_lse_exact(row, V, invT);
   const double lse_a_exact = arow ? block_lse_exact(arow, V, invT) : 0.0;
   const float lse = float(lse_exact), lse_a = float(lse_a_exact);
-  const float lp = to_float(row[y]) * invT - lse;
+  const float lp = pre.grad ? p.logp[t] : to_float(row[y]) * invT - lse;
   const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
   const float old = p.old_logp.data ? read(p.old_logp, t) : anchor_lp;
   const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
@@ -111,13 +120,36 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
     kl = block_sum(part);
     c_full = p.beta * w;
   }
-  const float c_logp = ppo_token(p, t, lp, old, anchor_lp, arow != nullptr, w, kl, term, vclip, threadIdx.x == 0);
+  const float c_logp = ppo_token(p, t, lp, old, anchor_lp, arow != nullptr, w, kl, term, vclip, threadIdx.x == 0, pre.loss, pre.grad);
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float q = __expf(to_float(row[v]) * invT - lse);
     float d = c_logp * ((v == y ? 1.f : 0.f) - q);
     if (c_full != 0.f) d += c_full * (q - __expf(to_float(arow[v]) * invT - lse_a));
     g[v] = d * invT;
   }
+}
+
+// The policy-first path's first pass, one block per row: log π(a) into p.logp and the old log-prob into old
+// (from the anchor logits when oldLogp is absent), as version 1 forms them; 0 for masked rows and bad actions.
+template <typename T>
+__global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, float* old) {
+  const int64_t t = blockIdx.x;
+  const int32_t y = p.actions[t];
+  if ((p.batch.mask && !p.batch.mask[t]) || y < 0 || y >= p.V) {
+    if (threadIdx.x == 0) p.logp[t] = old[t] = 0.f;
+    return;
+  }
+  const float invT = 1.f / p.temperature;
+  const T* row = static_cast<const T*>(p.logits.data) + t * p.V;
+  const float lp = to_float(row[y]) * invT - float(block_lse_exact(row, p.V, invT));
+  float o = 0.f;
+  if (p.old_logp.data) {
+    o = read(p.old_logp, t);
+  } else {
+    const T* arow = static_cast<const T*>(p.anchor_logits.data) + t * p.V;
+    o = to_float(arow[y]) * invT - float(block_lse_exact(arow, p.V, invT));
+  }
+  if (threadIdx.x == 0) p.logp[t] = lp, old[t] = o;
 }
 
 // Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
@@ -161,7 +193,8 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kerne
 }
 
 // The result block (PpoSlot); the ratio's sum skips the masked tokens' −inf.
-__global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t M, float beta, float c1, const float* totals, float* result) {
+__global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t M, float beta, float c1, const float* totals, bool first,
+                                 float* result) {
   for (int k = 0; k < TERMS; k++) {
     float v = 0.f;
     for (int64_t t = threadIdx.x; t < M; t += blockDim.x) {
@@ -182,6 +215,7 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
     result[S::value_clipped] = vc;
     result[S::ratio_max] = mx;
     result[S::count] = totals[3];
+    result[S::policy_first] = first ? 1.f : 0.f;
     result[S::loss] = result[S::policy_loss] + beta * result[S::kl] + c1 * result[S::value_loss];
   }
 }
@@ -191,7 +225,7 @@ __global__ void ppo_total_kernel(const float* terms, const float* vclip, int64_t
 // The cluster size of the single-pass kernel this call would launch (no anchor logits; clusters that fit),
 // 0 for the two-pass kernel.
 static int ppo_cluster(const PpoLossParams& p, int version) {
-  if (p.anchor_logits.data || !p.old_logp.data) return 0;
+  if (p.anchor_logits.data || !p.old_logp.data || ppo_policy_first(p)) return 0;
   return dispatch_tile(p.logits.dtype, p.grad_logits16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
     return tile_plan<T>(ppo_tile_kernel<T, O, Ver>, p.V, Ver);
   });
@@ -199,8 +233,28 @@ static int ppo_cluster(const PpoLossParams& p, int version) {
 
 bool ppo_single_pass(const PpoLossParams& p) { return ppo_cluster(p, vocab_kernel_version()) > 0; }
 
+// The policy-first path's policy_loss call on this call's buffers (pre: loss, grad, old).
+static PolicyLossParams ppo_policy_params(const PpoLossParams& p, const PolicyPre& pre) {
+  PolicyLossParams pp;
+  pp.batch = p.batch;
+  pp.logp = {p.logp, DType::f32, p.batch.tokens};
+  pp.old_logp = {pre.old, DType::f32, p.batch.tokens};
+  pp.advantages = p.advantages;
+  pp.behavior_logp = p.behavior_logp;
+  pp.opts = p.policy;
+  pp.per_token = pre.loss;
+  pp.grad = pre.grad;
+  return pp;
+}
+
+// scratch: the token weights, the terms and vclip [tokens·(TERMS + 1)]; on the policy-first path then
+// loss, grad, old [3·tokens] and policy_loss's scratch (256-byte aligned).
+static size_t ppo_base_bytes(const PpoLossParams& p) {
+  return (token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 4) * sizeof(float) + 255) / 256 * 256;
+}
 size_t ppo_scratch_bytes(const PpoLossParams& p) {
-  return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
+  if (!ppo_policy_first(p)) return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
+  return ppo_base_bytes(p) + policy_scratch_bytes(ppo_policy_params(p, PolicyPre{}));
 }
 
 cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, DeviceFlags* flags, cudaStream_t stream) {
@@ -210,6 +264,14 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   float* vclip = terms + b.tokens * TERMS;
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
+  const bool first = ppo_policy_first(p);
+  PolicyPre pre{};
+  if (first) {  // log-probs, then policy_loss's terms into pre and its result block at PpoSlot::policy
+    pre = {vclip + b.tokens, vclip + 2 * b.tokens, vclip + 3 * b.tokens};
+    if (b.tokens > 0) dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_logp_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, pre.old); });
+    err = policy_loss(ppo_policy_params(p, pre), result + S::policy, static_cast<char*>(scratch) + ppo_base_bytes(p), stream);
+    if (err != cudaSuccess) return err;
+  }
   // version 2 where it applies (no anchor logits, aligned rows, a cluster this device runs), else version 1
   const int version = vocab_kernel_version();
   const int cluster = ppo_cluster(p, version);
@@ -221,9 +283,9 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
     });
     if (err != cudaSuccess) return err;
   } else if (b.tokens > 0) {
-    dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_rows_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags); });
+    dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_rows_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, s.counts, s.totals, terms, vclip, flags, pre); });
   }
-  ppo_total_kernel<<<1, 1024, 0, stream>>>(terms, vclip, b.tokens, p.beta, p.c1, s.totals, result);
+  ppo_total_kernel<<<1, 1024, 0, stream>>>(terms, vclip, b.tokens, p.beta, p.c1, s.totals, first, result);
   // the two-pass kernel wrote float32 staging (p.grad_logits): round it into the 16-bit gradient
   if (cluster == 0 && p.grad_logits16) return round_to_16(p.grad_logits, p.grad_logits16, b.tokens * p.V, p.logits.dtype, stream);
   return cudaGetLastError();

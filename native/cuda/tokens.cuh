@@ -85,10 +85,10 @@ __global__ void __launch_bounds__(TOKEN_THREADS, blocks_within(TOKEN_THREADS, 64
   }
 }
 
-// Σ over sequences in order (the last partial by max when max_last).
-__global__ void reduce_partials_kernel(const float* partials, int64_t S, int K, bool max_last, float* out) {
+// Σ over sequences in order (the partials from max_from on by max).
+__global__ void reduce_partials_kernel(const float* partials, int64_t S, int K, int max_from, float* out) {
   for (int k = 0; k < K; k++) {
-    const bool is_max = max_last && k == K - 1;
+    const bool is_max = k >= max_from;
     float v = is_max ? -INFINITY : 0.f;
     for (int64_t s = threadIdx.x; s < S; s += blockDim.x) v = is_max ? fmaxf(v, partials[s * K + k]) : v + partials[s * K + k];
     v = is_max ? block_max(v) : block_sum(v);
@@ -111,7 +111,7 @@ cudaError_t launch_token_op(const TokenBatch& b, const Op& op, float* result, vo
   cudaError_t err = launch_token_weights(b, s, stream);
   if (err != cudaSuccess) return err;
   if (b.num_seqs > 0) token_kernel<Op><<<unsigned(b.num_seqs), TOKEN_THREADS, 0, stream>>>(b, s.counts, s.totals, op, s.partials);
-  reduce_partials_kernel<<<1, 1024, 0, stream>>>(s.partials, b.num_seqs, Op::K, Op::kMaxLast, result);
+  reduce_partials_kernel<<<1, 1024, 0, stream>>>(s.partials, b.num_seqs, Op::K, Op::kMaxLast ? Op::K - 1 : Op::K, result);
   return cudaGetLastError();
 }
 

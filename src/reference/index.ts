@@ -72,8 +72,12 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
     policyLoss(a) {
       const M = a.layout.tokens
       const perToken = f32(M), gradLogp = f32(M)
-      const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp)
-      return { ...r, loss: round(r.loss), approxKl: round(r.approxKl), ratioMean: round(r.ratioMean), ratioMax: round(r.ratioMax), gradLogp, perToken }
+      const r = policyLossKernel(f(a.logp), f(a.oldLogp), f(a.advantages), a.mask, a.layout, a.agg, a, perToken, gradLogp, fOrNull(a.behaviorLogp))
+      return {
+        ...r, loss: round(r.loss), approxKl: round(r.approxKl), ratioMean: round(r.ratioMean), ratioMax: round(r.ratioMax),
+        rolloutWeightMean: round(r.rolloutWeightMean), rolloutWeightMax: round(r.rolloutWeightMax), rolloutKlK1: round(r.rolloutKlK1),
+        rolloutKlK3: round(r.rolloutKlK3), gradLogp, perToken,
+      }
     },
 
     klDivergence(a) {
@@ -127,7 +131,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
       const gradValues = a.values !== null ? f32(M) : null
       const r = ppoLossKernel({
         logits: f(a.logits), V: a.V, actions: a.actions, oldLogp: fOrNull(a.oldLogp), anchorLogits: fOrNull(a.anchorLogits),
-        refLogp: fOrNull(a.refLogp), advantages: f(a.advantages), values: fOrNull(a.values), returns: fOrNull(a.returns),
+        refLogp: fOrNull(a.refLogp), behaviorLogp: fOrNull(a.behaviorLogp), advantages: f(a.advantages), values: fOrNull(a.values), returns: fOrNull(a.returns),
         oldValues: fOrNull(a.oldValues), valid: a.mask, layout: a.layout, agg: a.agg,
       }, {
         temperature: a.temperature, beta: a.beta, c1: a.c1, klEstimator: a.klEstimator, klOutputClamp: a.klOutputClamp,

@@ -1,7 +1,7 @@
 /**
  * Reference fused PPO objective (DESIGN §1.7) from logits, per token t (a row of the logits):
  *   logp_t = log softmax(z_t / T)[a_t]
- *   ℓ^RL_t  policy term (§1.4) against oldLogp;  ℓ^KL_t  full-vocabulary KL(π_anchor ‖ π_θ) or a sampled
+ *   ℓ^RL_t  policy term (§1.4 and its variants, src/reference/policy.ts policyTerms) against oldLogp;  ℓ^KL_t  full-vocabulary KL(π_anchor ‖ π_θ) or a sampled
  *   estimator (§1.5);  ℓ^V_t  value term (§1.6)
  *   loss = agg(ℓ^RL) + β agg(ℓ^KL) + c1 agg(ℓ^V) = −(L_RL − β L_KL − c1 L_V)
  * One pass per row gives the loss and dloss/dz_t = (w_t/T)[(g^RL_t + β g^KL_t)(onehot − q) + β (q − p_anchor)],
@@ -12,9 +12,9 @@ import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import type { KlEstimator } from '../choices.js'
-import type { ClipMetrics } from '../options.js'
+import type { ClipMetrics, RolloutMetrics } from '../options.js'
 import { klTerm, klToken } from './kl.js'
-import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
+import { policyTerms, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
 import { logProb, rowLse } from './vocab.js'
 
@@ -27,6 +27,10 @@ export interface PpoKernelInputs {
   /** the logits of π_old or π_ref, for the full KL or to derive oldLogp / refLogp */
   anchorLogits: Floats | null
   refLogp: Floats | null
+  /** log π_behavior(a) of the rollout correction, or absent */
+  behaviorLogp?: Floats | null
+  /** logp inside the policy terms' stop-gradients (a finite-difference check holds it fixed); default the live logp */
+  sgLogp?: Floats
   advantages: Floats
   values: Floats | null
   returns: Floats | null
@@ -46,7 +50,7 @@ export interface PpoKernelOptions {
   value: ValueKernelOptions
 }
 
-export interface PpoKernelResult extends ClipMetrics {
+export interface PpoKernelResult extends ClipMetrics, RolloutMetrics {
   loss: number
   policyLoss: number
   kl: number
@@ -60,12 +64,22 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
   const invT = 1 / o.temperature
   const w = new Float64Array(M)
   aggregationWeights(layout, x.valid, x.agg, w)
-  const ps = newPolicyTokenState()
   const ks = new Float64Array(2)
   const vs = new Float64Array(2)
   const klOpts = { estimator: o.klEstimator === 'full' ? 'k1' as const : o.klEstimator, logRatioClamp: o.policy.logRatioClamp, outputClamp: o.klOutputClamp }
-  const stats = new ClipStats()
-  let policyLoss = 0, kl = 0, valueLoss = 0, approxKl = 0, vclip = 0
+  // first the log-probs of every token (the policy terms may need whole sequences), then the policy terms,
+  // then each row's KL, value term and gradient
+  const lps = new Float64Array(M), olds = new Float64Array(M), anchorLps = new Float64Array(M)
+  for (let t = 0; t < M; t++) {
+    if (x.valid !== null && !x.valid[t]) continue
+    const base = t * V
+    lps[t] = logProb(z[base + actions[t]], invT, rowLse(z, base, V, invT))
+    if (x.anchorLogits !== null) anchorLps[t] = logProb(x.anchorLogits[base + actions[t]], invT, rowLse(x.anchorLogits, base, V, invT))
+    olds[t] = x.oldLogp !== null ? x.oldLogp[t] : anchorLps[t]
+  }
+  const perToken = new Float64Array(M), gPolicy = new Float64Array(M)
+  const pt = policyTerms(lps, olds, x.advantages, x.behaviorLogp ?? null, x.valid, layout, w, o.policy, perToken, gPolicy, x.sgLogp ?? lps)
+  let kl = 0, valueLoss = 0, approxKl = 0, vclip = 0
   for (let t = 0; t < M; t++) {
     const base = t * V
     if (x.valid !== null && !x.valid[t]) {
@@ -76,22 +90,15 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
     }
     const y = actions[t]
     const lse = rowLse(z, base, V, invT)
-    const lp = logProb(z[base + y], invT, lse)
+    const lp = lps[t]
     logp[t] = lp
-    let lseA = 0
-    let anchorLp = 0
-    if (x.anchorLogits !== null) {
-      lseA = rowLse(x.anchorLogits, base, V, invT)
-      anchorLp = logProb(x.anchorLogits[base + y], invT, lseA)
-    }
-    const old = x.oldLogp !== null ? x.oldLogp[t] : anchorLp
-    policyToken(lp, old, x.advantages[t], o.policy, ps)
-    policyLoss += w[t] * ps.loss
+    const lseA = x.anchorLogits !== null ? rowLse(x.anchorLogits, base, V, invT) : 0
+    const anchorLp = anchorLps[t]
+    const old = olds[t]
     approxKl += w[t] * (old - lp)
-    stats.add(ps)
 
     // coefficient of (onehot − q) and of (q − p_anchor) in this row's gradient
-    let cLogp = w[t] * ps.grad
+    let cLogp = gPolicy[t]
     let cFull = 0
     if (o.klEstimator === 'full') {
       const A = x.anchorLogits as Floats
@@ -122,9 +129,10 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
     }
   }
   const n = countValid(x.valid, M)
+  const { loss: policyLoss, ...policyMetrics } = pt
   return {
     loss: policyLoss + o.beta * kl + o.c1 * valueLoss,
     policyLoss, kl, valueLoss, approxKl, count: n,
-    ...stats.result(n), valueClipFraction: vclip * (n > 0 ? 1 / n : 0),
+    ...policyMetrics, valueClipFraction: vclip * (n > 0 ? 1 / n : 0),
   }
 }

@@ -26,8 +26,14 @@ inline size_t token_scratch_bytes(int64_t num_seqs, int K) {
 
 // Result slots of the per-token ops: each is one of the op's accumulators (sums over the counted tokens; a
 // max, when the op has one, last), K of them.
+// The sums of the counted tokens, then the rollout sums (RolloutSums), then the two maxima (reduced by max
+// from w_max on).
 struct PolicySlot {
-  enum : int { loss, approx_kl, ratio_sum, count, clipped_low, clipped_high, dual_clipped, ratio_max, K };
+  enum : int {
+    loss, approx_kl, ratio_sum, count, clipped_low, clipped_high, dual_clipped,
+    w_sum, k1_sum, k3_sum, mismatch, dropped, truncated, opsm, seqs, seq_dropped, seq_truncated,
+    w_max, ratio_max, K
+  };
 };
 struct KlPenaltySlot {
   enum : int { loss, K };
@@ -69,10 +75,12 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 
 // The fused PPO objective: loss, then the per-token terms summed in token order (policy_loss .. dual_clipped,
 // in this order), then the others.
+// policy_first: 1 when the policy-first path ran (ppo_policy_first): then the policy metrics are those of
+// the policy_loss result block at policy (PolicySlot::K floats).
 struct PpoSlot {
   enum : int {
     loss, policy_loss, kl, value_loss, approx_kl, ratio_sum, clipped_low, clipped_high, dual_clipped,
-    value_clipped, ratio_max, count, K
+    value_clipped, ratio_max, count, policy_first, policy, K = policy + PolicySlot::K
   };
 };
 // scratch: ppo_scratch_bytes(p). flags: the first token whose action is bad.
@@ -97,6 +105,11 @@ inline PolicyLossResult policy_result(const float* r) {
   o.approx_kl = r[S::approx_kl];
   o.count = int64_t(r[S::count]);
   write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
+  RolloutSums<float> ro;
+  ro.w = r[S::w_sum], ro.k1 = r[S::k1_sum], ro.k3 = r[S::k3_sum], ro.w_max = r[S::w_max];
+  ro.mismatch = r[S::mismatch], ro.dropped = r[S::dropped], ro.truncated = r[S::truncated], ro.opsm = r[S::opsm];
+  ro.seqs = r[S::seqs], ro.seq_dropped = r[S::seq_dropped], ro.seq_truncated = r[S::seq_truncated];
+  ro.write(o, r[S::count]);
   return o;
 }
 inline KlPenaltyResult kl_penalty_result(const float* r) { return {r[KlPenaltySlot::loss]}; }
@@ -126,6 +139,7 @@ inline PpoLossResult ppo_result(const float* r) {
   o.count = int64_t(r[S::count]);
   write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   o.value_clip_fraction = r[S::value_clipped] * (r[S::count] > 0.f ? 1.f / r[S::count] : 0.f);
+  if (r[S::policy_first] != 0.f) ppo_take_policy(o, policy_result(r + S::policy));
   return o;
 }
 

@@ -16,6 +16,7 @@ struct PpoLossParams {
   FloatIn old_logp;       // absent: from anchor_logits
   FloatIn anchor_logits;  // π_old or π_ref logits, or absent
   FloatIn ref_logp;       // for sampled estimators, or absent
+  FloatIn behavior_logp;  // the rollout correction's behavior log-probs, or absent
   FloatIn advantages;
   FloatIn values, returns, old_values;  // values/returns absent: no value term
   double temperature = 1.0;
@@ -36,11 +37,23 @@ struct PpoLossParams {
   X("clipFraction", float, clip_fraction) X("clipFractionLow", float, clip_fraction_low)                       \
   X("clipFractionHigh", float, clip_fraction_high) X("dualClipFraction", float, dual_clip_fraction)           \
   X("approxKl", float, approx_kl) X("ratioMean", float, ratio_mean) X("ratioMax", float, ratio_max)             \
-  X("valueClipFraction", float, value_clip_fraction) X("count", int64_t, count)
+  X("valueClipFraction", float, value_clip_fraction) X("count", int64_t, count) RK_ROLLOUT_METRICS_FIELDS(X)
 struct PpoLossResult {
   RK_PPO_LOSS_FIELDS(RK_RESULT_MEMBER)
   RK_PPO_METRICS_FIELDS(RK_RESULT_MEMBER)
 };
 PpoLossResult ppo_loss(const PpoLossParams& p);
+// Whether the policy term is more than the token-level PPO clip (a variant, a sequence level, a rollout
+// correction, OPSM): then every token's log-prob is formed first and the policy terms come from policy_loss.
+inline bool ppo_policy_first(const PpoLossParams& p) { return !p.policy.plain() || p.behavior_logp.present(); }
+// The policy metrics of a policy_loss result into ppo_loss's (the policy-first path; the policy loss itself
+// is ppo_loss's own sum of the same token terms).
+inline void ppo_take_policy(PpoLossResult& r, const PolicyLossResult& pr) {
+  r.clip_fraction = pr.clip_fraction, r.clip_fraction_low = pr.clip_fraction_low, r.clip_fraction_high = pr.clip_fraction_high;
+  r.dual_clip_fraction = pr.dual_clip_fraction, r.ratio_mean = pr.ratio_mean, r.ratio_max = pr.ratio_max;
+#define RK_TAKE(js, type, member) r.member = pr.member;
+  RK_ROLLOUT_METRICS_FIELDS(RK_TAKE)
+#undef RK_TAKE
+}
 
 }  // namespace rk
