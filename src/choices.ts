@@ -38,10 +38,10 @@ export type KlGrad = (typeof KL_GRADS)[number]
 
 /**
  * The `preset` option's names (src/presets.ts holds what each one sets and the anchor file it was read from).
- * verl-gspo and cispo join when the policy-loss variants (variant, isLevel) exist.
  */
 export const PRESETS = [
   'verl-ppo', 'verl-grpo', 'verl-dr-grpo', 'dapo', 'dr-grpo', 'trl-ppo', 'trl-grpo', 'trl-grpo-seq', 'openrlhf-ppo', 'openrlhf-grpo',
+  'verl-gspo', 'cispo',
 ] as const
 export type PresetName = (typeof PRESETS)[number]
 

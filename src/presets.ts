@@ -65,6 +65,13 @@ const TRL_GRPO_POLICY = { clipLow: 0.2, clipHigh: 0.2, dualClip: null, logRatioC
 // OpenRLHF models/loss.py PolicyLoss: log-ratio clamped ±20, eps_clip 0.2, dual_clip None, token_level_loss
 const OPENRLHF_POLICY = { clipLow: 0.2, clipHigh: 0.2, dualClip: null, logRatioClamp: 20, aggregation: 'token-mean' } as const
 
+// verl compute_policy_loss_gspo: GSPO-token, forced seq-mean-token-mean, log s clamped at 10; no dual clip
+const GSPO_POLICY = {
+  variant: 'ppo', isLevel: 'sequence-token', clipLow: 3e-4, clipHigh: 4e-4, dualClip: null, logRatioClamp: 10, aggregation: 'seq-mean-token-mean',
+} as const
+// verl compute_policy_loss_cispo: the detached weight clip(r, 1 − clip_ratio_low, 1 + clip_ratio_high)
+const CISPO_POLICY = { variant: 'cispo', clipLow: 10, clipHigh: 0.2, dualClip: null, logRatioClamp: 20, aggregation: 'token-mean' } as const
+
 export const PRESET_TABLE: Readonly<Record<PresetName, Preset>> = {
   'verl-ppo': {
     anchor: 'volcengine/verl verl/trainer/config/actor/actor.yaml (clip_ratio, clip_ratio_c, loss_agg_mode, kl_loss_type), ' +
@@ -183,6 +190,27 @@ export const PRESET_TABLE: Readonly<Record<PresetName, Preset>> = {
       klPenalty: { estimator: 'k3', logRatioClamp: NO_CLAMP, outputClamp: 10, aggregation: 'token-mean' },
       ppoLoss: { ...OPENRLHF_POLICY, beta: 0.01, klEstimator: 'k3', klOutputClamp: 10, c1: 0 },
       groupAdvantages: { method: 'grpo', eps: 1e-9, unbiased: true },
+    },
+  },
+  'verl-gspo': {
+    anchor: 'volcengine/verl verl/trainer/ppo/core_algos.py compute_policy_loss_gspo (GSPO-token: log s = logp − sg(logp) + sg(mean d), ' +
+      'clamped at 10, loss_agg_mode seq-mean-token-mean); examples/gspo_trainer/run_qwen30b_gspo.sh (clip_ratio_low 3e-4, clip_ratio_high 4e-4, no KL loss)',
+    note: 'verl clamps log s only from above (at 10), the package at ±10: they differ only where a sequence\'s mean log-ratio is below −10',
+    ops: {
+      policyLoss: GSPO_POLICY,
+      ppoLoss: { ...GSPO_POLICY, ...VERL_PPO_KL, beta: 0, c1: 0 },
+      groupAdvantages: VERL_GROUPS,
+    },
+  },
+  cispo: {
+    anchor: 'volcengine/verl verl/trainer/ppo/core_algos.py compute_policy_loss_cispo (−sg(clip(r, 1 − low, 1 + high))·A·logp); ' +
+      'examples/cispo_trainer/run_cispo_qwen2_5_0_5b_gsm8k.sh (clip_ratio_low 10, clip_ratio_high 0.2, low_var_kl, kl_loss_coef 0.001)',
+    note: 'clipLow 10 leaves the weight without a lower bound (MiniMax-M1 clips only from above); TRL\'s cap min(r, ε_high) is clipHigh = ε_high − 1',
+    ops: {
+      policyLoss: CISPO_POLICY,
+      klPenalty: VERL_KL,
+      ppoLoss: { ...CISPO_POLICY, ...VERL_PPO_KL, beta: 0.001, c1: 0 },
+      groupAdvantages: VERL_GROUPS,
     },
   },
 }
