@@ -109,6 +109,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_ppo(env, exports);
   export_gpu(env, exports);
   export_completions_probe(env, exports);
+  export_enums(env, exports);
   return exports;
 }
 

@@ -64,11 +64,7 @@ struct GroupAdvantagesJob : Job {
     p.offsets = a.offsets("offsets", n);
     a.check_offsets("offsets", p.offsets, n, p.scores.size);
     p.num_groups = n - 1;
-    const std::string m = a.string("method");
-    if (m == "grpo") p.method = GroupMethod::grpo;
-    else if (m == "rloo") p.method = GroupMethod::rloo;
-    else if (m == "mean-centered") p.method = GroupMethod::mean_centered;
-    else throw_range(a.env(), name, "unknown method " + m);
+    p.method = a.choice<GroupMethod>("method", kGroupMethods);
     p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");
     p.out = out.make("out", p.scores.size);

@@ -3,8 +3,11 @@
 #include <napi.h>
 
 #include <cmath>
+#include <iterator>
 
 #include "job.h"
+#include "rlhf/advantages.h"
+#include "rlhf/kl.h"
 
 namespace rk::addon {
 
@@ -31,6 +34,29 @@ inline float log_ratio_clamp(const Args& a) {
   const double c = a.number("logRatioClamp");
   if (!(c > 0 && c <= MAX_LOG_RATIO_CLAMP)) throw_range(a.env(), a.op(), "logRatioClamp must be in (0, 80]");
   return float(c);
+}
+
+// The names of the family headers' enum lists in ordinal order (as kReductions in args.h).
+inline constexpr const char* kKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME)};
+// ppoLoss's klEstimator: the sampled-token estimators, then the full KL (src/choices.ts PPO_KL_ESTIMATORS)
+inline constexpr const char* kPpoKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME) "full"};
+inline constexpr int32_t kPpoFullKl = int32_t(std::size(kKlEstimators));
+inline constexpr const char* kGroupMethods[] = {RK_GROUP_METHODS(RK_ENUM_NAME)};
+
+// exports.enums: every enum list by its src/choices.ts name, which test/enums.test.ts checks against it.
+inline void export_enums(Napi::Env env, Napi::Object exports) {
+  Napi::Object enums = Napi::Object::New(env);
+  auto put = [&](const char* key, auto& names) {
+    Napi::Array a = Napi::Array::New(env, std::size(names));
+    for (size_t i = 0; i < std::size(names); i++) a.Set(uint32_t(i), Napi::String::New(env, names[i]));
+    enums.Set(key, a);
+  };
+  put("REDUCTIONS", kReductions);
+  put("AGGREGATIONS", kAggregations);
+  put("KL_ESTIMATORS", kKlEstimators);
+  put("PPO_KL_ESTIMATORS", kPpoKlEstimators);
+  put("GROUP_METHODS", kGroupMethods);
+  exports.Set("enums", enums);
 }
 
 void export_vocab(Napi::Env env, Napi::Object exports);

@@ -7,7 +7,7 @@ namespace rk {
 
 struct PolicyOptions {
   float clip_low = 0.2f, clip_high = 0.2f;
-  float dual_clip = 0.f;  // ≤ 1: off
+  float dual_clip = NAN;  // off (is_on), else > 1
   float log_ratio_clamp = 20.f;
 };
 
@@ -28,7 +28,7 @@ RK_HD inline PolicyToken policy_token(float logp, float old, float A, const Poli
   const bool clipped = surr2 < surr1;
   float loss = -(clipped ? surr2 : surr1);
   bool dual = false;
-  if (o.dual_clip > 1.f && A < 0.f && -o.dual_clip * A < loss) {
+  if (is_on(o.dual_clip) && A < 0.f && -o.dual_clip * A < loss) {
     loss = -o.dual_clip * A;
     dual = true;
   }
