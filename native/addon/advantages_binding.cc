@@ -8,6 +8,9 @@
 namespace rk::addon {
 namespace {
 
+// the group methods' names in ordinal order (src/choices.ts GROUP_METHODS)
+constexpr const char* kGroupMethods[] = {RK_GROUP_METHODS(RK_ENUM_NAME)};
+
 struct GaeJob : Job {
   static constexpr const char* name = "gae";
   using Job::Job;
@@ -82,6 +85,7 @@ void export_advantages(Napi::Env env, Napi::Object exports) {
   export_job<GaeJob>(env, exports);
   export_job<WhitenJob>(env, exports);
   export_job<GroupAdvantagesJob>(env, exports);
+  export_enum(env, exports, "GROUP_METHODS", kGroupMethods);
 }
 
 }  // namespace rk::addon

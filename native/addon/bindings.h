@@ -3,11 +3,8 @@
 #include <napi.h>
 
 #include <cmath>
-#include <iterator>
 
 #include "job.h"
-#include "rlhf/advantages.h"
-#include "rlhf/kl.h"
 
 namespace rk::addon {
 
@@ -36,27 +33,14 @@ inline float log_ratio_clamp(const Args& a) {
   return float(c);
 }
 
-// The names of the family headers' enum lists in ordinal order (as kReductions in args.h).
-inline constexpr const char* kKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME)};
-// ppoLoss's klEstimator: the sampled-token estimators, then the full KL (src/choices.ts PPO_KL_ESTIMATORS)
-inline constexpr const char* kPpoKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME) "full"};
-inline constexpr int32_t kPpoFullKl = int32_t(std::size(kKlEstimators));
-inline constexpr const char* kGroupMethods[] = {RK_GROUP_METHODS(RK_ENUM_NAME)};
-
-// exports.enums: every enum list by its src/choices.ts name, which test/enums.test.ts checks against it.
-inline void export_enums(Napi::Env env, Napi::Object exports) {
-  Napi::Object enums = Napi::Object::New(env);
-  auto put = [&](const char* key, auto& names) {
-    Napi::Array a = Napi::Array::New(env, std::size(names));
-    for (size_t i = 0; i < std::size(names); i++) a.Set(uint32_t(i), Napi::String::New(env, names[i]));
-    enums.Set(key, a);
-  };
-  put("REDUCTIONS", kReductions);
-  put("AGGREGATIONS", kAggregations);
-  put("KL_ESTIMATORS", kKlEstimators);
-  put("PPO_KL_ESTIMATORS", kPpoKlEstimators);
-  put("GROUP_METHODS", kGroupMethods);
-  exports.Set("enums", enums);
+// exports.enums[key] = names: an enum list in ordinal order under its src/choices.ts name, which
+// test/enums.test.ts checks against it. Each family's binding exports its own lists; addon.cc the shared ones.
+template <size_t N>
+void export_enum(Napi::Env env, Napi::Object exports, const char* key, const char* const (&names)[N]) {
+  if (!exports.Has("enums")) exports.Set("enums", Napi::Object::New(env));
+  Napi::Array a = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; i++) a.Set(uint32_t(i), Napi::String::New(env, names[i]));
+  exports.Get("enums").As<Napi::Object>().Set(key, a);
 }
 
 void export_vocab(Napi::Env env, Napi::Object exports);

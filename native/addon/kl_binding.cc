@@ -7,6 +7,9 @@
 
 namespace rk::addon {
 
+// the KL estimators' names in ordinal order (src/choices.ts KL_ESTIMATORS)
+constexpr const char* kKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME)};
+
 namespace {
 
 struct KlDivergenceJob : Job {
@@ -77,6 +80,7 @@ struct KlPenaltyJob : Job {
 void export_kl(Napi::Env env, Napi::Object exports) {
   export_job<KlDivergenceJob>(env, exports);
   export_job<KlPenaltyJob>(env, exports);
+  export_enum(env, exports, "KL_ESTIMATORS", kKlEstimators);
 }
 
 }  // namespace rk::addon

@@ -9,6 +9,11 @@ namespace rk::addon {
 
 PolicyOptions read_policy_options(const Args& a);
 
+// klEstimator's names in ordinal order: the sampled-token estimators, then the full KL (src/choices.ts
+// PPO_KL_ESTIMATORS)
+constexpr const char* kPpoKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME) "full"};
+constexpr int32_t kFullKl = int32_t(sizeof(kPpoKlEstimators) / sizeof(kPpoKlEstimators[0])) - 1;
+
 namespace {
 
 struct PpoLossJob : Job {
@@ -42,7 +47,7 @@ struct PpoLossJob : Job {
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));
     const int32_t kl = a.choice<int32_t>("klEstimator", kPpoKlEstimators);
-    p.full_kl = kl == kPpoFullKl;
+    p.full_kl = kl == kFullKl;
     if (p.full_kl && !p.anchor_logits.present()) throw_type(a.env(), name, "klEstimator 'full' needs oldLogits or refLogits");
     if (!p.full_kl) p.kl.estimator = KlEstimator(kl);
     p.kl.log_ratio_clamp = p.policy.log_ratio_clamp;
@@ -76,6 +81,7 @@ struct PpoLossJob : Job {
 void export_ppo(Napi::Env env, Napi::Object exports) {
   export_job<PpoLossJob>(env, exports);
   export_fields(env, exports, std::string(PpoLossJob::name) + ".metrics", PpoLossJob::metric_fields);
+  export_enum(env, exports, "PPO_KL_ESTIMATORS", kPpoKlEstimators);
 }
 
 }  // namespace rk::addon
