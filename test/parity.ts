@@ -7,7 +7,7 @@
  * Backend-agnostic: on cuda the same host inputs are uploaded for each call (test/cuda.test.ts checks that
  * device-tensor inputs give bitwise the same results), and every result is read back to the host.
  */
-import { expect } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { halfGradTolerance, klGradPTolerance } from '../src/tolerance.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
@@ -123,4 +123,12 @@ export function shared<K extends unknown[], T>(make: (...key: K) => T): (...key:
  */
 export function titled<C extends Record<string, unknown>>(template: string, cases: C[]): [string, C][] {
   return cases.map((c) => [template.replace(/\$(\w+)/g, (_, k: string) => String(c[k])), c])
+}
+
+/** A family's parity cases; without a native backend, one skipped case that says why (a suite needs one). */
+export function describeParity(family: string, cases: () => void) {
+  const title = `${family} parity with the js reference ${PARITY_TITLE}`
+  if (NATIVE_BACKENDS.length > 0) return describe(title, cases)
+  const why = rk.backends().filter((b) => b.name !== 'js').map((b) => `${b.name}: ${b.reason}`).join('; ')
+  describe(title, () => it.skip(`no native backend to compare (${why})`, () => {}))
 }

@@ -7,7 +7,7 @@ import * as rk from '../../src/index.js'
 import { PARITY } from '../../src/tolerance.js'
 import { HOST_BACKENDS, useBackend } from '../backends.js'
 import { F32, expectClose, floats, golden, rng } from '../helpers.js'
-import { compare, optionCases, PARITY_TITLE, SEED, titled } from '../parity.js'
+import { compare, optionCases, describeParity, SEED, titled } from '../parity.js'
 
 /** The parity batch: B = 5 sequences of T = 41 with a mask; the same every case. */
 function advantageBatch() {
@@ -18,7 +18,7 @@ function advantageBatch() {
   return { B, mask, rewards, values, lastValues: r.f32(B), scores: r.f32(28), offsets: Int32Array.of(0, 4, 5, 12, 20, 28) }
 }
 
-describe(`advantages parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('advantages', () => {
   const gae = [[1, 0.95], [0.99, 1], [0.9, 0]].map(([gamma, lambda]) => ({ label: `γ=${gamma} λ=${lambda}`, gamma, lambda }))
   it.each(titled('gae $label on $backend', optionCases(gae)))('%s', (_, { backend, variant: { gamma, lambda } }) => {
     const x = advantageBatch()

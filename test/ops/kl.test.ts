@@ -9,12 +9,12 @@ import { type KlEstimator } from '../../src/choices.js'
 import { klDivergenceKernel, klPenaltyKernel } from '../../src/reference/kl.js'
 import { HOST_BACKENDS, useBackend } from '../backends.js'
 import { F32, combos, expectClose, expectGradient, expectKernelGradient, f64, floats, golden, gradientTokens, label, numericGradient, rng } from '../helpers.js'
-import { asDtype, compare, type Dtype, halfGrad, klGradP, logitsOf, PARITY_TITLE, SEED, shared, titled, tokenBatch, tokenCases, tokenLayout, vocabCases } from '../parity.js'
+import { asDtype, compare, type Dtype, halfGrad, klGradP, logitsOf, describeParity, SEED, shared, titled, tokenBatch, tokenCases, tokenLayout, vocabCases } from '../parity.js'
 
 const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
 const mat = (x: number[], N: number, V: number) => rk.tensor(floats(x), [N, V])
 
-describe(`kl parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('kl', () => {
   // q independent of p (KL ≈ 9 nats), and q a small step from p (KL ≈ 0.05, as between PPO iterations)
   const divergence = [
     ...combos({ q: ['independent', 'near'] as const, reduction: ['mean', 'sum', 'none'] as const, temperature: [1, 1.3], grad: ['both'] as const, half: [false] }),

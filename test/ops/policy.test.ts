@@ -9,9 +9,9 @@ import { AGGREGATIONS } from '../../src/choices.js'
 import { policyLossKernel } from '../../src/reference/policy.js'
 import { HOST_BACKENDS, useBackend } from '../backends.js'
 import { F32, combos, expectClose, expectKernelGradient, f64, floats, golden, gradientTokens, label, rng } from '../helpers.js'
-import { compare, optionCases, PARITY_TITLE, titled, tokenBatch, tokenCases, tokenLayout } from '../parity.js'
+import { compare, optionCases, describeParity, titled, tokenBatch, tokenCases, tokenLayout } from '../parity.js'
 
-describe(`policy parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('policy', () => {
   const variants = [{ label: 'plain', options: {} }, { label: 'dual clip', options: { dualClip: 3, clipHigh: 0.28 } }]
 
   it.each(titled('policyLoss $label, $aggregation $layout on $backend', tokenCases(variants)))('%s', (_, { backend, aggregation, layout, variant }) => {

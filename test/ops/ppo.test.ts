@@ -9,9 +9,9 @@ import { logProbsKernel } from '../../src/reference/vocab.js'
 import { ppoLossKernel } from '../../src/reference/ppo.js'
 import { on, useBackend } from '../backends.js'
 import { combos, expectClose, expectGradient, f64, gradientTokens, label, numericGradient, rng } from '../helpers.js'
-import { compare, type Dtype, halfGrad, logitsOf, PARITY_TITLE, SEED, shared, titled, vocabCases } from '../parity.js'
+import { compare, type Dtype, halfGrad, logitsOf, describeParity, SEED, shared, titled, vocabCases } from '../parity.js'
 
-describe(`ppo parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('ppo', () => {
   const variants = [
     { label: '', options: {} },
     { label: 'k3 T=0.8', options: { klEstimator: 'k3' as const, temperature: 0.8 } },

@@ -8,7 +8,7 @@ import * as rk from '../../src/index.js'
 import { rewardLossKernel } from '../../src/reference/reward.js'
 import { HOST_BACKENDS, useBackend } from '../backends.js'
 import { F32, combos, expectClose, expectKernelGradient, f64, floats, golden, label, rng } from '../helpers.js'
-import { compare, optionCases, PARITY_TITLE, SEED, titled } from '../parity.js'
+import { compare, optionCases, describeParity, SEED, titled } from '../parity.js'
 
 /** The parity batch: 7 prompts of ragged K (one ignored), hard and soft labels, margins; the same every case. */
 function rewardBatch() {
@@ -28,7 +28,7 @@ function rewardBatch() {
   return { offsets, total, scores, chosen, targetProbs, margins: r.f32(total, 0.5) }
 }
 
-describe(`reward parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('reward', () => {
   type Batch = ReturnType<typeof rewardBatch>
   const labels = [{ label: 'chosen', of: (b: Batch) => ({ chosen: b.chosen }) }, { label: 'targetProbs', of: (b: Batch) => ({ targetProbs: b.targetProbs }) }]
   const extras = [

@@ -7,9 +7,9 @@ import * as rk from '../../src/index.js'
 import { valueLossKernel } from '../../src/reference/value.js'
 import { useBackend } from '../backends.js'
 import { F32, combos, expectClose, expectKernelGradient, f64, floats, golden, gradientTokens, label, rng } from '../helpers.js'
-import { compare, PARITY_TITLE, titled, tokenBatch, tokenCases, tokenLayout } from '../parity.js'
+import { compare, describeParity, titled, tokenBatch, tokenCases, tokenLayout } from '../parity.js'
 
-describe(`value parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('value', () => {
   const variants = combos({ clip: [null, 0.2], half: [false, true] }).map((c) => ({ ...c, label: `clip=${c.clip} half=${c.half}` }))
 
   it.each(titled('valueLoss $label, $aggregation $layout on $backend', tokenCases(variants)))('%s', (_, { backend, aggregation, layout, variant }) => {

@@ -9,12 +9,12 @@ import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from '../.
 import { PARITY } from '../../src/tolerance.js'
 import { HOST_BACKENDS, on, useBackend } from '../backends.js'
 import { F32, combos, expectClose, expectGradient, f64, floats, golden, label, numericGradient, rng } from '../helpers.js'
-import { compare, type Dtype, halfGrad, logitsOf, PARITY_TITLE, SEED, shared, titled, vocabCases } from '../parity.js'
+import { compare, type Dtype, halfGrad, logitsOf, describeParity, SEED, shared, titled, vocabCases } from '../parity.js'
 
 const allFinite = (x: ArrayLike<number>) => Array.prototype.every.call(x, (v: number) => Number.isFinite(v))
 const mat = (x: number[], N: number, V: number) => rk.tensor(floats(x), [N, V])
 
-describe(`vocab parity with the js reference ${PARITY_TITLE}`, () => {
+describeParity('vocab', () => {
   const forward = combos({ temperature: [1, 0.7], negInf: [false, true] }).map((c) => ({ ...c, label: `T=${c.temperature} −inf=${c.negInf}` }))
 
   const forwardInputs = shared((dtype: Dtype, N: number, V: number, negInf: boolean) => {
