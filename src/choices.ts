@@ -25,10 +25,10 @@ export type Reduction = (typeof REDUCTIONS)[number]
 /** The sampled-token KL estimators (klPenalty, ppoLoss); default 'k3'. */
 export const KL_ESTIMATORS = ['k1', 'abs', 'k2', 'k3'] as const
 export type KlEstimator = (typeof KL_ESTIMATORS)[number]
-/** verl's names for the same estimators */
 /** ppoLoss's klEstimator: a sampled-token estimator, or 'full' (the exact KL over the vocabulary). */
 export const PPO_KL_ESTIMATORS = [...KL_ESTIMATORS, 'full'] as const
 export type PpoKlEstimator = (typeof PPO_KL_ESTIMATORS)[number]
+/** verl's names for the same estimators */
 export const KL_ESTIMATOR_ALIASES: Readonly<Record<string, KlEstimator>> = { kl: 'k1', mse: 'k2', low_var_kl: 'k3' }
 
 /** groupAdvantages' methods; default 'grpo'. */
