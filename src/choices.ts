@@ -6,8 +6,12 @@
  * valueClip): absent or null means off, and validation hands the kernels `null` (optionalNumber); any number
  * given is a live value that must satisfy the option's rule (dualClip > 1, the output clamps > 0, the value
  * clips ≥ 0), never a sentinel. normConst follows it: null means its default, the width T. Every TS layer
- * (the argument types, the js reference) tests `=== null`; the native bindings turn null into their own
- * sentinels at the boundary and nowhere else.
+ * (the argument types, the js reference) tests `=== null`; the native side reads an absent or null option
+ * as NaN, in one place (args.h Args::optional), and its kernels test it with is_on (rlhf/common.h).
+ *
+ * The lists cross to the addon as ordinals, the index in the list (src/native.ts nativeArgs); the native
+ * enums are declared in the same order (RK_<LIST>(X) in native/include/rlhf/*.h), checked by
+ * test/enums.test.ts against the names the addon exports.
  */
 
 /** How per-token values aggregate into one loss (DESIGN §1.9); default 'token-mean'. */
@@ -21,6 +25,9 @@ export type Reduction = (typeof REDUCTIONS)[number]
 /** The sampled-token KL estimators (klPenalty, ppoLoss); default 'k3'. */
 export const KL_ESTIMATORS = ['k1', 'abs', 'k2', 'k3'] as const
 export type KlEstimator = (typeof KL_ESTIMATORS)[number]
+/** ppoLoss's klEstimator: a sampled-token estimator, or 'full' (the exact KL over the vocabulary). */
+export const PPO_KL_ESTIMATORS = [...KL_ESTIMATORS, 'full'] as const
+export type PpoKlEstimator = (typeof PPO_KL_ESTIMATORS)[number]
 /** verl's names for the same estimators */
 export const KL_ESTIMATOR_ALIASES: Readonly<Record<string, KlEstimator>> = { kl: 'k1', mse: 'k2', low_var_kl: 'k3' }
 

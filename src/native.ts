@@ -11,6 +11,7 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { registerBackend } from './backend.js'
+import { AGGREGATIONS, GROUP_METHODS, KL_ESTIMATORS, PPO_KL_ESTIMATORS, REDUCTIONS } from './choices.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
@@ -163,14 +164,33 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
     }),
 }
 
+/** The enum options of the validated arguments and their lists (src/choices.ts): the addon is passed ordinals. */
+const ORDINALS: Record<string, readonly string[]> = {
+  reduction: REDUCTIONS, estimator: KL_ESTIMATORS, klEstimator: PPO_KL_ESTIMATORS, method: GROUP_METHODS,
+}
+
+/**
+ * @internal Validated arguments as the addon reads them: each enum option (and the aggregation's mode) as its
+ * index in its list, which the native enum follows (test/enums.test.ts); everything else as it is.
+ */
+export function nativeArgs(args: object): object {
+  const out: Record<string, unknown> = { ...args }
+  for (const [key, list] of Object.entries(ORDINALS)) {
+    if (typeof out[key] === 'string') out[key] = list.indexOf(out[key] as string)
+  }
+  const agg = out.agg as { mode?: unknown } | null | undefined
+  if (agg && typeof agg.mode === 'string') out.agg = { ...agg, mode: AGGREGATIONS.indexOf(agg.mode as never) }
+  return out
+}
+
 /** The cpu backend: the addon's kernels behind the Kernels interface. */
 function cpuKernels(addon: Addon): Kernels {
   const kernels: Record<string, unknown> = {}
   for (const [name, shape] of Object.entries(shapes)) {
     const sync = addon[name]
     const async = addon[`${name}Async`]
-    kernels[name] = (args: object) => shape(sync(args), args)
-    kernels[`${name}Async`] = (args: object) => (async(args) as Promise<unknown>).then((r) => shape(r, args))
+    kernels[name] = (args: object) => shape(sync(nativeArgs(args)), args)
+    kernels[`${name}Async`] = (args: object) => (async(nativeArgs(args)) as Promise<unknown>).then((r) => shape(r, args))
   }
   return kernels as unknown as Kernels
 }
@@ -219,7 +239,7 @@ function cudaKernels(cuda: Record<string, NativeFn>): Kernels {
   for (const [name, shape] of Object.entries(shapes)) {
     const sync = cuda[name]
     const async = cuda[`${name}Async`]
-    const prepare = (args: object) => ({ ...(toCudaArgs(args) as object), deviceResults: onDevice(args) })
+    const prepare = (args: object) => ({ ...(toCudaArgs(nativeArgs(args)) as object), deviceResults: onDevice(args) })
     const finish = (raw: unknown, args: object) => {
       const made = fromCuda(raw) as Record<string, unknown>
       const result = shape(made, args)
@@ -241,7 +261,7 @@ export function cudaTime(op: string, options: object, iterations: number): Float
   const fn = addon?.cuda?.[`${op}Time`]
   const validate = validatorOf(op)
   if (!fn || !cudaUsable || !validate) throw new RlhfKernelsError('ERR_CUDA_UNAVAILABLE', `cudaTime: the cuda backend is not available: ${cudaWhy}`)
-  return fn({ ...(toCudaArgs(validate(options)) as object), deviceResults: true }, iterations) as Float64Array
+  return fn({ ...(toCudaArgs(nativeArgs(validate(options))) as object), deviceResults: true }, iterations) as Float64Array
 }
 
 function cudaReason(status: NativeStatus): string {

@@ -1,6 +1,6 @@
 /**
  * Comparing a native backend's result with the js reference's, within the README tolerances
- * (src/tolerance.ts): shared by the parity suite (test/parity.test.ts) and the differential fuzz
+ * (src/tolerance.ts): shared by the parity cases (test/parity.ts, test/ops/<family>.test.ts) and the differential fuzz
  * (test/fuzz.test.ts).
  */
 import * as rk from '../src/index.js'

@@ -1,5 +1,5 @@
 /**
- * The CUDA suite: what the cuda backend promises beyond parity (test/parity.test.ts runs every op, option and
+ * The CUDA suite: what the cuda backend promises beyond parity (test/ops/<family>.test.ts runs every op, option and
  * dtype on cuda against the js reference, with poisoned outputs). Device tensors in and out, bitwise
  * determinism over 20 runs, the async twins, bad indices found on the GPU, memory accounting. Without a
  * usable GPU it skips and prints why.

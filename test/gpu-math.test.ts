@@ -5,7 +5,7 @@
  *   column groups, thread maxima, one exp per element, (max, sums) combined over threads then ranks, and the
  *   per-thread rescale; with it the cross-entropy and KL single-pass kernels (vocab.cu, kl.cu).
  * - gae_scan_kernel (advantages.cu): chunked reverse scans, the nearest counted value and affine maps.
- * The CUDA code itself is covered by test/parity.test.ts and test/cuda.test.ts on a GPU.
+ * The CUDA code itself is covered by the parity cases of test/ops/<family>.test.ts and test/cuda.test.ts on a GPU.
  */
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'

@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { rng } from './helpers.js'
+import { PPO_KL_ESTIMATORS, REDUCTIONS } from '../src/choices.js'
 
 const root = new URL('..', import.meta.url).pathname
 const addonPath = `${root}build/Release/rlhf_kernels.node`
@@ -52,9 +53,10 @@ describe('backends() on this machine', () => {
 
 describe.runIf(existsSync(addonPath))("the addon's own checks (called directly, without the TypeScript layer)", () => {
   const addon = createRequire(import.meta.url)(addonPath)
+  const MEAN = REDUCTIONS.indexOf('mean')  // enum options cross as ordinals (src/native.ts nativeArgs)
   const logits = { data: new Float32Array(6), dtype: 'float32' }
   const ce = (over: object) => () => addon.crossEntropy({
-    logits, N: 2, V: 3, targets: Int32Array.of(0, 1), ignoreIndex: -100, reduction: 'mean', labelSmoothing: 0, zLoss: 0, grad: true, ...over,
+    logits, N: 2, V: 3, targets: Int32Array.of(0, 1), ignoreIndex: -100, reduction: MEAN, labelSmoothing: 0, zLoss: 0, grad: true, ...over,
   })
   const layout = { tokens: 4, offsets: Int32Array.of(0, 4), width: 4 }
   const f = (n: number) => ({ data: new Float32Array(n), dtype: 'float32' })
@@ -73,17 +75,21 @@ describe.runIf(existsSync(addonPath))("the addon's own checks (called directly, 
     ['offsets decreasing', policy({ layout: { ...layout, offsets: Int32Array.of(0, 3, 1, 4) } }), RangeError, /non-decreasing/],
     ['a mask value other than 0/1', policy({ mask: Uint8Array.of(1, 2, 0, 1) }), RangeError, /mask must hold 0 or 1/],
     ['per-token inputs of different lengths', policy({ oldLogp: f(3) }), RangeError, /oldLogp must have 4 elements/],
-    ['reward offsets past the scores', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 5), chosen: Int32Array.of(0, 0), ignoreIndex: -100, centerCoef: 0, reduction: 'mean' }), RangeError, /offsets must run from 0 to 3/],
-    ['a chosen index past its prompt', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 3), chosen: Int32Array.of(2, 0), ignoreIndex: -100, centerCoef: 0, reduction: 'mean' }), RangeError, /chosen\[0\] must be in \[0, 2\)/],
-    ['an action past V', () => addon.ppoLoss({ layout: { tokens: 2, offsets: Int32Array.of(0, 2), width: 2 }, V: 3, logits: f(6), actions: Int32Array.of(0, 3), oldLogp: f(2), advantages: f(2), temperature: 1, clipLow: 0.2, clipHigh: 0.2, logRatioClamp: 20, beta: 0, c1: 0, klEstimator: 'k3', half: false }), RangeError, /actions\[1\] must be in \[0, 3\)/],
+    ['reward offsets past the scores', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 5), chosen: Int32Array.of(0, 0), ignoreIndex: -100, centerCoef: 0, reduction: MEAN }), RangeError, /offsets must run from 0 to 3/],
+    ['a chosen index past its prompt', () => addon.rewardLoss({ scores: f(3), offsets: Int32Array.of(0, 2, 3), chosen: Int32Array.of(2, 0), ignoreIndex: -100, centerCoef: 0, reduction: MEAN }), RangeError, /chosen\[0\] must be in \[0, 2\)/],
+    ['an action past V', () => addon.ppoLoss({ layout: { tokens: 2, offsets: Int32Array.of(0, 2), width: 2 }, V: 3, logits: f(6), actions: Int32Array.of(0, 3), oldLogp: f(2), advantages: f(2), temperature: 1, clipLow: 0.2, clipHigh: 0.2, logRatioClamp: 20, beta: 0, c1: 0, klEstimator: PPO_KL_ESTIMATORS.indexOf('k3'), half: false }), RangeError, /actions\[1\] must be in \[0, 3\)/],
     ['not an object', () => addon.gae(42), TypeError, /arguments must be an object/],
+    ['an enum option by name, not ordinal', ce({ reduction: 'mean' }), TypeError, /reduction must be a number/],
+    ['an ordinal past its list', ce({ reduction: 3 }), RangeError, /reduction must be the ordinal of one of 0 mean, 1 sum, 2 none/],
+    ['a fractional ordinal', policy({ agg: { mode: 0.5 } }), RangeError, /mode must be the ordinal of one of 0 token-mean/],
+    ['NaN for an option that can be off (off is null)', policy({ dualClip: NaN }), RangeError, /dualClip must be a number, or null for off/],
   ] as const)('%s', (_, call, errorClass, message) => {
     expect(call).toThrow(errorClass)
     expect(call).toThrow(message)
   })
 
   it('async calls reject the same way', async () => {
-    await expect(addon.crossEntropyAsync({ logits, N: 2, V: 3, targets: Int32Array.of(0, 7), ignoreIndex: -100, reduction: 'mean', labelSmoothing: 0, zLoss: 0, grad: false })).rejects.toThrow(RangeError)
+    await expect(addon.crossEntropyAsync({ logits, N: 2, V: 3, targets: Int32Array.of(0, 7), ignoreIndex: -100, reduction: MEAN, labelSmoothing: 0, zLoss: 0, grad: false })).rejects.toThrow(RangeError)
   })
 })
 

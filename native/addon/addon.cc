@@ -109,6 +109,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_ppo(env, exports);
   export_gpu(env, exports);
   export_completions_probe(env, exports);
+  export_enum(env, exports, "REDUCTIONS", kReductions);
+  export_enum(env, exports, "AGGREGATIONS", kAggregations);
   return exports;
 }
 

@@ -8,6 +8,9 @@
 namespace rk::addon {
 namespace {
 
+// the group methods' names in ordinal order (src/choices.ts GROUP_METHODS)
+constexpr const char* kGroupMethods[] = {RK_GROUP_METHODS(RK_ENUM_NAME)};
+
 struct GaeJob : Job {
   static constexpr const char* name = "gae";
   using Job::Job;
@@ -64,11 +67,7 @@ struct GroupAdvantagesJob : Job {
     p.offsets = a.offsets("offsets", n);
     a.check_offsets("offsets", p.offsets, n, p.scores.size);
     p.num_groups = n - 1;
-    const std::string m = a.string("method");
-    if (m == "grpo") p.method = GroupMethod::grpo;
-    else if (m == "rloo") p.method = GroupMethod::rloo;
-    else if (m == "mean-centered") p.method = GroupMethod::mean_centered;
-    else throw_range(a.env(), name, "unknown method " + m);
+    p.method = a.choice<GroupMethod>("method", kGroupMethods);
     p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");
     p.out = out.make("out", p.scores.size);
@@ -86,6 +85,7 @@ void export_advantages(Napi::Env env, Napi::Object exports) {
   export_job<GaeJob>(env, exports);
   export_job<WhitenJob>(env, exports);
   export_job<GroupAdvantagesJob>(env, exports);
+  export_enum(env, exports, "GROUP_METHODS", kGroupMethods);
 }
 
 }  // namespace rk::addon

@@ -33,6 +33,10 @@
 namespace rk::addon {
 
 
+// The names of common.h's enum lists in ordinal order: an enum option arrives as its index (Args::choice).
+inline constexpr const char* kReductions[] = {RK_REDUCTIONS(RK_ENUM_NAME)};
+inline constexpr const char* kAggregations[] = {RK_AGGREGATIONS(RK_ENUM_NAME)};
+
 // The largest element count or size the addon accepts: 2^53 - 1, the exact integers of a JS number.
 constexpr int64_t kMaxCount = (int64_t(1) << 53) - 1;
 
@@ -210,6 +214,24 @@ class Args {
     if (!v.IsString()) throw_type(env_, op_, std::string(key) + " must be a string");
     return v.As<Napi::String>().Utf8Value();
   }
+  // An enum option, passed as its ordinal: the index of its name in `names` (the list of src/choices.ts).
+  template <typename E, size_t N>
+  E choice(const char* key, const char* const (&names)[N]) const {
+    const double d = number(key);
+    if (!(d >= 0 && d < double(N)) || d != double(int32_t(d))) {
+      std::string list;
+      for (size_t i = 0; i < N; i++) list += (i ? ", " : "") + std::to_string(i) + " " + names[i];
+      throw_range(env_, op_, std::string(key) + " must be the ordinal of one of " + list);
+    }
+    return E(int32_t(d));
+  }
+  // An option that can be disabled: its number, or NaN (off, common.h is_on) when absent or null.
+  double optional(const char* key) const {
+    if (!has(key)) return NAN;
+    const double d = number(key);
+    if (d != d) throw_range(env_, op_, std::string(key) + " must be a number, or null for off");
+    return d;
+  }
   Args object(const char* key) const {
     const Snapshot::Entry* e = s_.find(key);
     if (e == nullptr || !e->object) throw_type(env_, op_, std::string(key) + " must be an object");
@@ -334,15 +356,10 @@ class Args {
     b.mask = mask("mask", b.tokens);
     if (has("agg")) {
       Args agg = object("agg");
-      const std::string mode = agg.string("mode");
-      if (mode == "token-mean") b.mode = Aggregation::token_mean;
-      else if (mode == "seq-mean-token-mean") b.mode = Aggregation::seq_mean_token_mean;
-      else if (mode == "seq-mean-token-sum") b.mode = Aggregation::seq_mean_token_sum;
-      else if (mode == "seq-mean-token-sum-norm") b.mode = Aggregation::seq_mean_token_sum_norm;
-      else throw_range(env_, op_, "unknown aggregation " + mode);
-      b.global_tokens = agg.number_or("globalTokenCount", -1);
-      b.global_seqs = agg.number_or("globalSeqCount", -1);
-      b.norm_const = agg.number_or("normConst", -1);
+      b.mode = agg.choice<Aggregation>("mode", kAggregations);
+      b.global_tokens = agg.optional("globalTokenCount");
+      b.global_seqs = agg.optional("globalSeqCount");
+      b.norm_const = agg.optional("normConst");
     }
     return b;
   }
@@ -354,13 +371,7 @@ class Args {
     return true;
   }
 
-  Reduction reduction() const {
-    const std::string r = string("reduction");
-    if (r == "mean") return Reduction::mean;
-    if (r == "sum") return Reduction::sum;
-    if (r == "none") return Reduction::none;
-    throw_range(env_, op_, "unknown reduction " + r);
-  }
+  Reduction reduction() const { return choice<Reduction>("reduction", kReductions); }
 
  private:
   Napi::Value get(const char* key) const {

@@ -33,6 +33,16 @@ inline float log_ratio_clamp(const Args& a) {
   return float(c);
 }
 
+// exports.enums[key] = names: an enum list in ordinal order under its src/choices.ts name, which
+// test/enums.test.ts checks against it. Each family's binding exports its own lists; addon.cc the shared ones.
+template <size_t N>
+void export_enum(Napi::Env env, Napi::Object exports, const char* key, const char* const (&names)[N]) {
+  if (!exports.Has("enums")) exports.Set("enums", Napi::Object::New(env));
+  Napi::Array a = Napi::Array::New(env, N);
+  for (size_t i = 0; i < N; i++) a.Set(uint32_t(i), Napi::String::New(env, names[i]));
+  exports.Get("enums").As<Napi::Object>().Set(key, a);
+}
+
 void export_vocab(Napi::Env env, Napi::Object exports);
 void export_reward(Napi::Env env, Napi::Object exports);
 void export_policy(Napi::Env env, Napi::Object exports);

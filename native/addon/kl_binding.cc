@@ -7,14 +7,8 @@
 
 namespace rk::addon {
 
-KlEstimator read_kl_estimator(const Args& a, const char* key) {
-  const std::string e = a.string(key);
-  if (e == "k1") return KlEstimator::k1;
-  if (e == "abs") return KlEstimator::abs;
-  if (e == "k2") return KlEstimator::k2;
-  if (e == "k3") return KlEstimator::k3;
-  throw_range(a.env(), a.op(), "unknown KL estimator " + e);
-}
+// the KL estimators' names in ordinal order (src/choices.ts KL_ESTIMATORS)
+constexpr const char* kKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME)};
 
 namespace {
 
@@ -66,9 +60,9 @@ struct KlPenaltyJob : Job {
     const int64_t M = p.batch.tokens;
     p.logp = a.floats("logp", M);
     p.ref_logp = a.floats("refLogp", M);
-    p.opts.estimator = read_kl_estimator(a, "estimator");
+    p.opts.estimator = a.choice<KlEstimator>("estimator", kKlEstimators);
     p.opts.log_ratio_clamp = log_ratio_clamp(a);
-    p.opts.output_clamp = a.has("outputClamp") ? float(a.number("outputClamp")) : 0.f;
+    p.opts.output_clamp = float(a.optional("outputClamp"));
     p.per_token = out.make("perToken", M);
     p.grad = out.make("gradLogp", M);
   }
@@ -86,6 +80,7 @@ struct KlPenaltyJob : Job {
 void export_kl(Napi::Env env, Napi::Object exports) {
   export_job<KlDivergenceJob>(env, exports);
   export_job<KlPenaltyJob>(env, exports);
+  export_enum(env, exports, "KL_ESTIMATORS", kKlEstimators);
 }
 
 }  // namespace rk::addon

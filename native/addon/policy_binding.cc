@@ -14,7 +14,7 @@ PolicyOptions read_policy_options(const Args& a) {
   PolicyOptions o;
   o.clip_low = float(a.number("clipLow"));
   o.clip_high = float(a.number("clipHigh"));
-  o.dual_clip = a.has("dualClip") ? float(a.number("dualClip")) : 0.f;
+  o.dual_clip = float(a.optional("dualClip"));
   o.log_ratio_clamp = log_ratio_clamp(a);
   // the variant options (src/options.ts policyVariantOptions); absent: token-level PPO, no correction
   auto pick = [&](const char* key, std::initializer_list<const char*> names, auto& out) {

@@ -8,7 +8,11 @@
 namespace rk::addon {
 
 PolicyOptions read_policy_options(const Args& a);
-KlEstimator read_kl_estimator(const Args& a, const char* key);
+
+// klEstimator's names in ordinal order: the sampled-token estimators, then the full KL (src/choices.ts
+// PPO_KL_ESTIMATORS)
+constexpr const char* kPpoKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME) "full"};
+constexpr int32_t kFullKl = int32_t(sizeof(kPpoKlEstimators) / sizeof(kPpoKlEstimators[0])) - 1;
 
 namespace {
 
@@ -44,13 +48,14 @@ struct PpoLossJob : Job {
     if (p.policy.rollout != RolloutCorrection::none && !p.behavior_logp.present()) throw_type(a.env(), name, "rolloutCorrection needs behaviorLogp");
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));
-    p.full_kl = a.string("klEstimator") == "full";
+    const int32_t kl = a.choice<int32_t>("klEstimator", kPpoKlEstimators);
+    p.full_kl = kl == kFullKl;
     if (p.full_kl && !p.anchor_logits.present()) throw_type(a.env(), name, "klEstimator 'full' needs oldLogits or refLogits");
-    if (!p.full_kl) p.kl.estimator = read_kl_estimator(a, "klEstimator");
+    if (!p.full_kl) p.kl.estimator = KlEstimator(kl);
     p.kl.log_ratio_clamp = p.policy.log_ratio_clamp;
-    p.kl.output_clamp = a.has("klOutputClamp") ? float(a.number("klOutputClamp")) : 0.f;
-    p.value.clip = a.has("valueClip") ? float(a.number("valueClip")) : -1.f;
-    if (p.value.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when valueClip is set");
+    p.kl.output_clamp = float(a.optional("klOutputClamp"));
+    p.value.clip = float(a.optional("valueClip"));
+    if (is_on(p.value.clip) && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when valueClip is set");
     p.value.half = a.boolean("half");
     if (a.grad16(p.logits.dtype)) p.grad_logits16 = out.make16("gradLogits", MV, p.logits.dtype);
     else p.grad_logits = out.make("gradLogits", MV);
@@ -78,6 +83,7 @@ struct PpoLossJob : Job {
 void export_ppo(Napi::Env env, Napi::Object exports) {
   export_job<PpoLossJob>(env, exports);
   export_fields(env, exports, std::string(PpoLossJob::name) + ".metrics", PpoLossJob::metric_fields);
+  export_enum(env, exports, "PPO_KL_ESTIMATORS", kPpoKlEstimators);
 }
 
 }  // namespace rk::addon

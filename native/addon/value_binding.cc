@@ -19,8 +19,8 @@ struct ValueLossJob : Job {
     p.values = a.floats("values", M);
     p.returns = a.floats("returns", M);
     p.old_values = a.floats_or_absent("oldValues", M);
-    p.opts.clip = a.has("clip") ? float(a.number("clip")) : -1.f;
-    if (p.opts.clip >= 0.f && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when clip is set");
+    p.opts.clip = float(a.optional("clip"));
+    if (is_on(p.opts.clip) && !p.old_values.present()) throw_type(a.env(), name, "oldValues must be given when clip is set");
     p.opts.half = a.boolean("half");
     p.per_token = out.make("perToken", M);
     p.grad = out.make("gradValues", M);

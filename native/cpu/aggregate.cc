@@ -14,9 +14,9 @@ int64_t aggregation_weights(const TokenBatch& b, float* w) {
     tokens += n;
     seqs += n > 0;
   }
-  const double seq_den = std::max(1.0, b.global_seqs >= 0 ? b.global_seqs : double(seqs));
-  const double tok_den = std::max(1.0, b.global_tokens >= 0 ? b.global_tokens : double(tokens));
-  const double norm = b.norm_const > 0 ? b.norm_const : std::max<double>(1.0, double(b.width));
+  const double seq_den = std::max(1.0, is_on(b.global_seqs) ? b.global_seqs : double(seqs));
+  const double tok_den = std::max(1.0, is_on(b.global_tokens) ? b.global_tokens : double(tokens));
+  const double norm = is_on(b.norm_const) ? b.norm_const : std::max<double>(1.0, double(b.width));
   for (int64_t s = 0; s < b.num_seqs; s++) {
     int64_t n = 0;
     for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) n += counted(t);

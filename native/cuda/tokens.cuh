@@ -28,9 +28,9 @@ __global__ void agg_totals_kernel(TokenBatch b, const int32_t* counts, float* to
   tokens = block_sum(tokens);
   seqs = block_sum(seqs);
   if (threadIdx.x == 0) {
-    const float tok_den = fmaxf(1.f, b.global_tokens >= 0 ? float(b.global_tokens) : tokens);
-    const float seq_den = fmaxf(1.f, b.global_seqs >= 0 ? float(b.global_seqs) : seqs);
-    const float norm = b.norm_const > 0 ? float(b.norm_const) : fmaxf(1.f, float(b.width));
+    const float tok_den = fmaxf(1.f, is_on(b.global_tokens) ? float(b.global_tokens) : tokens);
+    const float seq_den = fmaxf(1.f, is_on(b.global_seqs) ? float(b.global_seqs) : seqs);
+    const float norm = is_on(b.norm_const) ? float(b.norm_const) : fmaxf(1.f, float(b.width));
     totals[0] = 1.f / tok_den;
     totals[1] = 1.f / seq_den;
     totals[2] = 1.f / norm;

@@ -8,6 +8,7 @@
 import { createRequire } from 'node:module'
 import { runInNewContext } from 'node:vm'
 import * as rk from '../../src/index.js'
+import { nativeArgs } from '../../src/native.js'
 import { validatorOf } from '../../src/ops.js'
 
 type ErrorClass = abstract new (...args: never[]) => Error
@@ -207,7 +208,7 @@ interface RawAddon {
 function rawCases(): Case[] {
   const addon = createRequire(import.meta.url)('../../build/Release/rlhf_kernels.node') as RawAddon & { cuda?: RawAddon; setup(o: object): void }
   /** The validated arguments of an op, as the package hands them to the addon. */
-  const args = <T extends object>(op: string, options: object) => validatorOf(op)!(options) as T & Record<string, any>
+  const args = <T extends object>(op: string, options: object) => nativeArgs(validatorOf(op)!(options)) as T & Record<string, any>
   const lpArgs = () => args<{ logits: { data: Float32Array } }>('logProbs', { logits: logits(), targets: targets(), entropy: true, temperature: 0.9 })
   const ceArgs = () => args('crossEntropy', { logits: logits(), targets: targets(), grad: true })
   const plArgs = () => args('policyLoss', { logp: values(M, 1), oldLogp: values(M, 2), advantages: values(M, 3), seqLengths: Int32Array.of(2, 4) })

@@ -44,7 +44,8 @@ struct WhitenParams {
 };
 void whiten(const WhitenParams& p);
 
-enum class GroupMethod : int32_t { grpo = 0, rloo = 1, mean_centered = 2 };
+#define RK_GROUP_METHODS(X) X(grpo, "grpo") X(rloo, "rloo") X(mean_centered, "mean-centered")
+enum class GroupMethod : int32_t { RK_GROUP_METHODS(RK_ENUM_MEMBER) };
 
 struct GroupAdvantagesParams {
   FloatIn scores;

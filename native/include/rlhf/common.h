@@ -2,6 +2,7 @@
 // the TypeScript layer and re-checked for memory safety by the addon; kernels never throw.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -17,6 +18,16 @@
 // (native/addon/job.h) all follow from it.
 #define RK_RESULT_MEMBER(js, type, member) type member = 0;
 
+// Each enum list is declared once, as X(member, name in src/choices.ts) in list order: the C++ enum (its
+// ordinals are the indices of the TypeScript list, which is what the addon is passed) and the names the
+// addon exports as `enums` (native/addon/job.h), which test/enums.test.ts checks against src/choices.ts.
+#define RK_ENUM_MEMBER(member, js) member,
+#define RK_ENUM_NAME(member, js) js,
+#define RK_REDUCTIONS(X) X(mean, "mean") X(sum, "sum") X(none, "none")
+#define RK_AGGREGATIONS(X)                                                                                      \
+  X(token_mean, "token-mean") X(seq_mean_token_mean, "seq-mean-token-mean")                                   \
+  X(seq_mean_token_sum, "seq-mean-token-sum") X(seq_mean_token_sum_norm, "seq-mean-token-sum-norm")
+
 namespace rk {
 
 // Element type of a float input. Every kernel decodes its input to float32 as it reads it.
@@ -31,10 +42,14 @@ struct FloatIn {
 };
 
 // Reduction over rows (vocabulary and reward ops).
-enum class Reduction : int32_t { mean = 0, sum = 1, none = 2 };
+enum class Reduction : int32_t { RK_REDUCTIONS(RK_ENUM_MEMBER) };
 
 // Aggregation of per-token values (DESIGN §1.9).
-enum class Aggregation : int32_t { token_mean = 0, seq_mean_token_mean = 1, seq_mean_token_sum = 2, seq_mean_token_sum_norm = 3 };
+enum class Aggregation : int32_t { RK_AGGREGATIONS(RK_ENUM_MEMBER) };
+
+// One "off" convention for an option that can be disabled (null in TypeScript, src/choices.ts): NaN, written
+// by the addon's one reader (Args::optional, native/addon/args.h) and tested with is_on, never a range sentinel.
+RK_HD inline bool is_on(double option) { return option == option; }
 
 // Token layout and aggregation of the per-token ops: sequence s is tokens offsets[s] .. offsets[s+1].
 struct TokenBatch {
@@ -44,9 +59,9 @@ struct TokenBatch {
   int64_t width = 0;                 // T of a [B, T] layout, else the longest sequence
   const uint8_t* mask = nullptr;     // 0/1 per token, or null = every token counts
   Aggregation mode = Aggregation::token_mean;
-  double global_tokens = -1;         // < 0: use the local count
-  double global_seqs = -1;
-  double norm_const = -1;            // < 0: the width
+  double global_tokens = NAN;        // off (is_on): use the local count
+  double global_seqs = NAN;
+  double norm_const = NAN;           // off: the width
 };
 
 // bfloat16 / float16 bit patterns → float32, exactly; written branch-free so loops over them vectorise.

@@ -24,12 +24,13 @@ struct KlDivergenceResult {
 };
 KlDivergenceResult kl_divergence(const KlDivergenceParams& p);
 
-enum class KlEstimator : int32_t { k1 = 0, abs = 1, k2 = 2, k3 = 3 };
+#define RK_KL_ESTIMATORS(X) X(k1, "k1") X(abs, "abs") X(k2, "k2") X(k3, "k3")
+enum class KlEstimator : int32_t { RK_KL_ESTIMATORS(RK_ENUM_MEMBER) };
 
 struct KlOptions {
   KlEstimator estimator = KlEstimator::k3;
   float log_ratio_clamp = 20.f;
-  float output_clamp = 0.f;  // ≤ 0: off
+  float output_clamp = NAN;  // off (is_on), else > 0
 };
 
 // Value and d/dlogp of one estimator at δ = logp − refLogp; shared by kl_penalty and ppo_loss.
@@ -50,7 +51,7 @@ RK_HD inline void kl_token(float delta, const KlOptions& o, float& k, float& g) 
     }
   }
   const float K = o.output_clamp;
-  if (K > 0.f && (k > K || k < -K)) {
+  if (is_on(K) && (k > K || k < -K)) {
     k = k > K ? K : -K;
     g = 0.f;
   }

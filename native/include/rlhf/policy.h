@@ -12,7 +12,7 @@ enum class RolloutCorrection : int32_t { none = 0, token_truncate = 1, token_mas
 
 struct PolicyOptions {
   float clip_low = 0.2f, clip_high = 0.2f;
-  float dual_clip = 0.f;  // ≤ 1: off
+  float dual_clip = NAN;  // off (is_on), else > 1
   float log_ratio_clamp = 20.f;
   PolicyVariant variant = PolicyVariant::ppo;
   IsLevel is_level = IsLevel::token;
@@ -47,7 +47,7 @@ RK_HD inline PolicyToken ppo_clip_token(float A, const PolicyOptions& o, float d
   const bool clipped = surr2 < surr1;
   float loss = -(clipped ? surr2 : surr1);
   bool dual = false;
-  if (o.dual_clip > 1.f && A < 0.f && -o.dual_clip * A < loss) {
+  if (is_on(o.dual_clip) && A < 0.f && -o.dual_clip * A < loss) {
     loss = -o.dual_clip * A;
     dual = true;
   }

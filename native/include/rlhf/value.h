@@ -5,7 +5,7 @@
 namespace rk {
 
 struct ValueOptions {
-  float clip = -1.f;  // < 0: off
+  float clip = NAN;  // off (is_on), else ≥ 0
   bool half = false;
 };
 
@@ -15,7 +15,7 @@ RK_HD inline bool value_token(float V, float R, float V_old, const ValueOptions&
   const float e1 = V - R;
   float u = e1 * e1;
   bool clipped = false;
-  if (o.clip >= 0.f) {
+  if (is_on(o.clip)) {
     const float lo = V_old - o.clip, hi = V_old + o.clip;
     const float e2 = (V < lo ? lo : (V > hi ? hi : V)) - R;
     if (e2 * e2 > u) {
