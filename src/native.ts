@@ -11,7 +11,7 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { registerBackend } from './backend.js'
-import { AGGREGATIONS, GROUP_METHODS, KL_ESTIMATORS, PPO_KL_ESTIMATORS, REDUCTIONS } from './choices.js'
+import { AGGREGATIONS, GROUP_METHODS, IS_LEVELS, KL_ESTIMATORS, POLICY_VARIANTS, PPO_KL_ESTIMATORS, REDUCTIONS, ROLLOUT_CORRECTIONS } from './choices.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
@@ -167,6 +167,7 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
 /** The enum options of the validated arguments and their lists (src/choices.ts): the addon is passed ordinals. */
 const ORDINALS: Record<string, readonly string[]> = {
   reduction: REDUCTIONS, estimator: KL_ESTIMATORS, klEstimator: PPO_KL_ESTIMATORS, method: GROUP_METHODS,
+  variant: POLICY_VARIANTS, isLevel: IS_LEVELS, rolloutCorrection: ROLLOUT_CORRECTIONS,
 }
 
 /**

@@ -1,7 +1,4 @@
 // Binding of the PPO policy loss (src/policy.ts → native/include/rlhf/policy.h).
-#include <initializer_list>
-#include <type_traits>
-
 #include "bindings.h"
 #if RLHF_KERNELS_HAVE_CUDA
 #include "rlhf/cuda_ops.h"
@@ -10,35 +7,27 @@
 
 namespace rk::addon {
 
+// the variant options' names in ordinal order (src/choices.ts)
+constexpr const char* kPolicyVariants[] = {RK_POLICY_VARIANTS(RK_ENUM_NAME)};
+constexpr const char* kIsLevels[] = {RK_IS_LEVELS(RK_ENUM_NAME)};
+constexpr const char* kRolloutCorrections[] = {RK_ROLLOUT_CORRECTIONS(RK_ENUM_NAME)};
+
 PolicyOptions read_policy_options(const Args& a) {
   PolicyOptions o;
   o.clip_low = float(a.number("clipLow"));
   o.clip_high = float(a.number("clipHigh"));
   o.dual_clip = float(a.optional("dualClip"));
   o.log_ratio_clamp = log_ratio_clamp(a);
-  // the variant options (src/options.ts policyVariantOptions); absent: token-level PPO, no correction
-  auto pick = [&](const char* key, std::initializer_list<const char*> names, auto& out) {
-    if (!a.has(key)) return;
-    const std::string v = a.string(key);
-    int i = 0;
-    for (const char* n : names) {
-      if (v == n) {
-        out = static_cast<std::remove_reference_t<decltype(out)>>(i);
-        return;
-      }
-      i++;
-    }
-    throw_range(a.env(), a.op(), std::string("unknown ") + key + " " + v);
-  };
-  pick("variant", {"ppo", "cispo", "dppo-tv", "dppo-kl"}, o.variant);
-  pick("isLevel", {"token", "sequence", "sequence-token"}, o.is_level);
-  pick("rolloutCorrection", {"none", "token-truncate", "token-mask", "sequence-truncate", "sequence-mask"}, o.rollout);
-  if (o.variant != PolicyVariant::ppo) o.dual_clip = 0.f;
+  // the variant options (src/options.ts policyVariantOptions), enums as ordinals; absent: token-level PPO, no correction
+  if (a.has("variant")) o.variant = a.choice<PolicyVariant>("variant", kPolicyVariants);
+  if (a.has("isLevel")) o.is_level = a.choice<IsLevel>("isLevel", kIsLevels);
+  if (a.has("rolloutCorrection")) o.rollout = a.choice<RolloutCorrection>("rolloutCorrection", kRolloutCorrections);
+  if (o.variant != PolicyVariant::ppo) o.dual_clip = NAN;
   o.ratio_cap = float(a.number_or("ratioCap", 20.0));
   o.rollout_high = float(a.number_or("rolloutIsHigh", 2.0));
   o.rollout_low = float(a.number_or("rolloutIsLow", 1.0 / double(o.rollout_high)));
-  o.opsm_delta = a.has("opsmDelta") ? float(a.number("opsmDelta")) : -1.f;
-  if (!(o.ratio_cap > 0.f) || !(o.rollout_high > 0.f) || !(o.rollout_low >= 0.f) || !(o.opsm_delta >= 0.f || !a.has("opsmDelta"))) {
+  o.opsm_delta = float(a.optional("opsmDelta"));
+  if (!(o.ratio_cap > 0.f) || !(o.rollout_high > 0.f) || !(o.rollout_low >= 0.f) || !(o.opsm_delta >= 0.f || !is_on(o.opsm_delta))) {
     throw_range(a.env(), a.op(), "ratioCap and rolloutIsHigh must be > 0, rolloutIsLow and opsmDelta ≥ 0");
   }
   return o;
@@ -74,6 +63,11 @@ struct PolicyLossJob : Job {
 
 }  // namespace
 
-void export_policy(Napi::Env env, Napi::Object exports) { export_job<PolicyLossJob>(env, exports); }
+void export_policy(Napi::Env env, Napi::Object exports) {
+  export_job<PolicyLossJob>(env, exports);
+  export_enum(env, exports, "POLICY_VARIANTS", kPolicyVariants);
+  export_enum(env, exports, "IS_LEVELS", kIsLevels);
+  export_enum(env, exports, "ROLLOUT_CORRECTIONS", kRolloutCorrections);
+}
 
 }  // namespace rk::addon

@@ -255,11 +255,11 @@ function rawCases(): Case[] {
     raw('a getter that throws (sync)', () => addon.logProbs({ ...lpArgs(), get temperature(): number { throw new SyntaxError('from a getter') } }), { error: SyntaxError, message: /from a getter/ }),
     raw('a getter that throws (async: rejects)', () => addon.logProbsAsync({ ...lpArgs(), get temperature(): number { throw new SyntaxError('from a getter') } }), { error: SyntaxError, message: /from a getter/ }),
     raw('a Proxy whose ownKeys trap throws', () => addon.logProbs(new Proxy(lpArgs(), { ownKeys() { throw new EvalError('ownKeys') } })), { error: EvalError, message: /ownKeys/ }),
-    raw('policyLoss, rolloutCorrection without behaviorLogp', () => addon.policyLoss({ ...plArgs(), rolloutCorrection: 'sequence-mask' }), { error: TypeError, message: /rolloutCorrection needs behaviorLogp/ }),
-    raw('policyLoss, behaviorLogp shorter than the tokens', () => addon.policyLoss({ ...plArgs(), behaviorLogp: { data: values(2, 1), dtype: 'float32' }, rolloutCorrection: 'token-mask' }), { error: RangeError, message: /behaviorLogp must have 6 elements, got 2/ }),
-    raw('policyLoss, an unknown variant', () => addon.policyLoss({ ...plArgs(), variant: 'grpo', isLevel: 'sequence' }), { error: RangeError, message: /unknown variant grpo/ }),
-    raw('policyLoss, isLevel sequence over an empty sequence and a NaN opsmDelta', () => addon.policyLoss({ ...plArgs(), isLevel: 'sequence', opsmDelta: NaN, layout: { tokens: M, width: 6, offsets: Int32Array.of(0, 0, 6) } }), { error: RangeError, message: /opsmDelta ≥ 0/ }),
-    raw('ppoLoss, rolloutCorrection without behaviorLogp', () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2) }), rolloutCorrection: 'token-truncate' }), { error: TypeError, message: /rolloutCorrection needs behaviorLogp/ }),
+    raw('policyLoss, rolloutCorrection without behaviorLogp', () => addon.policyLoss({ ...plArgs(), rolloutCorrection: 3 }), { error: TypeError, message: /rolloutCorrection needs behaviorLogp/ }),
+    raw('policyLoss, behaviorLogp shorter than the tokens', () => addon.policyLoss({ ...plArgs(), behaviorLogp: { data: values(2, 1), dtype: 'float32' }, rolloutCorrection: 1 }), { error: RangeError, message: /behaviorLogp must have 6 elements, got 2/ }),
+    raw('policyLoss, a variant ordinal past the list', () => addon.policyLoss({ ...plArgs(), variant: 4, isLevel: 1 }), { error: RangeError, message: /variant must be the ordinal of one of 0 ppo, 1 cispo, 2 dppo-tv, 3 dppo-kl/ }),
+    raw('policyLoss, isLevel sequence over an empty sequence and a NaN opsmDelta', () => addon.policyLoss({ ...plArgs(), isLevel: 1, opsmDelta: NaN, layout: { tokens: M, width: 6, offsets: Int32Array.of(0, 0, 6) } }), { error: RangeError, message: /opsmDelta must be a number, or null for off/ }),
+    raw('ppoLoss, rolloutCorrection without behaviorLogp', () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2) }), rolloutCorrection: 0 }), { error: TypeError, message: /rolloutCorrection needs behaviorLogp/ }),
   ]
   // async: the job runs on copies made at the call
   // a longer job than the api cases' (1024 rows): the change must come while it runs

@@ -6,9 +6,15 @@
 
 namespace rk {
 
-enum class PolicyVariant : int32_t { ppo = 0, cispo = 1, dppo_tv = 2, dppo_kl = 3 };
-enum class IsLevel : int32_t { token = 0, sequence = 1, sequence_token = 2 };
-enum class RolloutCorrection : int32_t { none = 0, token_truncate = 1, token_mask = 2, sequence_truncate = 3, sequence_mask = 4 };
+#define RK_POLICY_VARIANTS(X) X(ppo, "ppo") X(cispo, "cispo") X(dppo_tv, "dppo-tv") X(dppo_kl, "dppo-kl")
+#define RK_IS_LEVELS(X) X(token, "token") X(sequence, "sequence") X(sequence_token, "sequence-token")
+#define RK_ROLLOUT_CORRECTIONS(X)                                                                               \
+  X(token_truncate, "token-truncate") X(token_mask, "token-mask") X(sequence_truncate, "sequence-truncate")      \
+  X(sequence_mask, "sequence-mask")
+enum class PolicyVariant : int32_t { RK_POLICY_VARIANTS(RK_ENUM_MEMBER) };
+enum class IsLevel : int32_t { RK_IS_LEVELS(RK_ENUM_MEMBER) };
+// none: rolloutCorrection absent or null (off); the listed modes are ordinals 0, 1, ...
+enum class RolloutCorrection : int32_t { none = -1, RK_ROLLOUT_CORRECTIONS(RK_ENUM_MEMBER) };
 
 struct PolicyOptions {
   float clip_low = 0.2f, clip_high = 0.2f;
@@ -19,10 +25,10 @@ struct PolicyOptions {
   float ratio_cap = 20.f;  // c of dppo-*
   RolloutCorrection rollout = RolloutCorrection::none;
   float rollout_low = 0.5f, rollout_high = 2.f;
-  float opsm_delta = -1.f;  // < 0: off
+  float opsm_delta = NAN;  // off (is_on), else ≥ 0
   RK_HD bool sequence_rollout() const { return rollout == RolloutCorrection::sequence_truncate || rollout == RolloutCorrection::sequence_mask; }
   // whether a token's terms need its sequence's sums (the ratio's or the rollout weight's mean, OPSM)
-  RK_HD bool needs_sequences() const { return is_level != IsLevel::token || sequence_rollout() || opsm_delta >= 0.f; }
+  RK_HD bool needs_sequences() const { return is_level != IsLevel::token || sequence_rollout() || is_on(opsm_delta); }
   // GSPO through the mean ('sequence' with 'ppo'): a token's gradient is its sequence's, spread
   RK_HD bool coupled() const { return is_level == IsLevel::sequence && variant == PolicyVariant::ppo; }
   // anything beyond the token-level PPO clip (ppoLoss then forms the policy terms from all log-probs first)
@@ -94,7 +100,7 @@ RK_HD inline PolicySeq policy_seq(double d_sum, double b_sum, int64_t n, const P
   q.d_mean = float(d_sum / double(n));
   const float b = float(b_sum / double(n)), C = o.log_ratio_clamp;
   q.w_seq = std::exp(b > C ? C : (b < -C ? -C : b));
-  q.opsm = o.opsm_delta >= 0.f && -q.d_mean > o.opsm_delta;
+  q.opsm = is_on(o.opsm_delta) && -q.d_mean > o.opsm_delta;
   q.seq_truncated = o.rollout == RolloutCorrection::sequence_truncate && q.w_seq > o.rollout_high;
   q.seq_dropped = o.rollout == RolloutCorrection::sequence_mask && (q.w_seq < o.rollout_low || q.w_seq > o.rollout_high);
   return q;
