@@ -172,6 +172,7 @@ function cpuKernels(addon: Addon): Kernels {
     kernels[name] = (args: object) => shape(sync(args), args)
     kernels[`${name}Async`] = (args: object) => (async(args) as Promise<unknown>).then((r) => shape(r, args))
   }
+  kernels.writesOut = true
   return kernels as unknown as Kernels
 }
 

@@ -108,4 +108,6 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   }
 }
 
-export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss)
+export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss, (a) => ({
+  probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined,
+}))
