@@ -126,7 +126,7 @@ function load(): { addon: Addon | null; status: NativeStatus } {
 
 /**
  * A gradient matrix result given the input's shape: a device tensor (cuda) keeps its dtype; a host array is
- * float32, or (cuda with gradDtype 'input') 16-bit bit patterns in the logits' dtype.
+ * float32, or (gradDtype 'input') 16-bit bit patterns in the logits' dtype.
  */
 const matrix = (data: Float32Array | Uint16Array | Tensor, shape: readonly number[], args: { gradDtype?: string }) =>
   data instanceof Tensor ? data.reshaped(shape)
@@ -173,6 +173,7 @@ function cpuKernels(addon: Addon): Kernels {
     kernels[`${name}Async`] = (args: object) => (async(args) as Promise<unknown>).then((r) => shape(r, args))
   }
   kernels.writesOut = true
+  kernels.nativeGradDtype = true
   return kernels as unknown as Kernels
 }
 

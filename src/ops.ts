@@ -38,7 +38,7 @@ export interface WithOut<R> {
   out?: OutOf<R>
 }
 
-/** gradDtype 'input' on a host backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
+/** gradDtype 'input' on the js backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
 function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
   const out = { ...result } as Record<string, unknown>
   for (const [key, value] of Object.entries(out)) {
@@ -88,10 +88,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     const out = outOf(args)
     if (out === null) return args
     const { out: _, ...rest } = args as A & { out: unknown }
-    if (!k.writesOut) return rest as unknown as A
-    // 16-bit gradients are rounded here (roundGradients) unless the backend writes them itself
-    const views = k.nativeGradDtype ? out.views : Object.fromEntries(Object.entries(out.views).filter(([, v]) => v instanceof Float32Array))
-    return { ...rest, out: views } as unknown as A
+    return (k.writesOut ? { ...rest, out: out.views } : rest) as unknown as A
   }
   const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(forKernel(k, args)))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>

@@ -367,9 +367,9 @@ class Args {
     return b;
   }
 
-  // gradDtype: true for the logits' own 16-bit dtype (cuda only; the other backends round in TypeScript)
+  // gradDtype: true for the logits' own 16-bit dtype (the kernels round the float32 gradient once)
   bool grad16(DType logits) const {
-    if (!gpu_ || !has("gradDtype") || string("gradDtype") == "float32") return false;
+    if (!has("gradDtype") || string("gradDtype") == "float32") return false;
     if (logits != DType::bf16 && logits != DType::f16) throw_type(env_, op_, "gradDtype 'input' needs bfloat16 or float16 logits");
     return true;
   }
@@ -452,21 +452,17 @@ class Outputs {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<float*>(gpu->output(env_, name, n));
 #endif
-    Napi::Float32Array a = Napi::Float32Array::New(env_, size_t(n));
-    pins_.pin(a);
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
-    return a.Data();
+    return fresh<float>(name, n);
   }
-  // cuda only: an output of n 16-bit elements of the logits' dtype (gradDtype 'input')
+  // an output of n 16-bit elements of the logits' dtype (gradDtype 'input'): a Uint16Array of bit patterns
   uint16_t* make16(const char* name, int64_t n, DType dtype) {
     if (void* p = from_given(name, n, napi_uint16_array, sizeof(uint16_t), "a Uint16Array")) return static_cast<uint16_t*>(p);
     host_fits(name, n, sizeof(uint16_t));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<uint16_t*>(gpu->output(env_, name, n, dtype == DType::bf16 ? "bfloat16" : "float16"));
 #endif
-    (void)name; (void)n; (void)dtype;
-    throw Napi::TypeError::New(env_, "16-bit gradients are written by the cuda backend only");
+    (void)dtype;
+    return fresh<uint16_t>(name, n);
   }
   // puts every output into `result` under its name
   // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
@@ -529,6 +525,15 @@ class Outputs {
     size_t element;
     void* block;       // async: where the kernel writes (copied into the array by deliver)
   };
+  // A new host array of n elements, pinned and recorded as output `name`.
+  template <typename E>
+  E* fresh(const char* name, int64_t n) {
+    Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
+    pins_.pin(a);
+    names_.push_back(name);
+    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    return a.Data();
+  }
   // The given output `name` checked (class, length) and recorded, or null when none was given.
   void* from_given(const char* name, int64_t n, napi_typedarray_type want, size_t es, const char* what) {
     if (given == nullptr) return nullptr;
