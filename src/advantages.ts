@@ -133,6 +133,6 @@ function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantag
   }
 }
 
-export const [gae, gaeAsync] = defineOp('gae', validateGae, (a) => ({ advantages: a.layout.tokens, returns: a.layout.tokens }))
-export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten, (a) => ({ out: a.values.data.length }))
-export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages, (a) => ({ out: a.scores.data.length }))
+export const [gae, gaeAsync] = defineOp('gae', validateGae)
+export const [whiten, whitenAsync] = defineOp('whiten', validateWhiten)
+export const [groupAdvantages, groupAdvantagesAsync] = defineOp('groupAdvantages', validateGroupAdvantages)

@@ -6,7 +6,6 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { KL_GRADS, REDUCTIONS, type GradDTypeChoice, type KlEstimator, type KlGrad, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { gradOut } from './outputs.js'
 import { LOG_RATIO_CLAMP, klEstimatorOption } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import type { Tensor } from './tensor.js'
@@ -128,7 +127,5 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   }
 }
 
-export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence, (a) => ({
-  perRow: a.N, gradQ: a.gradQ ? gradOut(a.N * a.V, a.gradDtype) : undefined, gradP: a.gradP ? gradOut(a.N * a.V, a.gradDtype) : undefined,
-}))
-export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty, (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }))
+export const [klDivergence, klDivergenceAsync] = defineOp('klDivergence', validateKlDivergence)
+export const [klPenalty, klPenaltyAsync] = defineOp('klPenalty', validateKlPenalty)

@@ -12,7 +12,7 @@ import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import { type WithForeign, wrapForeign } from './interop.js'
-import { type CheckedOut, type OutOf, type OutputSpec, placeOut, readOut } from './outputs.js'
+import { type CheckedOut, OUTPUTS, type OutOf, type OutputSpec, placeOut, readOut } from './outputs.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
 import { type GradDType, onDevice, optionsObject } from './validate.js'
 
@@ -70,11 +70,8 @@ export function runOn(name: OpName, k: Kernels, options: object): unknown {
   return (defined.get(name)!.runOn as (k: Kernels, options: object) => unknown)(k, options)
 }
 
-/**
- * The public sync and async forms of the backends' op `name`, with its validation and the declaration of
- * its array outputs (for `out`, src/outputs.ts).
- */
-export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>, outputs: OutputSpec<ArgsOf<N>>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
+/** The public sync and async forms of the backends' op `name`, with its validation. */
+export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
   type A = ArgsOf<N>
   type R = ResultOf<N>
   const outOf = (args: A) => (args as { out?: CheckedOut }).out ?? null
@@ -100,7 +97,7 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     const args = validate(wrapForeign(name, rest as O))
     if (out === undefined || out === null) return args
     if (onDevice(args as object)) throw new TypeError(`${name}: out is for host results; a call on cuda tensors returns cuda tensors`)
-    const checked = readOut(name, out, outputs(args), args)
+    const checked = readOut(name, out, (OUTPUTS[name] as OutputSpec<A>)(args), args)
     return (checked === null ? args : { ...args, out: checked }) as A
   }
   defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)) })

@@ -2,9 +2,9 @@
  * Caller-provided outputs (`out`): every array an op returns can be written into a typed array the caller
  * passes, so a training loop or a service reuses its memory instead of a fresh, zero-filled array per call.
  *
- * One mechanism for every op. Each op declares its array outputs once, as the third argument of `defineOp`
- * (an `OutputSpec`: for the validated arguments, each output's element count and dtype, or undefined when
- * this call does not return it). `readOut` checks the caller's `out` against that declaration: known names,
+ * One mechanism for every op. Each op declares its array outputs once, in `OUTPUTS` below (an `OutputSpec`:
+ * for the validated arguments, each output's element count and dtype, or undefined when this call does not
+ * return it). `readOut` checks the caller's `out` against that declaration: known names,
  * the class (Float32Array; Uint16Array for a 16-bit gradient), the length, and no memory shared with an input
  * or another output (an op never writes into its inputs). The checked arrays travel to the backend as
  * `args.out`: the native addon writes into them (native/addon/args.h `Outputs::make`); a backend that made its
@@ -17,6 +17,7 @@
  */
 import { arrayName, plainView } from './arrays.js'
 import { RlhfKernelsError, rangeError, typeError } from './errors.js'
+import type { ArgsOf, OpName } from './kernels.js'
 import { Tensor } from './tensor.js'
 import { unknownOption } from './validate.js'
 
@@ -33,7 +34,27 @@ export type OutputDecl = number | { length: number; dtype: OutDType } | undefine
 export type OutputSpec<A> = (args: A) => Record<string, OutputDecl>
 
 /** A logits gradient of `length` elements in the call's gradient dtype. */
-export const gradOut = (length: number, dtype: OutDType): OutputDecl => (dtype === 'float32' ? length : { length, dtype })
+const gradOut = (length: number, dtype: OutDType): OutputDecl => (dtype === 'float32' ? length : { length, dtype })
+
+/**
+ * Every op's array results, declared once: the `out` names it accepts and what each must be. A new op in
+ * OpTypes (kernels.ts) does not compile until it has its line here; the names are the result's fields, and
+ * the binding's `out.make(name, n)` uses the same ones.
+ */
+export const OUTPUTS: { readonly [N in OpName]: OutputSpec<ArgsOf<N>> } = {
+  logProbs: (a) => ({ logp: a.N, lse: a.N, entropy: a.entropy ? a.N : undefined }),
+  logProbsBackward: (a) => ({ gradLogits: a.N * a.V }),
+  crossEntropy: (a) => ({ losses: a.reduction === 'none' ? a.N : undefined, lse: a.N, gradLogits: a.grad ? gradOut(a.N * a.V, a.gradDtype) : undefined }),
+  rewardLoss: (a) => ({ probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined }),
+  policyLoss: (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }),
+  klDivergence: (a) => ({ perRow: a.N, gradQ: a.gradQ ? gradOut(a.N * a.V, a.gradDtype) : undefined, gradP: a.gradP ? gradOut(a.N * a.V, a.gradDtype) : undefined }),
+  klPenalty: (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }),
+  valueLoss: (a) => ({ perToken: a.layout.tokens, gradValues: a.layout.tokens }),
+  gae: (a) => ({ advantages: a.layout.tokens, returns: a.layout.tokens }),
+  whiten: (a) => ({ out: a.values.data.length }),
+  groupAdvantages: (a) => ({ out: a.scores.data.length }),
+  ppoLoss: (a) => ({ logp: a.layout.tokens, gradLogits: gradOut(a.layout.tokens * a.V, a.gradDtype), gradValues: a.values !== null && a.returns !== null ? a.layout.tokens : undefined }),
+}
 
 /** A checked output: the caller's array, the plain view the backend writes, its length. */
 interface GivenOut {

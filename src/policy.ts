@@ -52,4 +52,4 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   }
 }
 
-export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss, (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }))
+export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss)

@@ -6,7 +6,6 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
-import { gradOut } from './outputs.js'
 import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
@@ -152,6 +151,4 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   }
 }
 
-export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss, (a) => ({
-  logp: a.layout.tokens, gradLogits: gradOut(a.layout.tokens * a.V, a.gradDtype), gradValues: a.values !== null && a.returns !== null ? a.layout.tokens : undefined,
-}))
+export const [ppoLoss, ppoLossAsync] = defineOp('ppoLoss', validatePpoLoss)

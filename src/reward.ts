@@ -108,6 +108,4 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   }
 }
 
-export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss, (a) => ({
-  probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined,
-}))
+export const [rewardLoss, rewardLossAsync] = defineOp('rewardLoss', validateRewardLoss)

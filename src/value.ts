@@ -53,4 +53,4 @@ function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   }
 }
 
-export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss, (a) => ({ perToken: a.layout.tokens, gradValues: a.layout.tokens }))
+export const [valueLoss, valueLossAsync] = defineOp('valueLoss', validateValueLoss)

@@ -5,7 +5,6 @@
 import { type GradDTypeChoice, REDUCTIONS, type Reduction } from './choices.js'
 import { typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { gradOut } from './outputs.js'
 import { checkTargets } from './options.js'
 import type { Tensor } from './tensor.js'
 import {
@@ -174,8 +173,6 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   }
 }
 
-export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs, (a) => ({ logp: a.N, lse: a.N, entropy: a.entropy ? a.N : undefined }))
-export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward, (a) => ({ gradLogits: a.N * a.V }))
-export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy, (a) => ({
-  losses: a.reduction === 'none' ? a.N : undefined, lse: a.N, gradLogits: a.grad ? gradOut(a.N * a.V, a.gradDtype) : undefined,
-}))
+export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs)
+export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward)
+export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy)
