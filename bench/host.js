@@ -129,6 +129,14 @@ function rows() {
       torch: ({ x, y }, N) => ({ op: 'ce_bwd', inputs: [t('x', x, [N, V]), t('targets', y, [N])] }),
     },
     {
+      // the same call writing into the caller's arrays (out): no fresh zero-filled gradient per call
+      key: 'ce-bwd-out', op: `crossEntropy fwd+bwd ${1024}×${V} f32, out`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V), g: new Float32Array(this.N * V), lse: new Float32Array(this.N) } },
+      bytes() { return 2 * this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y, g, lse }, N) => { const r = rk.crossEntropy({ logits: rk.tensor(x, [N, V]), targets: y, grad: true, out: { gradLogits: g, lse } }); return { loss: r.loss, grad: r.gradLogits } },
+      ort: (N) => ortCrossEntropy(N, true), ortIn: ({ x, y }, N) => [t('x', x, [N, V]), t('y', y, [N])],
+    },
+    {
       key: 'logprobs', op: `logProbs + entropy ${1024}×${V}`, N: 1024,
       make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
       bytes() { return this.N * V * 4 }, exps() { return this.N * V },
@@ -287,6 +295,30 @@ function runTorch(job, dir) {
   return { got, ms: median(res.ms) }
 }
 
+/**
+ * A tiny call's fixed cost (issue 13: ≤ 8 µs sync, async overhead ≤ 10 µs): policyLoss on 64 tokens on cpu,
+ * sync, sync into reused arrays (out), and async with 1, 8 and 32 calls in flight (per call).
+ */
+async function tinyCalls() {
+  if (!rk.backends().find((b) => b.name === 'cpu')?.available) return []
+  rk.setBackend('cpu')
+  const M = 64, calls = 2000
+  const o = { logp: uniform(20, M, -3, 0), oldLogp: uniform(21, M, -3, 0), advantages: uniform(22, M, -1, 1) }
+  const out = { perToken: new Float32Array(M), gradLogp: new Float32Array(M) }
+  const batch = (k) => async () => {
+    for (let i = 0; i < calls; i += k) await Promise.all(Array.from({ length: k }, () => rk.policyLossAsync(o)))
+  }
+  const rows = [
+    ['sync', await timeSync(() => { for (let i = 0; i < calls; i++) rk.policyLoss(o) })],
+    ['sync, out', await timeSync(() => { for (let i = 0; i < calls; i++) rk.policyLoss({ ...o, out }) })],
+    ['async, 1 in flight', await timeAsync(batch(1))],
+    ['async, 8 in flight', await timeAsync(batch(8))],
+    ['async, 32 in flight', await timeAsync(batch(32))],
+  ]
+  rk.setBackend('auto')
+  return rows.map(([what, ms]) => [what, (ms * 1e3) / calls])
+}
+
 export async function hostSuite() {
   if (process.env.RLHF_KERNELS_THREADS !== '1') {
     return { skipped: 'host table: run with RLHF_KERNELS_THREADS=1 (npm run bench -- --host sets it)' }
@@ -305,7 +337,8 @@ export async function hostSuite() {
       const inputs = row.make()
       const N = row.N
       rk.setBackend('js')
-      const ref = row.rk(inputs, N)
+      // copied: a row writing into its own arrays (out) would overwrite the reference's
+      const ref = Object.fromEntries(Object.entries(row.rk(inputs, N)).map(([k, v]) => [k, typeof v === 'number' ? v : f32(v).slice()]))
       const out = { op: row.op }
       out.floor = floor ? Math.max(row.bytes() / (floor.readGBs * 1e9), row.exps() * floor.expNs * 1e-9) * 1e3 : NaN
       const checks = []
@@ -342,6 +375,7 @@ export async function hostSuite() {
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+  const tiny = !only || only.includes('tiny') ? await tinyCalls() : []
   const fmt = (x) => (x == null || Number.isNaN(x) ? '—' : x < 10 ? x.toFixed(2) : x.toFixed(1))
   const lines = [
     `floor: read ${floor ? floor.readGBs.toFixed(1) : '?'} GB/s, exp ${floor ? floor.expNs.toFixed(3) : '?'} ns (${floor?.isa ?? 'no addon'}), one thread; ` +
@@ -355,5 +389,9 @@ export async function hostSuite() {
     lines.push(`| ${r.op} | ${fmt(r.floor)} | ${fmt(r.cpu)} | ${r.cpu && r.floor ? (r.cpu / r.floor).toFixed(1) : '—'} | ${fmt(r.js)} | ${fmt(r.onnxruntime)} | ${fmt(r.pytorch)} | ${peers.length && r.cpu ? (Math.min(...peers) / r.cpu).toFixed(1) : '—'} |`)
   }
   lines.push('', 'checked against the float64 reference (largest error / largest reference value):', ...table.map((r) => `- ${r.op}: ${r.checked}`))
+  if (tiny.length) {
+    lines.push('', `tiny calls: policyLoss on 64 tokens, cpu, µs per call (medians of ${CPU_CLOCK ? 'process CPU time' : 'wall time'}):`, '', '| call | µs |', '|---|---|')
+    for (const [what, us] of tiny) lines.push(`| ${what} | ${us.toFixed(1)} |`)
+  }
   return { title: 'host table (issue 13), 1 thread', text: lines.join('\n') }
 }

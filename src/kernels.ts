@@ -37,4 +37,6 @@ export type Kernels = { [N in OpName]: (args: ArgsOf<N>) => ResultOf<N> } & {
 } & {
   /** the backend writes 16-bit gradients itself (gradDtype 'input'); others return float32, rounded by ops.ts */
   nativeGradDtype?: boolean
+  /** the backend writes into `args.out` (the caller's arrays, src/outputs.ts); others' results are copied in */
+  writesOut?: boolean
 }

@@ -127,7 +127,7 @@ function load(): { addon: Addon | null; status: NativeStatus } {
 
 /**
  * A gradient matrix result given the input's shape: a device tensor (cuda) keeps its dtype; a host array is
- * float32, or (cuda with gradDtype 'input') 16-bit bit patterns in the logits' dtype.
+ * float32, or (gradDtype 'input') 16-bit bit patterns in the logits' dtype.
  */
 const matrix = (data: Float32Array | Uint16Array | Tensor, shape: readonly number[], args: { gradDtype?: string }) =>
   data instanceof Tensor ? data.reshaped(shape)
@@ -193,6 +193,8 @@ function cpuKernels(addon: Addon): Kernels {
     kernels[name] = (args: object) => shape(sync(nativeArgs(args)), args)
     kernels[`${name}Async`] = (args: object) => (async(nativeArgs(args)) as Promise<unknown>).then((r) => shape(r, args))
   }
+  kernels.writesOut = true
+  kernels.nativeGradDtype = true
   return kernels as unknown as Kernels
 }
 

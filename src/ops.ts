@@ -12,6 +12,7 @@ import { kernels } from './backend.js'
 import { encodeFloats } from './dtypes.js'
 import type { ArgsOf, Kernels, OpName, ResultOf } from './kernels.js'
 import { type WithForeign, wrapForeign } from './interop.js'
+import { type CheckedOut, OUTPUTS, type OutOf, type OutputSpec, placeOut, readOut } from './outputs.js'
 import { applyPreset } from './presets.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
 import { type GradDType, type OptionNames, onDevice, optionsObject } from './validate.js'
@@ -29,10 +30,16 @@ type HasDeviceInput<X> = true extends { [K in keyof X]-?: IsDevice<X[K]> }[keyof
 export type Exact<O, X> = X & { [K in Exclude<keyof X, keyof O>]: never }
 
 /** An op: its options may hold foreign tensors (onnxruntime, transformers.js) wherever they hold a Tensor. */
-export type Op<O, R> = <X extends WithForeign<O>>(options: Exact<WithForeign<O>, X>) => HasDeviceInput<X> extends true ? OnDevice<R> : R
-export type AsyncOp<O, R> = <X extends WithForeign<O>>(options: Exact<WithForeign<O>, X>) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
+export type Op<O, R> = <X extends WithForeign<O> & WithOut<R>>(options: Exact<WithForeign<O> & WithOut<R>, X>) => HasDeviceInput<X> extends true ? OnDevice<R> : R
+export type AsyncOp<O, R> = <X extends WithForeign<O> & WithOut<R>>(options: Exact<WithForeign<O> & WithOut<R>, X>) => Promise<HasDeviceInput<X> extends true ? OnDevice<R> : R>
 
-/** gradDtype 'input' on a host backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
+/** Every op's `out` option: caller-provided arrays for its array results (src/outputs.ts). */
+export interface WithOut<R> {
+  /** arrays the results are written into (host backends): each of the result's length and dtype, sharing no memory with an input */
+  out?: OutOf<R>
+}
+
+/** gradDtype 'input' on the js backend: the float32 logits gradients rounded (to nearest even) to 16 bits. */
 function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
   const out = { ...result } as Record<string, unknown>
   for (const [key, value] of Object.entries(out)) {
@@ -43,12 +50,12 @@ function roundGradients<R>(result: R, dtype: 'bfloat16' | 'float16'): R {
   return out as R
 }
 
-/** Validated arguments with every typed array copied (the `js` backend's async form reads these later). */
+/** Validated arguments with every typed array copied (the `js` backend's async form reads these later); `out` stays. */
 function copyArrays<T>(value: T): T {
   if (ArrayBuffer.isView(value)) return (value as unknown as Float32Array).slice() as T
   if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value
   const out: Record<string, unknown> = {}
-  for (const [k, v] of Object.entries(value)) out[k] = copyArrays(v)
+  for (const [k, v] of Object.entries(value)) out[k] = k === 'out' ? v : copyArrays(v)
   return out as T
 }
 
@@ -73,15 +80,32 @@ export function runOn(name: OpName, k: Kernels, options: object): unknown {
 export function defineOp<N extends OpName, O>(name: N, validate: (options: O) => ArgsOf<N>, names?: OptionNames<O>): [Op<O, ResultOf<N>>, AsyncOp<O, ResultOf<N>>] {
   type A = ArgsOf<N>
   type R = ResultOf<N>
+  const outOf = (args: A) => (args as { out?: CheckedOut }).out ?? null
   const cast = (k: Kernels, args: A, result: R): R => {
     const dtype = (args as { gradDtype?: GradDType }).gradDtype
-    return dtype === undefined || dtype === 'float32' || k.nativeGradDtype ? result : roundGradients(result, dtype)
+    const typed = dtype === undefined || dtype === 'float32' || k.nativeGradDtype ? result : roundGradients(result, dtype)
+    return placeOut(name, typed, outOf(args))
   }
-  const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(args))
+  // backends see `out` as the checked arrays (args.out), and the result gets the caller's arrays (cast)
+  const forKernel = (k: Kernels, args: A): A => {
+    const out = outOf(args)
+    if (out === null) return args
+    const { out: _, ...rest } = args as A & { out: unknown }
+    return (k.writesOut ? { ...rest, out: out.views } : rest) as unknown as A
+  }
+  const run = (k: Kernels, args: A): R => cast(k, args, (k[name] as unknown as (a: A) => R)(forKernel(k, args)))
   const runAsync = (k: Kernels, args: A): Promise<R> | undefined =>
-    (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(args)?.then((r) => cast(k, args, r))
-  // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped in it
-  const prepare = (options: O): A => validate(wrapForeign(name, applyPreset(name, optionsObject(name, options as O & object) as Record<string, unknown>) as O))
+    (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(forKernel(k, args))?.then((r) => cast(k, args, r))
+  // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped
+  // in it; `out` is checked against the op's declared outputs once the other options are
+  const prepare = (options: O): A => {
+    const { out, ...rest } = optionsObject(name, options as O & object) as O & { out?: unknown }
+    const args = validate(wrapForeign(name, applyPreset(name, rest as Record<string, unknown>) as O))
+    if (out === undefined || out === null) return args
+    if (onDevice(args as object)) throw new TypeError(`${name}: out is for host results; a call on cuda tensors returns cuda tensors`)
+    const checked = readOut(name, out, (OUTPUTS[name] as OutputSpec<A>)(args), args)
+    return (checked === null ? args : { ...args, out: checked }) as A
+  }
   defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)), names: names && Object.keys(names) })
   const sync = (options: O): R => {
     const args = prepare(options)

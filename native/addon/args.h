@@ -101,15 +101,32 @@ class Pins {
   }
   // A copy of `bytes` bytes that lives as long as the job.
   const void* copy(const void* from, size_t bytes) {
+    void* block = scratch(bytes);
+    std::memcpy(block, from, bytes);
+    return block;
+  }
+  // A block of `bytes` bytes (from the copy pool) that lives as long as the job.
+  void* scratch(size_t bytes) {
     copies_.reserve(copies_.size() + 1);  // so that push_back cannot throw with the block taken
     copies_.push_back(CopyPool::instance().take(bytes));
-    std::memcpy(copies_.back().first, from, bytes);
     return copies_.back().first;
   }
+  // The host memory of an input (as the caller gave it, before any copy): caller-provided outputs must not
+  // share a byte with one (Outputs::check_given).
+  struct Range {
+    const char* key;
+    const char* begin;
+    const char* end;
+  };
+  void note_input(const char* key, const void* data, size_t bytes) {
+    if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
+  }
+  const std::vector<Range>& inputs() const { return inputs_; }
 
  private:
   std::vector<Napi::ObjectReference> refs_;
   std::vector<std::pair<char*, size_t>> copies_;
+  std::vector<Range> inputs_;
 };
 
 // A typed array as the engine describes it now (no JavaScript runs to read this).
@@ -160,6 +177,7 @@ class Snapshot {
     for (const Entry& e : entries_) if (e.key == key) return &e;
     return nullptr;
   }
+  const std::vector<Entry>& entries() const { return entries_; }
 
  private:
   std::vector<Entry> entries_;
@@ -261,6 +279,7 @@ class Args {
       host = view_of(data.As<Napi::TypedArray>());
       if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
       in.size = int64_t(host.length);
+      pins_.note_input(key, host.data, host.length * es);
     }
     if (length >= 0 && in.size != length) throw_length(key, length, in.size);
     in.data = device ? device : place(host.data, host.length * es, placement_ == Placement::copy);
@@ -286,6 +305,7 @@ class Args {
     if (a.type != Want) throw_type(env_, op_, std::string(key) + " must be " + what);
     if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
     if (size) *size = int64_t(a.length);
+    pins_.note_input(key, a.data, a.length * sizeof(E));
     return static_cast<const E*>(place(a.data, a.length * sizeof(E), true));
   }
 
@@ -364,9 +384,9 @@ class Args {
     return b;
   }
 
-  // gradDtype: true for the logits' own 16-bit dtype (cuda only; the other backends round in TypeScript)
+  // gradDtype: true for the logits' own 16-bit dtype (the kernels round the float32 gradient once)
   bool grad16(DType logits) const {
-    if (!gpu_ || !has("gradDtype") || string("gradDtype") == "float32") return false;
+    if (!has("gradDtype") || string("gradDtype") == "float32") return false;
     if (logits != DType::bf16 && logits != DType::f16) throw_type(env_, op_, "gradDtype 'input' needs bfloat16 or float16 logits");
     return true;
   }
@@ -422,30 +442,38 @@ class Args {
 
 // Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), pinned for
 // the job, written by the kernel.
+//
+// Caller-provided outputs (`out`, src/outputs.ts): when the arguments hold `out: { name: typedArray }`, make()
+// returns the given array's memory instead of a new array (after checking its class and length), and the
+// result holds the given array. A sync call writes into it directly (no JavaScript runs until it returns);
+// an async one writes into a block of the copy pool, which deliver() copies into the array on the JS thread
+// once the kernel is done, if the array still has its length (else ERR_OUTPUT_CHANGED): an array detached,
+// transferred or shrunk meanwhile is never written. After prepare, check_given() refuses a given output the
+// job did not make, or one sharing memory with an input or another output.
 class Outputs {
  public:
   explicit Outputs(Napi::Env env, Pins& pins) : env_(env), pins_(pins) {}
   GpuCall* gpu = nullptr;  // cuda backend: outputs are device blocks (gpu.h)
   const char* op = "rlhf-kernels";  // the op, for error messages
+  const Snapshot* given = nullptr;  // the arguments' `out` object, or null
+  bool deferred = false;            // async: given outputs are written by deliver()
   float* make(const char* name, int64_t n) {
+    if (void* p = from_given(name, n, napi_float32_array, sizeof(float), "a Float32Array")) return static_cast<float*>(p);
     host_fits(name, n, sizeof(float));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<float*>(gpu->output(env_, name, n));
 #endif
-    Napi::Float32Array a = Napi::Float32Array::New(env_, size_t(n));
-    pins_.pin(a);
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
-    return a.Data();
+    return fresh<float>(name, n);
   }
-  // cuda only: an output of n 16-bit elements of the logits' dtype (gradDtype 'input')
+  // an output of n 16-bit elements of the logits' dtype (gradDtype 'input'): a Uint16Array of bit patterns
   uint16_t* make16(const char* name, int64_t n, DType dtype) {
+    if (void* p = from_given(name, n, napi_uint16_array, sizeof(uint16_t), "a Uint16Array")) return static_cast<uint16_t*>(p);
     host_fits(name, n, sizeof(uint16_t));
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return static_cast<uint16_t*>(gpu->output(env_, name, n, dtype == DType::bf16 ? "bfloat16" : "float16"));
 #endif
-    (void)name; (void)n; (void)dtype;
-    throw Napi::TypeError::New(env_, "16-bit gradients are written by the cuda backend only");
+    (void)dtype;
+    return fresh<uint16_t>(name, n);
   }
   // puts every output into `result` under its name
   // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
@@ -462,11 +490,90 @@ class Outputs {
     for (size_t i = 0; i < names_.size(); i++) result.Set(names_[i], arrays_[i].Value());
   }
 
+  // After prepare: every given output was made by this call, and none shares a byte with an input or
+  // another given output.
+  void check_given() const {
+    if (given == nullptr) return;
+    for (const Snapshot::Entry& e : given->entries()) {
+      if (e.value.IsUndefined() || e.value.IsNull()) continue;
+      bool made = false;
+      for (const Given& g : given_) made = made || e.key == g.name;
+      if (!made) throw_type(env_, op, "out." + e.key + " must be absent: this call makes no " + e.key);
+    }
+    for (size_t i = 0; i < given_.size(); i++) {
+      const Given& g = given_[i];
+      const char* end = g.data + g.bytes;
+      for (const Pins::Range& r : pins_.inputs()) {
+        if (g.bytes > 0 && g.data < r.end && r.begin < end) throw_range(env_, op, std::string("out.") + g.name + " must not share memory with the input " + r.key);
+      }
+      for (size_t j = 0; j < i; j++) {
+        const Given& h = given_[j];
+        if (g.bytes > 0 && h.bytes > 0 && g.data < h.data + h.bytes && h.data < end) {
+          throw_range(env_, op, std::string("out.") + g.name + " must not share memory with out." + h.name);
+        }
+      }
+    }
+  }
+  // Async calls, on the JS thread after the kernel: the job's blocks copied into the given arrays, each
+  // read again now (it may have been detached, transferred or resized while the kernel ran).
+  void deliver() const {
+    for (const Given& g : given_) {
+      if (g.block == nullptr) continue;
+      const TypedView now = view_of(g.array.Value().As<Napi::TypedArray>());
+      if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
+        throw coded_error(env_, "ERR_OUTPUT_CHANGED", std::string(op) + ": out." + g.name + " was detached or resized while the call ran; the result was not written into it");
+      }
+      if (g.bytes > 0) std::memcpy(now.data, g.block, g.bytes);
+    }
+  }
+
  private:
+  struct Given {
+    const char* name;
+    Napi::ObjectReference array;
+    const char* data;  // the array's memory when checked
+    size_t bytes;
+    size_t element;
+    void* block;       // async: where the kernel writes (copied into the array by deliver)
+  };
+  // A new host array of n elements, pinned and recorded as output `name`.
+  template <typename E>
+  E* fresh(const char* name, int64_t n) {
+    Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
+    pins_.pin(a);
+    names_.push_back(name);
+    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    return a.Data();
+  }
+  // The given output `name` checked (class, length) and recorded, or null when none was given.
+  void* from_given(const char* name, int64_t n, napi_typedarray_type want, size_t es, const char* what) {
+    if (given == nullptr) return nullptr;
+    const Snapshot::Entry* e = given->find(name);
+    if (e == nullptr || e->value.IsUndefined() || e->value.IsNull()) return nullptr;
+#if RLHF_KERNELS_HAVE_CUDA
+    if (gpu) throw_type(env_, op, "out is read by the cpu backend only");
+#endif
+    if (!e->value.IsTypedArray()) throw_type(env_, op, std::string("out.") + name + " must be " + what);
+    Napi::TypedArray a = e->value.As<Napi::TypedArray>();
+    const TypedView v = view_of(a);
+    if (v.type != want) throw_type(env_, op, std::string("out.") + name + " must be " + what);
+    if (int64_t(v.length) != n) {
+      throw_range(env_, op, std::string("out.") + name + " must have " + std::to_string(n) + " elements, got " + std::to_string(v.length));
+    }
+    static char empty[16];
+    const size_t bytes = size_t(n) * es;
+    void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
+    given_.push_back({name, Napi::Persistent(Napi::Object(a)), static_cast<const char*>(v.data), bytes, es, block});
+    names_.push_back(name);
+    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);
+  }
+
   Napi::Env env_;
   Pins& pins_;
   std::vector<const char*> names_;
   std::vector<Napi::ObjectReference> arrays_;
+  std::vector<Given> given_;
 };
 
 }  // namespace rk::addon

@@ -30,6 +30,7 @@ struct Job {
 };
 
 inline Napi::Value result_of(Napi::Env env, const Job& job) {
+  job.out.deliver();
   Napi::Object result = Napi::Object::New(env);
   job.out.put(result);
   job.finish(result);
@@ -58,7 +59,16 @@ class JobWorker : public Napi::AsyncWorker {
     failure_ = run_guarded(*job_);
     if (!failure_.empty()) SetError(failure_);
   }
-  void OnOK() override { deferred_.Resolve(result_of(Env(), *job_)); }
+  void OnOK() override {
+    Napi::Value result;
+    try {
+      result = result_of(Env(), *job_);
+    } catch (const Napi::Error& e) {  // a caller-provided output changed while the kernel ran
+      deferred_.Reject(e.Value());
+      return;
+    }
+    deferred_.Resolve(result);
+  }
   void OnError(const Napi::Error&) override {
     deferred_.Reject(coded_error(Env(), failure_.substr(0, failure_.find(':')), "native kernel failed: " + failure_).Value());
   }
@@ -80,11 +90,18 @@ inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
 template <class J>
 void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, GpuCall* gpu = nullptr) {
   job.out.op = J::name;
+  // caller-provided outputs (Outputs::make reads them); an async job writes them when it settles
+  if (const Snapshot::Entry* given = s.find("out"); given != nullptr && !given->value.IsUndefined() && !given->value.IsNull()) {
+    if (!given->object) throw_type(env, J::name, "out must be an object of output arrays");
+    job.out.given = given->object.get();
+    job.out.deferred = placement == Placement::copy;
+  }
   try {
     job.prepare(Args(env, J::name, s, job.pins, placement, gpu));
   } catch (const std::bad_alloc&) {
     throw coded_error(env, "ERR_OUT_OF_MEMORY", std::string(J::name) + ": out of memory for the call's inputs");
   }
+  job.out.check_given();
 }
 
 // The sync and async entry points of one job type. The async form copies the float inputs (Placement::copy):

@@ -16,6 +16,7 @@ namespace {
 template <int L, typename T>
 RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
   thread_local std::vector<float> p_exps;
+  thread_local std::vector<float> stage_q, stage_p;  // 16-bit gradients' float32 rows (GradRow)
   p_exps.resize(size_t(p.V));
   float* ep = p_exps.data();
   const T* zp = static_cast<const T*>(p.p_logits.data);
@@ -24,8 +25,9 @@ RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, 
   for (int64_t n = begin; n < end; n++) {
     const T* rp = zp + n * V;
     const T* rq = zq + n * V;
-    float* gq = p.grad_q ? p.grad_q + n * V : nullptr;
-    float* gp = p.grad_p ? p.grad_p + n * V : nullptr;
+    const GradRow q_row(p.grad_q, p.grad_q16, p.p_logits.dtype, n, V, stage_q), p_row(p.grad_p, p.grad_p16, p.p_logits.dtype, n, V, stage_p);
+    float* gq = q_row.get();
+    float* gp = p_row.get();
     if (p.mask && !p.mask[n]) {
       p.per_row[n] = 0.f;
       if (gq) std::fill(gq, gq + V, 0.f);

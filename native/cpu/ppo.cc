@@ -51,9 +51,11 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   const int64_t V = p.V;
   const TokenBatch& b = p.batch;
+  thread_local std::vector<float> stage;  // a 16-bit gradient's float32 row (GradRow)
   for (int64_t t = begin; t < end; t++) {
     const T* row = z + t * V;
-    float* g = p.grad_logits + t * V;
+    const GradRow grad_row(p.grad_logits, p.grad_logits16, p.logits.dtype, t, V, stage);
+    float* g = grad_row.get();
     if (b.mask && !b.mask[t]) {
       std::fill(g, g + V, 0.f);
       if (p.grad_values) p.grad_values[t] = 0.f;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "rlhf/common.h"
 
@@ -292,5 +293,77 @@ RK_INLINE float row_entropy(const T* x, int64_t V, const RowSoftmax& r) {
     return xlogy_term(exp_approx(lp), lp);
   }, x);
 }
+
+// float32 → bfloat16 / float16 bits, to nearest even, exactly as src/dtypes.ts floatToBf16 / floatToF16
+// (NaN: bf16 keeps the top payload bits and sets the quiet bit; f16 is 0x7e00 with the sign; f16 overflow
+// is ±inf): the 16-bit gradients of gradDtype 'input'.
+inline uint16_t bf16_bits(float v) {
+  uint32_t x;
+  std::memcpy(&x, &v, 4);
+  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu) != 0) return uint16_t((x >> 16) | 0x40u);
+  return uint16_t((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+inline uint16_t f16_bits(float v) {
+  uint32_t x;
+  std::memcpy(&x, &v, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const int32_t exp = int32_t((x >> 23) & 0xffu);
+  uint32_t frac = x & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (frac ? 0x200u : 0u));
+  int32_t e = exp - 127 + 15;
+  if (e >= 31) return uint16_t(sign | 0x7c00u);
+  if (e <= 0) {
+    if (e < -10) return uint16_t(sign);
+    frac |= 0x800000u;
+    const int32_t shift = 14 - e;
+    const uint32_t half = 1u << (shift - 1);
+    uint32_t m = frac >> shift;
+    const uint32_t rest = frac & ((1u << shift) - 1u);
+    if (rest > half || (rest == half && (m & 1u))) m++;
+    return uint16_t(sign | m);
+  }
+  uint32_t m = frac >> 13;
+  const uint32_t rest = frac & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (m & 1u))) {
+    m++;
+    if (m == 0x400u) {
+      m = 0;
+      e++;
+      if (e >= 31) return uint16_t(sign | 0x7c00u);
+    }
+  }
+  return uint16_t(sign | (uint32_t(e) << 10) | m);
+}
+
+// Where a kernel writes row n of a [rows, V] logits gradient: the float32 output itself, or, for a 16-bit
+// output (gradDtype 'input'), a per-thread float32 row (`stage`) that is rounded into it when this object
+// goes out of scope at the end of the row's iteration (every `continue` included). The float32 values are
+// the same either way, so a 16-bit gradient is the float32 one rounded once. null when neither is made.
+class GradRow {
+ public:
+  GradRow(float* f32, uint16_t* out16, DType dtype, int64_t n, int64_t V, std::vector<float>& stage)
+      : out16_(f32 == nullptr && out16 != nullptr ? out16 + n * V : nullptr), V_(V), bf16_(dtype == DType::bf16) {
+    if (f32) {
+      g_ = f32 + n * V;
+    } else if (out16_) {
+      if (stage.size() < size_t(V)) stage.resize(size_t(V));
+      g_ = stage.data();
+    }
+  }
+  GradRow(const GradRow&) = delete;
+  GradRow& operator=(const GradRow&) = delete;
+  ~GradRow() {
+    if (out16_ == nullptr) return;
+    if (bf16_) for (int64_t v = 0; v < V_; v++) out16_[v] = bf16_bits(g_[v]);
+    else for (int64_t v = 0; v < V_; v++) out16_[v] = f16_bits(g_[v]);
+  }
+  float* get() const { return g_; }
+
+ private:
+  float* g_ = nullptr;
+  uint16_t* out16_;
+  int64_t V_;
+  bool bf16_;
+};
 
 }  // namespace rk

@@ -67,13 +67,15 @@ RK_ISA_KERNEL(backward_rows, backward_impl)
 
 template <int L, typename T>
 RK_INLINE void cross_entropy_impl(const CrossEntropyParams& p, const float* cw, float W, float scale, int64_t begin, int64_t end) {
+  thread_local std::vector<float> stage;  // a 16-bit gradient's float32 row (GradRow)
   const T* z = static_cast<const T*>(p.logits.data);
   const int64_t V = p.V;
   const float eps = p.label_smoothing;
   for (int64_t n = begin; n < end; n++) {
     const T* row = z + n * V;
     const int32_t y = p.targets[n];
-    float* g = p.grad ? p.grad + n * V : nullptr;
+    const GradRow grad_row(p.grad, p.grad16, p.logits.dtype, n, V, stage);
+    float* g = grad_row.get();
     // with a gradient, the lse pass keeps the row's exps in g (rescaled below): one exp per element
     float inv_sum = 0.f;
     const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0} : row_softmax<L>(row, V, 1.0, nullptr, g, &inv_sum);

@@ -196,6 +196,7 @@ function apiCases(backend: rk.BackendName): Case[] {
     asyncCase(backend, 'klDivergence, both logits detached after the call', klInputs, rk.klDivergenceAsync, rk.klDivergence, (i) => { detach(i.pLogits.data.buffer); detach(i.qLogits.data.buffer); i.mask.fill(9) }),
     asyncCase(backend, 'whiten, values detached and mask changed after the call', whitenInputs, rk.whitenAsync, rk.whiten, (i) => { detach(i.values.buffer); i.mask.fill(0) }),
   )
+  cases.push(...outCases(backend))
   return cases
 }
 
@@ -299,6 +300,7 @@ function rawCases(): Case[] {
   )
   // native failures are RlhfKernelsError instances (the package gave the addon the class at load); the cuda
   // entry points fail so on any machine (no GPU: ERR_CUDA_UNAVAILABLE; a GPU: the forged handle, ERR_DISPOSED)
+  cases.push(...rawOutCases(addon as never))
   cases.push(raw('setup without a constructor', () => addon.setup({ errorClass: 7 }), { error: TypeError, message: /errorClass must be a constructor/ }))
   if (addon.cuda !== undefined) {
     const cuda = addon.cuda
@@ -333,4 +335,62 @@ export const GROUPS: Record<string, () => Case[]> = {
   cpu: () => apiCases('cpu'),
   raw: rawCases,
   oom: oomCases,
+}
+
+// ---- caller-provided outputs (`out`, src/outputs.ts) ----
+
+/**
+ * An async call's `out` arrays are written when it settles, on the JS thread: one detached, transferred or
+ * shrunk meanwhile is never written (ERR_OUTPUT_CHANGED), one overwritten meanwhile gets the result.
+ */
+function outCases(backend: rk.BackendName): Case[] {
+  const b = (name: string) => `${backend}: out, ${name}`
+  const ceOptions = () => ({ logits: bigLogits(), targets: bigTargets(), grad: true, labelSmoothing: 0.1 })
+  const expected = () => { rk.setBackend(backend); return rk.crossEntropy(ceOptions()) }
+  const changed = { error: rk.RlhfKernelsError, code: 'ERR_OUTPUT_CHANGED', message: /crossEntropy: out.gradLogits was detached or resized while the call ran/ }
+  const asyncOut = (gradLogits: Float32Array, after: () => void) => () => {
+    rk.setBackend(backend)
+    const promise = rk.crossEntropyAsync({ ...ceOptions(), out: { gradLogits } })
+    after()
+    return promise
+  }
+  let kept: Float32Array | null = null
+  return [
+    { name: b('async, gradLogits detached after the call'), run: () => { const g = new Float32Array(BN * BV); return asyncOut(g, () => detach(g.buffer))() }, expect: changed },
+    { name: b('async, gradLogits transferred after the call: the new owner is not written'), run: async () => {
+      const g = new Float32Array(BN * BV)
+      let moved: ArrayBuffer | null = null
+      try {
+        await asyncOut(g, () => { moved = transferMethod ? transferMethod.call(g.buffer) : (detach(g.buffer), null) })()
+      } finally {
+        if (moved !== null && new Float32Array(moved).some((x) => x !== 0)) throw new Error('the transferred buffer was written')
+      }
+    }, expect: changed },
+    { name: b('async, resizable gradLogits shrunk after the call'), run: () => { const [g, buf] = resizable(new Float32Array(BN * BV)); return asyncOut(g, () => buf.resize(8))() }, expect: changed },
+    { name: b('async, gradLogits overwritten while it runs gets the result'), run: () => { const g = new Float32Array(BN * BV); kept = g; return asyncOut(g, () => g.fill(NaN))() },
+      expect: { check: (value) => { same(value, expected()); if ((value as { gradLogits: rk.Tensor }).gradLogits.data !== kept) throw new Error('not the caller\'s array') } } },
+    { name: b('async, gradLogits over a SharedArrayBuffer'), run: () => { const g = new Float32Array(new SharedArrayBuffer(4 * BN * BV)); return asyncOut(g, () => undefined)() }, expect: equals(expected) },
+    { name: b('a getter in out that detaches out.gradLogits after it was read'), run: on(backend, () => {
+      const g = new Float32Array(N * V)
+      return rk.crossEntropy({ logits: logits(), targets: targets(), grad: true, out: { gradLogits: g, get lse() { detach(g.buffer); return undefined } } })
+    }), expect: { error: RangeError, message: /out.gradLogits.length must be 15, got 0/ } },
+    { name: b('out aliasing the logits'), run: on(backend, () => { const t = logits(); return rk.crossEntropy({ logits: t, targets: targets(), grad: true, out: { gradLogits: t.data as Float32Array } }) }),
+      expect: { error: RangeError, message: /out.gradLogits must be memory apart from every input, got an array sharing memory with logits/ } },
+  ]
+}
+
+/** The addon's own checks of `out` (a caller bypassing the TypeScript layer), and its async delivery. */
+function rawOutCases(addon: RawAddon): Case[] {
+  const RN = 256
+  const args = () => nativeArgs(validatorOf('crossEntropy')!({ logits: rk.tensor(values(RN * BV, 1), [RN, BV]), targets: Int32Array.from({ length: RN }, (_, i) => (i * 977) % BV), grad: true })) as Record<string, any>
+  const raw = (name: string, run: () => unknown, expect: Case['expect']): Case => ({ name: `raw addon: out, ${name}`, run, expect })
+  const changed = { error: rk.RlhfKernelsError, code: 'ERR_OUTPUT_CHANGED' }
+  return [
+    raw('async, gradLogits detached after the call', () => { const g = new Float32Array(RN * BV); const p = addon.crossEntropyAsync({ ...args(), out: { gradLogits: g } }); detach(g.buffer); return p }, changed),
+    raw('async, resizable gradLogits shrunk after the call', () => { const [g, buf] = resizable(new Float32Array(RN * BV)); const p = addon.crossEntropyAsync({ ...args(), out: { gradLogits: g } }); buf.resize(4); return p }, changed),
+    raw('async, lse transferred after the call', () => { const l = new Float32Array(RN); const p = addon.crossEntropyAsync({ ...args(), out: { lse: l } }); detach(l.buffer); return p }, { ...changed, message: /out.lse/ }),
+    raw('a getter that detaches out.gradLogits after it was read', () => { const g = new Float32Array(RN * BV); return addon.crossEntropy({ ...args(), out: { gradLogits: g }, get zLoss() { detach(g.buffer); return 0 } }) }, { error: RangeError, message: /out.gradLogits must have 2097152 elements, got 0/ }),
+    raw('gradLogits over the logits', () => { const a = args(); return addon.crossEntropy({ ...a, out: { gradLogits: a.logits.data } }) }, { error: RangeError, message: /out.gradLogits must not share memory with the input logits/ }),
+    raw('losses over the targets', () => { const a = args(); return addon.crossEntropy({ ...a, out: { losses: new Float32Array(a.targets.buffer) } }) }, { error: RangeError, message: /out.losses must not share memory with the input targets/ }),
+  ]
 }

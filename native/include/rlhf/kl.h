@@ -15,7 +15,7 @@ struct KlDivergenceParams {
   float* per_row = nullptr;  // [N]
   float* grad_q = nullptr;   // [N, V] or null
   float* grad_p = nullptr;   // [N, V] or null
-  uint16_t* grad_q16 = nullptr;  // cuda: the gradients in the logits' 16-bit dtype instead, or null
+  uint16_t* grad_q16 = nullptr;  // the gradients in the logits' 16-bit dtype instead, or null
   uint16_t* grad_p16 = nullptr;
 };
 #define RK_KL_DIVERGENCE_FIELDS(X) X("loss", float, loss) X("count", int64_t, count)

@@ -26,7 +26,7 @@ struct PpoLossParams {
   KlOptions kl;
   ValueOptions value;
   float* grad_logits = nullptr;  // [tokens, V]
-  uint16_t* grad_logits16 = nullptr;  // cuda: [tokens, V] in the logits' 16-bit dtype instead, or null
+  uint16_t* grad_logits16 = nullptr;  // [tokens, V] in the logits' 16-bit dtype instead, or null
   float* grad_values = nullptr;  // [tokens] or null
   float* logp = nullptr;         // [tokens]
 };

@@ -44,7 +44,7 @@ struct CrossEntropyParams {
   float* losses = nullptr;  // [N]
   float* lse = nullptr;     // [N]
   float* grad = nullptr;    // [N, V] or null
-  uint16_t* grad16 = nullptr;  // cuda: [N, V] in the logits' 16-bit dtype instead (gradDtype 'input'), or null
+  uint16_t* grad16 = nullptr;  // [N, V] in the logits' 16-bit dtype instead (gradDtype 'input'), or null
 };
 #define RK_CROSS_ENTROPY_FIELDS(X) X("loss", float, loss) X("count", int64_t, count)
 struct CrossEntropyResult {
