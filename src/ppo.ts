@@ -6,11 +6,11 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
 import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
-import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, checkTargets, clipOptions, klEstimatorOption, valueOptions } from './options.js'
+import { CLIP_OPTIONS, type ClipMetrics, type ClipOptions, type Temperature, checkTargets, clipOptions, klEstimatorOption, temperatureOption, valueOptions } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, type OptionNames, TEMPERATURE, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
+  type FloatData, type GradDType, type OptionNames, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
   optionsObject,
 } from './validate.js'
 
@@ -32,8 +32,8 @@ export interface PpoLossOptions extends AggregationOptions, ClipOptions {
   returns?: TokenFloats
   oldValues?: TokenFloats
   mask?: TokenMask
-  /** default 1 */
-  temperature?: number
+  /** logits are divided by T: one number, or a Float32Array of one T per token; default 1 */
+  temperature?: number | Float32Array
   /** KL coefficient β ≥ 0; default 0 */
   beta?: number
   /** value coefficient c1 ≥ 0; default 0.1 (TRL's vf_coef) */
@@ -81,7 +81,7 @@ export interface PpoLossArgs extends TokenBatch {
   values: FloatData | null
   returns: FloatData | null
   oldValues: FloatData | null
-  temperature: number
+  temperature: Temperature
   clipLow: number
   clipHigh: number
   dualClip: number | null
@@ -139,7 +139,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     oldLogp: vec('oldLogp', o.oldLogp), anchorLogits, refLogp: vec('refLogp', o.refLogp),
     advantages: floatVector(op, 'advantages', o.advantages, M),
     values, returns, oldValues,
-    temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
+    temperature: temperatureOption(op, o.temperature, M),
     ...clipOptions(op, o),
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
     c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),

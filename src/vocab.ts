@@ -5,18 +5,18 @@
 import { type GradDTypeChoice, REDUCTIONS, type Reduction } from './choices.js'
 import { typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { checkTargets } from './options.js'
+import { type Temperature, checkTargets, temperatureOption } from './options.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, type OptionNames, INT32, TEMPERATURE, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector,
+  type FloatData, type GradDType, type OptionNames, INT32, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector,
   intVector, numberOption, optionsObject,
 } from './validate.js'
 
 export interface LogProbsOptions {
   logits: Tensor
   targets: Int32Array | Tensor
-  /** logits are divided by T (> 0); default 1 */
-  temperature?: number
+  /** logits are divided by T (> 0): one number, or a Float32Array of N (row n's T); default 1 */
+  temperature?: number | Float32Array
   /** also return the entropy of each row; default false */
   entropy?: boolean
   /** rows whose target equals this are skipped (logp 0, zero gradient); default −100 */
@@ -38,7 +38,8 @@ export interface LogProbsBackwardOptions {
   gradEntropy?: Float32Array | Float64Array | Tensor
   /** entropy from logProbs; recomputed when absent and gradEntropy is given */
   entropy?: Float32Array | Float64Array | Tensor
-  temperature?: number
+  /** as logProbs': a number, or a Float32Array of N */
+  temperature?: number | Float32Array
   ignoreIndex?: number
 }
 
@@ -97,12 +98,12 @@ export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreI
 }
 
 export interface LogProbsArgs extends VocabRows {
-  temperature: number
+  temperature: Temperature
   entropy: boolean
 }
 
 export interface LogProbsBackwardArgs extends VocabRows {
-  temperature: number
+  temperature: Temperature
   lse: FloatData
   gradLogp: FloatData | null
   gradEntropy: FloatData | null
@@ -119,8 +120,6 @@ export interface CrossEntropyArgs extends VocabRows {
   gradDtype: GradDType
 }
 
-const temperatureOf = (op: string, v: unknown) => numberOption(op, 'temperature', v, 1, TEMPERATURE)
-
 const LOG_PROBS_OPTIONS: OptionNames<LogProbsOptions> = { logits: true, targets: true, temperature: true, entropy: true, ignoreIndex: true }
 const LOG_PROBS_BACKWARD_OPTIONS: OptionNames<LogProbsBackwardOptions> = {
   logits: true, targets: true, lse: true, gradLogp: true, gradEntropy: true, entropy: true, temperature: true, ignoreIndex: true,
@@ -133,9 +132,10 @@ const CROSS_ENTROPY_OPTIONS: OptionNames<CrossEntropyOptions> = {
 function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
   const op = 'logProbs'
   const o = optionsObject(op, options, LOG_PROBS_OPTIONS)
+  const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   return {
-    ...vocabRows(op, o.logits, o.targets, o.ignoreIndex),
-    temperature: temperatureOf(op, o.temperature),
+    ...rows,
+    temperature: temperatureOption(op, o.temperature, rows.N),
     entropy: booleanOption(op, 'entropy', o.entropy, false),
   }
 }
@@ -150,7 +150,7 @@ function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBac
   if (gradLogp === null && gradEntropy === null) throw typeError(op, 'gradLogp', 'given (or gradEntropy)', undefined)
   return {
     ...rows,
-    temperature: temperatureOf(op, o.temperature),
+    temperature: temperatureOption(op, o.temperature, rows.N),
     lse: floatVector(op, 'lse', o.lse, rows.N),
     gradLogp, gradEntropy,
     entropy: vec('entropy', o.entropy),

@@ -38,7 +38,7 @@ struct PpoLossJob : Job {
     p.values = a.floats_or_absent("values", M);
     p.returns = a.floats_or_absent("returns", M);
     p.old_values = a.floats_or_absent("oldValues", M);
-    p.temperature = temperature(a);
+    temperature(a, M, p.temperature, p.temperatures);
     p.policy = read_policy_options(a);
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));

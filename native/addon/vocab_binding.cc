@@ -35,7 +35,7 @@ struct LogProbsJob : Job {
   void prepare(const Args& a) {
     const Rows r = read_rows(a);
     p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    p.temperature = temperature(a);
+    temperature(a, p.N, p.temperature, p.temperatures);
     p.logp = out.make("logp", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
@@ -54,7 +54,7 @@ struct LogProbsBackwardJob : Job {
   void prepare(const Args& a) {
     const Rows r = read_rows(a);
     p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    p.temperature = temperature(a);
+    temperature(a, p.N, p.temperature, p.temperatures);
     p.lse = a.floats("lse", p.N);
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);

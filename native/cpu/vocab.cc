@@ -26,7 +26,7 @@ RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t en
     }
     const T* row = z + n * p.V;
     // the entropy in the lse's exp pass: one exp per element
-    const RowSoftmax r = row_softmax<L>(row, p.V, p.temperature, nullptr, nullptr, nullptr, p.entropy ? p.entropy + n : nullptr);
+    const RowSoftmax r = row_softmax<L>(row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr, p.entropy ? p.entropy + n : nullptr);
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
   }
@@ -48,7 +48,7 @@ RK_INLINE void backward_impl(const LogProbsBackwardParams& p, int64_t begin, int
       std::fill(g, g + V, 0.f);
       continue;
     }
-    const RowSoftmax r = row_softmax<L>(row, V, p.temperature, &l);
+    const RowSoftmax r = row_softmax<L>(row, V, row_temperature(p.temperatures, p.temperature, n), &l);
     const float invT = r.invT;
     const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy<L>(row, V, r));
     // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression

@@ -96,7 +96,7 @@ template <typename T, bool Entropy>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   float lse, ent = 0.f, m, ls;
   row_stats<T, Entropy>(row, p.V, invT, lse, ent, m, ls);
   if (threadIdx.x == 0) {
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   const float l = read(p.lse, n);
   const int32_t y = p.targets[n];
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;

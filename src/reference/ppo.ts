@@ -12,7 +12,7 @@ import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import type { KlEstimator } from '../choices.js'
-import type { ClipMetrics } from '../options.js'
+import { type ClipMetrics, type Temperature, invTemperature } from '../options.js'
 import { klTerm, klToken } from './kl.js'
 import { ClipStats, newPolicyTokenState, policyToken, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
@@ -37,7 +37,7 @@ export interface PpoKernelInputs {
 }
 
 export interface PpoKernelOptions {
-  temperature: number
+  temperature: Temperature
   policy: PolicyKernelOptions
   beta: number
   c1: number
@@ -57,7 +57,6 @@ export interface PpoKernelResult extends ClipMetrics {
 export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogits: Floats, gradValues: Floats | null, logp: Floats): PpoKernelResult {
   const { logits: z, V, actions, layout } = x
   const M = layout.tokens
-  const invT = 1 / o.temperature
   const w = new Float64Array(M)
   aggregationWeights(layout, x.valid, x.agg, w)
   const ps = newPolicyTokenState()
@@ -75,6 +74,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       continue
     }
     const y = actions[t]
+    const invT = invTemperature(o.temperature, t)
     const lse = rowLse(z, base, V, invT)
     const lp = logProb(z[base + y], invT, lse)
     logp[t] = lp

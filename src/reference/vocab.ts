@@ -2,7 +2,7 @@
  * Reference vocabulary kernels (DESIGN §1.1, §1.2): log-softmax of the taken token, entropy, cross-entropy
  * and their gradients, one logits row at a time, accumulated in float64.
  *
- * For a row z (length V) at temperature T, with s = z/T:
+ * For a row z (length V) at temperature T (one for every row, or row n's own), with s = z/T:
  *   lse   = log Σ_v exp(s_v)                       (max-shifted; an all −inf row has lse = −inf)
  *   logp  = s_y − lse
  *   H     = −Σ_{p_v > 0} p_v log p_v               (xlogy: a −inf logit contributes 0, never NaN)
@@ -13,6 +13,7 @@
  * The mean divides by the number of non-ignored rows (Σ w_y over them with class weights, as PyTorch).
  */
 import type { Reduction } from '../choices.js'
+import { type Temperature, invTemperature } from '../options.js'
 import type { Floats } from './aggregate.js'
 import { exp } from './exp.js'
 
@@ -56,7 +57,7 @@ export function rowEntropy(z: Floats, base: number, V: number, invT: number, lse
 }
 
 export interface LogProbsKernelOptions {
-  temperature: number
+  temperature: Temperature
   ignoreIndex: number
 }
 
@@ -65,10 +66,10 @@ export function logProbsKernel(
   z: Floats, N: number, V: number, targets: Int32Array, o: LogProbsKernelOptions,
   logp: Floats, lse: Floats, entropy: Floats | null,
 ): void {
-  const invT = 1 / o.temperature
   for (let n = 0; n < N; n++) {
     const base = n * V
     const y = targets[n]
+    const invT = invTemperature(o.temperature, n)
     if (y === o.ignoreIndex) {
       lse[n] = logp[n] = 0
       if (entropy !== null) entropy[n] = 0
@@ -90,9 +91,9 @@ export function logProbsBackwardKernel(
   gradLogp: ArrayLike<number> | null, gradEntropy: ArrayLike<number> | null, entropy: ArrayLike<number> | null,
   o: LogProbsKernelOptions, grad: Floats,
 ): void {
-  const invT = 1 / o.temperature
   for (let n = 0; n < N; n++) {
     const base = n * V
+    const invT = invTemperature(o.temperature, n)
     const l = lse[n]
     const y = targets[n]
     const gl = gradLogp === null ? 0 : gradLogp[n]

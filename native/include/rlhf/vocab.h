@@ -11,6 +11,7 @@ struct LogProbsParams {
   const int32_t* targets = nullptr;
   int32_t ignore_index = -100;
   double temperature = 1.0;
+  const float* temperatures = nullptr;  // [N] or null: row n's T, in place of temperature
   float* logp = nullptr;     // [N]
   float* lse = nullptr;      // [N]
   float* entropy = nullptr;  // [N] or null
@@ -23,6 +24,7 @@ struct LogProbsBackwardParams {
   const int32_t* targets = nullptr;
   int32_t ignore_index = -100;
   double temperature = 1.0;
+  const float* temperatures = nullptr;  // [N] or null: row n's T, in place of temperature
   FloatIn lse;           // [N]
   FloatIn grad_logp;     // [N] or absent
   FloatIn grad_entropy;  // [N] or absent
