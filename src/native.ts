@@ -135,7 +135,7 @@ const matrix = (data: Float32Array | Uint16Array | Tensor, shape: readonly numbe
 
 /** The addon's results shaped as the public API, for the cpu and cuda backends alike. */
 const shapes: Record<string, (r: any, a: any) => unknown> = {
-    logProbs: (r: any) => r,
+    logProbs: (r: any) => (r.maxToken instanceof Float32Array ? { ...r, maxToken: Int32Array.from(r.maxToken) } : r),
     logProbsBackward: (r: any, a: any) => ({ gradLogits: matrix(r.gradLogits, a.shape, a) }),
     crossEntropy: (r: any, a: any) => ({
       loss: r.loss, count: r.count, lse: r.lse,

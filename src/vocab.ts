@@ -19,6 +19,10 @@ export interface LogProbsOptions {
   temperature?: number | Float32Array
   /** also return the entropy of each row; default false */
   entropy?: boolean
+  /** also return Σ_v p_v² of each row (verl's optimal-token baseline), in the same pass; default false */
+  sumProbSq?: boolean
+  /** also return the largest probability of each row and its token, in the same pass; default false */
+  maxProb?: boolean
   /** rows whose target equals this are skipped (logp 0, zero gradient); default −100 */
   ignoreIndex?: number
 }
@@ -27,6 +31,12 @@ export interface LogProbsResult {
   logp: Float32Array
   lse: Float32Array
   entropy?: Float32Array
+  /** Σ_v p_v² (sumProbSq: true); 0 on ignored rows */
+  sumProbSq?: Float32Array
+  /** max_v p_v (maxProb: true); 0 on ignored rows */
+  maxProb?: Float32Array
+  /** the first token of the largest logit (maxProb: true); −1 on ignored rows and rows holding NaN */
+  maxToken?: Int32Array
 }
 
 export interface LogProbsBackwardOptions {
@@ -38,6 +48,10 @@ export interface LogProbsBackwardOptions {
   gradEntropy?: Float32Array | Float64Array | Tensor
   /** entropy from logProbs; recomputed when absent and gradEntropy is given */
   entropy?: Float32Array | Float64Array | Tensor
+  /** d/d(Σ p²) of each row */
+  gradSumProbSq?: Float32Array | Float64Array | Tensor
+  /** Σ p² from logProbs; recomputed when absent and gradSumProbSq is given */
+  sumProbSq?: Float32Array | Float64Array | Tensor
   /** as logProbs': a number, or a Float32Array of N */
   temperature?: number | Float32Array
   ignoreIndex?: number
@@ -100,6 +114,8 @@ export function vocabRows(op: string, logits: unknown, targets: unknown, ignoreI
 export interface LogProbsArgs extends VocabRows {
   temperature: Temperature
   entropy: boolean
+  sumProbSq: boolean
+  maxProb: boolean
 }
 
 export interface LogProbsBackwardArgs extends VocabRows {
@@ -108,6 +124,8 @@ export interface LogProbsBackwardArgs extends VocabRows {
   gradLogp: FloatData | null
   gradEntropy: FloatData | null
   entropy: FloatData | null
+  gradSumProbSq: FloatData | null
+  sumProbSq: FloatData | null
 }
 
 export interface CrossEntropyArgs extends VocabRows {
@@ -120,9 +138,12 @@ export interface CrossEntropyArgs extends VocabRows {
   gradDtype: GradDType
 }
 
-const LOG_PROBS_OPTIONS: OptionNames<LogProbsOptions> = { logits: true, targets: true, temperature: true, entropy: true, ignoreIndex: true }
+const LOG_PROBS_OPTIONS: OptionNames<LogProbsOptions> = {
+  logits: true, targets: true, temperature: true, entropy: true, sumProbSq: true, maxProb: true, ignoreIndex: true,
+}
 const LOG_PROBS_BACKWARD_OPTIONS: OptionNames<LogProbsBackwardOptions> = {
-  logits: true, targets: true, lse: true, gradLogp: true, gradEntropy: true, entropy: true, temperature: true, ignoreIndex: true,
+  logits: true, targets: true, lse: true, gradLogp: true, gradEntropy: true, entropy: true, gradSumProbSq: true, sumProbSq: true,
+  temperature: true, ignoreIndex: true,
 }
 const CROSS_ENTROPY_OPTIONS: OptionNames<CrossEntropyOptions> = {
   logits: true, targets: true, ignoreIndex: true, reduction: true, labelSmoothing: true, zLoss: true, classWeights: true,
@@ -137,6 +158,8 @@ function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
     ...rows,
     temperature: temperatureOption(op, o.temperature, rows.N),
     entropy: booleanOption(op, 'entropy', o.entropy, false),
+    sumProbSq: booleanOption(op, 'sumProbSq', o.sumProbSq, false),
+    maxProb: booleanOption(op, 'maxProb', o.maxProb, false),
   }
 }
 
@@ -147,13 +170,15 @@ function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBac
   const vec = (name: string, v: unknown) => (v === undefined ? null : floatVector(op, name, v, rows.N))
   const gradLogp = vec('gradLogp', o.gradLogp)
   const gradEntropy = vec('gradEntropy', o.gradEntropy)
-  if (gradLogp === null && gradEntropy === null) throw typeError(op, 'gradLogp', 'given (or gradEntropy)', undefined)
+  const gradSumProbSq = vec('gradSumProbSq', o.gradSumProbSq)
+  if (gradLogp === null && gradEntropy === null && gradSumProbSq === null) throw typeError(op, 'gradLogp', 'given (or gradEntropy, or gradSumProbSq)', undefined)
   return {
     ...rows,
     temperature: temperatureOption(op, o.temperature, rows.N),
     lse: floatVector(op, 'lse', o.lse, rows.N),
     gradLogp, gradEntropy,
     entropy: vec('entropy', o.entropy),
+    gradSumProbSq, sumProbSq: vec('sumProbSq', o.sumProbSq),
   }
 }
 

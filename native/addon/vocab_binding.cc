@@ -39,6 +39,12 @@ struct LogProbsJob : Job {
     p.logp = out.make("logp", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
+    if (a.boolean("sumProbSq")) p.sum_prob_sq = out.make("sumProbSq", p.N);
+    if (a.boolean("maxProb")) {
+      if (p.V > (int64_t(1) << 24)) throw_range(a.env(), name, "maxProb needs V <= 2^24 (the token is returned through float32)");
+      p.max_prob = out.make("maxProb", p.N);
+      p.max_token = out.make("maxToken", p.N);
+    }
   }
   void run() override { log_probs(p); }
 #if RLHF_KERNELS_HAVE_CUDA
@@ -59,6 +65,8 @@ struct LogProbsBackwardJob : Job {
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);
     p.entropy = a.floats_or_absent("entropy", p.N);
+    p.grad_sum_prob_sq = a.floats_or_absent("gradSumProbSq", p.N);
+    p.sum_prob_sq = a.floats_or_absent("sumProbSq", p.N);
     p.grad = out.make("gradLogits", r.NV);
   }
   void run() override { log_probs_backward(p); }

@@ -19,16 +19,26 @@ RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t en
   const T* z = static_cast<const T*>(p.logits.data);
   for (int64_t n = begin; n < end; n++) {
     const int32_t y = p.targets[n];
-    if (y == p.ignore_index) {  // an ignored row: every per-row result is 0
+    if (y == p.ignore_index) {  // an ignored row: every per-row result is 0 (the max token −1)
       p.lse[n] = p.logp[n] = 0.f;
       if (p.entropy) p.entropy[n] = 0.f;
+      if (p.sum_prob_sq) p.sum_prob_sq[n] = 0.f;
+      if (p.max_prob) p.max_prob[n] = 0.f, p.max_token[n] = -1.f;
       continue;
     }
     const T* row = z + n * p.V;
-    // the entropy in the lse's exp pass: one exp per element
-    const RowSoftmax r = row_softmax<L>(row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr, p.entropy ? p.entropy + n : nullptr);
+    // the entropy and Σ p² in the lse's exp pass: one exp per element
+    const RowSoftmax r = row_softmax<L>(row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr,
+                                        p.entropy ? p.entropy + n : nullptr, p.sum_prob_sq ? p.sum_prob_sq + n : nullptr);
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
+    if (p.max_prob) {
+      // max p = exp(log p) at the largest logit m: its first index is found by a scan that stops there
+      // (m is NaN for a row holding NaN: token −1, probability NaN; all −inf: token 0, probability 0)
+      const int64_t a = r.m != r.m ? -1 : r.lse == -INFINITY ? 0 : row_argmax(row, p.V, r.m);
+      p.max_token[n] = float(a);
+      p.max_prob[n] = a < 0 ? NAN : exp_approx(r.logp(load(row, a)));
+    }
   }
 }
 RK_ISA_KERNEL(log_probs_rows, log_probs_impl)
@@ -44,23 +54,26 @@ RK_INLINE void backward_impl(const LogProbsBackwardParams& p, int64_t begin, int
     const int32_t y = p.targets[n];
     const float gl = p.grad_logp.present() ? read(p.grad_logp, n) : 0.f;
     const float gh = p.grad_entropy.present() ? read(p.grad_entropy, n) : 0.f;
-    if (y == p.ignore_index || l == -INFINITY || (gl == 0.f && gh == 0.f)) {
+    const float gs = p.grad_sum_prob_sq.present() ? read(p.grad_sum_prob_sq, n) : 0.f;
+    if (y == p.ignore_index || l == -INFINITY || (gl == 0.f && gh == 0.f && gs == 0.f)) {
       std::fill(g, g + V, 0.f);
       continue;
     }
     const RowSoftmax r = row_softmax<L>(row, V, row_temperature(p.temperatures, p.temperature, n), &l);
     const float invT = r.invT;
     const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy<L>(row, V, r));
-    // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression
+    const float sq = gs == 0.f ? 0.f : (p.sum_prob_sq.present() ? read(p.sum_prob_sq, n) : row_sum_prob_sq<L>(row, V, r));
+    // d = [−g_logp·p − g_H·p·(log p + H) + 2 g_Q·p·(p − Q)] / T; the true-class term is then formed in float32
+    // as one expression
     row_map<L>(V, g, [&](auto z) {
       const auto lp = r.logp(z);
       const auto q = exp_approx(lp);
-      return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
+      return (-gl * q - xlogy_term(q, gh * (lp + h)) + 2.f * gs * q * (q - sq)) * invT;
     }, row);
     // the true class: 1 − q as −expm1(log q), exact where q is near 1 (1 − q would cancel)
     const float lp = r.logp(load(row, y));
     const float q = exp_approx(lp);
-    g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h))) * invT;
+    g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h)) + 2.f * gs * q * (q - sq)) * invT;
   }
 }
 RK_ISA_KERNEL(backward_rows, backward_impl)

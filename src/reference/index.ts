@@ -33,13 +33,17 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
     logProbs(a) {
       const logp = f32(a.N), lse = f32(a.N)
       const entropy = a.entropy ? f32(a.N) : null
-      logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy)
-      return entropy === null ? { logp, lse } : { logp, lse, entropy }
+      const stats = { sumProbSq: a.sumProbSq ? f32(a.N) : null, maxProb: a.maxProb ? f32(a.N) : null, maxToken: a.maxProb ? new Int32Array(a.N) : null }
+      logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy, stats)
+      return {
+        logp, lse, ...(entropy !== null ? { entropy } : {}), ...(stats.sumProbSq !== null ? { sumProbSq: stats.sumProbSq } : {}),
+        ...(stats.maxProb !== null ? { maxProb: stats.maxProb, maxToken: stats.maxToken! } : {}),
+      }
     },
 
     logProbsBackward(a) {
       const grad = f32(a.N * a.V)
-      logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad)
+      logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad, fOrNull(a.gradSumProbSq), fOrNull(a.sumProbSq))
       return { gradLogits: matrix(grad, a.shape) }
     },
 

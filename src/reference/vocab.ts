@@ -6,7 +6,12 @@
  *   lse   = log Σ_v exp(s_v)                       (max-shifted; an all −inf row has lse = −inf)
  *   logp  = s_y − lse
  *   H     = −Σ_{p_v > 0} p_v log p_v               (xlogy: a −inf logit contributes 0, never NaN)
- *   d/dz  = [g_logp (onehot_y − p) − g_H p (log p + H)] / T
+ *   d/dz  = [g_logp (onehot_y − p) − g_H p (log p + H) + 2 g_Q p (p − Q)] / T
+ * Row statistics (optional, from the same lse): Q = Σ_v p_v² (verl's optimal-token baseline), whose
+ * gradient is the g_Q term above; the largest probability p_max = exp(z_max/T − lse) and its token, the first
+ * index of the largest logit (−1 for a row holding NaN). p_max has no gradient term of its own: where the
+ * argmax is unique, d p_max/dz = p_max (onehot_argmax − p)/T, which is g_logp's term at target argmax,
+ * scaled by p_max (so logProbsBackward with targets = maxToken and gradLogp = g·maxProb gives it).
  * Cross-entropy (T = 1) with label smoothing ε, z-loss s, class weights w (W = Σ w) and token weights τ:
  *   ℓ_n   = τ_n [ (1−ε) w_y (lse − z_y) + ε/V Σ_v w_v (lse − z_v) + s lse² ]
  *   dℓ/dz = τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ]
@@ -56,6 +61,35 @@ export function rowEntropy(z: Floats, base: number, V: number, invT: number, lse
   return h
 }
 
+/** Σ_v p_v² of a row given its lse (0 for a row without mass; NaN where any p is NaN). */
+export function rowSumProbSq(z: Floats, base: number, V: number, invT: number, lse: number): number {
+  if (lse === -Infinity) return 0
+  let q = 0
+  for (let v = 0; v < V; v++) {
+    const p = exp(z[base + v] * invT - lse)
+    q += p * p
+  }
+  return q
+}
+
+/** The first index of the largest logit of a row (0 for an all −inf row), −1 for a row holding NaN. */
+export function rowArgmax(z: Floats, base: number, V: number): number {
+  let best = 0
+  for (let v = 0; v < V; v++) {
+    const x = z[base + v]
+    if (x !== x) return -1
+    if (x > z[base + best]) best = v
+  }
+  return best
+}
+
+/** The optional per-row statistics of logProbs (each null when not asked for). */
+export interface RowStatsOutputs {
+  sumProbSq: Floats | null
+  maxProb: Floats | null
+  maxToken: Int32Array | null
+}
+
 export interface LogProbsKernelOptions {
   temperature: Temperature
   ignoreIndex: number
@@ -64,7 +98,7 @@ export interface LogProbsKernelOptions {
 /** logp[n], lse[n], and entropy[n] when an output is given; all three 0 on ignored rows. */
 export function logProbsKernel(
   z: Floats, N: number, V: number, targets: Int32Array, o: LogProbsKernelOptions,
-  logp: Floats, lse: Floats, entropy: Floats | null,
+  logp: Floats, lse: Floats, entropy: Floats | null, stats: RowStatsOutputs | null = null,
 ): void {
   for (let n = 0; n < N; n++) {
     const base = n * V
@@ -73,12 +107,20 @@ export function logProbsKernel(
     if (y === o.ignoreIndex) {
       lse[n] = logp[n] = 0
       if (entropy !== null) entropy[n] = 0
+      if (stats?.sumProbSq) stats.sumProbSq[n] = 0
+      if (stats?.maxProb) stats.maxProb[n] = 0
+      if (stats?.maxToken) stats.maxToken[n] = -1
       continue
     }
     const l = rowLse(z, base, V, invT)
     lse[n] = l
     logp[n] = logProb(z[base + y], invT, l)
     if (entropy !== null) entropy[n] = rowEntropy(z, base, V, invT, l)
+    if (stats === null) continue
+    if (stats.sumProbSq) stats.sumProbSq[n] = rowSumProbSq(z, base, V, invT, l)
+    const a = rowArgmax(z, base, V)
+    if (stats.maxToken) stats.maxToken[n] = a
+    if (stats.maxProb) stats.maxProb[n] = a < 0 ? NaN : exp(logProb(z[base + a], invT, l))
   }
 }
 
@@ -90,6 +132,7 @@ export function logProbsBackwardKernel(
   z: Floats, N: number, V: number, targets: Int32Array, lse: ArrayLike<number>,
   gradLogp: ArrayLike<number> | null, gradEntropy: ArrayLike<number> | null, entropy: ArrayLike<number> | null,
   o: LogProbsKernelOptions, grad: Floats,
+  gradSumProbSq: ArrayLike<number> | null = null, sumProbSq: ArrayLike<number> | null = null,
 ): void {
   for (let n = 0; n < N; n++) {
     const base = n * V
@@ -98,17 +141,20 @@ export function logProbsBackwardKernel(
     const y = targets[n]
     const gl = gradLogp === null ? 0 : gradLogp[n]
     const gh = gradEntropy === null ? 0 : gradEntropy[n]
-    if (y === o.ignoreIndex || l === -Infinity || (gl === 0 && gh === 0)) {
+    const gq = gradSumProbSq === null ? 0 : gradSumProbSq[n]
+    if (y === o.ignoreIndex || l === -Infinity || (gl === 0 && gh === 0 && gq === 0)) {
       grad.fill(0, base, base + V)
       continue
     }
     const h = gh === 0 ? 0 : entropy !== null ? entropy[n] : rowEntropy(z, base, V, invT, l)
+    const q = gq === 0 ? 0 : sumProbSq !== null ? sumProbSq[n] : rowSumProbSq(z, base, V, invT, l)
     for (let v = 0; v < V; v++) {
       const lp = z[base + v] * invT - l
       const p = exp(lp)
       // the true-class term is formed here, in float64, not added to a rounded output afterwards
       let d = v === y ? gl * (1 - p) : -gl * p
       if (gh !== 0 && p !== 0) d -= gh * p * (lp + h)
+      if (gq !== 0) d += 2 * gq * p * (p - q)
       grad[base + v] = d * invT
     }
   }

@@ -15,6 +15,11 @@ struct LogProbsParams {
   float* logp = nullptr;     // [N]
   float* lse = nullptr;      // [N]
   float* entropy = nullptr;  // [N] or null
+  // row statistics from the same pass (src/reference/vocab.ts): Σ_v p_v², max_v p_v and the first token of the
+  // largest logit (as a float32: exact below 2^24; −1 on ignored rows and rows holding NaN); each [N] or null
+  float* sum_prob_sq = nullptr;
+  float* max_prob = nullptr;
+  float* max_token = nullptr;
 };
 void log_probs(const LogProbsParams& p);
 
@@ -29,6 +34,8 @@ struct LogProbsBackwardParams {
   FloatIn grad_logp;     // [N] or absent
   FloatIn grad_entropy;  // [N] or absent
   FloatIn entropy;       // [N] or absent (recomputed where grad_entropy is given)
+  FloatIn grad_sum_prob_sq;  // [N] or absent: d/d(Σ p²), adding 2 g p (p − Σ p²)/T
+  FloatIn sum_prob_sq;       // [N] or absent (recomputed where grad_sum_prob_sq is given)
   float* grad = nullptr; // [N, V]
 };
 void log_probs_backward(const LogProbsBackwardParams& p);
