@@ -33,3 +33,4 @@ export {
   type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions,
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
+export { keptLogProbs, keptLogProbsAsync, type KeptLogProbsOptions, type KeptLogProbsResult } from './vocab.js'

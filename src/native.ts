@@ -161,6 +161,7 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
       loss: r.loss, objective: -r.loss, policyLoss: r.policyLoss, kl: r.kl, valueLoss: r.valueLoss, logp: r.logp,
       gradLogits: matrix(r.gradLogits, a.shape, a), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
+    keptLogProbs: (r: any, a: any) => ({ logp: r.logp, lse: r.lse, ...(r.gradLogits ? { gradLogits: matrix(r.gradLogits, a.shape, a) } : {}) }),
 }
 
 /** The cpu backend: the addon's kernels behind the Kernels interface. */

@@ -3,12 +3,13 @@
  * and cross-entropy. Logits are a [N, V] (or [..., V]) float Tensor; targets an Int32Array of N.
  */
 import { type GradDTypeChoice, REDUCTIONS, type Reduction } from './choices.js'
-import { typeError } from './errors.js'
+import { rangeError, typeError } from './errors.js'
+import { plainView } from './arrays.js'
 import { defineOp } from './ops.js'
 import { type Temperature, checkTargets, temperatureOption } from './options.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, type OptionNames, INT32, booleanOption, gradDTypeOption, choiceOption, floatMatrix, floatVector,
+  type FloatData, type GradDType, type OptionNames, INT32, booleanOption, hostOnly, gradDTypeOption, choiceOption, floatMatrix, floatVector,
   intVector, numberOption, optionsObject,
 } from './validate.js'
 
@@ -201,3 +202,110 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
 export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs)
 export const [logProbsBackward, logProbsBackwardAsync] = defineOp('logProbsBackward', validateLogProbsBackward)
 export const [crossEntropy, crossEntropyAsync] = defineOp('crossEntropy', validateCrossEntropy)
+
+export interface KeptLogProbsOptions {
+  logits: Tensor
+  targets: Int32Array | Tensor
+  /** as logProbs': a number, or a Float32Array of N */
+  temperature?: number | Float32Array
+  ignoreIndex?: number
+  /** the kept set as CSR: N + 1 offsets into keepTokens (host data) */
+  keepOffsets?: Int32Array
+  /** each row's kept tokens, strictly increasing, in [0, V) (host data) */
+  keepTokens?: Int32Array
+  /** top-k, 0 = off: one number, or an Int32Array of N (vLLM's `top_k`, with −1 as 0) */
+  topK?: number | Int32Array
+  /** top-p in (0, 1], 1 = off: one number, or a Float32Array of N */
+  topP?: number | Float32Array
+  /** min-p in [0, 1], 0 = off: one number, or a Float32Array of N */
+  minP?: number | Float32Array
+  /** also return d(Σ g·logp)/dlogits for this g of N */
+  gradLogp?: Float32Array | Float64Array | Tensor
+}
+
+export interface KeptLogProbsResult {
+  /** z_y/T − lse over the kept set; −inf where y is not kept; 0 on ignored rows */
+  logp: Float32Array
+  /** log Σ_{v∈K} exp(z_v/T); 0 on ignored rows */
+  lse: Float32Array
+  /** float32, shaped like the logits, zero outside each row's kept set (gradLogp given) */
+  gradLogits?: Tensor
+}
+
+export interface KeptLogProbsArgs extends VocabRows {
+  temperature: Temperature
+  keepOffsets: Int32Array | null
+  keepTokens: Int32Array | null
+  /** the sampling parameters per row (null with keepOffsets) */
+  topK: Int32Array | null
+  topP: Float32Array | null
+  minP: Float32Array | null
+  gradLogp: FloatData | null
+}
+
+const KEPT_LOG_PROBS_OPTIONS: OptionNames<KeptLogProbsOptions> = {
+  logits: true, targets: true, temperature: true, ignoreIndex: true, keepOffsets: true, keepTokens: true, topK: true, topP: true, minP: true,
+  gradLogp: true,
+}
+
+/** A per-row sampling parameter: a number or an array of N (copied, each value checked), as an array of N. */
+function perRow<A extends Int32Array | Float32Array>(
+  op: string, name: string, value: unknown, N: number, make: (n: number) => A, rule: { min: number; max: number; above?: number; integer?: boolean },
+): A {
+  const out = make(N)
+  if (typeof value === 'number') {
+    out.fill(numberOption(op, name, value, 0, rule))
+  } else {
+    const want = out instanceof Int32Array ? 'Int32Array' : 'Float32Array'
+    const view = plainView(value, want)
+    if (view === undefined) throw typeError(op, name, `a number, or a ${want} of one value per row`, value)
+    if (view.length !== N) throw rangeError(op, `${name}.length`, String(N), view.length)
+    out.set(view)
+  }
+  for (let n = 0; n < N; n++) {
+    const x = out[n]
+    const ok = x >= rule.min && x <= rule.max && (rule.above === undefined || x > rule.above)
+    if (!ok) throw rangeError(op, `${name}[${n}]`, `in ${rule.above !== undefined ? '(' : '['}${rule.above ?? rule.min}, ${rule.max}]`, x)
+  }
+  return out
+}
+
+function validateKeptLogProbs(options: KeptLogProbsOptions): KeptLogProbsArgs {
+  const op = 'keptLogProbs'
+  const o = optionsObject(op, options, KEPT_LOG_PROBS_OPTIONS)
+  const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
+  const { N, V } = rows
+  const csr = o.keepOffsets !== undefined || o.keepTokens !== undefined
+  const sampling = o.topK !== undefined || o.topP !== undefined || o.minP !== undefined
+  if (csr && sampling) throw typeError(op, 'keepOffsets', 'absent when topK, topP or minP is given (one way to give the kept set)', 'given')
+  if (!csr && !sampling) throw typeError(op, 'keepOffsets', 'given (with keepTokens), or topK, topP or minP', undefined)
+  let keepOffsets: Int32Array | null = null, keepTokens: Int32Array | null = null
+  if (csr) {
+    if (o.keepOffsets === undefined) throw typeError(op, 'keepOffsets', 'given with keepTokens', undefined)
+    if (o.keepTokens === undefined) throw typeError(op, 'keepTokens', 'given with keepOffsets', undefined)
+    // copied, then checked: a later write to the caller's arrays cannot move an index out of range
+    keepOffsets = Int32Array.from(hostOnly(op, 'keepOffsets', intVector(op, 'keepOffsets', o.keepOffsets, N + 1)))
+    keepTokens = Int32Array.from(hostOnly(op, 'keepTokens', intVector(op, 'keepTokens', o.keepTokens)))
+    if (keepOffsets[0] !== 0) throw rangeError(op, 'keepOffsets[0]', '0', keepOffsets[0])
+    if (keepOffsets[N] !== keepTokens.length) throw rangeError(op, `keepOffsets[${N}]`, `keepTokens.length (${keepTokens.length})`, keepOffsets[N])
+    for (let n = 0; n < N; n++) {
+      if (keepOffsets[n + 1] < keepOffsets[n]) throw rangeError(op, `keepOffsets[${n + 1}]`, `≥ keepOffsets[${n}] (${keepOffsets[n]})`, keepOffsets[n + 1])
+      for (let i = keepOffsets[n]; i < keepOffsets[n + 1]; i++) {
+        const t = keepTokens[i]
+        if (!(t >= 0 && t < V)) throw rangeError(op, `keepTokens[${i}]`, `in [0, ${V})`, t)
+        if (i > keepOffsets[n] && t <= keepTokens[i - 1]) throw rangeError(op, `keepTokens[${i}]`, `> keepTokens[${i - 1}] (${keepTokens[i - 1]}): each row's tokens strictly increasing`, t)
+      }
+    }
+  }
+  return {
+    ...rows,
+    temperature: temperatureOption(op, o.temperature, N),
+    keepOffsets, keepTokens,
+    topK: sampling ? perRow(op, 'topK', o.topK ?? 0, N, (n) => new Int32Array(n), { min: 0, max: 2 ** 31 - 1, integer: true }) : null,
+    topP: sampling ? perRow(op, 'topP', o.topP ?? 1, N, (n) => new Float32Array(n), { min: 0, max: 1, above: 0 }) : null,
+    minP: sampling ? perRow(op, 'minP', o.minP ?? 0, N, (n) => new Float32Array(n), { min: 0, max: 1 }) : null,
+    gradLogp: o.gradLogp === undefined ? null : floatVector(op, 'gradLogp', o.gradLogp, N),
+  }
+}
+
+export const [keptLogProbs, keptLogProbsAsync] = defineOp('keptLogProbs', validateKeptLogProbs)

@@ -173,6 +173,19 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
         cases.push({ name: `klDivergence ${at} grad both per-row T`, path: 'two-pass (gradient wrt p)', run: () => rk.klDivergence({ pLogits: ceLogits, qLogits, mask, grad: 'both', temperature: T, reduction: 'sum' }), tolerances: (e) => ({ gradQ: gradTolerance(0.5), gradP: twice(klGradPTolerance((e as rk.KlDivergenceResult).perRow, 0.5)) }) })
         cases.push({ name: `ppoLoss ${at} k3 per-row T`, path: tile, run: () => rk.ppoLoss({ ...ppo, temperature: T }), tolerances: () => gradT })
         cases.push({ name: `ppoLoss ${at} full KL per-row T`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss({ ...ppo, refLogits: qLogits, klEstimator: 'full', temperature: T }), tolerances: () => gradT })
+        // the row statistics in the forward's pass; Σ p²'s gradient; kept-set log-probs with the set given
+        cases.push({ name: `logProbs ${at} sumProbSq maxProb`, path: 'forward', run: () => rk.logProbs({ logits, targets, temperature: T, entropy: true, sumProbSq: true, maxProb: true }) })
+        const gq = r.f32(N)
+        cases.push({ name: `logProbsBackward ${at} gradSumProbSq`, path: 'backward', run: () => rk.logProbsBackward({ logits, targets, temperature: T, lse: lseT, gradLogp: gl, gradSumProbSq: gq }), tolerances: () => gradT })
+        const offsets = [0], tokens: number[] = []
+        for (let n = 0; n < N; n++) {
+          const set = new Set<number>(targets[n] >= 0 && n !== 3 ? [targets[n]] : [])
+          while (set.size < Math.min(V, 1 + r.int(600))) set.add(r.int(V))
+          tokens.push(...[...set].sort((a, b) => a - b))
+          offsets.push(tokens.length)
+        }
+        const keep = { keepOffsets: Int32Array.from(offsets), keepTokens: Int32Array.from(tokens) }
+        cases.push({ name: `keptLogProbs ${at} given set`, path: 'kept set', run: () => rk.keptLogProbs({ logits, targets, temperature: T, ...keep, gradLogp: gl }), tolerances: () => gradT })
       }
     }
   }

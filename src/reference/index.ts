@@ -12,7 +12,7 @@ import { policyLossKernel } from './policy.js'
 import { ppoLossKernel } from './ppo.js'
 import { rewardLossKernel } from './reward.js'
 import { valueLossKernel } from './value.js'
-import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
+import { crossEntropyKernel, keptLogProbsKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
 
 const f = (x: FloatData) => decodeFloats(x.data, x.dtype)
 const fOrNull = (x: FloatData | null) => (x === null ? null : f(x))
@@ -144,6 +144,14 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
         ...(gradValues !== null ? { gradValues } : {}),
         metrics,
       }
+    },
+
+    keptLogProbs(a) {
+      const logp = f32(a.N), lse = f32(a.N)
+      const grad = a.gradLogp !== null ? f32(a.N * a.V) : null
+      const sampling = a.keepOffsets === null ? { topK: a.topK, topP: a.topP, minP: a.minP } : null
+      keptLogProbsKernel(f(a.logits), a.N, a.V, a.targets, { ...a, sampling }, logp, lse, fOrNull(a.gradLogp), grad)
+      return { logp, lse, ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}) }
     },
   }
 }

@@ -249,3 +249,107 @@ export function crossEntropyKernel(
   }
   return { loss: total * scale, count }
 }
+
+/**
+ * Kept-set log-probabilities (sampling replay, issue 15). Row n at temperature T, s = z/T, K ⊆ [0, V) the
+ * kept set, lse_K = log Σ_{v∈K} exp(s_v):
+ *   logp = s_y − lse_K for y ∈ K, −inf for y ∉ K (a token the sampler could not have drawn)
+ *   d logp/dz_v = [onehot_y − p^K_v] / T for v ∈ K (p^K = exp(s − lse_K)), 0 outside K and where logp = −inf
+ * K given as CSR (keepOffsets, keepTokens: each row's tokens strictly increasing), or by the sampling
+ * parameters as vLLM's sampler applies them after the temperature (vllm/v1/sample: min-p, then top-k, then
+ * top-p over what is left):
+ *   min-p m: drop v where exp(s_v − max s) < m (p_v < m·p_max)
+ *   top-k k: drop v where s_v < the k-th largest remaining s (every token tied with it is kept)
+ *   top-p p: order the remaining tokens ascending by s (ties by token index, as a stable sort), cumulative
+ *            softmax probability c_i over them; drop those with c_i ≤ 1 − p, never the largest
+ * A NaN or +inf logit gives NaN (logp, lse and the gradient row): among the kept tokens where K is given
+ * (the others are never read), anywhere in the row where K comes from the sampling parameters.
+ */
+export interface SamplingParams {
+  topK: Int32Array | null
+  topP: Float64Array | Float32Array | null
+  minP: Float64Array | Float32Array | null
+}
+
+/** The kept set of one scaled row s (length V) under k (0: off), p (1: off) and m (0: off), as a 0/1 mask. */
+export function samplingKeep(s: ArrayLike<number>, V: number, k: number, p: number, m: number): Uint8Array {
+  const x = Float64Array.from({ length: V }, (_, v) => s[v])
+  let mx = -Infinity
+  for (let v = 0; v < V; v++) mx = Math.max(mx, x[v])
+  if (m > 0) for (let v = 0; v < V; v++) if (exp(x[v] - mx) < m) x[v] = -Infinity
+  if (k > 0 && k < V) {
+    const t = Float64Array.from(x).sort().reverse()[k - 1]
+    for (let v = 0; v < V; v++) if (x[v] < t) x[v] = -Infinity
+  }
+  if (p < 1) {
+    const order = Array.from({ length: V }, (_, v) => v).sort((a, b) => x[a] - x[b] || a - b)
+    let top = -Infinity
+    for (let v = 0; v < V; v++) top = Math.max(top, x[v])
+    let S = 0
+    for (let v = 0; v < V; v++) S += exp(x[v] - top)
+    let c = 0
+    for (let i = 0; i < V - 1; i++) {
+      const v = order[i]
+      c += exp(x[v] - top) / S
+      if (c <= 1 - p) x[v] = -Infinity
+    }
+  }
+  return Uint8Array.from(x, (y) => (y === -Infinity ? 0 : 1))
+}
+
+export interface KeptLogProbsKernelOptions {
+  temperature: Temperature
+  ignoreIndex: number
+  keepOffsets: Int32Array | null
+  keepTokens: Int32Array | null
+  sampling: SamplingParams | null
+}
+
+/** logp[n] and the kept-set lse[n] (0 on ignored rows); the gradient of Σ g[n]·logp[n] when `grad` is given. */
+export function keptLogProbsKernel(
+  z: Floats, N: number, V: number, targets: Int32Array, o: KeptLogProbsKernelOptions,
+  logp: Floats, lse: Floats, gradLogp: ArrayLike<number> | null, grad: Floats | null,
+): void {
+  const s = new Float64Array(V)
+  for (let n = 0; n < N; n++) {
+    const base = n * V
+    const y = targets[n]
+    grad?.fill(0, base, base + V)
+    if (y === o.ignoreIndex) {
+      logp[n] = lse[n] = 0
+      continue
+    }
+    const invT = invTemperature(o.temperature, n)
+    for (let v = 0; v < V; v++) s[v] = z[base + v] * invT
+    const given = o.keepOffsets !== null ? Array.from(o.keepTokens!.subarray(o.keepOffsets[n], o.keepOffsets[n + 1])) : null
+    const bad = (given ?? Array.from(s.keys())).some((v) => s[v] !== s[v] || s[v] === Infinity)
+    if (bad) {
+      logp[n] = lse[n] = NaN
+      grad?.fill(NaN, base, base + V)
+      continue
+    }
+    let kept: number[]
+    if (given !== null) {
+      kept = given
+    } else {
+      const sp = o.sampling!
+      const mask = samplingKeep(s, V, sp.topK ? sp.topK[n] : 0, sp.topP ? sp.topP[n] : 1, sp.minP ? sp.minP[n] : 0)
+      kept = []
+      for (let v = 0; v < V; v++) if (mask[v]) kept.push(v)
+    }
+    let m = -Infinity
+    for (const v of kept) m = Math.max(m, s[v])
+    let S = 0
+    if (m !== -Infinity) for (const v of kept) S += exp(s[v] - m)
+    const l = m === -Infinity ? -Infinity : m + Math.log(S)
+    lse[n] = l
+    const inK = kept.includes(y)
+    logp[n] = inK && l !== -Infinity ? s[y] - l : -Infinity
+    const g = gradLogp === null ? 0 : gradLogp[n]
+    if (grad === null || g === 0 || logp[n] === -Infinity) continue
+    for (const v of kept) {
+      const p = exp(s[v] - l)
+      grad[base + v] = g * ((v === y ? 1 : 0) - p) * invT
+    }
+  }
+}

@@ -61,4 +61,27 @@ struct CrossEntropyResult {
 };
 CrossEntropyResult cross_entropy(const CrossEntropyParams& p);
 
+// Kept-set log-probs (sampling replay; math in src/reference/vocab.ts keptLogProbsKernel): z_y/T − log Σ_{v∈K}
+// exp(z_v/T), −inf for y ∉ K; gradient g (onehot_y − p^K)/T on K, 0 elsewhere. K per row from keep_offsets /
+// keep_tokens (CSR, each row strictly increasing), else from top_k / top_p / min_p (vLLM's order: min-p,
+// top-k, top-p; cpu only).
+struct KeptLogProbsParams {
+  FloatIn logits;
+  int64_t N = 0, V = 0;
+  const int32_t* targets = nullptr;
+  int32_t ignore_index = -100;
+  double temperature = 1.0;
+  const float* temperatures = nullptr;  // [N] or null
+  const int32_t* keep_offsets = nullptr;  // [N + 1] or null
+  const int32_t* keep_tokens = nullptr;
+  const int32_t* top_k = nullptr;  // [N] (0: off), with top_p and min_p, when keep_offsets is null
+  const float* top_p = nullptr;    // [N] (1: off)
+  const float* min_p = nullptr;    // [N] (0: off)
+  FloatIn grad_logp;      // [N] or absent
+  float* logp = nullptr;  // [N]
+  float* lse = nullptr;   // [N]
+  float* grad = nullptr;  // [N, V] or null
+};
+void kept_log_probs(const KeptLogProbsParams& p);
+
 }  // namespace rk
