@@ -34,3 +34,7 @@ export {
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
 export { keptLogProbs, keptLogProbsAsync, type KeptLogProbsOptions, type KeptLogProbsResult } from './vocab.js'
+export {
+  logProbsPartial, mergeVocabPartials, logProbsPartialBackward,
+  type LogProbsPartialOptions, type VocabPartials, type MergedVocabStats, type LogProbsPartialBackwardOptions,
+} from './vocab.js'

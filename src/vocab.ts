@@ -7,7 +7,7 @@ import { rangeError, typeError } from './errors.js'
 import { plainView } from './arrays.js'
 import { defineOp } from './ops.js'
 import { type Temperature, checkTargets, temperatureOption } from './options.js'
-import type { Tensor } from './tensor.js'
+import { Tensor } from './tensor.js'
 import {
   type FloatData, type GradDType, type OptionNames, INT32, booleanOption, hostOnly, gradDTypeOption, choiceOption, floatMatrix, floatVector,
   intVector, numberOption, optionsObject,
@@ -309,3 +309,178 @@ function validateKeptLogProbs(options: KeptLogProbsOptions): KeptLogProbsArgs {
 }
 
 export const [keptLogProbs, keptLogProbsAsync] = defineOp('keptLogProbs', validateKeptLogProbs)
+
+// ---- vocab-sharded logits (tensor-parallel models; Megatron's tensor_parallel/cross_entropy.py) ----------
+// Each rank holds a shard [N, V_s] of the logits, columns [vocabStart, vocabStart + V_s). logProbsPartial gives
+// per-row partials of its shard; any all-gather (or all-reduce of the fields) brings every shard's partials
+// together; mergeVocabPartials combines them, shard by shard in the order given (each row alone, so a row's
+// result does not depend on the batch it is in); logProbsPartialBackward gives a shard's gradient from the
+// merged statistics. The partials are computed by logProbs (entropy and Σ p² on), so every backend runs them.
+
+export interface LogProbsPartialOptions {
+  /** one shard of the logits: [N, V_s] (or [..., V_s]) */
+  logits: Tensor
+  /** global token ids (in [0, V)) or ignoreIndex; host data */
+  targets: Int32Array
+  /** the shard's first column in the full vocabulary */
+  vocabStart: number
+  temperature?: number | Float32Array
+  ignoreIndex?: number
+}
+
+/** A shard's per-row partials (s = z/T over the shard's columns; p^s the shard's own softmax). */
+export interface VocabPartials {
+  /** max_v s_v */
+  max: Float32Array
+  /** Σ_v exp(s_v − max) */
+  sumExp: Float32Array
+  /** s_y where the target lies in this shard, else 0 (so a sum over shards gives s_y) */
+  targetLogit: Float32Array
+  /** Σ_v p^s_v s_v */
+  sumPZ: Float32Array
+  /** Σ_v (p^s_v)² */
+  sumP2: Float32Array
+}
+
+export interface MergedVocabStats {
+  /** s_y − lse (0 on ignored rows) */
+  logp: Float32Array
+  lse: Float32Array
+  entropy: Float32Array
+  sumProbSq: Float32Array
+  /** mean −logp over the non-ignored rows: the vocab-parallel cross-entropy (Megatron's loss, averaged) */
+  loss: number
+  count: number
+}
+
+/** Local targets of a shard: y − start inside it, 0 (a placeholder) outside, −1 on ignored rows. */
+function shardTargets(op: string, targets: unknown, N: number, vocabStart: number, Vs: number, ignoreIndex: number) {
+  const y = hostOnly(op, 'targets', intVector(op, 'targets', targets, N))
+  const local = new Int32Array(N), inside = new Uint8Array(N)
+  for (let n = 0; n < N; n++) {
+    const t = y[n]
+    if (t === ignoreIndex) { local[n] = -1; continue }
+    if (!(t >= 0)) throw rangeError(op, `targets[${n}]`, `≥ 0 or equal to ignoreIndex (${ignoreIndex})`, t)
+    inside[n] = t >= vocabStart && t < vocabStart + Vs ? 1 : 0
+    local[n] = inside[n] ? t - vocabStart : 0
+  }
+  return { local, inside }
+}
+
+function shardOf(op: string, logits: unknown, vocabStart: unknown, ignoreIndex: unknown) {
+  const m = floatMatrix(op, 'logits', logits)
+  return { N: m.rows, Vs: m.cols, start: numberOption(op, 'vocabStart', vocabStart, 0, { integer: true, min: 0 }), ignore: numberOption(op, 'ignoreIndex', ignoreIndex, -100, INT32) }
+}
+
+const hostFloats = (x: Float32Array | Tensor | undefined): Float32Array => (x === undefined ? new Float32Array(0) : x instanceof Float32Array ? x : x.toFloat32Array())
+
+/** The partials of one shard. */
+export function logProbsPartial(options: LogProbsPartialOptions): VocabPartials {
+  const op = 'logProbsPartial'
+  const o = optionsObject(op, options)
+  const { N, Vs, start, ignore } = shardOf(op, o.logits, o.vocabStart, o.ignoreIndex)
+  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  // the shard's max from its largest probability: max = lse + log max p, Σ exp(s − max) = 1 / max p
+  const r = logProbs({ logits: o.logits, targets: local, temperature: o.temperature, ignoreIndex: -1, entropy: true, sumProbSq: true, maxProb: true })
+  const lse = hostFloats(r.lse), logp = hostFloats(r.logp), H = hostFloats(r.entropy), Q = hostFloats(r.sumProbSq), P = hostFloats(r.maxProb)
+  const out: VocabPartials = { max: new Float32Array(N), sumExp: new Float32Array(N), targetLogit: new Float32Array(N), sumPZ: new Float32Array(N), sumP2: new Float32Array(N) }
+  for (let n = 0; n < N; n++) {
+    if (local[n] < 0) continue
+    const none = lse[n] === -Infinity  // a shard row without mass: it adds nothing
+    out.max[n] = none ? -Infinity : lse[n] + Math.log(P[n])
+    out.sumExp[n] = none ? 0 : 1 / P[n]
+    out.targetLogit[n] = inside[n] ? logp[n] + lse[n] : 0
+    out.sumPZ[n] = none ? 0 : lse[n] - H[n]
+    out.sumP2[n] = Q[n]
+  }
+  return out
+}
+
+/**
+ * The merged statistics of the shards' partials, combined in the order given (float64):
+ *   M = max_s max_s, S = Σ_s sumExp_s·exp(max_s − M), lse = M + log S, w_s = sumExp_s·exp(max_s − M)/S
+ *   logp = Σ_s targetLogit_s − lse, Σ p·s = Σ_s w_s·sumPZ_s, H = lse − Σ p·s, Σ p² = Σ_s w_s²·sumP2_s
+ */
+export function mergeVocabPartials(options: { partials: VocabPartials[]; targets: Int32Array; ignoreIndex?: number }): MergedVocabStats {
+  const op = 'mergeVocabPartials'
+  const o = optionsObject(op, options)
+  if (!Array.isArray(o.partials) || o.partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', o.partials)
+  const ignore = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
+  const N = o.partials[0].max.length
+  const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, N))
+  for (const [i, p] of o.partials.entries()) {
+    for (const k of ['max', 'sumExp', 'targetLogit', 'sumPZ', 'sumP2'] as const) {
+      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
+    }
+  }
+  const out = { logp: new Float32Array(N), lse: new Float32Array(N), entropy: new Float32Array(N), sumProbSq: new Float32Array(N) }
+  let total = 0, count = 0
+  for (let n = 0; n < N; n++) {
+    if (y[n] === ignore) continue
+    let M = -Infinity
+    for (const p of o.partials) M = Math.max(M, p.max[n])
+    let S = 0, target = 0
+    for (const p of o.partials) {
+      if (p.max[n] !== -Infinity) S += p.sumExp[n] * Math.exp(p.max[n] - M)
+      target += p.targetLogit[n]
+    }
+    const lse = M === -Infinity ? -Infinity : M + Math.log(S)
+    let pz = 0, q = 0
+    for (const p of o.partials) {
+      if (p.max[n] === -Infinity) continue
+      const w = (p.sumExp[n] * Math.exp(p.max[n] - M)) / S
+      pz += w * p.sumPZ[n]
+      q += w * w * p.sumP2[n]
+    }
+    out.lse[n] = lse
+    out.logp[n] = lse === -Infinity ? -Infinity : target - lse
+    out.entropy[n] = lse === -Infinity ? 0 : lse - pz
+    out.sumProbSq[n] = q
+    total -= lse === -Infinity ? -Infinity : target - lse
+    count++
+  }
+  return { ...out, loss: count > 0 ? Math.fround(total / count) : 0, count }
+}
+
+export interface LogProbsPartialBackwardOptions {
+  logits: Tensor
+  targets: Int32Array
+  vocabStart: number
+  /** the merged lse (mergeVocabPartials) */
+  lse: Float32Array
+  gradLogp?: Float32Array
+  gradEntropy?: Float32Array
+  /** the merged entropy, with gradEntropy */
+  entropy?: Float32Array
+  gradSumProbSq?: Float32Array
+  /** the merged Σ p², with gradSumProbSq */
+  sumProbSq?: Float32Array
+  temperature?: number | Float32Array
+  ignoreIndex?: number
+}
+
+/**
+ * A shard's gradient given the merged statistics: d/dz_v = [g (onehot_y − p_v) − g_H p_v (log p_v + H) +
+ * 2 g_Q p_v (p_v − Q)] / T with p = exp(s − lse) of the full row, onehot only in the shard holding y.
+ */
+export function logProbsPartialBackward(options: LogProbsPartialBackwardOptions): GradLogitsResult {
+  const op = 'logProbsPartialBackward'
+  const o = optionsObject(op, options)
+  const { N, Vs, start, ignore } = shardOf(op, o.logits, o.vocabStart, o.ignoreIndex)
+  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  if (o.gradEntropy !== undefined && o.entropy === undefined) throw typeError(op, 'entropy', 'given with gradEntropy (the merged entropy)', undefined)
+  if (o.gradSumProbSq !== undefined && o.sumProbSq === undefined) throw typeError(op, 'sumProbSq', 'given with gradSumProbSq (the merged Σ p²)', undefined)
+  const r = logProbsBackward({
+    logits: o.logits, targets: local, ignoreIndex: -1, temperature: o.temperature, lse: o.lse, gradLogp: o.gradLogp,
+    gradEntropy: o.gradEntropy, entropy: o.entropy, gradSumProbSq: o.gradSumProbSq, sumProbSq: o.sumProbSq,
+  })
+  if (o.gradLogp === undefined) return r
+  // rows whose target is in another shard took the placeholder target 0: remove its onehot term, g/T
+  const g = r.gradLogits.toFloat32Array()
+  for (let n = 0; n < N; n++) {
+    if (local[n] < 0 || inside[n]) continue
+    const invT = typeof o.temperature === 'object' ? 1 / o.temperature[n] : 1 / (o.temperature ?? 1)
+    if (o.lse[n] !== -Infinity && o.gradLogp[n] !== 0) g[n * Vs] = Math.fround(g[n * Vs] - o.gradLogp[n] * invT)
+  }
+  return { gradLogits: new Tensor(g, r.gradLogits.shape, 'float32') }
+}
