@@ -144,6 +144,42 @@ function rows() {
       ort: () => ortLogProbs(), ortIn: ({ x, y }, N) => [t('x', x, [N, V]), t('y', y, [N])],
       torch: ({ x, y }, N) => ({ op: 'log_probs', inputs: [t('x', x, [N, V]), t('targets', y, [N])] }),
     },
+    // issue 15: per-row temperature, the one-pass row statistics, kept-set log-probs (the set given; drawn by
+    // top-k: a selection; by top-p: a sort of the survivors)
+    {
+      key: 'logprobs-stats', op: `logProbs + entropy, Σp², max p ${1024}×${V}`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => { const r = rk.logProbs({ logits: rk.tensor(x, [N, V]), targets: y, entropy: true, sumProbSq: true, maxProb: true }); return { logp: r.logp, entropy: r.entropy, sumProbSq: r.sumProbSq, maxProb: r.maxProb } },
+    },
+    {
+      key: 'logprobs-rowT', op: `logProbs, per-row T ${1024}×${V}`, N: 1024,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V), T: uniform(3, this.N, 0.5, 1.5) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y, T }, N) => ({ logp: rk.logProbs({ logits: rk.tensor(x, [N, V]), targets: y, temperature: T }).logp }),
+    },
+    {
+      key: 'kept-csr', op: `keptLogProbs, 1000 given tokens, +grad ${256}×${V}`, N: 256,
+      make() {
+        const y = ints(2, this.N, V), offsets = Int32Array.from({ length: this.N + 1 }, (_, n) => 1000 * n)
+        const tokens = Int32Array.from({ length: 1000 * this.N }, (_, i) => (i % 1000) * 32 + (y[Math.floor(i / 1000)] % 32))
+        return { x: logits(1, this.N), y, offsets, tokens, g: uniform(4, this.N, -1, 1) }
+      },
+      bytes() { return this.N * V * 4 + this.N * 1000 * 8 }, exps() { return this.N * 1000 },
+      rk: ({ x, y, offsets, tokens, g }, N) => { const r = rk.keptLogProbs({ logits: rk.tensor(x, [N, V]), targets: y, keepOffsets: offsets, keepTokens: tokens, gradLogp: g }); return { logp: r.logp, grad: r.gradLogits } },
+    },
+    {
+      key: 'kept-topk', op: `keptLogProbs top-k 50 ${256}×${V}`, N: 256,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => ({ lse: rk.keptLogProbs({ logits: rk.tensor(x, [N, V]), targets: y, topK: 50 }).lse }),
+    },
+    {
+      key: 'kept-topp', op: `keptLogProbs top-p 0.9 ${256}×${V}`, N: 256,
+      make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ x, y }, N) => ({ lse: rk.keptLogProbs({ logits: rk.tensor(x, [N, V]), targets: y, topP: 0.9 }).lse }),
+    },
     {
       key: 'kl', op: `klDivergence grad q ${512}×${V}`, N: 512,
       make() { return { p: logits(3, this.N), q: logits(4, this.N) } },

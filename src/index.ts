@@ -40,3 +40,9 @@ export {
   POLICY_VARIANTS, IS_LEVELS, ROLLOUT_CORRECTIONS, type PolicyVariant, type IsLevel, type RolloutCorrection,
 } from './choices.js'
 export type { PolicyVariantOptions, RolloutMetrics } from './options.js'
+
+export { keptLogProbs, keptLogProbsAsync, type KeptLogProbsOptions, type KeptLogProbsResult } from './vocab.js'
+export {
+  logProbsPartial, mergeVocabPartials, logProbsPartialBackward,
+  type LogProbsPartialOptions, type VocabPartials, type MergedVocabStats, type LogProbsPartialBackwardOptions,
+} from './vocab.js'

@@ -11,6 +11,7 @@ import type { ValueLossArgs, ValueLossResult } from './value.js'
 import type {
   CrossEntropyArgs, CrossEntropyResult, GradLogitsResult, LogProbsArgs, LogProbsBackwardArgs, LogProbsResult,
 } from './vocab.js'
+import type { KeptLogProbsArgs, KeptLogProbsResult } from './vocab.js'
 
 /** Each op's validated arguments and its public result. */
 export interface OpTypes {
@@ -26,6 +27,7 @@ export interface OpTypes {
   whiten: [WhitenArgs, Float32Array]
   groupAdvantages: [GroupAdvantagesArgs, Float32Array]
   ppoLoss: [PpoLossArgs, PpoLossResult]
+  keptLogProbs: [KeptLogProbsArgs, KeptLogProbsResult]
 }
 
 export type OpName = keyof OpTypes

@@ -6,11 +6,11 @@ import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { KL_GRADS, REDUCTIONS, type GradDTypeChoice, type KlEstimator, type KlGrad, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { LOG_RATIO_CLAMP, klEstimatorOption } from './options.js'
+import { LOG_RATIO_CLAMP, type Temperature, klEstimatorOption, temperatureOption } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch, tokenShape } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type OptionNames, TEMPERATURE, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
+  type FloatData, type OptionNames, choiceOption, floatMatrix, floatVector, maskVector, numberOption, optionalNumber, optionsObject,
   type GradDType, gradDTypeOption,
 } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
@@ -24,8 +24,8 @@ export interface KlDivergenceOptions {
   mask?: TokenMask
   /** 'mean' over counted rows (default), 'sum' or 'none' */
   reduction?: Reduction
-  /** both logits are divided by T; default 1 */
-  temperature?: number
+  /** both logits are divided by T: one number, or a Float32Array of N (row n's T); default 1 */
+  temperature?: number | Float32Array
   /** which gradients to return: 'q' (default when true), 'p', 'both', or false */
   grad?: boolean | KlGrad
   /** 'float32' (default) or 'input': the gradients in the logits' dtype when it is bfloat16/float16 */
@@ -49,7 +49,7 @@ export interface KlDivergenceArgs {
   V: number
   mask: Uint8Array | null
   reduction: Reduction
-  temperature: number
+  temperature: Temperature
   gradQ: boolean
   gradP: boolean
   gradDtype: GradDType
@@ -76,7 +76,7 @@ function validateKlDivergence(options: KlDivergenceOptions): KlDivergenceArgs {
     pLogits: p, qLogits: q, shape: p.shape, N: p.rows, V: p.cols,
     mask: maskVector(op, 'mask', o.mask, p.rows),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
-    temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
+    temperature: temperatureOption(op, o.temperature, p.rows),
     gradQ: grad === 'q' || grad === 'both',
     gradP: grad === 'p' || grad === 'both',
     gradDtype: gradDTypeOption(op, o.gradDtype, p.dtype),

@@ -136,7 +136,7 @@ const matrix = (data: Float32Array | Uint16Array | Tensor, shape: readonly numbe
 
 /** The addon's results shaped as the public API, for the cpu and cuda backends alike. */
 const shapes: Record<string, (r: any, a: any) => unknown> = {
-    logProbs: (r: any) => r,
+    logProbs: (r: any) => (r.maxToken instanceof Float32Array ? { ...r, maxToken: Int32Array.from(r.maxToken) } : r),
     logProbsBackward: (r: any, a: any) => ({ gradLogits: matrix(r.gradLogits, a.shape, a) }),
     crossEntropy: (r: any, a: any) => ({
       loss: r.loss, count: r.count, lse: r.lse,
@@ -162,6 +162,7 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
       loss: r.loss, objective: -r.loss, policyLoss: r.policyLoss, kl: r.kl, valueLoss: r.valueLoss, logp: r.logp,
       gradLogits: matrix(r.gradLogits, a.shape, a), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
+    keptLogProbs: (r: any, a: any) => ({ logp: r.logp, lse: r.lse, ...(r.gradLogits ? { gradLogits: matrix(r.gradLogits, a.shape, a) } : {}) }),
 }
 
 /** The enum options of the validated arguments and their lists (src/choices.ts): the addon is passed ordinals. */

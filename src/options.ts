@@ -9,8 +9,9 @@ import {
 } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { isDeviceData } from './tensor.js'
+import { plainView } from './arrays.js'
 import type { TokenFloats } from './tokens.js'
-import { type FloatData, type NumberRule, type OptionNames, booleanOption, choiceOption, floatVector, hostOnly, intVector, numberOption, optionalNumber } from './validate.js'
+import { type FloatData, type NumberRule, type OptionNames, TEMPERATURE, booleanOption, choiceOption, floatVector, hostOnly, intVector, numberOption, optionalNumber } from './validate.js'
 
 /** The clipping options of policyLoss and ppoLoss. */
 export interface ClipOptions {
@@ -188,3 +189,28 @@ export function policyVariantOptions(op: string, o: PolicyVariantOptions & ClipO
     opsmDelta: optionalNumber(op, 'opsmDelta', o.opsmDelta, { min: 0 }),
   }
 }
+
+/**
+ * temperature: one T for every row (a number), or a T per row (a Float32Array, or a Float64Array, of the row
+ * count), each > 0 as TEMPERATURE requires. A per-row array is copied (as float32) before its values are
+ * checked, so a later write to the caller's array changes nothing; it must be host data.
+ */
+export type Temperature = number | Float32Array
+
+export function temperatureOption(op: string, value: unknown, rows: number): Temperature {
+  if (typeof value === 'number' || value === undefined) return numberOption(op, 'temperature', value, 1, TEMPERATURE)
+  const view = plainView(value, 'Float32Array') ?? plainView(value, 'Float64Array')
+  if (view === undefined) throw typeError(op, 'temperature', 'a number, or a Float32Array of one temperature per row', value)
+  if (view.length !== rows) throw rangeError(op, 'temperature.length', String(rows), view.length)
+  const t = Float32Array.from(view)
+  for (let n = 0; n < rows; n++) {
+    if (!(t[n] >= 1e-6 && t[n] < Infinity)) throw rangeError(op, `temperature[${n}]`, 'a finite number ≥ 1e-6 as a float32', view[n])
+  }
+  return t
+}
+
+/** 1/T of row n. */
+export const invTemperature = (t: Temperature, n: number): number => 1 / (typeof t === 'number' ? t : t[n])
+
+/** The smallest temperature of any row (the gradient tolerances scale with 1/T). */
+export const minTemperature = (t: Temperature): number => (typeof t === 'number' ? t : t.reduce((a, b) => Math.min(a, b), Infinity))

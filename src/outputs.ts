@@ -42,7 +42,8 @@ const gradOut = (length: number, dtype: OutDType): OutputDecl => (dtype === 'flo
  * the binding's `out.make(name, n)` uses the same ones.
  */
 export const OUTPUTS: { readonly [N in OpName]: OutputSpec<ArgsOf<N>> } = {
-  logProbs: (a) => ({ logp: a.N, lse: a.N, entropy: a.entropy ? a.N : undefined }),
+  // maxToken (an Int32Array, formed from the kernel's float32 indices) is always allocated
+  logProbs: (a) => ({ logp: a.N, lse: a.N, entropy: a.entropy ? a.N : undefined, sumProbSq: a.sumProbSq ? a.N : undefined, maxProb: a.maxProb ? a.N : undefined }),
   logProbsBackward: (a) => ({ gradLogits: a.N * a.V }),
   crossEntropy: (a) => ({ losses: a.reduction === 'none' ? a.N : undefined, lse: a.N, gradLogits: a.grad ? gradOut(a.N * a.V, a.gradDtype) : undefined }),
   rewardLoss: (a) => ({ probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined }),
@@ -53,6 +54,7 @@ export const OUTPUTS: { readonly [N in OpName]: OutputSpec<ArgsOf<N>> } = {
   gae: (a) => ({ advantages: a.layout.tokens, returns: a.layout.tokens }),
   whiten: (a) => ({ out: a.values.data.length }),
   groupAdvantages: (a) => ({ out: a.scores.data.length }),
+  keptLogProbs: (a) => ({ logp: a.N, lse: a.N, gradLogits: a.gradLogp !== null ? a.N * a.V : undefined }),
   ppoLoss: (a) => ({ logp: a.layout.tokens, gradLogits: gradOut(a.layout.tokens * a.V, a.gradDtype), gradValues: a.values !== null && a.returns !== null ? a.layout.tokens : undefined }),
 }
 

@@ -8,12 +8,12 @@ import type { GradDTypeChoice, KlEstimator } from './choices.js'
 import { defineOp } from './ops.js'
 import {
   CLIP_OPTIONS, type ClipMetrics, type ClipOptions, POLICY_VARIANT_OPTIONS, type PolicyVariantArgs, type PolicyVariantOptions, type RolloutMetrics,
-  checkTargets, clipOptions, klEstimatorOption, policyVariantOptions, valueOptions,
+  type Temperature, checkTargets, clipOptions, klEstimatorOption, policyVariantOptions, temperatureOption, valueOptions,
 } from './options.js'
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, type OptionNames, TEMPERATURE, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
+  type FloatData, type GradDType, type OptionNames, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
   optionsObject,
 } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
@@ -36,8 +36,8 @@ export interface PpoLossOptions extends AggregationOptions, ClipOptions, PolicyV
   returns?: TokenFloats
   oldValues?: TokenFloats
   mask?: TokenMask
-  /** default 1 */
-  temperature?: number
+  /** logits are divided by T: one number, or a Float32Array of one T per token; default 1 */
+  temperature?: number | Float32Array
   /** KL coefficient β ≥ 0; default 0 */
   beta?: number
   /** value coefficient c1 ≥ 0; default 0.1 (TRL's vf_coef) */
@@ -85,7 +85,7 @@ export interface PpoLossArgs extends TokenBatch, PolicyVariantArgs {
   values: FloatData | null
   returns: FloatData | null
   oldValues: FloatData | null
-  temperature: number
+  temperature: Temperature
   clipLow: number
   clipHigh: number
   dualClip: number | null
@@ -143,7 +143,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     oldLogp: vec('oldLogp', o.oldLogp), anchorLogits, refLogp: vec('refLogp', o.refLogp),
     advantages: floatVector(op, 'advantages', o.advantages, M),
     values, returns, oldValues,
-    temperature: numberOption(op, 'temperature', o.temperature, 1, TEMPERATURE),
+    temperature: temperatureOption(op, o.temperature, M),
     ...clipOptions(op, o),
     ...policyVariantOptions(op, o, M),
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),

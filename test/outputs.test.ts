@@ -34,6 +34,8 @@ interface OutCase {
 const tokens = { seqLengths: Int32Array.of(5, 7), mask: Uint8Array.from({ length: M }, (_, i) => (i % 5 === 2 ? 0 : 1)) }
 const CASES: OutCase[] = [
   { op: 'logProbs', sync: rk.logProbs, async: rk.logProbsAsync, options: () => ({ logits: logits(), targets: targets(), entropy: true, temperature: 0.8 }), outputs: { logp: [N, 'f32'], lse: [N, 'f32'], entropy: [N, 'f32'] } },
+  { op: 'logProbs', sync: rk.logProbs, async: rk.logProbsAsync, options: () => ({ logits: logits(), targets: targets(), sumProbSq: true, maxProb: true, temperature: Float32Array.of(0.7, 1, 1.3, 0.9, 1.1) }), outputs: { logp: [N, 'f32'], lse: [N, 'f32'], sumProbSq: [N, 'f32'], maxProb: [N, 'f32'] } },
+  { op: 'keptLogProbs', sync: rk.keptLogProbs, async: rk.keptLogProbsAsync, options: () => ({ logits: logits(), targets: targets(), topK: 4, gradLogp: values(N, 2) }), outputs: { logp: [N, 'f32'], lse: [N, 'f32'], gradLogits: [N * V, 'f32'] } },
   { op: 'logProbsBackward', sync: rk.logProbsBackward, async: rk.logProbsBackwardAsync, options: () => ({ logits: logits(), targets: targets(), lse: rk.logProbs({ logits: logits(), targets: targets() }).lse, gradLogp: values(N, 2) }), outputs: { gradLogits: [N * V, 'f32'] } },
   { op: 'crossEntropy', sync: rk.crossEntropy, async: rk.crossEntropyAsync, options: () => ({ logits: logits(), targets: targets(), grad: true, reduction: 'none', labelSmoothing: 0.1 }), outputs: { losses: [N, 'f32'], lse: [N, 'f32'], gradLogits: [N * V, 'f32'] } },
   { op: 'crossEntropy', sync: rk.crossEntropy, async: rk.crossEntropyAsync, options: () => ({ logits: bf16(1), targets: targets(), grad: true, gradDtype: 'input' }), outputs: { lse: [N, 'f32'], gradLogits: [N * V, 'u16'] } },

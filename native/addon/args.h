@@ -203,6 +203,7 @@ class Args {
     if (!v.IsNumber()) throw_type(env_, op_, std::string(key) + " must be a number");
     return v.As<Napi::Number>().DoubleValue();
   }
+  bool is_number(const char* key) const { return get(key).IsNumber(); }
   double number_or(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
   int64_t count(const char* key) const {
     const double d = number(key);

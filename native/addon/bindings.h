@@ -21,10 +21,22 @@ inline double positive(const Args& a, const char* key) {
 // 80, exp of the clamped log-ratio does.
 constexpr double MIN_TEMPERATURE = 1e-6, MAX_LOG_RATIO_CLAMP = 80;
 
-inline double temperature(const Args& a) {
-  const double t = a.number("temperature");
+// temperature: a number (into t), or a Float32Array of `rows` (into per_row: copied, or uploaded, and each
+// host value checked as the number is; a device tensor is refused, its values could not be checked).
+inline void temperature(const Args& a, int64_t rows, double& t, const float*& per_row) {
+  if (!a.is_number("temperature")) {
+    per_row = a.typed<float, napi_float32_array>("temperature", rows, "a number or a Float32Array of one temperature per row");
+    const float* h = a.host_view(per_row);
+    if (h == nullptr) throw_type(a.env(), a.op(), "temperature must be host data (a Float32Array), not a device tensor");
+    for (int64_t n = 0; n < rows; n++) {
+      if (!(h[n] >= MIN_TEMPERATURE && h[n] < INFINITY)) throw_range(a.env(), a.op(), "temperature[" + std::to_string(n) + "] must be a finite number >= 1e-6");
+    }
+    t = 1.0;
+    return;
+  }
+  t = a.number("temperature");
+  per_row = nullptr;
   if (!(t >= MIN_TEMPERATURE && t < INFINITY)) throw_range(a.env(), a.op(), "temperature must be a finite number >= 1e-6");
-  return t;
 }
 
 inline float log_ratio_clamp(const Args& a) {

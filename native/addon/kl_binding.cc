@@ -26,7 +26,7 @@ struct KlDivergenceJob : Job {
     if (p.p_logits.dtype != p.q_logits.dtype) throw_type(a.env(), name, "pLogits and qLogits must have the same dtype");
     p.mask = a.mask("mask", p.N);
     p.reduction = a.reduction();
-    p.temperature = temperature(a);
+    temperature(a, p.N, p.temperature, p.temperatures);
     p.per_row = out.make("perRow", p.N);
     const bool half = (a.boolean("gradQ") || a.boolean("gradP")) && a.grad16(p.p_logits.dtype);
     if (a.boolean("gradQ")) {

@@ -43,7 +43,7 @@ struct PpoLossJob : Job {
     p.values = a.floats_or_absent("values", M);
     p.returns = a.floats_or_absent("returns", M);
     p.old_values = a.floats_or_absent("oldValues", M);
-    p.temperature = temperature(a);
+    temperature(a, M, p.temperature, p.temperatures);
     p.policy = read_policy_options(a);
     if (p.policy.rollout != RolloutCorrection::none && !p.behavior_logp.present()) throw_type(a.env(), name, "rolloutCorrection needs behaviorLogp");
     p.beta = float(a.number("beta"));

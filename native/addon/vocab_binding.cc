@@ -35,10 +35,16 @@ struct LogProbsJob : Job {
   void prepare(const Args& a) {
     const Rows r = read_rows(a);
     p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    p.temperature = temperature(a);
+    temperature(a, p.N, p.temperature, p.temperatures);
     p.logp = out.make("logp", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
+    if (a.boolean("sumProbSq")) p.sum_prob_sq = out.make("sumProbSq", p.N);
+    if (a.boolean("maxProb")) {
+      if (p.V > (int64_t(1) << 24)) throw_range(a.env(), name, "maxProb needs V <= 2^24 (the token is returned through float32)");
+      p.max_prob = out.make("maxProb", p.N);
+      p.max_token = out.make("maxToken", p.N);
+    }
   }
   void run() override { log_probs(p); }
 #if RLHF_KERNELS_HAVE_CUDA
@@ -54,11 +60,13 @@ struct LogProbsBackwardJob : Job {
   void prepare(const Args& a) {
     const Rows r = read_rows(a);
     p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    p.temperature = temperature(a);
+    temperature(a, p.N, p.temperature, p.temperatures);
     p.lse = a.floats("lse", p.N);
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);
     p.entropy = a.floats_or_absent("entropy", p.N);
+    p.grad_sum_prob_sq = a.floats_or_absent("gradSumProbSq", p.N);
+    p.sum_prob_sq = a.floats_or_absent("sumProbSq", p.N);
     p.grad = out.make("gradLogits", r.NV);
   }
   void run() override { log_probs_backward(p); }
@@ -98,9 +106,58 @@ struct CrossEntropyJob : Job {
 #endif
 };
 
+struct KeptLogProbsJob : Job {
+  static constexpr const char* name = "keptLogProbs";
+  using Job::Job;
+  KeptLogProbsParams p;
+  void prepare(const Args& a) {
+    const Rows r = read_rows(a);
+    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
+    temperature(a, p.N, p.temperature, p.temperatures);
+    if (a.has("keepOffsets")) {
+      // CSR, copied before it is checked: offsets from 0 to the token count, each row's tokens strictly increasing in [0, V)
+      int64_t n = 0, nnz = 0;
+      p.keep_offsets = a.offsets("keepOffsets", n);
+      if (n != p.N + 1) throw_range(a.env(), name, "keepOffsets must have N + 1 elements");
+      p.keep_tokens = a.typed<int32_t, napi_int32_array>("keepTokens", -1, "an Int32Array", &nnz);
+      a.check_offsets("keepOffsets", p.keep_offsets, n, nnz);
+      const int32_t* off = a.host_view(p.keep_offsets);
+      const int32_t* tok = a.host_view(p.keep_tokens);
+      if (tok == nullptr && nnz > 0) throw_type(a.env(), name, "keepTokens must be host data (an Int32Array)");
+      for (int64_t row = 0; row < p.N; row++) {
+        for (int64_t i = off[row]; i < off[row + 1]; i++) {
+          if (tok[i] < 0 || tok[i] >= p.V || (i > off[row] && tok[i] <= tok[i - 1])) {
+            throw_range(a.env(), name, "keepTokens[" + std::to_string(i) + "] must be in [0, V) and above the row's previous token");
+          }
+        }
+      }
+    } else {
+      if (a.on_gpu()) throw_type(a.env(), name, "on the cuda backend the kept set must be given as keepOffsets and keepTokens (topK, topP and minP run on the cpu backend)");
+      p.top_k = a.typed<int32_t, napi_int32_array>("topK", p.N, "an Int32Array");
+      p.top_p = a.typed<float, napi_float32_array>("topP", p.N, "a Float32Array");
+      p.min_p = a.typed<float, napi_float32_array>("minP", p.N, "a Float32Array");
+      for (int64_t n = 0; n < p.N; n++) {
+        if (p.top_k[n] < 0) throw_range(a.env(), name, "topK must be >= 0");
+        if (!(p.top_p[n] > 0.f && p.top_p[n] <= 1.f)) throw_range(a.env(), name, "topP must be in (0, 1]");
+        if (!(p.min_p[n] >= 0.f && p.min_p[n] <= 1.f)) throw_range(a.env(), name, "minP must be in [0, 1]");
+      }
+    }
+    p.grad_logp = a.floats_or_absent("gradLogp", p.N);
+    p.logp = out.make("logp", p.N);
+    p.lse = out.make("lse", p.N);
+    if (p.grad_logp.present()) p.grad = out.make("gradLogits", r.NV);
+  }
+  void run() override { kept_log_probs(p); }
+#if RLHF_KERNELS_HAVE_CUDA
+  cudaError_t launch(GpuCall& g) override { return gpu::kept_log_probs(p, g.flags(), g.stream()); }
+#endif
+  void finish(Napi::Object) const override {}
+};
+
 }  // namespace
 
 void export_vocab(Napi::Env env, Napi::Object exports) {
+  export_job<KeptLogProbsJob>(env, exports);
   export_job<LogProbsJob>(env, exports);
   export_job<LogProbsBackwardJob>(env, exports);
   export_job<CrossEntropyJob>(env, exports);

@@ -35,8 +35,9 @@ RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, 
       continue;
     }
     float ip = 0.f, iq = 0.f;  // p_v = ep_v·ip, q_v = gq_v·iq
-    const RowSoftmax sp = row_softmax<L>(rp, V, p.temperature, nullptr, ep, &ip);
-    const RowSoftmax sq = row_softmax<L>(rq, V, p.temperature, nullptr, gq, &iq);
+    const double temp = row_temperature(p.temperatures, p.temperature, n);
+    const RowSoftmax sp = row_softmax<L>(rp, V, temp, nullptr, ep, &ip);
+    const RowSoftmax sq = row_softmax<L>(rq, V, temp, nullptr, gq, &iq);
     const float invT = sp.invT, s = scale * invT;
     // A NaN in either row makes the row NaN. Else a p without mass (all −inf) has KL 0, and a q without mass
     // KL +inf (as cross-entropy's all −inf row), neither with a gradient.

@@ -65,7 +65,8 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
     const int32_t y = p.actions[t];
     // the lse pass keeps the row's exps in g, rescaled below: one exp per element of the policy row
     float iq = 0.f;
-    const RowSoftmax sq = row_softmax<L>(row, V, p.temperature, nullptr, g, &iq);
+    const double temp = row_temperature(p.temperatures, p.temperature, t);
+    const RowSoftmax sq = row_softmax<L>(row, V, temp, nullptr, g, &iq);
     if (!sq.finite()) {  // no exps kept: the probabilities exp(log q) instead
       row_map<L>(V, g, [&](auto z) { return exp_approx(sq.logp(z)); }, row);
       iq = 1.f;
@@ -74,7 +75,7 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
     const float lp = pre_grad ? p.logp[t] : sq.logp(load(row, y));
     p.logp[t] = lp;
     const T* arow = za ? za + t * V : nullptr;
-    const RowSoftmax sa = arow ? row_softmax<L>(arow, V, p.temperature) : RowSoftmax{0.f, 0.f, invT, 0.0};
+    const RowSoftmax sa = arow ? row_softmax<L>(arow, V, temp) : RowSoftmax{0.f, 0.f, invT, 0.0};
     const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
     const PolicyToken s = pre_grad ? PolicyToken{} : ppo_clip_token(read(p.advantages, t), p.policy, lp - old);

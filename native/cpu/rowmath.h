@@ -181,16 +181,17 @@ template <typename V>
 RK_INLINE V xlogy_term(V p, V t) { return p != 0.f ? p * t : 0.f; }
 
 // e_v = exp((x_v − m)·invT) of a row with a finite max m, written to out when out is given, with
-// S = Σ_v e_v and (Entropy) U = Σ_v xlogy(e_v, (x_v − m)·invT): one exp per element. Sums blocked as row_sum.
-template <int L, bool Entropy, typename T>
-RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U) {
+// S = Σ_v e_v, (Entropy) U = Σ_v xlogy(e_v, (x_v − m)·invT) and (Squares) Q = Σ_v e_v²: one exp per element.
+// Sums blocked as row_sum.
+template <int L, bool Entropy, bool Squares = false, typename T>
+RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q = nullptr) {
   // The maxima (e = 1) are counted apart from the others' sum, and the two added in double: in float32 the
   // others' small terms would be lost next to the 1s, and with them 1 − p of a confident row.
   using vf = typename Lanes<L>::f;
-  KahanSum st, ut;
+  KahanSum st, ut, qt;
   double ties = 0;
   const vf zero = {}, one = zero + 1.f;
-  auto step = [&](auto z, int64_t i, auto& s, auto& u, auto& t) {
+  auto step = [&](auto z, int64_t i, auto& s, auto& u, auto& t, auto& q) {
     const auto d = (z - m) * invT;
     const auto e = exp_approx(d);
     if (out) vstore(out, i, e);
@@ -198,19 +199,21 @@ RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, 
     s += top ? zero : e;
     t += top ? one : zero;
     if constexpr (Entropy) u += xlogy_term(e, d);
+    if constexpr (Squares) q += e * e;
   };
   int64_t v = 0;
   for (; v + BLOCK <= V; v += BLOCK) {
-    vf s0 = {}, s1 = {}, u0 = {}, u1 = {}, t0 = {}, t1 = {};
+    vf s0 = {}, s1 = {}, u0 = {}, u1 = {}, t0 = {}, t1 = {}, q0 = {}, q1 = {};
     for (int64_t i = v; i < v + BLOCK; i += 2 * L) {
-      step(vload<L>(x, i), i, s0, u0, t0);
-      step(vload<L>(x, i + L), i + L, s1, u1, t1);
+      step(vload<L>(x, i), i, s0, u0, t0, q0);
+      step(vload<L>(x, i + L), i + L, s1, u1, t1, q1);
     }
-    const auto s = s0 + s1, u = u0 + u1, t = t0 + t1;
-    float bs = 0.f, bu = 0.f, bt = 0.f;
-    for (int l = 0; l < L; l++) bs += s[l], bu += u[l], bt += t[l];
+    const auto s = s0 + s1, u = u0 + u1, t = t0 + t1, q = q0 + q1;
+    float bs = 0.f, bu = 0.f, bt = 0.f, bq = 0.f;
+    for (int l = 0; l < L; l++) bs += s[l], bu += u[l], bt += t[l], bq += q[l];
     st.add(bs);
     ut.add(bu);
+    qt.add(bq);
     ties += bt;
   }
   for (; v < V; v++) {
@@ -221,9 +224,11 @@ RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, 
     else st.add(e);
     if constexpr (Entropy) u = xlogy_term(e, d);
     ut.add(u);
+    if constexpr (Squares) qt.add(e * e);
   }
   S = ties + double(st.value());
   U = ut.value();
+  if constexpr (Squares) *Q = qt.value();
 }
 
 // A row's log-softmax at temperature T in shifted form: log p_v = (x_v − m)·invT + c, with m the largest
@@ -244,28 +249,38 @@ struct RowSoftmax {
 // From the row alone, or (given_lse) from the lse the caller passes, as the backward does: c = m/T − lse.
 // Without given_lse, in the exp pass of the lse itself: `exps` (when given, and the lse finite) receives each
 // e_v = exp((x_v − m)·invT) and `inv_sum` 1/Σ e_v, so p_v = e_v·inv_sum; `entropy` (when given) receives
-// −Σ p log p = log S − Σ e_v (x_v − m)/T / S (0 for an all −inf row, NaN for a row holding NaN or +inf).
+// −Σ p log p = log S − Σ e_v (x_v − m)/T / S (0 for an all −inf row, NaN for a row holding NaN or +inf);
+// `sum_sq` (when given) Σ p² = Σ e_v² / S² (0 for an all −inf row, NaN for a row holding NaN or +inf).
 template <int L, typename T>
 RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr,
-                                 float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr) {
+                                 float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr, float* sum_sq = nullptr) {
   const float invT = float(1.0 / temperature);
   bool has_nan = false;
   const float m = row_max<L>(x, V, has_nan);
   if (has_nan || m == INFINITY) {
     if (entropy) *entropy = NAN;
+    if (sum_sq) *sum_sq = NAN;
     return has_nan ? RowSoftmax{NAN, NAN, invT, NAN} : RowSoftmax{INFINITY, 0.f, invT, INFINITY};
   }
   if (m == -INFINITY) {
     if (entropy) *entropy = 0.f;
+    if (sum_sq) *sum_sq = 0.f;
     return {0.f, -INFINITY, invT, -INFINITY};
   }
   if (given_lse) return {m, float(double(m) / temperature - double(*given_lse)), invT, double(*given_lse)};
   double S;
-  float U;
-  if (entropy) row_exps<L, true>(x, V, m, invT, exps, S, U);
-  else row_exps<L, false>(x, V, m, invT, exps, S, U);
+  float U, Q = 0.f;
+  if (sum_sq) {
+    if (entropy) row_exps<L, true, true>(x, V, m, invT, exps, S, U, &Q);
+    else row_exps<L, false, true>(x, V, m, invT, exps, S, U, &Q);
+  } else if (entropy) {
+    row_exps<L, true>(x, V, m, invT, exps, S, U);
+  } else {
+    row_exps<L, false>(x, V, m, invT, exps, S, U);
+  }
   const double s = std::log(S);
   if (entropy) *entropy = float(s - double(U) / double(S));
+  if (sum_sq) *sum_sq = float(double(Q) / (S * S));
   if (inv_sum) *inv_sum = float(1.0 / double(S));
   return {m, float(-s), invT, double(m) / temperature + s};
 }
@@ -282,6 +297,23 @@ RK_INLINE V kl_term(V p, V lr) { return lr == INFINITY ? lr : xlogy_term(p, lr);
 template <typename V>
 RK_INLINE V log_ratio(const RowSoftmax& p, const RowSoftmax& q, V x, V y, float c) {
   return ((x - p.m) - (y - q.m)) * p.invT + c;
+}
+
+// Σ p² of a row (the backward's recomputation): 0 for an all −inf row, NaN for a row holding NaN.
+template <int L, typename T>
+RK_INLINE float row_sum_prob_sq(const T* x, int64_t V, const RowSoftmax& r) {
+  if (r.lse == -INFINITY) return 0.f;
+  return row_sum<L>(V, [&](auto z) {
+    const auto q = exp_approx(r.logp(z));
+    return q * q;
+  }, x);
+}
+
+// The first index of the largest element of a row whose max is m (found by row_max; a row without NaN).
+template <typename T>
+inline int64_t row_argmax(const T* x, int64_t V, float m) {
+  for (int64_t v = 0; v < V; v++) if (load(x, v) == m) return v;
+  return 0;  // not reached: m is an element
 }
 
 // Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.

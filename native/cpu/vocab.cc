@@ -3,6 +3,8 @@
 #include "rlhf/vocab.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <vector>
 
 #include "parallel.h"
@@ -19,16 +21,26 @@ RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t en
   const T* z = static_cast<const T*>(p.logits.data);
   for (int64_t n = begin; n < end; n++) {
     const int32_t y = p.targets[n];
-    if (y == p.ignore_index) {  // an ignored row: every per-row result is 0
+    if (y == p.ignore_index) {  // an ignored row: every per-row result is 0 (the max token −1)
       p.lse[n] = p.logp[n] = 0.f;
       if (p.entropy) p.entropy[n] = 0.f;
+      if (p.sum_prob_sq) p.sum_prob_sq[n] = 0.f;
+      if (p.max_prob) p.max_prob[n] = 0.f, p.max_token[n] = -1.f;
       continue;
     }
     const T* row = z + n * p.V;
-    // the entropy in the lse's exp pass: one exp per element
-    const RowSoftmax r = row_softmax<L>(row, p.V, p.temperature, nullptr, nullptr, nullptr, p.entropy ? p.entropy + n : nullptr);
+    // the entropy and Σ p² in the lse's exp pass: one exp per element
+    const RowSoftmax r = row_softmax<L>(row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr,
+                                        p.entropy ? p.entropy + n : nullptr, p.sum_prob_sq ? p.sum_prob_sq + n : nullptr);
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
+    if (p.max_prob) {
+      // max p = exp(log p) at the largest logit m: its first index is found by a scan that stops there
+      // (m is NaN for a row holding NaN: token −1, probability NaN; all −inf: token 0, probability 0)
+      const int64_t a = r.m != r.m ? -1 : r.lse == -INFINITY ? 0 : row_argmax(row, p.V, r.m);
+      p.max_token[n] = float(a);
+      p.max_prob[n] = a < 0 ? NAN : exp_approx(r.logp(load(row, a)));
+    }
   }
 }
 RK_ISA_KERNEL(log_probs_rows, log_probs_impl)
@@ -44,23 +56,26 @@ RK_INLINE void backward_impl(const LogProbsBackwardParams& p, int64_t begin, int
     const int32_t y = p.targets[n];
     const float gl = p.grad_logp.present() ? read(p.grad_logp, n) : 0.f;
     const float gh = p.grad_entropy.present() ? read(p.grad_entropy, n) : 0.f;
-    if (y == p.ignore_index || l == -INFINITY || (gl == 0.f && gh == 0.f)) {
+    const float gs = p.grad_sum_prob_sq.present() ? read(p.grad_sum_prob_sq, n) : 0.f;
+    if (y == p.ignore_index || l == -INFINITY || (gl == 0.f && gh == 0.f && gs == 0.f)) {
       std::fill(g, g + V, 0.f);
       continue;
     }
-    const RowSoftmax r = row_softmax<L>(row, V, p.temperature, &l);
+    const RowSoftmax r = row_softmax<L>(row, V, row_temperature(p.temperatures, p.temperature, n), &l);
     const float invT = r.invT;
     const float h = gh == 0.f ? 0.f : (p.entropy.present() ? read(p.entropy, n) : row_entropy<L>(row, V, r));
-    // d = [−g_logp·p − g_H·p·(log p + H)] / T; the true-class term is then formed in float32 as one expression
+    const float sq = gs == 0.f ? 0.f : (p.sum_prob_sq.present() ? read(p.sum_prob_sq, n) : row_sum_prob_sq<L>(row, V, r));
+    // d = [−g_logp·p − g_H·p·(log p + H) + 2 g_Q·p·(p − Q)] / T; the true-class term is then formed in float32
+    // as one expression
     row_map<L>(V, g, [&](auto z) {
       const auto lp = r.logp(z);
       const auto q = exp_approx(lp);
-      return (-gl * q - xlogy_term(q, gh * (lp + h))) * invT;
+      return (-gl * q - xlogy_term(q, gh * (lp + h)) + 2.f * gs * q * (q - sq)) * invT;
     }, row);
     // the true class: 1 − q as −expm1(log q), exact where q is near 1 (1 − q would cancel)
     const float lp = r.logp(load(row, y));
     const float q = exp_approx(lp);
-    g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h))) * invT;
+    g[y] = (-gl * std::expm1(lp) - xlogy_term(q, gh * (lp + h)) + 2.f * gs * q * (q - sq)) * invT;
   }
 }
 RK_ISA_KERNEL(backward_rows, backward_impl)
@@ -155,6 +170,126 @@ CrossEntropyResult cross_entropy(const CrossEntropyParams& p) {
   for (int64_t n = 0; n < p.N; n++) total.add(p.losses[n]);
   r.loss = total.value() * scale;
   return r;
+}
+
+}  // namespace rk
+
+// Kept-set log-probs (src/reference/vocab.ts keptLogProbsKernel). Where the set is given (CSR) one pass over
+// its tokens; where it comes from the sampling parameters, the row scaled once into a per-thread buffer, then
+// min-p (a compare against the max), top-k (a selection, std::nth_element: O(V)) and top-p (a sort of what
+// is left, ascending with ties by index, and the cumulative softmax in double: O(m log m) for m survivors).
+namespace rk {
+namespace {
+
+void sampling_kept(const float* s, int64_t V, int32_t k, float top_p, float min_p, std::vector<int32_t>& kept, std::vector<float>& scratch) {
+  kept.clear();
+  float mx = -INFINITY;
+  for (int64_t v = 0; v < V; v++) mx = s[v] > mx ? s[v] : mx;
+  // min-p: exp(s − max) < m drops (p_v < m·p_max); the max itself always stays
+  for (int64_t v = 0; v < V; v++) {
+    if (s[v] == -INFINITY) continue;
+    if (min_p > 0.f && std::exp(double(s[v]) - double(mx)) < double(min_p)) continue;
+    kept.push_back(int32_t(v));
+  }
+  if (k > 0 && int64_t(k) < int64_t(kept.size())) {
+    scratch.resize(kept.size());
+    for (size_t i = 0; i < kept.size(); i++) scratch[i] = s[kept[i]];
+    std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<float>());
+    const float t = scratch[size_t(k - 1)];  // the k-th largest: every token tied with it stays
+    size_t w = 0;
+    for (size_t i = 0; i < kept.size(); i++) if (s[kept[i]] >= t) kept[w++] = kept[i];
+    kept.resize(w);
+  }
+  if (top_p < 1.f && kept.size() > 1) {
+    std::sort(kept.begin(), kept.end(), [&](int32_t a, int32_t b) { return s[a] < s[b] || (s[a] == s[b] && a < b); });
+    const double top = s[kept.back()];
+    double S = 0;
+    for (int32_t v : kept) S += std::exp(double(s[v]) - top);
+    double c = 0;
+    size_t first = 0;  // kept[first..] survive: c_i ≤ 1 − p drops i (never the last)
+    for (size_t i = 0; i + 1 < kept.size(); i++) {
+      c += std::exp(double(s[kept[i]]) - top) / S;
+      if (c <= 1.0 - double(top_p)) first = i + 1;
+      else break;
+    }
+    kept.erase(kept.begin(), kept.begin() + std::ptrdiff_t(first));
+    std::sort(kept.begin(), kept.end());
+  }
+}
+
+template <typename T>
+void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
+  thread_local std::vector<float> s;
+  thread_local std::vector<float> scratch;
+  thread_local std::vector<int32_t> kept;
+  const T* z = static_cast<const T*>(p.logits.data);
+  const int64_t V = p.V;
+  for (int64_t n = begin; n < end; n++) {
+    const T* row = z + n * V;
+    float* g = p.grad ? p.grad + n * V : nullptr;
+    if (g) std::fill(g, g + V, 0.f);
+    const int32_t y = p.targets[n];
+    if (y == p.ignore_index) {
+      p.logp[n] = p.lse[n] = 0.f;
+      continue;
+    }
+    const float invT = float(1.0 / row_temperature(p.temperatures, p.temperature, n));
+    // the scaled logits: of the kept tokens only where the set is given, of the whole row where it is drawn
+    s.resize(size_t(V));
+    const int32_t* tok;
+    int64_t count;
+    bool bad = false;  // a NaN or +inf logit among those read: the row's results are NaN
+    if (p.keep_offsets) {
+      tok = p.keep_tokens + p.keep_offsets[n];
+      count = p.keep_offsets[n + 1] - p.keep_offsets[n];
+      for (int64_t i = 0; i < count; i++) {
+        const float x = s[tok[i]] = load(row, tok[i]) * invT;
+        bad |= x != x || x == INFINITY;
+      }
+      s[y] = load(row, y) * invT;
+    } else {
+      for (int64_t v = 0; v < V; v++) {
+        s[v] = load(row, v) * invT;
+        bad |= s[v] != s[v] || s[v] == INFINITY;
+      }
+      if (!bad) sampling_kept(s.data(), V, p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch);
+      tok = kept.data();
+      count = int64_t(kept.size());
+    }
+    if (bad) {
+      p.logp[n] = p.lse[n] = NAN;
+      if (g) std::fill(g, g + V, NAN);
+      continue;
+    }
+    float m = -INFINITY;
+    bool in_k = false;
+    for (int64_t i = 0; i < count; i++) {
+      m = s[tok[i]] > m ? s[tok[i]] : m;
+      in_k |= tok[i] == y;
+    }
+    KahanSum S;
+    if (m != -INFINITY) for (int64_t i = 0; i < count; i++) S.add(exp_approx(s[tok[i]] - m));
+    const double lse = m == -INFINITY ? -INFINITY : double(m) + std::log(double(S.value()));
+    p.lse[n] = float(lse);
+    const float lp = in_k && m != -INFINITY ? float(double(s[y]) - lse) : -INFINITY;
+    p.logp[n] = lp;
+    const float gl = p.grad_logp.present() ? read(p.grad_logp, n) : 0.f;
+    if (!g || gl == 0.f || lp == -INFINITY) continue;
+    const float c = float(double(m) - lse);  // log p_v = (s_v − m) + c
+    for (int64_t i = 0; i < count; i++) {
+      const int32_t v = tok[i];
+      const float q = exp_approx((s[v] - m) + c);
+      g[v] = (v == y ? -gl * std::expm1((s[v] - m) + c) : -gl * q) * invT;
+    }
+  }
+}
+
+}  // namespace
+
+void kept_log_probs(const KeptLogProbsParams& p) {
+  dispatch_dtype(p.logits.dtype, [&]<typename T>() {
+    parallel_for(p.N, row_grain(p.V), [&](int64_t b, int64_t e) { kept_rows<T>(p, b, e); });
+  });
 }
 
 }  // namespace rk

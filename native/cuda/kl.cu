@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
   }
   const T* rp = static_cast<const T*>(p.p_logits.data) + n * V;
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   const double lse_p = block_lse_exact(rp, V, invT), lse_q = block_lse_exact(rq, V, invT);
   float fixed_kl, fixed_grad;
   if (kl_fixed_row(lse_p, lse_q, fixed_kl, fixed_grad)) {
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergencePa
     if (lead && threadIdx.x == 0) p.per_row[n] = 0.f;
     return;
   }
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   a.load(static_cast<const T*>(p.p_logits.data) + n * V, begin, end, invT);
   b.load(static_cast<const T*>(p.q_logits.data) + n * V, begin, end, invT);
   MaxSums<2> pa;  // (m_a; S_a, U)

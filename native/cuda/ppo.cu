@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
   }
   const T* row = static_cast<const T*>(p.logits.data) + t * V;
   const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
   const double lse_exact = block_lse_exact(row, V, invT);
   const double lse_a_exact = arow ? block_lse_exact(arow, V, invT) : 0.0;
   const float lse = float(lse_exact), lse_a = float(lse_a_exact);
@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kerne
     if (lead && threadIdx.x == 0) ppo_skip_token(p, t, term, vclip);
     return;
   }
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
   tile.load(static_cast<const T*>(p.logits.data) + t * V, begin, end, invT);
   MaxSums<1> part;
   part.plain = 0.f;

@@ -25,16 +25,51 @@ constexpr int THREADS = 512;
 
 __device__ __forceinline__ void flag_bad_row(DeviceFlags* flags, int32_t row) { atomicMin(&flags->first_bad_row, row); }
 
+// The block's largest value and its first index (ties: the smaller index); NaN values were never taken.
+__device__ __forceinline__ int64_t block_argmax(float v, int64_t i) {
+  __shared__ float sv[32];
+  __shared__ int64_t si[32];
+  auto better = [](float a, int64_t ia, float b, int64_t ib) { return b > a || (b == a && ib < ia); };
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    const int64_t iw = __shfl_xor_sync(0xffffffffu, i, o);
+    if (better(v, i, w, iw)) v = w, i = iw;
+  }
+  __syncthreads();
+  if (lane == 0) sv[warp] = v, si[warp] = i;
+  __syncthreads();
+  v = lane < warps ? sv[lane] : -INFINITY;
+  i = lane < warps ? si[lane] : INT64_MAX;
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffffu, v, o);
+    const int64_t iw = __shfl_xor_sync(0xffffffffu, i, o);
+    if (better(v, i, w, iw)) v = w, i = iw;
+  }
+  return i;
+}
+
+// The optional row statistics of row_stats (Stats): Σ p², and the first index of the largest logit (raw,
+// before the division by T, so a rounding tie of z·invT does not move it; INT64_MAX when every logit is −inf).
+struct RowExtras {
+  float sum_sq = 0.f;
+  int64_t argmax = INT64_MAX;
+};
+
 // Per-row statistics: lse of z·invT, its parts m (the max of z·invT) and ls = log Σ exp(x − m), and, with
 // Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy). A log-probability is (x − m) − ls, not x − lse:
 // lse's float32 rounding (|x|·2⁻²⁴) would be in every one.
 // Each thread keeps (m, Σ exp(x − m), Σ exp(x − m)·x) over its columns. Rows aligned to 16 bytes are read
 // as 16-byte vectors (streaming: read once), rescaling the running sums once per vector, so the cost is one
-// exp per element; other rows element by element.
-template <typename T, bool Entropy>
-__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy, float& m, float& ls) {
+// exp per element; other rows element by element. With Stats, in the same pass: Σ exp(x − m)² (Σ p² =
+// that / S²) and each thread's first largest raw logit, combined by block_argmax.
+template <typename T, bool Entropy, bool Stats = false>
+__device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, float& lse, float& entropy, float& m, float& ls,
+                                          RowExtras* extras = nullptr) {
   MaxSum ms{-INFINITY, 0.f};
   float t = 0.f;  // Σ exp(x − m)·x at the thread's running max m
+  float t2 = 0.f, best = -INFINITY;  // Stats: Σ exp(x − m)², and the largest raw logit seen, at index bi
+  int64_t bi = INT64_MAX;
   constexpr int VEC = 16 / sizeof(T);
   if ((reinterpret_cast<uintptr_t>(row) & 15) == 0 && V % VEC == 0) {
     const int4* vectors = reinterpret_cast<const int4*>(row);
@@ -48,11 +83,13 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
       for (int j = 0; j < VEC; j++) {
         x[j] = to_float(e[j]) * invT;
         vm = fmaxf(vm, x[j]);
+        if (Stats && to_float(e[j]) > best) best = to_float(e[j]), bi = i * VEC + j;
       }
       if (vm > ms.m) {
         const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - vm);
         ms.s *= r;
         t *= r;
+        if (Stats) t2 *= r * r;
         ms.m = vm;
       }
       if (ms.m == -INFINITY) {  // nothing but −inf so far: a NaN must still reach the sum
@@ -65,11 +102,24 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
         const float q = __expf(x[j] - ms.m);
         ms.s += q;
         if (Entropy && x[j] != -INFINITY) t += q * x[j];
+        if (Stats) t2 += q * q;
       }
     }
   } else {
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float x = to_float(row[v]) * invT;
+      const float raw = to_float(row[v]), x = raw * invT;
+      if (Stats) {
+        if (raw > best) best = raw, bi = v;
+        if (x != -INFINITY) {
+          if (x > ms.m) {
+            const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
+            t2 = t2 * r * r + 1.f;
+          } else {
+            const float q = __expf(x - ms.m);
+            t2 += q * q;
+          }
+        }
+      }
       if (Entropy && x != -INFINITY) {
         if (x > ms.m) {
           const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
@@ -90,15 +140,30 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
     const float pt = block_sum(t * scale) / all.s;  // Σ p·x
     entropy = lse == -INFINITY ? 0.f : lse - pt;  // NaN with a NaN lse
   }
+  if (Stats) {
+    const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
+    const float q = block_sum(t2 * scale * scale) / (all.s * all.s);
+    extras->sum_sq = lse != lse || lse == INFINITY ? NAN : lse == -INFINITY ? 0.f : q;
+    extras->argmax = block_argmax(best, bi);
+  }
 }
 
-template <typename T, bool Entropy>
+template <typename T, bool Entropy, bool Stats>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_kernel(LogProbsParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   float lse, ent = 0.f, m, ls;
-  row_stats<T, Entropy>(row, p.V, invT, lse, ent, m, ls);
+  RowExtras extras;
+  row_stats<T, Entropy, Stats>(row, p.V, invT, lse, ent, m, ls, &extras);
+  if (Stats && threadIdx.x == 0) {
+    const bool ignored = p.targets[n] == p.ignore_index;
+    // the first largest logit: −1 on ignored rows and rows holding NaN, 0 for an all −inf row
+    const int64_t a = ignored || lse != lse ? -1 : extras.argmax == INT64_MAX ? 0 : extras.argmax;
+    if (p.sum_prob_sq) p.sum_prob_sq[n] = ignored ? 0.f : extras.sum_sq;
+    if (p.max_token) p.max_token[n] = float(a);
+    if (p.max_prob) p.max_prob[n] = ignored ? 0.f : a < 0 ? NAN : lse == -INFINITY ? 0.f : __expf((to_float(row[a]) * invT - m) - ls);
+  }
   if (threadIdx.x == 0) {
     const int32_t y = p.targets[n];
     const bool ignored = y == p.ignore_index;
@@ -204,14 +269,15 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   const float l = read(p.lse, n);
   const int32_t y = p.targets[n];
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
   if (!target_ok && y != p.ignore_index && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
   const float gl = (p.grad_logp.data && target_ok) ? read(p.grad_logp, n) : 0.f;
   const float gh = (p.grad_entropy.data && target_ok) ? read(p.grad_entropy, n) : 0.f;  // ignored rows: zero gradient
-  if (l == -INFINITY || (gl == 0.f && gh == 0.f)) {
+  const float gs = (p.grad_sum_prob_sq.data && target_ok) ? read(p.grad_sum_prob_sq, n) : 0.f;
+  if (l == -INFINITY || (gl == 0.f && gh == 0.f && gs == 0.f)) {
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
     return;
   }
@@ -229,11 +295,25 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
       h = block_sum(part);
     }
   }
+  float sq = 0.f;  // Σ p², given or recomputed where its gradient is
+  if (gs != 0.f) {
+    if (p.sum_prob_sq.data) {
+      sq = read(p.sum_prob_sq, n);
+    } else {
+      float part = 0.f;
+      for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
+        const float q = __expf(to_float(row[v]) * invT - l);
+        part += q * q;
+      }
+      sq = block_sum(part);
+    }
+  }
+  // d/dz = [g_logp (onehot − p) − g_H p (log p + H) + 2 g_Q p (p − Q)] / T
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
     const float lp = to_float(row[v]) * invT - l;
     const float q = __expf(lp);
     const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
-    g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent) * invT;
+    g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
   }
 }
 
@@ -323,13 +403,74 @@ int cross_entropy_cluster(const CrossEntropyParams& p, int version) {
   });
 }
 
+// Kept-set log-probs, the set given as CSR (math: src/reference/vocab.ts keptLogProbsKernel): one block per
+// row reads only its kept tokens z_v (gathered): an online (max, Σ exp) of z·invT per thread, and whether a
+// kept logit is NaN or +inf (the result is NaN then, as on the cpu), combined by the block in a fixed tree
+// order. The gradient row is cleared, then written at the kept tokens.
+template <typename T>
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kept_log_probs_kernel(KeptLogProbsParams p, DeviceFlags* flags) {
+  const int64_t n = blockIdx.x;
+  const int64_t V = p.V;
+  const T* row = static_cast<const T*>(p.logits.data) + n * V;
+  float* g = p.grad ? p.grad + n * V : nullptr;
+  const int32_t y = p.targets[n];
+  const bool ignored = y == p.ignore_index;
+  const bool bad_target = !ignored && (y < 0 || y >= V);
+  if (bad_target && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
+  const int32_t* tok = p.keep_tokens + p.keep_offsets[n];
+  const int64_t count = p.keep_offsets[n + 1] - p.keep_offsets[n];
+  float bad = 0.f;  // > 0 when a kept logit is NaN or +inf
+  MaxSum ms{-INFINITY, 0.f};
+  for (int64_t i = threadIdx.x; i < count && !ignored; i += blockDim.x) {
+    const float x = to_float(row[tok[i]]) * invT;
+    bad += x != x || x == INFINITY ? 1.f : 0.f;
+    ms = maxsum_add(ms, x);
+  }
+  const MaxSum all = block_maxsum(ms);
+  const bool nan = block_sum(bad) > 0.f;
+  const double lse = nan ? NAN : maxsum_lse(all);
+  bool in_k = false;  // y among the kept tokens (every thread reads the same list)
+  if (!ignored && !bad_target) for (int64_t i = 0; i < count && !in_k; i++) in_k = tok[i] == y;
+  const float lp = ignored || bad_target ? 0.f : nan ? NAN : in_k && lse != -INFINITY ? float(double(to_float(row[y]) * invT) - lse) : -INFINITY;
+  if (threadIdx.x == 0) {
+    p.logp[n] = lp;
+    p.lse[n] = ignored ? 0.f : float(lse);
+  }
+  if (!g) return;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) g[v] = nan && !ignored ? NAN : 0.f;
+  const float gl = p.grad_logp.data ? read(p.grad_logp, n) : 0.f;
+  if (ignored || bad_target || nan || gl == 0.f || lp == -INFINITY) return;
+  __syncthreads();  // the row is cleared before the kept tokens are written
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
+    const int32_t v = tok[i];
+    const float q = __expf(float(double(to_float(row[v]) * invT) - lse));
+    g[v] = (v == y ? gl * (1.f - q) : -gl * q) * invT;
+  }
+}
+
 }  // namespace
+
+cudaError_t kept_log_probs(const KeptLogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
+  if (p.N == 0) return cudaSuccess;
+  return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
+    kept_log_probs_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    return cudaGetLastError();
+  });
+}
 
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;
   return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
-    if (p.entropy) log_probs_kernel<T, true><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
-    else log_probs_kernel<T, false><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    const bool stats = p.sum_prob_sq || p.max_prob;
+    if (p.entropy) {
+      if (stats) log_probs_kernel<T, true, true><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+      else log_probs_kernel<T, true, false><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    } else if (stats) {
+      log_probs_kernel<T, false, true><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    } else {
+      log_probs_kernel<T, false, false><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
+    }
     return cudaGetLastError();
   });
 }

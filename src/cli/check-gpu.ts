@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import * as rk from '../index.js'
 import {
-  DeviceData, PARITY, type Tolerance, closeness, cudaBench, halfGradTolerance, isGradient, klGradPTolerance, rng, twice, VOCAB_KERNELS, withVocabKernel,
+  DeviceData, PARITY, type Tolerance, closeness, cudaBench, gradTolerance, halfGradTolerance, isGradient, klGradPTolerance, rng, twice, VOCAB_KERNELS, withVocabKernel,
 } from '../internal.js'
 import { formatTable } from './table.js'
 
@@ -162,6 +162,31 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
       cases.push({ name: `ppoLoss ${at} k3`, path: tile, run: () => rk.ppoLoss(ppo) })
       if (half) cases.push({ name: `ppoLoss ${at} k3 gradDtype input`, path: tile, run: () => rk.ppoLoss({ ...ppo, gradDtype: 'input' }), tolerances: halfTol })
       if (full) cases.push({ name: `ppoLoss ${at} full KL`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss({ ...ppo, refLogits: qLogits, klEstimator: 'full' }) })
+      if (full) {  // per-row temperature: each kernel that divides by T reads row n's own
+        const T = Float32Array.from({ length: N }, () => 0.5 + 1.5 * r.uniform())
+        const gradT = { gradLogits: gradTolerance(0.5) }
+        cases.push({ name: `logProbs ${at} per-row T`, path: 'forward', run: () => rk.logProbs({ logits, targets, temperature: T, entropy: true }) })
+        const lseT = on('cpu', () => rk.logProbs({ logits, targets, temperature: T }).lse)
+        const gl = r.f32(N), gh = r.f32(N)
+        cases.push({ name: `logProbsBackward ${at} per-row T`, path: 'backward', run: () => rk.logProbsBackward({ logits, targets, temperature: T, lse: lseT, gradLogp: gl, gradEntropy: gh }), tolerances: () => gradT })
+        cases.push({ name: `klDivergence ${at} grad q per-row T`, path: tile, run: () => rk.klDivergence({ pLogits: ceLogits, qLogits, mask, grad: 'q', temperature: T }), tolerances: () => ({ gradQ: gradTolerance(0.5) }) })
+        cases.push({ name: `klDivergence ${at} grad both per-row T`, path: 'two-pass (gradient wrt p)', run: () => rk.klDivergence({ pLogits: ceLogits, qLogits, mask, grad: 'both', temperature: T, reduction: 'sum' }), tolerances: (e) => ({ gradQ: gradTolerance(0.5), gradP: twice(klGradPTolerance((e as rk.KlDivergenceResult).perRow, 0.5)) }) })
+        cases.push({ name: `ppoLoss ${at} k3 per-row T`, path: tile, run: () => rk.ppoLoss({ ...ppo, temperature: T }), tolerances: () => gradT })
+        cases.push({ name: `ppoLoss ${at} full KL per-row T`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss({ ...ppo, refLogits: qLogits, klEstimator: 'full', temperature: T }), tolerances: () => gradT })
+        // the row statistics in the forward's pass; Σ p²'s gradient; kept-set log-probs with the set given
+        cases.push({ name: `logProbs ${at} sumProbSq maxProb`, path: 'forward', run: () => rk.logProbs({ logits, targets, temperature: T, entropy: true, sumProbSq: true, maxProb: true }) })
+        const gq = r.f32(N)
+        cases.push({ name: `logProbsBackward ${at} gradSumProbSq`, path: 'backward', run: () => rk.logProbsBackward({ logits, targets, temperature: T, lse: lseT, gradLogp: gl, gradSumProbSq: gq }), tolerances: () => gradT })
+        const offsets = [0], tokens: number[] = []
+        for (let n = 0; n < N; n++) {
+          const set = new Set<number>(targets[n] >= 0 && n !== 3 ? [targets[n]] : [])
+          while (set.size < Math.min(V, 1 + r.int(600))) set.add(r.int(V))
+          tokens.push(...[...set].sort((a, b) => a - b))
+          offsets.push(tokens.length)
+        }
+        const keep = { keepOffsets: Int32Array.from(offsets), keepTokens: Int32Array.from(tokens) }
+        cases.push({ name: `keptLogProbs ${at} given set`, path: 'kept set', run: () => rk.keptLogProbs({ logits, targets, temperature: T, ...keep, gradLogp: gl }), tolerances: () => gradT })
+      }
     }
   }
   cases.push(...tokenCases(seed, quick))

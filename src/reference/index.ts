@@ -12,7 +12,7 @@ import { policyLossKernel } from './policy.js'
 import { ppoLossKernel } from './ppo.js'
 import { rewardLossKernel } from './reward.js'
 import { valueLossKernel } from './value.js'
-import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
+import { crossEntropyKernel, keptLogProbsKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
 
 const f = (x: FloatData) => decodeFloats(x.data, x.dtype)
 const fOrNull = (x: FloatData | null) => (x === null ? null : f(x))
@@ -33,13 +33,17 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
     logProbs(a) {
       const logp = f32(a.N), lse = f32(a.N)
       const entropy = a.entropy ? f32(a.N) : null
-      logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy)
-      return entropy === null ? { logp, lse } : { logp, lse, entropy }
+      const stats = { sumProbSq: a.sumProbSq ? f32(a.N) : null, maxProb: a.maxProb ? f32(a.N) : null, maxToken: a.maxProb ? new Int32Array(a.N) : null }
+      logProbsKernel(f(a.logits), a.N, a.V, a.targets, a, logp, lse, entropy, stats)
+      return {
+        logp, lse, ...(entropy !== null ? { entropy } : {}), ...(stats.sumProbSq !== null ? { sumProbSq: stats.sumProbSq } : {}),
+        ...(stats.maxProb !== null ? { maxProb: stats.maxProb, maxToken: stats.maxToken! } : {}),
+      }
     },
 
     logProbsBackward(a) {
       const grad = f32(a.N * a.V)
-      logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad)
+      logProbsBackwardKernel(f(a.logits), a.N, a.V, a.targets, f(a.lse), fOrNull(a.gradLogp), fOrNull(a.gradEntropy), fOrNull(a.entropy), a, grad, fOrNull(a.gradSumProbSq), fOrNull(a.sumProbSq))
       return { gradLogits: matrix(grad, a.shape) }
     },
 
@@ -144,6 +148,14 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
         ...(gradValues !== null ? { gradValues } : {}),
         metrics,
       }
+    },
+
+    keptLogProbs(a) {
+      const logp = f32(a.N), lse = f32(a.N)
+      const grad = a.gradLogp !== null ? f32(a.N * a.V) : null
+      const sampling = a.keepOffsets === null ? { topK: a.topK, topP: a.topP, minP: a.minP } : null
+      keptLogProbsKernel(f(a.logits), a.N, a.V, a.targets, { ...a, sampling }, logp, lse, fOrNull(a.gradLogp), grad)
+      return { logp, lse, ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}) }
     },
   }
 }

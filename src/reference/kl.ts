@@ -9,6 +9,7 @@
  */
 import type { Aggregation } from '../aggregate.js'
 import type { KlEstimator, Reduction } from '../choices.js'
+import { type Temperature, invTemperature } from '../options.js'
 import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, type Floats } from './aggregate.js'
@@ -62,9 +63,8 @@ export function klRow(
 
 export function klDivergenceKernel(
   zp: Floats, zq: Floats, N: number, V: number, valid: Uint8Array | null, reduction: Reduction,
-  temperature: number, perRow: Floats, gq: Floats | null, gp: Floats | null,
+  temperature: Temperature, perRow: Floats, gq: Floats | null, gp: Floats | null,
 ): { loss: number; count: number } {
-  const invT = 1 / temperature
   let count = 0
   for (let n = 0; n < N; n++) if (valid === null || valid[n]) count++
   const scale = reduction === 'mean' ? (count > 0 ? 1 / count : 0) : 1
@@ -77,6 +77,7 @@ export function klDivergenceKernel(
       gp?.fill(0, base, base + V)
       continue
     }
+    const invT = invTemperature(temperature, n)
     const kl = klRow(zp, zq, base, V, invT, rowLse(zp, base, V, invT), rowLse(zq, base, V, invT), scale, gq, gp)
     perRow[n] = kl
     total += kl

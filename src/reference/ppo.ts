@@ -12,7 +12,7 @@ import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
 import type { KlEstimator } from '../choices.js'
-import type { ClipMetrics, RolloutMetrics } from '../options.js'
+import { type ClipMetrics, type RolloutMetrics, type Temperature, invTemperature } from '../options.js'
 import { klTerm, klToken } from './kl.js'
 import { policyTerms, type PolicyKernelOptions } from './policy.js'
 import { valueToken, type ValueKernelOptions } from './value.js'
@@ -41,7 +41,7 @@ export interface PpoKernelInputs {
 }
 
 export interface PpoKernelOptions {
-  temperature: number
+  temperature: Temperature
   policy: PolicyKernelOptions
   beta: number
   c1: number
@@ -61,7 +61,6 @@ export interface PpoKernelResult extends ClipMetrics, RolloutMetrics {
 export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogits: Floats, gradValues: Floats | null, logp: Floats): PpoKernelResult {
   const { logits: z, V, actions, layout } = x
   const M = layout.tokens
-  const invT = 1 / o.temperature
   const w = new Float64Array(M)
   aggregationWeights(layout, x.valid, x.agg, w)
   const ks = new Float64Array(2)
@@ -73,6 +72,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
   for (let t = 0; t < M; t++) {
     if (x.valid !== null && !x.valid[t]) continue
     const base = t * V
+    const invT = invTemperature(o.temperature, t)
     lps[t] = logProb(z[base + actions[t]], invT, rowLse(z, base, V, invT))
     if (x.anchorLogits !== null) anchorLps[t] = logProb(x.anchorLogits[base + actions[t]], invT, rowLse(x.anchorLogits, base, V, invT))
     olds[t] = x.oldLogp !== null ? x.oldLogp[t] : anchorLps[t]
@@ -89,6 +89,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       continue
     }
     const y = actions[t]
+    const invT = invTemperature(o.temperature, t)
     const lse = rowLse(z, base, V, invT)
     const lp = lps[t]
     logp[t] = lp

@@ -211,6 +211,7 @@ function rawCases(): Case[] {
   /** The validated arguments of an op, as the package hands them to the addon. */
   const args = <T extends object>(op: string, options: object) => nativeArgs(validatorOf(op)!(options)) as T & Record<string, any>
   const lpArgs = () => args<{ logits: { data: Float32Array } }>('logProbs', { logits: logits(), targets: targets(), entropy: true, temperature: 0.9 })
+  const keptArgs = () => args('keptLogProbs', { logits: logits(), targets: targets(), keepOffsets: Int32Array.of(0, 2, 3, 4), keepTokens: Int32Array.of(0, 1, 4, 2) })
   const ceArgs = () => args('crossEntropy', { logits: logits(), targets: targets(), grad: true })
   const plArgs = () => args('policyLoss', { logp: values(M, 1), oldLogp: values(M, 2), advantages: values(M, 3), seqLengths: Int32Array.of(2, 4) })
   const rwArgs = () => args('rewardLoss', { scores: values(7, 1), offsets: Int32Array.of(0, 2, 7), chosen: Int32Array.of(1, 4) })
@@ -235,6 +236,18 @@ function rawCases(): Case[] {
     raw('logProbs, a device tensor on the cpu backend', () => addon.logProbs({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } }), { error: TypeError, message: /runs on the cuda backend only/ }),
     raw('logProbs, ignoreIndex 2^40', () => addon.logProbs({ ...lpArgs(), ignoreIndex: 2 ** 40 }), { error: RangeError, message: /ignoreIndex must be an int32/ }),
     raw('logProbs, temperature 1e-7 (z/T past float32)', () => addon.logProbs({ ...lpArgs(), temperature: 1e-7 }), { error: RangeError, message: /temperature must be a finite number >= 1e-6/ }),
+    raw('keptLogProbs, keepTokens out of range', () => addon.keptLogProbs({ ...keptArgs(), keepTokens: Int32Array.of(0, 1, 5, 2) }), { error: RangeError, message: /keepTokens\[2\] must be in \[0, V\)/ }),
+    raw('keptLogProbs, keepTokens not increasing', () => addon.keptLogProbs({ ...keptArgs(), keepTokens: Int32Array.of(1, 1, 4, 2) }), { error: RangeError, message: /keepTokens\[1\]/ }),
+    raw('keptLogProbs, keepOffsets past the tokens', () => addon.keptLogProbs({ ...keptArgs(), keepOffsets: Int32Array.of(0, 2, 3, 1 << 30) }), { error: RangeError, message: /keepOffsets must run from 0 to 4/ }),
+    raw('keptLogProbs, keepOffsets of the wrong length', () => addon.keptLogProbs({ ...keptArgs(), keepOffsets: Int32Array.of(0, 4) }), { error: RangeError, message: /keepOffsets must have N \+ 1 elements/ }),
+    raw('keptLogProbs, topP 0', () => addon.keptLogProbs({ ...args('keptLogProbs', { logits: logits(), targets: targets(), topK: 2 }), topP: new Float32Array(3) }), { error: RangeError, message: /topP must be in \(0, 1\]/ }),
+    raw('keptLogProbs, topK too short', () => addon.keptLogProbs({ ...args('keptLogProbs', { logits: logits(), targets: targets(), topK: 2 }), topK: Int32Array.of(1) }), { error: RangeError, message: /topK must have 3 elements, got 1/ }),
+    raw('logProbs, per-row temperature holding 0', () => addon.logProbs({ ...lpArgs(), temperature: Float32Array.of(1, 0, 1) }), { error: RangeError, message: /temperature\[1\] must be a finite number >= 1e-6/ }),
+    raw('logProbs, per-row temperature holding NaN', () => addon.logProbs({ ...lpArgs(), temperature: Float32Array.of(1, 1, NaN) }), { error: RangeError, message: /temperature\[2\] must be a finite number >= 1e-6/ }),
+    raw('logProbs, per-row temperature too short', () => addon.logProbs({ ...lpArgs(), temperature: Float32Array.of(1, 1) }), { error: RangeError, message: /temperature must have 3 elements, got 2/ }),
+    raw('logProbs, per-row temperature a Float64Array', () => addon.logProbs({ ...lpArgs(), temperature: Float64Array.of(1, 1, 1) }), { error: TypeError, message: /temperature must be a number or a Float32Array/ }),
+    raw('klDivergence, per-row temperature holding 1e-7', () => addon.klDivergence({ ...args('klDivergence', { pLogits: logits(), qLogits: logits() }), temperature: Float32Array.of(1, 1e-7, 1) }), { error: RangeError, message: /temperature\[1\]/ }),
+    raw('ppoLoss, per-row temperature of the wrong length', () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 2), advantages: values(N, 3) }), temperature: new Float32Array(M).fill(1) }), { error: RangeError, message: /temperature must have 3 elements, got 6/ }),
     raw('policyLoss, logRatioClamp 1000 (exp past float32)', () => addon.policyLoss({ ...plArgs(), logRatioClamp: 1000 }), { error: RangeError, message: /logRatioClamp must be in \(0, 80\]/ }),
     raw('logProbs, ignoreIndex NaN', () => addon.logProbs({ ...lpArgs(), ignoreIndex: NaN }), { error: RangeError, message: /ignoreIndex must be an int32/ }),
     raw('logProbs, arguments not an object', () => addon.logProbs(7 as never), { error: TypeError, message: /arguments must be an object/ }),

@@ -132,4 +132,7 @@ struct KahanSum {
   float value() const { return __builtin_isfinite(sum) ? sum + c : sum; }
 };
 
+// Row n's temperature: per_row[n] when a per-row array is given, else the one T of every row.
+RK_HD inline double row_temperature(const float* per_row, double t, int64_t n) { return per_row ? double(per_row[n]) : t; }
+
 }  // namespace rk

@@ -21,6 +21,10 @@ struct DeviceFlags {
 // lse, logp and (when p.entropy is set) entropy per row.
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
 
+// Kept-set log-probs with the set given as CSR (p.keep_offsets; device pointers): one block per row, which
+// reads only the kept tokens; the gradient row is cleared, then written at the kept tokens.
+cudaError_t kept_log_probs(const KeptLogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
+
 // Whether cross_entropy takes the single-pass kernel (else the two-pass one: with p.grad16, p.grad must then
 // be float32 staging of N·V elements, rounded into p.grad16 at the end).
 bool cross_entropy_single_pass(const CrossEntropyParams& p);

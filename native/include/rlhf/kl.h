@@ -12,6 +12,7 @@ struct KlDivergenceParams {
   const uint8_t* mask = nullptr;  // [N] or null
   Reduction reduction = Reduction::mean;
   double temperature = 1.0;
+  const float* temperatures = nullptr;  // [rows] or null: row n's T, in place of temperature
   float* per_row = nullptr;  // [N]
   float* grad_q = nullptr;   // [N, V] or null
   float* grad_p = nullptr;   // [N, V] or null

@@ -20,6 +20,7 @@ struct PpoLossParams {
   FloatIn advantages;
   FloatIn values, returns, old_values;  // values/returns absent: no value term
   double temperature = 1.0;
+  const float* temperatures = nullptr;  // [rows] or null: row n's T, in place of temperature
   PolicyOptions policy;
   float beta = 0.f, c1 = 0.1f;
   bool full_kl = true;

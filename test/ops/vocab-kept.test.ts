@@ -1,0 +1,160 @@
+/**
+ * Kept-set log-probs (issue 15, sampling replay): z_y/T − log Σ_{v∈K} exp(z_v/T) with K given as CSR or drawn
+ * by vLLM's min-p / top-k / top-p. Golden values from PyTorch (vLLM's top-k/top-p written in torch), the
+ * reference against finite differences and hand-made sets (ties), cpu against js over dtype × shape × form.
+ */
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import * as rk from '../../src/index.js'
+import { keptLogProbsKernel, samplingKeep } from '../../src/reference/vocab.js'
+import { gradTolerance } from '../../src/tolerance.js'
+import { HOST_BACKENDS, NATIVE_BACKENDS, on } from '../backends.js'
+import { parityError } from '../compare.js'
+import { F32, expectClose, expectGradient, numericGradient, rng } from '../helpers.js'
+
+const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
+const f64 = (n: number) => new Float64Array(n)
+type R = ReturnType<typeof rng>
+
+interface Case { op: string; expected: Record<string, any>; [k: string]: any }
+const golden: { cases: Case[] } = JSON.parse(readFileSync(new URL('../fixtures/golden.json', import.meta.url), 'utf8'))
+
+describe.each(HOST_BACKENDS)('golden values from PyTorch: vLLM top-k / top-p on %s', (backend) => {
+  const cases = golden.cases.filter((c) => c.op === 'keptLogProbs')
+  it('there are four cases', () => expect(cases.length).toBe(4))
+  it.each(cases.map((c, i) => [i, c] as const))('case %i', (_, c) => on(backend, () => {
+    const r = rk.keptLogProbs({
+      logits: rk.tensor(Float32Array.from(c.logits), [c.N, c.V]), targets: Int32Array.from(c.targets), temperature: c.temperature,
+      topK: c.topK, topP: c.topP, gradLogp: Float32Array.from(c.gradLogp),
+    })
+    // the logits are float64 in the file, float32 here (their rounding is within F32 of these values)
+    expectClose(r.logp, c.expected.logp, F32, 'logp')
+    expectClose(r.lse, c.expected.lse, F32, 'lse')
+    expectClose(r.gradLogits!.toFloat32Array(), c.expected.gradLogits, F32, 'gradLogits')
+  }))
+})
+
+describe('kept sets of the reference, as vLLM draws them', () => {
+  const s = [1, 3, 2, 3, 0, -Infinity, 3, 2.5]
+  it.each([
+    ['top-k 2: the three tied at the 2nd largest all kept', 2, 1, 0, [1, 3, 6]],
+    ['top-k 4', 4, 1, 0, [1, 3, 6, 7]],
+    ['top-k ≥ V: off', 8, 1, 0, [0, 1, 2, 3, 4, 6, 7]],
+    ['min-p 0.5: exp(s − 3) ≥ 0.5', 0, 1, 0.5, [1, 3, 6, 7]],
+    ['top-p 1e-3: the largest, the last of the ties by index', 0, 1e-3, 0, [6]],
+    ['top-p 0.5 over top-k 4', 4, 0.5, 0, [3, 6]],
+  ])('%s', (_, k, p, m, want) => {
+    const keep = samplingKeep(s, s.length, k, p, m)
+    expect(Array.from(keep.keys()).filter((v) => keep[v])).toEqual(want)
+  })
+  it('top-p: c_i ≤ 1 − p drops, the cumulative sum taken ascending', () => {
+    // p = softmax(log [1, 2, 3, 4]) = [.1, .2, .3, .4]; c = .1, .3, .6, 1: p = 0.7 drops c ≤ 0.3 (the first two)
+    const keep = samplingKeep([0, Math.log(2), Math.log(3), Math.log(4)], 4, 0, 0.7, 0)
+    expect(Array.from(keep)).toEqual([0, 0, 1, 1])
+  })
+})
+
+describe('finite-difference gradients of the reference', () => {
+  it.each(['csr', 'sampling'] as const)('%s form, per-row T', (form) => {
+    const r = rng(31)
+    const N = 4, V = 9
+    const z = r.f64(N * V, 2)
+    const targets = Int32Array.of(0, 3, 8, -100)
+    const o = {
+      temperature: Float32Array.of(0.7, 1, 1.5, 1), ignoreIndex: -100,
+      keepOffsets: form === 'csr' ? Int32Array.of(0, 3, 6, 9, 9) : null, keepTokens: form === 'csr' ? Int32Array.of(0, 2, 5, 1, 3, 4, 6, 7, 8) : null,
+      sampling: form === 'csr' ? null : { topK: Int32Array.of(0, 5, 3, 0), topP: Float32Array.of(0.9, 1, 1, 1), minP: Float32Array.of(0, 0, 0.01, 0) },
+    }
+    // targets inside each set: a logp of −inf has no gradient
+    if (form === 'sampling') {
+      const lp = f64(N)
+      keptLogProbsKernel(z, N, V, targets, o, lp, f64(N), null, null)
+      for (let n = 0; n < 3; n++) if (lp[n] === -Infinity) targets[n] = Array.from(z.subarray(n * V, (n + 1) * V)).indexOf(Math.max(...z.subarray(n * V, (n + 1) * V)))
+    }
+    const g = r.f64(N)
+    const f = () => {
+      const lp = f64(N)
+      keptLogProbsKernel(z, N, V, targets, o, lp, f64(N), null, null)
+      return lp.reduce((a, x, n) => a + g[n] * x, 0)
+    }
+    const grad = f64(N * V)
+    keptLogProbsKernel(z, N, V, targets, o, f64(N), f64(N), g, grad)
+    expect(Number.isFinite(f())).toBe(true)
+    expectGradient(grad, numericGradient(f, z), 'dlogits')
+  })
+})
+
+type Dtype = 'float32' | 'bfloat16' | 'float16'
+const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
+const SHAPES: [number, number][] = [[1, 37], [6, 1001], [3, 4099], [2, 32000]]
+
+function logitsOf(r: R, N: number, V: number, dtype: Dtype) {
+  const z = r.f32(N * V, 3)
+  for (let i = 5; i < z.length; i += 11) z[i] = -Infinity
+  return dtype === 'float32' ? rk.tensor(z, [N, V]) : rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
+}
+
+/** A random kept set per row (CSR), holding the target for most rows. */
+function randomSets(r: R, N: number, V: number, targets: Int32Array) {
+  const offsets = [0], tokens: number[] = []
+  for (let n = 0; n < N; n++) {
+    const size = 1 + r.int(Math.min(V, 300))
+    const set = new Set<number>()
+    if (n % 4 !== 3 && targets[n] >= 0) set.add(targets[n])
+    while (set.size < size) set.add(r.int(V))
+    tokens.push(...[...set].sort((a, b) => a - b))
+    offsets.push(tokens.length)
+  }
+  return { keepOffsets: Int32Array.from(offsets), keepTokens: Int32Array.from(tokens) }
+}
+
+describe.each(NATIVE_BACKENDS)(`keptLogProbs: %s against js (seed ${SEED})`, (backend) => {
+  const cases = DTYPES.flatMap((dtype) => SHAPES.flatMap(([N, V]) => (['csr', 'top-k', 'top-p', 'all three'] as const).map((form) => [dtype, N, V, form] as const)))
+  it.each(cases)('%s [%i, %i] %s', (dtype, N, V, form) => {
+    const r = rng(SEED + V + N)
+    const logits = logitsOf(r, N, V, dtype)
+    const targets = r.ints(N, V)
+    if (N > 2) targets[1] = -100
+    const temperature = Float32Array.from({ length: N }, () => 0.5 + r.uniform())
+    const gradLogp = r.f32(N)
+    const set = form === 'csr' ? randomSets(r, N, V, targets)
+      : form === 'top-k' ? { topK: Int32Array.from({ length: N }, (_, n) => [1, 5, 50, 0][n % 4]) }
+        : form === 'top-p' ? { topP: Float32Array.from({ length: N }, (_, n) => [0.9, 0.5, 1, 0.99][n % 4]) }
+          : { topK: 40, topP: 0.8, minP: 0.02 }
+    // a target the sampler could have drawn: the row's largest logit (always kept), on half the rows
+    if (form !== 'csr') {
+      const zz = logits.toFloat32Array()
+      for (let n = 0; n < N; n += 2) if (targets[n] !== -100) targets[n] = zz.subarray(n * V, (n + 1) * V).reduce((b, x, v, a) => (x > a[b] ? v : b), 0)
+    }
+    const run = () => rk.keptLogProbs({ logits, targets, temperature, gradLogp, ...set })
+    const expected = on('js', run)
+    const error = parityError(on(backend, run), expected, { gradLogits: gradTolerance(0.5) })
+    if (error !== null) expect.fail(`keptLogProbs ${dtype} [${N}, ${V}] ${form}: ${error}`)
+  })
+})
+
+describe('keptLogProbs: special rows and options', () => {
+  const logits = rk.tensor(Float32Array.of(1, 2, NaN, 0, -Infinity, 3, Infinity, 1, 0), [3, 3])
+  it.each(HOST_BACKENDS)('%s: NaN only where it is read; a target outside the set is −inf', (backend) => on(backend, () => {
+    const r = rk.keptLogProbs({ logits, targets: Int32Array.of(0, 1, 1), keepOffsets: Int32Array.of(0, 2, 3, 5), keepTokens: Int32Array.of(0, 1, 2, 0, 1), gradLogp: Float32Array.of(1, 1, 1) })
+    expect(r.logp[0]).toBeCloseTo(1 - Math.log(Math.exp(1) + Math.exp(2)), 6)  // the NaN at token 2 is not kept
+    expect(r.logp[1]).toBe(-Infinity)  // target 1 not in {2}
+    expect(r.logp[2]).toBeNaN()  // a kept +inf
+    const g = r.gradLogits!.toFloat32Array()
+    expect(Array.from(g.subarray(3, 6))).toEqual([0, 0, 0])
+    expect(g.subarray(6, 9).every((x) => Number.isNaN(x))).toBe(true)
+  }))
+  it('validation', () => {
+    const z = rk.tensor(new Float32Array(6), [2, 3])
+    const y = Int32Array.of(0, 1)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y })).toThrow(/keptLogProbs: keepOffsets must be given \(with keepTokens\), or topK, topP or minP/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, topK: 2, keepOffsets: Int32Array.of(0, 1, 2), keepTokens: Int32Array.of(0, 1) })).toThrow(TypeError)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, keepOffsets: Int32Array.of(0, 2, 2), keepTokens: Int32Array.of(1, 1) })).toThrow(/keepTokens\[1\] must be > keepTokens\[0\]/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, keepOffsets: Int32Array.of(0, 1, 2), keepTokens: Int32Array.of(0, 3) })).toThrow(/keepTokens\[1\] must be in \[0, 3\)/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, keepOffsets: Int32Array.of(0, 1, 3), keepTokens: Int32Array.of(0, 1) })).toThrow(/keepOffsets\[2\] must be keepTokens.length \(2\)/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, topP: 0 })).toThrow(/topP must be a finite number ≥ 0 ≤ 1|topP/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, topP: Float32Array.of(1, 1.5) })).toThrow(/topP\[1\] must be in \(0, 1\]/)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, topK: -1 })).toThrow(RangeError)
+    expect(() => rk.keptLogProbs({ logits: z, targets: y, minP: Float32Array.of(0.1) })).toThrow(/minP.length must be 2, got 1/)
+  })
+})
