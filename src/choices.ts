@@ -35,3 +35,15 @@ export type GradDTypeChoice = (typeof GRAD_DTYPES)[number]
 /** klDivergence's grad option when it is a string (true means 'q'). */
 export const KL_GRADS = ['q', 'p', 'both'] as const
 export type KlGrad = (typeof KL_GRADS)[number]
+
+/**
+ * preferenceLoss's types; default 'dpo'. dpo (cDPO with labelSmoothing), robust, ipo, hinge: TRL's
+ * dpo_loss loss_types sigmoid/robust/ipo/hinge; simpo: no reference, length-normalised, margin gamma;
+ * plackett-luce: the K-wise ranking loss (DPO paper, appendix A.3).
+ */
+export const PREFERENCE_TYPES = ['dpo', 'robust', 'ipo', 'hinge', 'simpo', 'plackett-luce'] as const
+export type PreferenceType = (typeof PREFERENCE_TYPES)[number]
+
+/** How sequenceLogProbs reduces each sequence's token log-probs; default 'sum'. */
+export const SEQUENCE_REDUCTIONS = ['sum', 'mean'] as const
+export type SequenceReduction = (typeof SEQUENCE_REDUCTIONS)[number]

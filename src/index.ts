@@ -33,3 +33,8 @@ export {
   type GaeOptions, type GaeResult, type WhitenOptions, type GroupAdvantagesOptions,
 } from './advantages.js'
 export { ppoLoss, ppoLossAsync, type PpoLossOptions, type PpoLossResult, type PpoMetrics } from './ppo.js'
+export {
+  sequenceLogProbs, sequenceLogProbsAsync, preferenceLoss, preferenceLossAsync,
+  type SequenceLogProbsOptions, type SequenceLogProbsResult, type PreferenceLossOptions, type PreferenceLossResult,
+} from './preference.js'
+export { PREFERENCE_TYPES, SEQUENCE_REDUCTIONS, type PreferenceType, type SequenceReduction } from './choices.js'

@@ -161,6 +161,11 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
       loss: r.loss, objective: -r.loss, policyLoss: r.policyLoss, kl: r.kl, valueLoss: r.valueLoss, logp: r.logp,
       gradLogits: matrix(r.gradLogits, a.shape, a), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
+    sequenceLogProbs: (r: any) => r,
+    preferenceLoss: (r: any, a: any) => {
+      const { losses, ...rest } = r
+      return a.reduction === 'none' ? r : rest
+    },
 }
 
 /** The cpu backend: the addon's kernels behind the Kernels interface. */

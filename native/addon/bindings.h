@@ -40,5 +40,6 @@ void export_kl(Napi::Env env, Napi::Object exports);
 void export_value(Napi::Env env, Napi::Object exports);
 void export_advantages(Napi::Env env, Napi::Object exports);
 void export_ppo(Napi::Env env, Napi::Object exports);
+void export_preference(Napi::Env env, Napi::Object exports);
 
 }  // namespace rk::addon
