@@ -157,7 +157,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
       const gradRefLogp = a.refGrad ? f32(total) : null
       const r = preferenceLossKernel(f(a.logp), fOrNull(a.refLogp), fOrNull(a.lengths), a.offsets, a, rewards, gradLogp, gradRefLogp, losses)
       return {
-        loss: round(r.loss), rewards, gradLogp, count: r.count, accuracy: round(r.accuracy),
+        loss: round(r.loss), rewards, gradLogp, count: r.count, accuracy: r.accuracy,
         chosenReward: round(r.chosenReward), rejectedReward: round(r.rejectedReward), margin: round(r.margin),
         ...(gradRefLogp !== null ? { gradRefLogp } : {}),
         ...(a.reduction === 'none' ? { losses } : {}),
