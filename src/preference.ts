@@ -1,5 +1,5 @@
 /**
- * The preference family (DESIGN §1.10): per-sequence log-probs from per-token ones (sequenceLogProbs), and
+ * The preference family (README "Preference losses"): per-sequence log-probs from per-token ones (sequenceLogProbs), and
  * preference losses over K_n candidates per prompt from policy and reference sequence log-probs
  * (preferenceLoss: DPO/cDPO, robust DPO, IPO, hinge, SimPO, Plackett–Luce). Candidates are grouped like
  * rewardLoss's: flat, prompt after prompt, with offsets[N + 1] (ragged) or a uniform K.

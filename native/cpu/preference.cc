@@ -1,4 +1,4 @@
-// CPU kernels of the preference family (DESIGN §1.10); math in src/reference/preference.ts. Sequences and
+// CPU kernels of the preference family (README "Preference losses"); math in src/reference/preference.ts. Sequences and
 // prompts are spread over the thread pool; batch sums are taken afterwards in prompt order.
 #include "rlhf/preference.h"
 

@@ -1,4 +1,4 @@
-// CUDA kernels of the preference family (DESIGN §1.10); math in src/reference/preference.ts.
+// CUDA kernels of the preference family (README "Preference losses"); math in src/reference/preference.ts.
 // sequenceLogProbs: one block per sequence; each thread sums its strided tokens in double, then a fixed-order
 // block sum (common.cuh): the order differs from the CPU's, but a double sum rounded to float32 does not
 // show it. Then the block writes the gradient of its tokens.

@@ -1,5 +1,5 @@
 /**
- * Reference kernels of the preference family (DESIGN §1.10), float64.
+ * Reference kernels of the preference family (README "Preference losses"), float64.
  *
  * sequenceLogProbs: sequence s holds tokens offsets[s] .. offsets[s+1]; c_s = its counted tokens (mask 1).
  *   sum:  S_s = Σ_counted logp_t          dS_s/dlogp_t = 1

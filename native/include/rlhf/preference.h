@@ -1,4 +1,4 @@
-// The preference family (DESIGN §1.10): sequence log-probs from token log-probs, and the preference losses
+// The preference family (README "Preference losses"): sequence log-probs from token log-probs, and the preference losses
 // (DPO/cDPO, robust, IPO, hinge, SimPO, Plackett–Luce) over K_n candidates per prompt. Math in
 // src/reference/preference.ts. The per-prompt math below is compiled for the CPU kernel
 // (native/cpu/preference.cc) and the CUDA kernel (native/cuda/preference.cu) alike, in double: K is small, and
