@@ -277,3 +277,80 @@ describe('preference bad input: clear errors', () => {
     expect(call).toThrow(message)
   })
 })
+
+// ---- the CUDA kernels' sums, emulated (float64 in JS is the kernels' double) ----
+
+/** block_sum of common.cuh over one block's per-thread values: xor-butterfly per warp, then over the warps. */
+function blockSum(v: number[]): number {
+  const warp = (x: number[]) => {
+    let w = x.slice()
+    for (let o = 16; o > 0; o >>= 1) w = w.map((y, lane) => y + w[lane ^ o])
+    return w[0]
+  }
+  const warps: number[] = []
+  for (let w = 0; w < v.length; w += 32) warps.push(warp(v.slice(w, w + 32)))
+  return warp(Array.from({ length: 32 }, (_, lane) => (lane < warps.length ? warps[lane] : 0)))
+}
+
+/** grid_sum of common.cuh: block sums, then the last block sums the partials by a strided loop and block_sum. */
+function gridSum(v: number[], threads: number): number {
+  const partials: number[] = []
+  for (let b = 0; b < v.length; b += threads) partials.push(blockSum(Array.from({ length: threads }, (_, t) => v[b + t] ?? 0)))
+  return blockSum(Array.from({ length: threads }, (_, t) => {
+    let s = 0
+    for (let i = t; i < partials.length; i += threads) s += partials[i]
+    return s
+  }))
+}
+
+describe('the CUDA preference kernels, emulated on the CPU', () => {
+  it('sequence_kernel: 256 strided threads per sequence, double sums, block_sum; equals the reference', () => {
+    const r = rng(SEED + 3)
+    const seqLengths = Int32Array.of(1, 0, 255, 256, 257, 3000)
+    const tokens = seqLengths.reduce((a, b) => a + b, 0)
+    const logp = Float32Array.from(r.f64(tokens, 3), (x) => -Math.abs(x)), mask = r.mask(tokens), gradSeq = r.f64(seqLengths.length)
+    for (const reduction of ['sum', 'mean'] as const) {
+      const want = on('js', () => rk.sequenceLogProbs({ logp, mask, seqLengths, reduction, gradSeq }))
+      let begin = 0
+      const seqLogp: number[] = [], lengths: number[] = [], grad = new Float32Array(tokens)
+      for (const n of seqLengths) {
+        const sums = new Array(256).fill(0), counts = new Array(256).fill(0)
+        for (let t = 0; t < 256; t++) for (let i = begin + t; i < begin + n; i += 256) if (mask[i]) { sums[t] += logp[i]; counts[t] += 1 }
+        const count = blockSum(counts)
+        const scale = reduction === 'mean' ? 1 / Math.max(1, count) : 1
+        seqLogp.push(Math.fround(blockSum(sums) * scale))
+        lengths.push(count)
+        for (let i = begin; i < begin + n; i++) grad[i] = mask[i] ? Math.fround(Math.fround(gradSeq[seqLogp.length - 1]) * scale) : 0
+        begin += n
+      }
+      expectClose(seqLogp, want.seqLogp, F32, `${reduction} seqLogp`)
+      expect(lengths).toEqual(Array.from(want.lengths))
+      expectClose(grad, want.gradLogp!, F32, `${reduction} gradLogp`)
+    }
+  })
+
+  it('preference_prompt_kernel: 128 threads per block, grid sums of the per-prompt terms in double; equals the reference', () => {
+    const r = rng(SEED + 4)
+    const Ks = Array.from({ length: 1000 }, () => 1 + r.int(6))
+    const offsets = Int32Array.from([0, ...Ks.map((_, n) => Ks.slice(0, n + 1).reduce((a, b) => a + b))])
+    const total = offsets[Ks.length]
+    const logp = Float64Array.from(r.f64(total, 3), (x) => Math.fround(x - 20)), ref = Float64Array.from(logp, (x) => Math.fround(x + r.normal()))
+    const chosen = Int32Array.from(Ks, (k) => r.int(k))
+    const o: PreferenceKernelOptions = { type: 'dpo', beta: 0.3, labelSmoothing: 0.1, gamma: 0, chosen, ranking: null, reduction: 'mean', ignoreIndex: -100 }
+    const want = on('js', () => rk.preferenceLoss({ logp, refLogp: ref, offsets, chosen, beta: 0.3, labelSmoothing: 0.1 }))
+    // the per-prompt terms (the function the CUDA thread runs is the CPU's, rlhf/preference.h), then the grid sums
+    const terms = Ks.map((_, n) => {
+      const a = offsets[n], b = offsets[n + 1]
+      const one = preferenceLossKernel(logp.subarray(a, b), ref.subarray(a, b), null, Int32Array.of(0, b - a), { ...o, chosen: chosen.subarray(n, n + 1), reduction: 'sum' },
+        new Float64Array(b - a), new Float64Array(b - a), null, new Float64Array(1))
+      return one.count === 0 ? [0, 0, 0, 0, 0] : [1, one.loss, one.chosenReward, one.rejectedReward, one.accuracy]
+    })
+    const [count, loss, chosenSum, rejectedSum, correct] = [0, 1, 2, 3, 4].map((k) => gridSum(terms.map((t) => t[k]), 128))
+    expect(count).toBe(want.count)
+    expectClose(Math.fround(loss / count), want.loss, F32, 'loss')
+    expectClose(Math.fround(chosenSum / count), want.chosenReward, F32, 'chosenReward')
+    expectClose(Math.fround(rejectedSum / count), want.rejectedReward, F32, 'rejectedReward')
+    expectClose(Math.fround((chosenSum - rejectedSum) / count), want.margin, F32, 'margin')
+    expectClose(Math.fround(correct / count), want.accuracy, F32, 'accuracy')
+  })
+})
