@@ -8,7 +8,7 @@ import { PREFERENCE_TYPES, type PreferenceType, REDUCTIONS, type Reduction, SEQU
 import { decodeFloats } from './dtypes.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { groupOffsets } from './options.js'
+import { checkChosen, groupOffsets } from './options.js'
 import type { Tensor } from './tensor.js'
 import { type TokenFloats, type TokenLayout, type TokenMask, tokenLayout, tokenShape } from './tokens.js'
 import {
@@ -170,12 +170,7 @@ function validatePreferenceLoss(options: PreferenceLossOptions): PreferenceLossA
   let ranking: Int32Array | null = null
   if (o.chosen !== undefined) {
     chosen = hostOnly(op, 'chosen', intVector(op, 'chosen', o.chosen, N))
-    for (let n = 0; n < N; n++) {
-      const K = offsets[n + 1] - offsets[n]
-      if (!(chosen[n] >= 0 && chosen[n] < K) && chosen[n] !== ignoreIndex) {
-        throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, chosen[n])
-      }
-    }
+    checkChosen(op, chosen, offsets, ignoreIndex)
   } else {
     ranking = hostOnly(op, 'ranking', intVector(op, 'ranking', o.ranking, total))
     checkRanking(op, ranking, offsets)

@@ -76,12 +76,7 @@ struct PreferenceLossJob : Job {
       p.chosen = a.int32s("chosen", p.N);
       const int32_t* chosen = a.host_view(p.chosen);
       if (chosen == nullptr) throw_type(a.env(), name, "chosen must be host data (an Int32Array), not a device tensor");
-      for (int64_t i = 0; i < p.N; i++) {
-        const int64_t K = offsets[i + 1] - offsets[i];
-        if ((chosen[i] < 0 || chosen[i] >= K) && chosen[i] != p.ignore_index) {
-          throw_range(a.env(), name, "chosen[" + std::to_string(i) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(chosen[i]));
-        }
-      }
+      a.check_group_labels("chosen", chosen, offsets, p.N, p.ignore_index);
     } else {
       p.ranking = a.int32s("ranking", total);
       const int32_t* ranking = a.host_view(p.ranking);
