@@ -63,3 +63,15 @@ export type IsLevel = (typeof IS_LEVELS)[number]
 /** policyLoss / ppoLoss with behaviorLogp: how w = π_old/π_behavior corrects the loss; absent or null = metrics only. */
 export const ROLLOUT_CORRECTIONS = ['token-truncate', 'token-mask', 'sequence-truncate', 'sequence-mask'] as const
 export type RolloutCorrection = (typeof ROLLOUT_CORRECTIONS)[number]
+
+/**
+ * preferenceLoss's types; default 'dpo'. dpo (cDPO with labelSmoothing), robust, ipo, hinge: TRL's
+ * dpo_loss loss_types sigmoid/robust/ipo/hinge; simpo: no reference, length-normalised, margin gamma;
+ * plackett-luce: the K-wise ranking loss (DPO paper, appendix A.3).
+ */
+export const PREFERENCE_TYPES = ['dpo', 'robust', 'ipo', 'hinge', 'simpo', 'plackett-luce'] as const
+export type PreferenceType = (typeof PREFERENCE_TYPES)[number]
+
+/** How sequenceLogProbs reduces each sequence's token log-probs; default 'sum'. */
+export const SEQUENCE_REDUCTIONS = ['sum', 'mean'] as const
+export type SequenceReduction = (typeof SEQUENCE_REDUCTIONS)[number]

@@ -46,3 +46,9 @@ export {
   logProbsPartial, mergeVocabPartials, logProbsPartialBackward,
   type LogProbsPartialOptions, type VocabPartials, type MergedVocabStats, type LogProbsPartialBackwardOptions,
 } from './vocab.js'
+
+export {
+  sequenceLogProbs, sequenceLogProbsAsync, preferenceLoss, preferenceLossAsync,
+  type SequenceLogProbsOptions, type SequenceLogProbsResult, type PreferenceLossOptions, type PreferenceLossResult,
+} from './preference.js'
+export { PREFERENCE_TYPES, SEQUENCE_REDUCTIONS, type PreferenceType, type SequenceReduction } from './choices.js'

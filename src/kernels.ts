@@ -6,6 +6,7 @@ import type { GaeArgs, GaeResult, GroupAdvantagesArgs, WhitenArgs } from './adva
 import type { KlDivergenceArgs, KlDivergenceResult, KlPenaltyArgs, KlPenaltyResult } from './kl.js'
 import type { PolicyLossArgs, PolicyLossResult } from './policy.js'
 import type { PpoLossArgs, PpoLossResult } from './ppo.js'
+import type { PreferenceLossArgs, PreferenceLossResult, SequenceLogProbsArgs, SequenceLogProbsResult } from './preference.js'
 import type { RewardLossArgs, RewardLossResult } from './reward.js'
 import type { ValueLossArgs, ValueLossResult } from './value.js'
 import type {
@@ -28,6 +29,8 @@ export interface OpTypes {
   groupAdvantages: [GroupAdvantagesArgs, Float32Array]
   ppoLoss: [PpoLossArgs, PpoLossResult]
   keptLogProbs: [KeptLogProbsArgs, KeptLogProbsResult]
+  sequenceLogProbs: [SequenceLogProbsArgs, SequenceLogProbsResult]
+  preferenceLoss: [PreferenceLossArgs, PreferenceLossResult]
 }
 
 export type OpName = keyof OpTypes

@@ -11,7 +11,9 @@ import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { registerBackend } from './backend.js'
-import { AGGREGATIONS, GROUP_METHODS, IS_LEVELS, KL_ESTIMATORS, POLICY_VARIANTS, PPO_KL_ESTIMATORS, REDUCTIONS, ROLLOUT_CORRECTIONS } from './choices.js'
+import {
+  AGGREGATIONS, GROUP_METHODS, IS_LEVELS, KL_ESTIMATORS, POLICY_VARIANTS, PPO_KL_ESTIMATORS, PREFERENCE_TYPES, REDUCTIONS, ROLLOUT_CORRECTIONS,
+} from './choices.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
@@ -163,12 +165,20 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
       gradLogits: matrix(r.gradLogits, a.shape, a), ...(r.gradValues ? { gradValues: r.gradValues } : {}), metrics: r.metrics,
     }),
     keptLogProbs: (r: any, a: any) => ({ logp: r.logp, lse: r.lse, ...(r.gradLogits ? { gradLogits: matrix(r.gradLogits, a.shape, a) } : {}) }),
+    sequenceLogProbs: (r: any) => r,
+    preferenceLoss: (r: any, a: any) => {
+      const { losses, ...rest } = r
+      return a.reduction === 'none' ? r : rest
+    },
 }
 
-/** The enum options of the validated arguments and their lists (src/choices.ts): the addon is passed ordinals. */
+/**
+ * The enum options of the validated arguments and their lists (src/choices.ts): the addon is passed ordinals.
+ * sequenceLogProbs' reduction ('sum' | 'mean') is an ordinal of REDUCTIONS too.
+ */
 const ORDINALS: Record<string, readonly string[]> = {
   reduction: REDUCTIONS, estimator: KL_ESTIMATORS, klEstimator: PPO_KL_ESTIMATORS, method: GROUP_METHODS,
-  variant: POLICY_VARIANTS, isLevel: IS_LEVELS, rolloutCorrection: ROLLOUT_CORRECTIONS,
+  variant: POLICY_VARIANTS, isLevel: IS_LEVELS, rolloutCorrection: ROLLOUT_CORRECTIONS, type: PREFERENCE_TYPES,
 }
 
 /**

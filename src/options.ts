@@ -79,6 +79,15 @@ export function checkTargets(op: string, name: string, t: Int32Array, V: number,
   }
 }
 
+/** Each group's chosen index in [0, K_n), or equal to ignoreIndex (rewardLoss, preferenceLoss); device labels are the kernel's to check. */
+export function checkChosen(op: string, chosen: Int32Array, offsets: Int32Array, ignoreIndex: number): void {
+  if (isDeviceData(chosen)) return  // a device flag, then a RangeError naming the prompt
+  for (let n = 0; n < chosen.length; n++) {
+    const b = chosen[n], K = offsets[n + 1] - offsets[n]
+    if (!(b >= 0 && b < K) && b !== ignoreIndex) throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, b)
+  }
+}
+
 /** Offsets of ragged groups, from `offsets` or a uniform group size; an empty group is a RangeError. */
 export function groupOffsets(op: string, total: number, offsets: unknown, size: unknown, sizeName: string, what = 'group'): Int32Array {
   if (offsets !== undefined && size !== undefined) throw typeError(op, sizeName, `absent when offsets is given`, size)

@@ -55,6 +55,11 @@ export const OUTPUTS: { readonly [N in OpName]: OutputSpec<ArgsOf<N>> } = {
   whiten: (a) => ({ out: a.values.data.length }),
   groupAdvantages: (a) => ({ out: a.scores.data.length }),
   keptLogProbs: (a) => ({ logp: a.N, lse: a.N, gradLogits: a.gradLogp !== null ? a.N * a.V : undefined }),
+  sequenceLogProbs: (a) => ({ seqLogp: a.layout.offsets.length - 1, lengths: a.layout.offsets.length - 1, gradLogp: a.gradSeq !== null ? a.layout.tokens : undefined }),
+  preferenceLoss: (a) => ({
+    rewards: a.logp.data.length, gradLogp: a.logp.data.length, gradRefLogp: a.refGrad ? a.logp.data.length : undefined,
+    losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined,
+  }),
   ppoLoss: (a) => ({ logp: a.layout.tokens, gradLogits: gradOut(a.layout.tokens * a.V, a.gradDtype), gradValues: a.values !== null && a.returns !== null ? a.layout.tokens : undefined }),
 }
 

@@ -5,8 +5,8 @@
 import { REDUCTIONS, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { groupOffsets } from './options.js'
-import { type Tensor, isDeviceData } from './tensor.js'
+import { checkChosen, groupOffsets } from './options.js'
+import type { Tensor } from './tensor.js'
 import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
 
@@ -76,16 +76,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   let targetProbs: FloatData | null = null
   if (o.chosen !== undefined) {
     chosen = intVector(op, 'chosen', o.chosen, N)
-    // device labels are checked by the kernel (a device flag, then a RangeError naming the prompt)
-    const host = isDeviceData(chosen) ? null : chosen
-    for (let n = 0; host !== null && n < N; n++) {
-      const b = host[n]
-      if (b >= 0 && b < offsets[n + 1] - offsets[n]) continue
-      if (b !== ignoreIndex) {
-        const K = offsets[n + 1] - offsets[n]
-        throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, b)
-      }
-    }
+    checkChosen(op, chosen, offsets, ignoreIndex)
   } else {
     targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)
     hostOnly(op, 'targetProbs', targetProbs.data)

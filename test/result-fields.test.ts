@@ -24,6 +24,7 @@ const cases: [string, () => object][] = [
   ['policyLoss', () => rk.policyLoss({ logp: t4(-1, -0.5, -2, -0.1), oldLogp: t4(-1.1, -0.4, -2.5, -0.1), advantages: t4(1, -1, 0.5, 2) })],
   ['klPenalty', () => rk.klPenalty({ logp: t4(-1, -0.5, -2, -0.1), refLogp: t4(-1.1, -0.4, -2.5, -0.1) })],
   ['valueLoss', () => rk.valueLoss({ values: t4(0.1, 0.5, -0.2, 1), returns: t4(0.3, 0.2, 0, 1.5) })],
+  ['preferenceLoss', () => rk.preferenceLoss({ logp: t4(-3, -5, -2, -4, -1), refLogp: t4(-3.5, -4, -2, -4.5, -2), offsets: Int32Array.from([0, 2, 5]), chosen: Int32Array.from([0, 2]) })],
   ['ppoLoss', () => rk.ppoLoss({
     logits, actions: Int32Array.from([1, 0]), oldLogp: t4(-1, -2), advantages: t4(0.5, -1), values: t4(0.1, 0.2), returns: t4(0.3, -0.1),
   })],

@@ -107,6 +107,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_value(env, exports);
   export_advantages(env, exports);
   export_ppo(env, exports);
+  export_preference(env, exports);
   export_gpu(env, exports);
   export_completions_probe(env, exports);
   export_enum(env, exports, "REDUCTIONS", kReductions);

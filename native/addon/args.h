@@ -348,6 +348,17 @@ class Args {
       }
     }
   }
+  // Each group's label (host data) in [0, K_n) for its K_n = offsets[n+1] − offsets[n], or equal to ignore;
+  // the first bad group is named (rewardLoss's and preferenceLoss's chosen).
+  void check_group_labels(const char* key, const int32_t* labels, const int32_t* offsets, int64_t groups, int32_t ignore) const {
+    for (int64_t n = 0; n < groups; n++) {
+      const int32_t b = labels[n];
+      const int64_t K = offsets[n + 1] - offsets[n];
+      if ((b < 0 || b >= K) && b != ignore) {
+        throw_range(env_, op_, std::string(key) + "[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(b));
+      }
+    }
+  }
   // Indices on the device: the kernel flags the first bad one; this names the array and its valid range.
   void device_indices(const std::string& key, const std::string& expected) const {
 #if RLHF_KERNELS_HAVE_CUDA

@@ -62,5 +62,6 @@ void export_kl(Napi::Env env, Napi::Object exports);
 void export_value(Napi::Env env, Napi::Object exports);
 void export_advantages(Napi::Env env, Napi::Object exports);
 void export_ppo(Napi::Env env, Napi::Object exports);
+void export_preference(Napi::Env env, Napi::Object exports);
 
 }  // namespace rk::addon

@@ -26,13 +26,7 @@ struct RewardLossJob : Job {
       const int32_t* chosen = a.host_view(p.chosen);
       const int32_t* offsets = a.host_view(p.offsets);
       if (chosen == nullptr) a.device_indices("chosen", "in [0, K) for its prompt's K candidates, or equal to ignoreIndex (" + std::to_string(p.ignore_index) + ")");
-      for (int64_t n = 0; chosen != nullptr && n < p.N; n++) {
-        const int32_t b = chosen[n];
-        const int64_t K = offsets[n + 1] - offsets[n];
-        if ((b < 0 || b >= K) && b != p.ignore_index) {
-          throw_range(a.env(), name, "chosen[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(b));
-        }
-      }
+      else a.check_group_labels("chosen", chosen, offsets, p.N, p.ignore_index);
     } else {
       p.target_probs = a.floats("targetProbs", total);
     }

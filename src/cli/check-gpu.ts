@@ -222,6 +222,22 @@ function tokenCases(seed: number, quick: boolean): ParityCase[] {
     for (let left = prompts * K; left > 0; left -= sizes[sizes.length - 1]) sizes.push(Math.min(left, 1 + r.int(8)))
     const offsets = Int32Array.from([0, ...sizes.map((_, i) => sizes.slice(0, i + 1).reduce((x, y) => x + y, 0))])
     for (const method of rk.GROUP_METHODS) cases.push({ name: `groupAdvantages ${prompts * K} ${method}`, path: 'groups', run: () => rk.groupAdvantages({ scores, offsets, method }) })
+    // preference losses over the same ragged groups (a singleton prompt is not counted)
+    const logp = Float32Array.from(r.f32(prompts * K, 3), (x) => x - 20), refLogp = Float32Array.from(logp, (x) => x + r.normal())
+    const lengths = Float32Array.from(logp, () => r.int(30))
+    const first = Int32Array.from(sizes, (k) => r.int(k))
+    const ranking = Int32Array.from(sizes.flatMap((k) => Array.from({ length: k }, (_, i) => i).sort(() => r.uniform() - 0.5)))
+    for (const type of rk.PREFERENCE_TYPES) {
+      const ref = type === 'simpo' ? { lengths } : { refLogp, refGrad: true }
+      cases.push({ name: `preferenceLoss ${sizes.length} ragged ${type} chosen`, path: 'preference grid', run: () => rk.preferenceLoss({ logp, ...ref, offsets, chosen: first, type }) })
+      cases.push({ name: `preferenceLoss ${sizes.length} ragged ${type} ranking`, path: 'preference grid', run: () => rk.preferenceLoss({ logp, ...ref, offsets, ranking, type, reduction: 'none' }) })
+    }
+  }
+  for (const [B, T] of quick ? [[5, 37]] : [[5, 37], [64, 4099]]) {
+    const logp = rk.tensor(Float32Array.from(r.f32(B * T), (x) => -Math.abs(x)), [B, T]), mask = r.mask(B * T), gradSeq = r.f32(B)
+    for (const reduction of rk.SEQUENCE_REDUCTIONS) {
+      cases.push({ name: `sequenceLogProbs [${B}, ${T}] ${reduction}`, path: 'sequence blocks', run: () => rk.sequenceLogProbs({ logp, mask, reduction, gradSeq }) })
+    }
   }
   return cases
 }

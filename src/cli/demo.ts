@@ -79,7 +79,7 @@ function random(seed: number) {
 }
 
 /** Adam over one flat parameter vector. */
-class Adam {
+export class Adam {
   private m: Float64Array
   private v: Float64Array
   private t = 0

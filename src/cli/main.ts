@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import * as rk from '../index.js'
 import { DEMO_DEFAULTS, runDemo } from './demo.js'
+import { preferenceDemoCommand } from './demo-preference.js'
 import { EXPECTED_TOLERANCE } from '../internal.js'
 import { runParity } from './parity.js'
 import { formatTable } from './table.js'
@@ -29,6 +30,8 @@ commands:
                         and uses groupAdvantages, without a value head
       --out DIR         where curves.json and curves.svg go (default ${DEMO_DEFAULTS.out})
       --quiet           no progress bars
+      --preference      train the policy on the same comparisons with preferenceLoss (no reward model), and
+                        plot it beside reward model + PPO (default --out rlhf-demo-preference)
   parity FILE       run the ops FILE's tensors describe on every backend; compare with the float64
                     reference and with the expected values in FILE (.safetensors, .npz, .npy, or a
                     directory of .npy files)
@@ -69,6 +72,7 @@ const FLAGS: Record<string, { value: boolean; commands: string[] }> = {
   soft: { value: false, commands: ['demo'] },
   out: { value: true, commands: ['demo'] },
   quiet: { value: false, commands: ['demo'] },
+  preference: { value: false, commands: ['demo'] },
   gpu: { value: false, commands: ['bench', 'check'] },
   log: { value: true, commands: ['check'] },
   atol: { value: true, commands: ['parity'] },
@@ -129,6 +133,12 @@ function presetFlag(p: Parsed): rk.PresetName | undefined {
 function demo(p: Parsed) {
   if (p.positional.length) throw new UsageError(`demo takes no arguments, got '${p.positional[0]}'`)
   const out = (p.flags.get('out') as string | undefined) ?? (DEMO_DEFAULTS.out as string)
+  if (p.flags.has('preference')) {
+    return preferenceDemoCommand({
+      seed: intFlag(p, 'seed', DEMO_DEFAULTS.seed, 0), steps: intFlag(p, 'steps', DEMO_DEFAULTS.steps, 1),
+      rmSteps: intFlag(p, 'rm-steps', DEMO_DEFAULTS.rmSteps, 1), quiet: p.flags.has('quiet'), out,
+    })
+  }
   const s = runDemo({
     seed: intFlag(p, 'seed', DEMO_DEFAULTS.seed, 0),
     steps: intFlag(p, 'steps', DEMO_DEFAULTS.steps, 1),

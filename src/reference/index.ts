@@ -10,6 +10,7 @@ import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
 import { klDivergenceKernel, klPenaltyKernel } from './kl.js'
 import { policyLossKernel } from './policy.js'
 import { ppoLossKernel } from './ppo.js'
+import { preferenceLossKernel, sequenceLogProbsKernel } from './preference.js'
 import { rewardLossKernel } from './reward.js'
 import { valueLossKernel } from './value.js'
 import { crossEntropyKernel, keptLogProbsKernel, logProbsBackwardKernel, logProbsKernel } from './vocab.js'
@@ -156,6 +157,27 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
       const sampling = a.keepOffsets === null ? { topK: a.topK, topP: a.topP, minP: a.minP } : null
       keptLogProbsKernel(f(a.logits), a.N, a.V, a.targets, { ...a, sampling }, logp, lse, fOrNull(a.gradLogp), grad)
       return { logp, lse, ...(grad !== null ? { gradLogits: matrix(grad, a.shape) } : {}) }
+    },
+
+    sequenceLogProbs(a) {
+      const S = a.layout.offsets.length - 1
+      const seqLogp = f32(S), lengths = f32(S)
+      const gradLogp = a.gradSeq !== null ? f32(a.layout.tokens) : null
+      sequenceLogProbsKernel(f(a.logp), a.layout, a.mask, a.reduction, fOrNull(a.gradSeq), seqLogp, lengths, gradLogp)
+      return gradLogp === null ? { seqLogp, lengths } : { seqLogp, lengths, gradLogp }
+    },
+
+    preferenceLoss(a) {
+      const total = a.logp.data.length
+      const rewards = f32(total), gradLogp = f32(total), losses = f32(a.offsets.length - 1)
+      const gradRefLogp = a.refGrad ? f32(total) : null
+      const r = preferenceLossKernel(f(a.logp), fOrNull(a.refLogp), fOrNull(a.lengths), a.offsets, a, rewards, gradLogp, gradRefLogp, losses)
+      return {
+        loss: round(r.loss), rewards, gradLogp, count: r.count, accuracy: r.accuracy,
+        chosenReward: round(r.chosenReward), rejectedReward: round(r.rejectedReward), margin: round(r.margin),
+        ...(gradRefLogp !== null ? { gradRefLogp } : {}),
+        ...(a.reduction === 'none' ? { losses } : {}),
+      }
     },
   }
 }

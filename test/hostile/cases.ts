@@ -216,6 +216,8 @@ function rawCases(): Case[] {
   const plArgs = () => args('policyLoss', { logp: values(M, 1), oldLogp: values(M, 2), advantages: values(M, 3), seqLengths: Int32Array.of(2, 4) })
   const rwArgs = () => args('rewardLoss', { scores: values(7, 1), offsets: Int32Array.of(0, 2, 7), chosen: Int32Array.of(1, 4) })
   const raw = (name: string, run: () => unknown, expect: Case['expect']): Case => ({ name: `raw addon: ${name}`, run, expect })
+  const prArgs = () => args('preferenceLoss', { logp: values(7, 1), refLogp: values(7, 2), offsets: Int32Array.of(0, 2, 7), ranking: Int32Array.of(1, 0, 4, 0, 3, 1, 2) })
+  const slArgs = () => args('sequenceLogProbs', { logp: values(M, 1), seqLengths: Int32Array.of(2, 4), gradSeq: values(2, 3) })
   const cases: Case[] = [
     raw('logProbs, N = 4096 and V = 2^52 + 1 over 4096 floats', () => addon.logProbs({ ...lpArgs(), N: 4096, V: 2 ** 52 + 1, logits: { data: new Float32Array(4096), dtype: 'float32' }, targets: new Int32Array(4096) }), { error: RangeError, message: /logits has 4096 x 4503599627370497 elements, more than 2\^53 - 1/ }),
     raw('crossEntropy, N x V = 2^64 (wraps to 0 in 64 bits) over no floats', () => addon.crossEntropy({ ...ceArgs(), N: 2 ** 33, V: 2 ** 31, logits: { data: new Float32Array(0), dtype: 'float32' }, targets: new Int32Array(0) }), { error: RangeError, message: /more than 2\^53 - 1/ }),
@@ -255,6 +257,21 @@ function rawCases(): Case[] {
     raw('rewardLoss, empty offsets', () => addon.rewardLoss({ ...rwArgs(), offsets: new Int32Array(0) }), { error: RangeError, message: /offsets must run from 0 to 7/ }),
     raw('rewardLoss, decreasing offsets', () => addon.rewardLoss({ ...rwArgs(), offsets: Int32Array.of(0, 9, 7) }), { error: RangeError, message: /offsets must be non-decreasing/ }),
     raw('rewardLoss, chosen out of its group', () => addon.rewardLoss({ ...rwArgs(), chosen: Int32Array.of(1, 5) }), { error: RangeError, message: /chosen\[1\] must be in \[0, 5\)/ }),
+    raw('preferenceLoss, a ranking index past its prompt', () => addon.preferenceLoss({ ...prArgs(), ranking: Int32Array.of(1, 0, 4, 0, 3, 1, 5) }), { error: RangeError, message: /ranking of prompt 1 must be a permutation of 0..4, got 5 at ranking\[6\]/ }),
+    raw('preferenceLoss, a ranking repeating a candidate', () => addon.preferenceLoss({ ...prArgs(), ranking: Int32Array.of(1, 1, 4, 0, 3, 1, 2) }), { error: RangeError, message: /ranking of prompt 0 must be a permutation of 0..1, got 1 at ranking\[1\]/ }),
+    raw('preferenceLoss, a negative ranking index', () => addon.preferenceLoss({ ...prArgs(), ranking: Int32Array.of(1, 0, 4, 0, -2147483648, 1, 2) }), { error: RangeError, message: /got -2147483648 at ranking\[4\]/ }),
+    raw('preferenceLoss, a ranking shorter than the candidates', () => addon.preferenceLoss({ ...prArgs(), ranking: Int32Array.of(1, 0) }), { error: RangeError, message: /ranking must have 7 elements, got 2/ }),
+    raw('preferenceLoss, chosen past its prompt', () => addon.preferenceLoss({ ...prArgs(), ranking: undefined, chosen: Int32Array.of(0, 5) }), { error: RangeError, message: /chosen\[1\] must be in \[0, 5\)/ }),
+    raw('preferenceLoss, offsets past the candidates', () => addon.preferenceLoss({ ...prArgs(), offsets: Int32Array.of(0, 2, 1 << 30) }), { error: RangeError, message: /offsets must run from 0 to 7/ }),
+    raw('preferenceLoss, refLogp shorter than logp', () => addon.preferenceLoss({ ...prArgs(), refLogp: { data: new Float32Array(3), dtype: 'float32' } }), { error: RangeError, message: /refLogp must have 7 elements, got 3/ }),
+    raw('preferenceLoss, simpo with no lengths', () => addon.preferenceLoss({ ...prArgs(), type: 4, refLogp: undefined }), { error: TypeError, message: /lengths must be given for type 'simpo'/ }),
+    raw('preferenceLoss, robust with labelSmoothing 0.5 (a division by 0)', () => addon.preferenceLoss({ ...prArgs(), type: 1, labelSmoothing: 0.5 }), { error: RangeError, message: /labelSmoothing must be in \[0, 1\] \(robust: \[0, 0.5\)\)/ }),
+    raw('preferenceLoss, beta NaN', () => addon.preferenceLoss({ ...prArgs(), beta: NaN }), { error: RangeError, message: /beta must be a finite number > 0/ }),
+    raw('preferenceLoss, a type ordinal past the list', () => addon.preferenceLoss({ ...prArgs(), type: 6 }), { error: RangeError, message: /type must be the ordinal of one of 0 dpo, 1 robust, 2 ipo, 3 hinge, 4 simpo, 5 plackett-luce/ }),
+    raw('sequenceLogProbs, reduction none', () => addon.sequenceLogProbs({ ...slArgs(), reduction: 2 }), { error: RangeError, message: /reduction must be the ordinal of 'sum' or 'mean'/ }),
+    raw('sequenceLogProbs, layout offsets past the tokens', () => addon.sequenceLogProbs({ ...slArgs(), layout: { tokens: M, width: 4, offsets: Int32Array.of(0, 2, 1 << 30) } }), { error: RangeError, message: /layout.offsets must run from 0 to 6/ }),
+    raw('sequenceLogProbs, gradSeq shorter than the sequences', () => addon.sequenceLogProbs({ ...slArgs(), gradSeq: { data: new Float32Array(1), dtype: 'float32' } }), { error: RangeError, message: /gradSeq must have 2 elements, got 1/ }),
+    raw('sequenceLogProbs, logp shorter than the layout', () => addon.sequenceLogProbs({ ...slArgs(), logp: { data: new Float32Array(2), dtype: 'float32' } }), { error: RangeError, message: /logp must have 6 elements, got 2/ }),
     raw('policyLoss, offsets past the tokens', () => addon.policyLoss({ ...plArgs(), layout: { tokens: M, width: 4, offsets: Int32Array.of(0, 2, 1 << 30) } }), { error: RangeError, message: /layout.offsets must run from 0 to 6/ }),
     raw('policyLoss, mask holding 2', () => addon.policyLoss({ ...plArgs(), mask: Uint8Array.of(1, 2, 1, 1, 1, 1) }), { error: RangeError, message: /mask must hold 0 or 1/ }),
     raw('gae, offsets an Int32Array of another length than the layout says', () => addon.gae({ ...args('gae', { rewards: values(M, 1), values: values(M, 2), seqLengths: Int32Array.of(3, 3) }), layout: { tokens: M, width: 3, offsets: Int32Array.of(0, 3) } }), { error: RangeError, message: /offsets must run from 0 to 6/ }),

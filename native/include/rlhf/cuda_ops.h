@@ -11,6 +11,7 @@
 #include "kl.h"
 #include "policy.h"
 #include "ppo.h"
+#include "preference.h"
 #include "reward.h"
 #include "value.h"
 
@@ -93,6 +94,16 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
 static_assert(PolicySlot::K <= RESULT_FLOATS && KlDivergenceSlot::K <= RESULT_FLOATS && RewardSlot::K <= RESULT_FLOATS &&
               PpoSlot::K <= RESULT_FLOATS && CrossEntropySlot::K <= RESULT_FLOATS);
 
+// The preference family (native/cuda/preference.cu). sequence_log_probs has no scalar results.
+cudaError_t sequence_log_probs(const SequenceLogProbsParams& p, cudaStream_t stream);
+struct PreferenceSlot {
+  enum : int { loss, count, accuracy, chosen_reward, rejected_reward, margin, K };
+};
+static_assert(PreferenceSlot::K <= RESULT_FLOATS);
+// scratch: preference_scratch_bytes(p)
+size_t preference_scratch_bytes(const PreferenceLossParams& p);
+cudaError_t preference_loss(const PreferenceLossParams& p, float* result, void* scratch, cudaStream_t stream);
+
 // The result blocks above as the CPU kernels' result structs (fractions and means formed on the host, as
 // the CPU kernels form them).
 inline CrossEntropyResult cross_entropy_result(const float* r) {
@@ -140,6 +151,18 @@ inline PpoLossResult ppo_result(const float* r) {
   write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   o.value_clip_fraction = r[S::value_clipped] * (r[S::count] > 0.f ? 1.f / r[S::count] : 0.f);
   if (r[S::policy_first] != 0.f) ppo_take_policy(o, policy_result(r + S::policy));
+  return o;
+}
+
+inline PreferenceLossResult preference_result(const float* r) {
+  using S = PreferenceSlot;
+  PreferenceLossResult o;
+  o.loss = r[S::loss];
+  o.count = int64_t(r[S::count]);
+  o.accuracy = r[S::accuracy];
+  o.chosen_reward = r[S::chosen_reward];
+  o.rejected_reward = r[S::rejected_reward];
+  o.margin = r[S::margin];
   return o;
 }
 
