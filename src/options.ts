@@ -79,8 +79,35 @@ export function checkTargets(op: string, name: string, t: Int32Array, V: number,
   }
 }
 
+/**
+ * The candidates of rewardLoss and preferenceLoss: one float each under `key`, flat, prompt after prompt,
+ * grouped by `offsets` (ragged) or a uniform `K`; N prompts.
+ */
+export function promptCandidates(op: string, key: string, values: unknown, o: { offsets?: unknown; K?: unknown }) {
+  const data = floatVector(op, key, values)
+  const total = data.data.length
+  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt')
+  return { data, total, offsets, N: offsets.length - 1 }
+}
+
+/**
+ * The label of rewardLoss and preferenceLoss: `chosen` (one index per prompt, checked; host data only when
+ * `host`), or the op's other label `otherName` (the caller reads it), exactly one of the two. null: the other.
+ */
+export function chosenLabels(
+  op: string, chosen: unknown, otherName: string, other: unknown, offsets: Int32Array, ignoreIndex: number, host: boolean,
+): Int32Array | null {
+  if ((chosen === undefined) === (other === undefined)) {
+    throw typeError(op, 'chosen', `given, or ${otherName}, but not both`, chosen === undefined ? undefined : 'both')
+  }
+  if (chosen === undefined) return null
+  const labels = intVector(op, 'chosen', chosen, offsets.length - 1)
+  checkChosen(op, host ? hostOnly(op, 'chosen', labels) : labels, offsets, ignoreIndex)
+  return labels
+}
+
 /** Each group's chosen index in [0, K_n), or equal to ignoreIndex (rewardLoss, preferenceLoss); device labels are the kernel's to check. */
-export function checkChosen(op: string, chosen: Int32Array, offsets: Int32Array, ignoreIndex: number): void {
+function checkChosen(op: string, chosen: Int32Array, offsets: Int32Array, ignoreIndex: number): void {
   if (isDeviceData(chosen)) return  // a device flag, then a RangeError naming the prompt
   for (let n = 0; n < chosen.length; n++) {
     const b = chosen[n], K = offsets[n + 1] - offsets[n]

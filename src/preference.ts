@@ -8,7 +8,7 @@ import { PREFERENCE_TYPES, type PreferenceType, REDUCTIONS, type Reduction, SEQU
 import { decodeFloats } from './dtypes.js'
 import { rangeError, typeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { checkChosen, groupOffsets } from './options.js'
+import { chosenLabels, promptCandidates } from './options.js'
 import type { Tensor } from './tensor.js'
 import { type TokenFloats, type TokenLayout, type TokenMask, tokenLayout, tokenShape } from './tokens.js'
 import {
@@ -148,10 +148,7 @@ const SMOOTHING: Partial<Record<PreferenceType, { max?: number; below?: number }
 function validatePreferenceLoss(options: PreferenceLossOptions): PreferenceLossArgs {
   const op = 'preferenceLoss'
   const o = optionsObject(op, options, PREFERENCE_LOSS_OPTIONS)
-  const logp = floatVector(op, 'logp', o.logp)
-  const total = logp.data.length
-  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt')
-  const N = offsets.length - 1
+  const { data: logp, total, offsets } = promptCandidates(op, 'logp', o.logp, o)
   const type = choiceOption(op, 'type', o.type, PREFERENCE_TYPES, 'dpo')
   const simpo = type === 'simpo'
   if (simpo && o.refLogp !== undefined) throw typeError(op, 'refLogp', "absent for type 'simpo' (SimPO uses no reference model)", o.refLogp)
@@ -163,15 +160,9 @@ function validatePreferenceLoss(options: PreferenceLossOptions): PreferenceLossA
   const refGrad = booleanOption(op, 'refGrad', o.refGrad, false)
   if (simpo && refGrad) throw typeError(op, 'refGrad', "false for type 'simpo' (there is no reference)", true)
   const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  if ((o.chosen === undefined) === (o.ranking === undefined)) {
-    throw typeError(op, 'chosen', 'given, or ranking, but not both', o.chosen === undefined ? undefined : 'both')
-  }
-  let chosen: Int32Array | null = null
+  const chosen = chosenLabels(op, o.chosen, 'ranking', o.ranking, offsets, ignoreIndex, true)
   let ranking: Int32Array | null = null
-  if (o.chosen !== undefined) {
-    chosen = hostOnly(op, 'chosen', intVector(op, 'chosen', o.chosen, N))
-    checkChosen(op, chosen, offsets, ignoreIndex)
-  } else {
+  if (chosen === null) {
     ranking = hostOnly(op, 'ranking', intVector(op, 'ranking', o.ranking, total))
     checkRanking(op, ranking, offsets)
   }

@@ -3,11 +3,11 @@
  * (`chosen`) or a soft one (`targetProbs`). Ragged K: flat scores plus offsets[N + 1]; uniform K: `K`.
  */
 import { REDUCTIONS, type Reduction } from './choices.js'
-import { rangeError, typeError } from './errors.js'
+import { rangeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { checkChosen, groupOffsets } from './options.js'
+import { chosenLabels, promptCandidates } from './options.js'
 import type { Tensor } from './tensor.js'
-import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, intVector, numberOption, optionsObject } from './validate.js'
+import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
 
 type Floats = Float32Array | Float64Array | Tensor
@@ -64,20 +64,11 @@ const REWARD_LOSS_OPTIONS: OptionNames<RewardLossOptions> = {
 function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const op = 'rewardLoss'
   const o = optionsObject(op, options, REWARD_LOSS_OPTIONS)
-  const scores = floatVector(op, 'scores', o.scores)
-  const total = scores.data.length
-  const offsets = groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt')
-  const N = offsets.length - 1
+  const { data: scores, total, offsets, N } = promptCandidates(op, 'scores', o.scores, o)
   const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  if ((o.chosen === undefined) === (o.targetProbs === undefined)) {
-    throw typeError(op, 'chosen', 'given, or targetProbs, but not both', o.chosen === undefined ? undefined : 'both')
-  }
-  let chosen: Int32Array | null = null
+  const chosen = chosenLabels(op, o.chosen, 'targetProbs', o.targetProbs, offsets, ignoreIndex, false)
   let targetProbs: FloatData | null = null
-  if (o.chosen !== undefined) {
-    chosen = intVector(op, 'chosen', o.chosen, N)
-    checkChosen(op, chosen, offsets, ignoreIndex)
-  } else {
+  if (chosen === null) {
     targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)
     hostOnly(op, 'targetProbs', targetProbs.data)
     const y = decodeFloats(targetProbs.data, targetProbs.dtype)

@@ -63,10 +63,7 @@ struct GroupAdvantagesJob : Job {
   GroupAdvantagesParams p;
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
-    int64_t n = 0;
-    p.offsets = a.offsets("offsets", n);
-    a.check_offsets("offsets", p.offsets, n, p.scores.size);
-    p.num_groups = n - 1;
+    p.num_groups = groups(a, "offsets", p.scores.size, p.offsets);
     p.method = a.choice<GroupMethod>("method", kGroupMethods);
     p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");

@@ -45,6 +45,15 @@ inline float log_ratio_clamp(const Args& a) {
   return float(c);
 }
 
+// Ragged groups of a flat array of `total` items (rewardLoss's and preferenceLoss's prompts, groupAdvantages's
+// groups): the Int32Array `key`, copied, then checked to run from 0 to total; returns the group count.
+inline int64_t groups(const Args& a, const char* key, int64_t total, const int32_t*& offsets) {
+  int64_t n = 0;
+  offsets = a.offsets(key, n);
+  a.check_offsets(key, offsets, n, total);
+  return n - 1;
+}
+
 // exports.enums[key] = names: an enum list in ordinal order under its src/choices.ts name, which
 // test/enums.test.ts checks against it. Each family's binding exports its own lists; addon.cc the shared ones.
 template <size_t N>

@@ -43,10 +43,7 @@ struct PreferenceLossJob : Job {
   void prepare(const Args& a) {
     p.logp = a.floats("logp", -1);
     const int64_t total = p.logp.size;
-    int64_t n = 0;
-    p.offsets = a.offsets("offsets", n);
-    a.check_offsets("offsets", p.offsets, n, total);
-    p.N = n - 1;
+    p.N = groups(a, "offsets", total, p.offsets);
     const int32_t* offsets = a.host_view(p.offsets);
     p.type = a.choice<PreferenceType>("type", kPreferenceTypes);
     p.ref_logp = a.floats_or_absent("refLogp", total);

@@ -16,10 +16,7 @@ struct RewardLossJob : Job {
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
     const int64_t total = p.scores.size;
-    int64_t n = 0;
-    p.offsets = a.offsets("offsets", n);
-    a.check_offsets("offsets", p.offsets, n, total);
-    p.N = n - 1;
+    p.N = groups(a, "offsets", total, p.offsets);
     p.ignore_index = a.int32("ignoreIndex");
     if (a.has("chosen")) {
       p.chosen = a.int32s("chosen", p.N);

@@ -90,20 +90,9 @@ float kl_penalty(const KlPenaltyParams& p) {
   const TokenBatch& b = p.batch;
   std::vector<float> w(size_t(b.tokens));
   aggregation_weights(b, w.data());
-  KahanSum loss;
-  for (int64_t t = 0; t < b.tokens; t++) {
-    if (b.mask && !b.mask[t]) {
-      p.per_token[t] = 0.f;
-      p.grad[t] = 0.f;
-      continue;
-    }
-    float k, g;
+  return token_loss(b, w.data(), p.per_token, p.grad, [&](int64_t t, float& k, float& g) {
     kl_token(read(p.logp, t) - read(p.ref_logp, t), p.opts, k, g);
-    p.per_token[t] = k;
-    p.grad[t] = w[t] * g;
-    loss.add(w[t] * k);
-  }
-  return loss.value();
+  });
 }
 
 }  // namespace rk

@@ -37,6 +37,34 @@ export function aggregationWeights(layout: TokenLayout, valid: Uint8Array | null
   }
 }
 
+/**
+ * The aggregated loss of a per-token op whose counted token t gives its loss s[0] and d loss_t / d x_t s[1]
+ * (`token(t, s)`, never called for a masked token): perToken[t] = s[0], grad[t] = w_t s[1], both 0 where
+ * masked; returns Σ_t w_t s[0] (klPenalty, valueLoss).
+ */
+export function tokenLoss(
+  layout: TokenLayout, valid: Uint8Array | null, agg: Aggregation, perToken: Floats, grad: Floats,
+  token: (t: number, s: Float64Array) => void,
+): number {
+  const M = layout.tokens
+  const w = new Float64Array(M)
+  aggregationWeights(layout, valid, agg, w)
+  const s = new Float64Array(2)
+  let loss = 0
+  for (let t = 0; t < M; t++) {
+    if (valid !== null && !valid[t]) {
+      perToken[t] = 0
+      grad[t] = 0
+      continue
+    }
+    token(t, s)
+    perToken[t] = s[0]
+    grad[t] = w[t] * s[1]
+    loss += w[t] * s[0]
+  }
+  return loss
+}
+
 /** Σ_t w_t x_t over tokens with w_t ≠ 0 (a masked NaN is never read). */
 export function weightedSum(w: Float64Array, x: ArrayLike<number>): number {
   let sum = 0

@@ -12,7 +12,7 @@ import type { KlEstimator, Reduction } from '../choices.js'
 import { type Temperature, invTemperature } from '../options.js'
 import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
-import { aggregationWeights, type Floats } from './aggregate.js'
+import { type Floats, tokenLoss } from './aggregate.js'
 import { rowLse } from './vocab.js'
 
 
@@ -121,21 +121,5 @@ export function klPenaltyKernel(
   logp: Floats, ref: Floats, valid: Uint8Array | null, layout: TokenLayout, agg: Aggregation,
   o: KlPenaltyKernelOptions, perToken: Floats, grad: Floats,
 ): number {
-  const M = layout.tokens
-  const w = new Float64Array(M)
-  aggregationWeights(layout, valid, agg, w)
-  const s = new Float64Array(2)
-  let loss = 0
-  for (let t = 0; t < M; t++) {
-    if (valid !== null && !valid[t]) {
-      perToken[t] = 0
-      grad[t] = 0
-      continue
-    }
-    klToken(logp[t] - ref[t], o, s)
-    perToken[t] = s[0]
-    grad[t] = w[t] * s[1]
-    loss += w[t] * s[0]
-  }
-  return loss
+  return tokenLoss(layout, valid, agg, perToken, grad, (t, s) => klToken(logp[t] - ref[t], o, s))
 }

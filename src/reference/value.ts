@@ -6,7 +6,7 @@
  */
 import type { Aggregation } from '../aggregate.js'
 import type { TokenLayout } from '../tokens.js'
-import { aggregationWeights, countValid, type Floats } from './aggregate.js'
+import { type Floats, countValid, tokenLoss } from './aggregate.js'
 
 export interface ValueKernelOptions {
   clip: number | null
@@ -37,23 +37,10 @@ export function valueLossKernel(
   V: Floats, R: Floats, Vold: Floats | null, valid: Uint8Array | null, layout: TokenLayout, agg: Aggregation,
   o: ValueKernelOptions, perToken: Floats, grad: Floats,
 ): { loss: number; clipFraction: number } {
-  const M = layout.tokens
-  const w = new Float64Array(M)
-  aggregationWeights(layout, valid, agg, w)
-  const s = new Float64Array(2)
-  let loss = 0
   let clipped = 0
-  for (let t = 0; t < M; t++) {
-    if (valid !== null && !valid[t]) {
-      perToken[t] = 0
-      grad[t] = 0
-      continue
-    }
+  const loss = tokenLoss(layout, valid, agg, perToken, grad, (t, s) => {
     if (valueToken(V[t], R[t], Vold === null ? 0 : Vold[t], o, s)) clipped++
-    perToken[t] = s[0]
-    grad[t] = w[t] * s[1]
-    loss += w[t] * s[0]
-  }
-  const n = countValid(valid, M)
+  })
+  const n = countValid(valid, layout.tokens)
   return { loss, clipFraction: n > 0 ? clipped / n : 0 }
 }

@@ -105,10 +105,21 @@ size_t preference_scratch_bytes(const PreferenceLossParams& p);
 cudaError_t preference_loss(const PreferenceLossParams& p, float* result, void* scratch, cudaStream_t stream);
 
 // The result blocks above as the CPU kernels' result structs (fractions and means formed on the host, as
-// the CPU kernels form them).
-inline CrossEntropyResult cross_entropy_result(const float* r) {
-  return {r[CrossEntropySlot::loss], int64_t(r[CrossEntropySlot::count])};
-}
+// the CPU kernels form them). A result whose every field is the slot of its name is read from the op's field
+// list (RK_SLOT_RESULT: a field without its slot does not compile); the others by hand.
+#define RK_SLOT_READ(js, type, member) o.member = type(r[S::member]);
+#define RK_SLOT_RESULT(fn, Result, Slot, FIELDS) \
+  inline Result fn(const float* r) {             \
+    using S = Slot;                              \
+    Result o;                                    \
+    FIELDS(RK_SLOT_READ)                         \
+    return o;                                    \
+  }
+RK_SLOT_RESULT(cross_entropy_result, CrossEntropyResult, CrossEntropySlot, RK_CROSS_ENTROPY_FIELDS)
+RK_SLOT_RESULT(kl_divergence_result, KlDivergenceResult, KlDivergenceSlot, RK_KL_DIVERGENCE_FIELDS)
+RK_SLOT_RESULT(kl_penalty_result, KlPenaltyResult, KlPenaltySlot, RK_KL_PENALTY_FIELDS)
+RK_SLOT_RESULT(preference_result, PreferenceLossResult, PreferenceSlot, RK_PREFERENCE_LOSS_FIELDS)
+
 inline PolicyLossResult policy_result(const float* r) {
   using S = PolicySlot;
   PolicyLossResult o;
@@ -123,13 +134,9 @@ inline PolicyLossResult policy_result(const float* r) {
   ro.write(o, r[S::count]);
   return o;
 }
-inline KlPenaltyResult kl_penalty_result(const float* r) { return {r[KlPenaltySlot::loss]}; }
 inline ValueLossResult value_result(const float* r) {
   using S = ValueSlot;
   return {r[S::loss], r[S::count] > 0.f ? float(double(r[S::clipped]) / double(r[S::count])) : 0.f};
-}
-inline KlDivergenceResult kl_divergence_result(const float* r) {
-  return {r[KlDivergenceSlot::loss], int64_t(r[KlDivergenceSlot::count])};
 }
 inline RewardLossResult reward_result(const float* r) {
   using S = RewardSlot;
@@ -151,18 +158,6 @@ inline PpoLossResult ppo_result(const float* r) {
   write_clip_metrics(o, r[S::count], r[S::ratio_sum], r[S::clipped_low], r[S::clipped_high], r[S::dual_clipped], r[S::ratio_max]);
   o.value_clip_fraction = r[S::value_clipped] * (r[S::count] > 0.f ? 1.f / r[S::count] : 0.f);
   if (r[S::policy_first] != 0.f) ppo_take_policy(o, policy_result(r + S::policy));
-  return o;
-}
-
-inline PreferenceLossResult preference_result(const float* r) {
-  using S = PreferenceSlot;
-  PreferenceLossResult o;
-  o.loss = r[S::loss];
-  o.count = int64_t(r[S::count]);
-  o.accuracy = r[S::accuracy];
-  o.chosen_reward = r[S::chosen_reward];
-  o.rejected_reward = r[S::rejected_reward];
-  o.margin = r[S::margin];
   return o;
 }
 
