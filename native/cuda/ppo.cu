@@ -3,8 +3,9 @@
 // terms, and dloss/dlogits written once. Per-token terms go to scratch and are summed in token order by
 // one block. Version 2 holds the row on chip (one read); version 1 reads it two or three times and serves
 // the full-vocabulary KL (anchor logits) and the shapes version 2 does not take. With a policy variant
-// (ppo_policy_first): a first kernel forms every token's log-prob (and old log-prob), policy_loss
-// (policy.cu) their policy terms, and version 1 the rows with that coefficient.
+// (ppo_policy_first): a first kernel forms every token's log-prob (and old log-prob; with trustRegion 'full'
+// its full-vocabulary TV / KL to π_old), policy_loss (policy.cu) their policy terms, and version 1 the rows
+// with that coefficient.
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
