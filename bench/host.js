@@ -207,6 +207,23 @@ function rows() {
         inputs: [t('x', x, [N, V]), t('actions', actions, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
       }),
     },
+    // the DPPO trust region from π_old's logits: the taken token's binary TV against the exact full-vocabulary
+    // TV of each position (trustRegion 'full'), the full KL to π_old (β = 0.01) in both
+    ...['binary', 'full'].map((trustRegion) => ({
+      key: `ppo-dppo-${trustRegion}`, op: `ppoLoss dppo-tv ${trustRegion} 4×256×${V}`, N: 1024,
+      make() {
+        const x = logits(5, this.N), old = Float32Array.from(logits(17, this.N), (v, i) => x[i] + 0.3 * v)
+        return { x, old, actions: ints(6, this.N, V), adv: uniform(8, this.N, -1, 1), m: mask(9, this.N) }
+      },
+      bytes() { return 3 * this.N * V * 4 }, exps() { return 2 * this.N * V },
+      rk: ({ x, old, actions, adv, m }, N) => {
+        const r = rk.ppoLoss({
+          logits: rk.tensor(x, [4, N / 4, V]), oldLogits: rk.tensor(old, [4, N / 4, V]), actions, advantages: adv, mask: m,
+          variant: 'dppo-tv', clipLow: 0.1, clipHigh: 0.1, trustRegion, beta: 0.01,
+        })
+        return { loss: r.loss, grad: r.gradLogits }
+      },
+    })),
     {
       key: 'reward', op: 'rewardLoss 2^20 × 4', N: TOKENS,
       make() { return { s: uniform(10, 4 * this.N, -2, 2), c: ints(11, this.N, 4) } },

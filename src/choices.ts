@@ -65,6 +65,14 @@ export const ROLLOUT_CORRECTIONS = ['token-truncate', 'token-mask', 'sequence-tr
 export type RolloutCorrection = (typeof ROLLOUT_CORRECTIONS)[number]
 
 /**
+ * ppoLoss with variant 'dppo-tv' / 'dppo-kl': the divergence of the DPPO trust region; default 'binary'
+ * (the taken token's binary TV / KL, verl dppo_tv / dppo_kl); 'full': the exact full-vocabulary TV / KL(π_old ‖ π)
+ * of the position, from oldLogits.
+ */
+export const TRUST_REGIONS = ['binary', 'full'] as const
+export type TrustRegion = (typeof TRUST_REGIONS)[number]
+
+/**
  * preferenceLoss's types; default 'dpo'. dpo (cDPO with labelSmoothing), robust, ipo, hinge: TRL's
  * dpo_loss loss_types sigmoid/robust/ipo/hinge; simpo: no reference, length-normalised, margin gamma;
  * plackett-luce: the K-wise ranking loss (DPO paper, appendix A.3).

@@ -40,6 +40,7 @@ export {
   POLICY_VARIANTS, IS_LEVELS, ROLLOUT_CORRECTIONS, type PolicyVariant, type IsLevel, type RolloutCorrection,
 } from './choices.js'
 export type { PolicyVariantOptions, RolloutMetrics } from './options.js'
+export { TRUST_REGIONS, type TrustRegion } from './choices.js'
 
 export { keptLogProbs, keptLogProbsAsync, type KeptLogProbsOptions, type KeptLogProbsResult } from './vocab.js'
 export {

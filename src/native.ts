@@ -14,6 +14,7 @@ import { registerBackend } from './backend.js'
 import {
   AGGREGATIONS, GROUP_METHODS, IS_LEVELS, KL_ESTIMATORS, POLICY_VARIANTS, PPO_KL_ESTIMATORS, PREFERENCE_TYPES, REDUCTIONS, ROLLOUT_CORRECTIONS,
 } from './choices.js'
+import { TRUST_REGIONS } from './choices.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
@@ -179,6 +180,7 @@ const shapes: Record<string, (r: any, a: any) => unknown> = {
 const ORDINALS: Record<string, readonly string[]> = {
   reduction: REDUCTIONS, estimator: KL_ESTIMATORS, klEstimator: PPO_KL_ESTIMATORS, method: GROUP_METHODS,
   variant: POLICY_VARIANTS, isLevel: IS_LEVELS, rolloutCorrection: ROLLOUT_CORRECTIONS, type: PREFERENCE_TYPES,
+  trustRegion: TRUST_REGIONS,
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { AGGREGATION_OPTIONS, type AggregationOptions } from './aggregate.js'
 import { rangeError, typeError } from './errors.js'
-import type { GradDTypeChoice, KlEstimator } from './choices.js'
+import { TRUST_REGIONS, type GradDTypeChoice, type KlEstimator, type TrustRegion } from './choices.js'
 import { defineOp } from './ops.js'
 import {
   CLIP_OPTIONS, type ClipMetrics, type ClipOptions, POLICY_VARIANT_OPTIONS, type PolicyVariantArgs, type PolicyVariantOptions, type RolloutMetrics,
@@ -13,7 +13,7 @@ import {
 import { type TokenBatch, type TokenFloats, type TokenMask, tokenBatch } from './tokens.js'
 import type { Tensor } from './tensor.js'
 import {
-  type FloatData, type GradDType, type OptionNames, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
+  type FloatData, type GradDType, type OptionNames, choiceOption, floatMatrix, floatVector, gradDTypeOption, intVector, numberOption, optionalNumber,
   optionsObject,
 } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
@@ -52,6 +52,11 @@ export interface PpoLossOptions extends AggregationOptions, ClipOptions, PolicyV
   half?: boolean
   /** 'float32' (default) or 'input': gradLogits in the logits' dtype when it is bfloat16/float16 */
   gradDtype?: GradDTypeChoice
+  /**
+   * variant 'dppo-tv' / 'dppo-kl': 'binary' (default; the taken token's binary TV / KL, as verl) or 'full' (each
+   * position's exact full-vocabulary TV or KL(π_old ‖ π) against oldLogits, computed with the loss)
+   */
+  trustRegion?: TrustRegion
 }
 
 export interface PpoMetrics extends ClipMetrics, RolloutMetrics {
@@ -97,12 +102,13 @@ export interface PpoLossArgs extends TokenBatch, PolicyVariantArgs {
   valueClip: number | null
   half: boolean
   gradDtype: GradDType
+  trustRegion: TrustRegion
 }
 
 const PPO_LOSS_OPTIONS: OptionNames<PpoLossOptions> = {
   ...AGGREGATION_OPTIONS, ...CLIP_OPTIONS, ...POLICY_VARIANT_OPTIONS, ...PRESET_OPTION, logits: true, actions: true, oldLogp: true, oldLogits: true, refLogits: true, refLogp: true,
   advantages: true, values: true, returns: true, oldValues: true, mask: true, temperature: true, beta: true, c1: true, klEstimator: true,
-  klOutputClamp: true, valueClip: true, half: true, gradDtype: true,
+  klOutputClamp: true, valueClip: true, half: true, gradDtype: true, trustRegion: true,
 }
 
 function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
@@ -137,6 +143,14 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
   const vopts = valueOptions(op, 'valueClip', o.valueClip, o.half)
   const oldValues = vec('oldValues', o.oldValues)
   if (vopts.clip !== null && oldValues === null) throw typeError(op, 'oldValues', 'given when valueClip is set', undefined)
+  const variants = policyVariantOptions(op, o, M)
+  const trustRegion = choiceOption(op, 'trustRegion', o.trustRegion, TRUST_REGIONS, 'binary')
+  if (trustRegion === 'full') {
+    if (variants.variant !== 'dppo-tv' && variants.variant !== 'dppo-kl') {
+      throw typeError(op, 'trustRegion', `'binary' or absent with variant '${variants.variant}' (the trust region belongs to 'dppo-tv' / 'dppo-kl')`, trustRegion)
+    }
+    if (o.oldLogits === undefined) throw typeError(op, 'oldLogits', "given for trustRegion 'full' (the full distribution of π_old)", undefined)
+  }
   return {
     ...batch,
     logits: m, shape: m.shape, V: m.cols, actions,
@@ -145,7 +159,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     values, returns, oldValues,
     temperature: temperatureOption(op, o.temperature, M),
     ...clipOptions(op, o),
-    ...policyVariantOptions(op, o, M),
+    ...variants,
     beta: numberOption(op, 'beta', o.beta, 0, { min: 0 }),
     c1: numberOption(op, 'c1', o.c1, 0.1, { min: 0 }),
     klEstimator,
@@ -153,6 +167,7 @@ function validatePpoLoss(options: PpoLossOptions): PpoLossArgs {
     valueClip: vopts.clip,
     half: vopts.half,
     gradDtype: gradDTypeOption(op, o.gradDtype, m.dtype),
+    trustRegion,
   }
 }
 

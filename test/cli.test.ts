@@ -248,3 +248,42 @@ describe('demo with a preset', () => {
     expect(bad.err).toMatch(/--preset must be one of/)
   })
 })
+
+describe('parity recipes of the policy variants (verl loss_mode) and of preferenceLoss (TRL dpo_loss)', () => {
+  /** The archive's members as a directory of .npy files, with `options` as its options.json (none: no file). */
+  function unpacked(file: string, name: string, options?: object) {
+    const d = join(tmp, name)
+    const r = spawnSync('/usr/bin/python3', ['-c', 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])', join(fixtures, file), d])
+    expect(r.status, String(r.stderr)).toBe(0)
+    rmSync(join(d, 'options.json'))
+    if (options) writeFileSync(join(d, 'options.json'), JSON.stringify(options))
+    return d
+  }
+
+  it.each([
+    ['verl_gspo.npz', 'policyLoss', 6], ['verl_cispo.npz', 'policyLoss', 6], ['trl_dpo.npz', 'preferenceLoss', 10],
+  ] as const)('%s: every check passes (exit 0)', (file, op, checks) => {
+    const r = cli('parity', join(fixtures, file))
+    expect(r.code, r.out + r.err).toBe(0)
+    expect(r.out).toMatch(new RegExp(`^${op}\\s`, 'm'))
+    expect(r.out).toMatch(new RegExp(`all ${checks} checks passed`))
+  })
+
+  it("the trainer's mode is read: without verl's loss_mode, or with another TRL loss_type, the same tensors fail", () => {
+    expect(cli('parity', unpacked('verl_gspo.npz', 'gspo_plain', {})).code).toBe(1)
+    expect(cli('parity', unpacked('verl_gspo.npz', 'gspo_again', { loss_mode: 'gspo' })).code).toBe(0)
+    expect(cli('parity', unpacked('verl_cispo.npz', 'cispo_plain', { clipHigh: 0.28 })).code).toBe(1)
+    const dpo = cli('parity', unpacked('trl_dpo.npz', 'dpo_ipo', { loss_type: 'ipo', beta: 0.1 }))
+    expect(dpo.code).toBe(1)
+    expect(dpo.out).toMatch(/preferenceLoss\s+losses\s+js.*FAIL/)
+    // TRL's rewards need no loss type: the implicit rewards pass whatever the loss
+    expect(dpo.out).toMatch(/preferenceLoss\s+chosenRewards\s+js.*\(chosen_rewards\)\s+pass/)
+  })
+
+  it('an unknown loss_mode is bad use: exit 2, one line', () => {
+    const r = cli('parity', unpacked('verl_cispo.npz', 'cispo_bad', { loss_mode: 'cipso' }))
+    expect(r.code, r.out).toBe(2)
+    expect(r.err.trim().split('\n')).toHaveLength(1)
+    expect(r.err).toMatch(/loss_mode must be one of vanilla, gspo, cispo, dppo_tv, dppo_kl, got "cipso"/)
+  })
+})

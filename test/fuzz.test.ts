@@ -89,7 +89,7 @@ function makeCase(r: R): Case {
   const [scale0, temperature] = scaleAndTemperature(r)
   // float16 holds up to 65504: keep its logits inside
   const scale = dtype === 'float16' ? Math.min(scale0, 1e4) : scale0
-  const op = pick(r, ['logProbs', 'logProbsBackward', 'crossEntropy', 'klDivergence', 'ppoLoss', 'rewardLoss', 'policyLoss', 'klPenalty', 'valueLoss', 'gae', 'whiten', 'groupAdvantages'] as const)
+  const op = pick(r, ['logProbs', 'logProbsBackward', 'crossEntropy', 'klDivergence', 'ppoLoss', 'rewardLoss', 'policyLoss', 'klPenalty', 'valueLoss', 'gae', 'whiten', 'groupAdvantages', 'sequenceLogProbs', 'preferenceLoss'] as const)
   const shape = `[${N}, ${V}] ${dtype} scale ${scale}${extremes ? ' extremes' : ''}`
   switch (op) {
     case 'logProbs': {
@@ -154,6 +154,48 @@ function makeCase(r: R): Case {
       const chosen = Int32Array.from(sizes, (k) => (r.uniform() < 0.15 ? -100 : r.int(k)))
       const o = { scores, offsets, chosen, margins: r.uniform() < 0.3 ? floats(r, total, 0.5) : undefined, centerCoef: r.uniform() < 0.3 ? 0.01 : 0, reduction: pick(r, ['mean', 'sum', 'none'] as const) }
       return { what: `rewardLoss ${N} prompts ${total} scores${extremes ? ' extremes' : ''}`, run: () => rk.rewardLoss(o) }
+    }
+    case 'sequenceLogProbs': {
+      // N sequences of up to min(V, 64) tokens, [B, T] with a mask (masked NaN slots) or packed by seqLengths (some 0)
+      const T = Math.min(V, 64), packed = r.uniform() < 0.5
+      const seqLengths = Int32Array.from({ length: N }, () => (r.uniform() < 0.15 ? 0 : r.int(T + 1)))
+      const M = packed ? seqLengths.reduce((a, b) => a + b, 0) : N * T
+      const logp = Float32Array.from({ length: M }, () => -Math.abs(r.normal()) * Math.min(scale, 1e3))
+      const mask = !packed && r.uniform() < 0.7 ? r.mask(M) : undefined
+      if (mask) for (let i = 0; i < M; i++) if (!mask[i] && r.uniform() < 0.3) logp[i] = NaN
+      if (extremes && M > 0 && (mask === undefined || mask.some((m) => m))) {
+        const i = mask ? mask.indexOf(1) : r.int(M)
+        logp[i] = -Infinity
+      }
+      const o = {
+        logp: packed ? logp : rk.tensor(logp, [N, T]), ...(packed ? { seqLengths } : { mask }),
+        reduction: pick(r, rk.SEQUENCE_REDUCTIONS), gradSeq: r.uniform() < 0.7 ? floats(r, N) : undefined,
+      }
+      return { what: `sequenceLogProbs ${packed ? 'packed' : `[${N}, ${T}]`} ${o.reduction} grad=${!!o.gradSeq}${extremes ? ' extremes' : ''}`, run: () => rk.sequenceLogProbs(o) }
+    }
+    case 'preferenceLoss': {
+      // N prompts of K_n candidates (ragged), sequence log-probs of sequence scale, a chosen index or a ranking
+      const sizes = Array.from({ length: N }, () => 1 + r.int(5))
+      const offsets = Int32Array.from([0, ...sizes.map((_, i) => sizes.slice(0, i + 1).reduce((a, b) => a + b, 0))])
+      const total = offsets[N]
+      const type = pick(r, rk.PREFERENCE_TYPES)
+      const logp = Float32Array.from({ length: total }, () => -(5 + 40 * r.uniform()))
+      const refLogp = Float32Array.from(logp, (x) => x + 3 * r.normal())
+      const ranked = type === 'plackett-luce' && r.uniform() < 0.5
+      const ranking = Int32Array.from(sizes.flatMap((k) => {
+        const p = Array.from({ length: k }, (_, i) => i)
+        for (let i = k - 1; i > 0; i--) { const j = r.int(i + 1); [p[i], p[j]] = [p[j], p[i]] }
+        return p
+      }))
+      const chosen = Int32Array.from(sizes, (k) => (r.uniform() < 0.15 ? -100 : r.int(k)))
+      const smoothing = type === 'dpo' || type === 'simpo' ? pick(r, [0, 0.1]) : type === 'robust' ? 0.1 : undefined
+      const o = {
+        logp, refLogp: type === 'simpo' ? undefined : refLogp, offsets, ...(ranked ? { ranking } : { chosen }), type,
+        beta: pick(r, [0.1, 0.5, 2]), labelSmoothing: smoothing, gamma: type === 'simpo' ? 0.3 : undefined,
+        lengths: type === 'simpo' || r.uniform() < 0.2 ? Float32Array.from({ length: total }, () => r.int(40)) : undefined,
+        reduction: pick(r, ['mean', 'sum', 'none'] as const), refGrad: type !== 'simpo' && r.uniform() < 0.3,
+      }
+      return { what: `preferenceLoss ${N} prompts ${total} candidates ${type} ${ranked ? 'ranking' : 'chosen'} ${o.reduction}`, run: () => rk.preferenceLoss(o) }
     }
     default: {
       // token ops: M = N·V tokens as [N, V], with masked NaN slots

@@ -13,6 +13,7 @@ PolicyOptions read_policy_options(const Args& a);
 // PPO_KL_ESTIMATORS)
 constexpr const char* kPpoKlEstimators[] = {RK_KL_ESTIMATORS(RK_ENUM_NAME) "full"};
 constexpr int32_t kFullKl = int32_t(sizeof(kPpoKlEstimators) / sizeof(kPpoKlEstimators[0])) - 1;
+constexpr const char* kTrustRegions[] = {RK_TRUST_REGIONS(RK_ENUM_NAME)};
 
 namespace {
 
@@ -46,6 +47,11 @@ struct PpoLossJob : Job {
     temperature(a, M, p.temperature, p.temperatures);
     p.policy = read_policy_options(a);
     if (p.policy.rollout != RolloutCorrection::none && !p.behavior_logp.present()) throw_type(a.env(), name, "rolloutCorrection needs behaviorLogp");
+    if (a.has("trustRegion")) p.trust_full = a.choice<TrustRegion>("trustRegion", kTrustRegions) == TrustRegion::full;
+    if (p.trust_full && p.policy.variant != PolicyVariant::dppo_tv && p.policy.variant != PolicyVariant::dppo_kl) {
+      throw_type(a.env(), name, "trustRegion 'full' belongs to variant 'dppo-tv' / 'dppo-kl'");
+    }
+    if (p.trust_full && !p.anchor_logits.present()) throw_type(a.env(), name, "trustRegion 'full' needs oldLogits");
     p.beta = float(a.number("beta"));
     p.c1 = float(a.number("c1"));
     const int32_t kl = a.choice<int32_t>("klEstimator", kPpoKlEstimators);
@@ -84,6 +90,7 @@ void export_ppo(Napi::Env env, Napi::Object exports) {
   export_job<PpoLossJob>(env, exports);
   export_fields(env, exports, std::string(PpoLossJob::name) + ".metrics", PpoLossJob::metric_fields);
   export_enum(env, exports, "PPO_KL_ESTIMATORS", kPpoKlEstimators);
+  export_enum(env, exports, "TRUST_REGIONS", kTrustRegions);
 }
 
 }  // namespace rk::addon

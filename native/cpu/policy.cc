@@ -43,7 +43,8 @@ float policy_one(const PolicyLossParams& p, const Inputs<F32>& in, float w, int6
   const float lp = in(p.logp, t), old = in(p.old_logp, t);
   float behavior = 0.f;
   if (p.behavior_logp.present()) behavior = in(p.behavior_logp, t);
-  const PolicyTerm k = policy_term(lp, old, in(p.advantages, t), p.behavior_logp.present() ? &behavior : nullptr, q, p.opts);
+  const float div = p.divergence.present() ? in(p.divergence, t) : NAN;
+  const PolicyTerm k = policy_term(lp, old, in(p.advantages, t), p.behavior_logp.present() ? &behavior : nullptr, q, p.opts, div);
   p.per_token[t] = k.loss;
   s.loss += double(w * k.loss);
   s.kl += double(w * (old - lp));
@@ -111,7 +112,8 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
   PolicyLossResult r;
   r.count = aggregation_weights(b, w.data());
   const bool f32 = p.logp.dtype == DType::f32 && p.old_logp.dtype == DType::f32 && p.advantages.dtype == DType::f32 &&
-                   (!p.behavior_logp.present() || p.behavior_logp.dtype == DType::f32);
+                   (!p.behavior_logp.present() || p.behavior_logp.dtype == DType::f32) &&
+                   (!p.divergence.present() || p.divergence.dtype == DType::f32);
   const bool by_seq = p.opts.needs_sequences();
   const int64_t blocks = by_seq ? b.num_seqs : (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
   std::vector<BlockSums> sums(static_cast<size_t>(blocks));

@@ -19,24 +19,35 @@ struct TokenTerms {
 };
 
 // The policy-first path (ppo_policy_first): each counted row's log-prob into p.logp and its old log-prob
-// into old (from the anchor logits when oldLogp is absent).
+// into old (from the anchor logits when oldLogp is absent); with trust_full, also the row's trust-region
+// divergence into div, one more pass over the two rows once both lse are known:
+//   tv: ½ Σ_v |q_v − p_v|,  kl: Σ_v p_v (log p_v − log q_v)   (q = π_θ, p = π_old = softmax(anchor / T))
 template <int L, typename T>
-RK_INLINE void ppo_logp_impl(const PpoLossParams& p, float* old, int64_t begin, int64_t end) {
+RK_INLINE void ppo_logp_impl(const PpoLossParams& p, float* old, float* div, int64_t begin, int64_t end) {
   const T* z = static_cast<const T*>(p.logits.data);
   const T* za = static_cast<const T*>(p.anchor_logits.data);
   for (int64_t t = begin; t < end; t++) {
     if (p.batch.mask && !p.batch.mask[t]) {
       p.logp[t] = old[t] = 0.f;
+      if (div) div[t] = 0.f;
       continue;
     }
     const int32_t y = p.actions[t];
     const T* row = z + t * p.V;
-    p.logp[t] = row_softmax<L>(row, p.V, p.temperature).logp(load(row, y));
-    if (p.old_logp.present()) {
-      old[t] = read(p.old_logp, t);
-    } else {
-      const T* arow = za + t * p.V;
-      old[t] = row_softmax<L>(arow, p.V, p.temperature).logp(load(arow, y));
+    const double temp = row_temperature(p.temperatures, p.temperature, t);
+    const RowSoftmax sq = row_softmax<L>(row, p.V, temp);
+    p.logp[t] = sq.logp(load(row, y));
+    const T* arow = za ? za + t * p.V : nullptr;
+    const RowSoftmax sa = arow && (div || !p.old_logp.present()) ? row_softmax<L>(arow, p.V, temp) : RowSoftmax{0.f, 0.f, sq.invT, 0.0};
+    old[t] = p.old_logp.present() ? read(p.old_logp, t) : sa.logp(load(arow, y));
+    if (div && p.policy.variant == PolicyVariant::dppo_kl) {
+      const float dc = sa.c - sq.c;  // log p_a − log q, as in ppo_impl's full KL
+      div[t] = row_sum<L>(p.V, [&](auto a, auto x) { return kl_term(exp_approx(sa.logp(a)), log_ratio(sa, sq, a, x, dc)); }, arow, row);
+    } else if (div) {
+      div[t] = 0.5f * row_sum<L>(p.V, [&](auto a, auto x) {
+        const auto d = exp_approx(sq.logp(x)) - exp_approx(sa.logp(a));
+        return d < 0.f ? -d : d;
+      }, arow, row);
     }
   }
 }
@@ -137,12 +148,15 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p.V));
   // the policy-first path: every log-prob, then the policy terms of policy_loss, then the rows
   const bool first = ppo_policy_first(p);
-  std::vector<float> old, pre_loss, pre_grad;
+  std::vector<float> old, pre_loss, pre_grad, div;
   PolicyLossResult pr;
   if (first) {
     old.resize(size_t(b.tokens)), pre_loss.resize(size_t(b.tokens)), pre_grad.resize(size_t(b.tokens));
+    const bool full = p.trust_full && p.anchor_logits.present();
+    if (full) div.resize(size_t(b.tokens));
+    float* d = full ? div.data() : nullptr;
     dispatch_dtype(p.logits.dtype, [&]<typename T>() {
-      parallel_for(b.tokens, grain, [&](int64_t s, int64_t e) { ppo_logp_rows<T>(p, old.data(), s, e); });
+      parallel_for(b.tokens, grain, [&](int64_t s, int64_t e) { ppo_logp_rows<T>(p, old.data(), d, s, e); });
     });
     PolicyLossParams pp;
     pp.batch = b;
@@ -151,6 +165,7 @@ PpoLossResult ppo_loss(const PpoLossParams& p) {
     pp.advantages = p.advantages;
     pp.behavior_logp = p.behavior_logp;
     pp.opts = p.policy;
+    if (full) pp.divergence = {div.data(), DType::f32, b.tokens};
     pp.per_token = pre_loss.data();
     pp.grad = pre_grad.data();
     pr = policy_loss(pp);

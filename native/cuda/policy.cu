@@ -44,7 +44,8 @@ __global__ void __launch_bounds__(TOKEN_THREADS, blocks_within(TOKEN_THREADS, 64
     }
     const float lp = read(p.logp, t), old = read(p.old_logp, t);
     const float behavior = has_b ? read(p.behavior_logp, t) : 0.f;
-    const PolicyTerm k = policy_term(lp, old, read(p.advantages, t), has_b ? &behavior : nullptr, q, p.opts);
+    const float div = p.divergence.data ? read(p.divergence, t) : NAN;
+    const PolicyTerm k = policy_term(lp, old, read(p.advantages, t), has_b ? &behavior : nullptr, q, p.opts, div);
     p.per_token[t] = k.loss;
     const float g = w * k.grad;
     if (p.opts.coupled()) g_sum += double(g);

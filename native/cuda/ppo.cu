@@ -3,8 +3,9 @@
 // terms, and dloss/dlogits written once. Per-token terms go to scratch and are summed in token order by
 // one block. Version 2 holds the row on chip (one read); version 1 reads it two or three times and serves
 // the full-vocabulary KL (anchor logits) and the shapes version 2 does not take. With a policy variant
-// (ppo_policy_first): a first kernel forms every token's log-prob (and old log-prob), policy_loss
-// (policy.cu) their policy terms, and version 1 the rows with that coefficient.
+// (ppo_policy_first): a first kernel forms every token's log-prob (and old log-prob; with trustRegion 'full'
+// its full-vocabulary TV / KL to π_old), policy_loss (policy.cu) their policy terms, and version 1 the rows
+// with that coefficient.
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
@@ -30,9 +31,10 @@ __device__ int64_t sequence_of(const TokenBatch& b, int64_t t) {
   return lo;
 }
 
-// The policy-first path's per-token policy terms (policy_loss's per_token and grad) and old log-probs.
+// The policy-first path's per-token policy terms (policy_loss's per_token and grad), old log-probs and,
+// with trust_full, trust-region divergences.
 struct PolicyPre {
-  float *loss, *grad, *old;
+  float *loss, *grad, *old, *div;
 };
 
 // A token the loss skips (masked, or a bad action): zero terms, logp and value gradient (thread 0).
@@ -131,25 +133,43 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
 
 // The policy-first path's first pass, one block per row: log π(a) into p.logp and the old log-prob into old
 // (from the anchor logits when oldLogp is absent), as version 1 forms them; 0 for masked rows and bad actions.
+// div (trust_full, else null): one more read of both rows once their lse are known, each thread's strided
+// partial sum then block_sum: ½ Σ_v |q_v − p_v| (dppo-tv) or Σ_v p_v (log p_v − log q_v) (dppo-kl),
+// q = π_θ, p = π_old = softmax(anchor / T).
 template <typename T>
-__global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, float* old) {
+__global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, float* old, float* div) {
   const int64_t t = blockIdx.x;
   const int32_t y = p.actions[t];
   if ((p.batch.mask && !p.batch.mask[t]) || y < 0 || y >= p.V) {
     if (threadIdx.x == 0) p.logp[t] = old[t] = 0.f;
+    if (div && threadIdx.x == 0) div[t] = 0.f;
     return;
   }
-  const float invT = 1.f / p.temperature;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
   const T* row = static_cast<const T*>(p.logits.data) + t * p.V;
-  const float lp = to_float(row[y]) * invT - float(block_lse_exact(row, p.V, invT));
-  float o = 0.f;
-  if (p.old_logp.data) {
-    o = read(p.old_logp, t);
-  } else {
-    const T* arow = static_cast<const T*>(p.anchor_logits.data) + t * p.V;
-    o = to_float(arow[y]) * invT - float(block_lse_exact(arow, p.V, invT));
+  const double lse_exact = block_lse_exact(row, p.V, invT);
+  const float lp = to_float(row[y]) * invT - float(lse_exact);
+  const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * p.V : nullptr;
+  const double lse_a_exact = arow && (div || !p.old_logp.data) ? block_lse_exact(arow, p.V, invT) : 0.0;
+  const float o = p.old_logp.data ? read(p.old_logp, t) : to_float(arow[y]) * invT - float(lse_a_exact);
+  float d = 0.f;
+  if (div) {
+    const float lse = float(lse_exact), lse_a = float(lse_a_exact), dl = float(lse_a_exact - lse_exact);
+    const bool kl = p.policy.variant == PolicyVariant::dppo_kl;
+    float part = 0.f;
+    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
+      const float a = to_float(arow[v]), z = to_float(row[v]);
+      const float pa = __expf(a * invT - lse_a);
+      if (kl) part += pa > 0.f ? pa * ((a - z) * invT - dl) : 0.f;
+      else part += fabsf(__expf(z * invT - lse) - pa);
+    }
+    d = block_sum(part);
+    if (!kl) d *= 0.5f;
   }
-  if (threadIdx.x == 0) p.logp[t] = lp, old[t] = o;
+  if (threadIdx.x == 0) {
+    p.logp[t] = lp, old[t] = o;
+    if (div) div[t] = d;
+  }
 }
 
 // Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
@@ -242,15 +262,16 @@ static PolicyLossParams ppo_policy_params(const PpoLossParams& p, const PolicyPr
   pp.advantages = p.advantages;
   pp.behavior_logp = p.behavior_logp;
   pp.opts = p.policy;
+  if (pre.div) pp.divergence = {pre.div, DType::f32, p.batch.tokens};
   pp.per_token = pre.loss;
   pp.grad = pre.grad;
   return pp;
 }
 
 // scratch: the token weights, the terms and vclip [tokens·(TERMS + 1)]; on the policy-first path then
-// loss, grad, old [3·tokens] and policy_loss's scratch (256-byte aligned).
+// loss, grad, old, div [4·tokens] and policy_loss's scratch (256-byte aligned).
 static size_t ppo_base_bytes(const PpoLossParams& p) {
-  return (token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 4) * sizeof(float) + 255) / 256 * 256;
+  return (token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 5) * sizeof(float) + 255) / 256 * 256;
 }
 size_t ppo_scratch_bytes(const PpoLossParams& p) {
   if (!ppo_policy_first(p)) return token_scratch_bytes(p.batch.num_seqs, 0) + size_t(p.batch.tokens) * (TERMS + 1) * sizeof(float);
@@ -267,8 +288,9 @@ cudaError_t ppo_loss(const PpoLossParams& p, float* result, void* scratch, Devic
   const bool first = ppo_policy_first(p);
   PolicyPre pre{};
   if (first) {  // log-probs, then policy_loss's terms into pre and its result block at PpoSlot::policy
-    pre = {vclip + b.tokens, vclip + 2 * b.tokens, vclip + 3 * b.tokens};
-    if (b.tokens > 0) dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_logp_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, pre.old); });
+    const bool full = p.trust_full && p.anchor_logits.data;
+    pre = {vclip + b.tokens, vclip + 2 * b.tokens, vclip + 3 * b.tokens, full ? vclip + 4 * b.tokens : nullptr};
+    if (b.tokens > 0) dispatch_dtype(p.logits.dtype, [&]<typename T>() { ppo_logp_kernel<T><<<unsigned(b.tokens), THREADS, 0, stream>>>(p, pre.old, pre.div); });
     err = policy_loss(ppo_policy_params(p, pre), result + S::policy, static_cast<char*>(scratch) + ppo_base_bytes(p), stream);
     if (err != cudaSuccess) return err;
   }

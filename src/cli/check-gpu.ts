@@ -173,6 +173,13 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
         cases.push({ name: `klDivergence ${at} grad both per-row T`, path: 'two-pass (gradient wrt p)', run: () => rk.klDivergence({ pLogits: ceLogits, qLogits, mask, grad: 'both', temperature: T, reduction: 'sum' }), tolerances: (e) => ({ gradQ: gradTolerance(0.5), gradP: twice(klGradPTolerance((e as rk.KlDivergenceResult).perRow, 0.5)) }) })
         cases.push({ name: `ppoLoss ${at} k3 per-row T`, path: tile, run: () => rk.ppoLoss({ ...ppo, temperature: T }), tolerances: () => gradT })
         cases.push({ name: `ppoLoss ${at} full KL per-row T`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss({ ...ppo, refLogits: qLogits, klEstimator: 'full', temperature: T }), tolerances: () => gradT })
+        // the DPPO trust region by the full-vocabulary TV / KL to π_old (ppo_logp_kernel's divergence pass)
+        const near = Float32Array.from(ceLogits.toFloat32Array(), (x) => x + 0.3 * r.normal())
+        const oldLogits = dtype === 'float32' ? rk.tensor(near, [N, V]) : rk.tensor(rk.encodeFloats(near, dtype), [N, V], { dtype })
+        for (const variant of ['dppo-tv', 'dppo-kl'] as const) {
+          const dppo = { ...ppo, oldLogp: undefined, oldLogits, variant, trustRegion: 'full' as const, clipLow: 0.05, clipHigh: 0.05, temperature: T }
+          cases.push({ name: `ppoLoss ${at} ${variant} trustRegion full per-row T`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss(dppo), tolerances: () => gradT })
+        }
         // the row statistics in the forward's pass; Σ p²'s gradient; kept-set log-probs with the set given
         cases.push({ name: `logProbs ${at} sumProbSq maxProb`, path: 'forward', run: () => rk.logProbs({ logits, targets, temperature: T, entropy: true, sumProbSq: true, maxProb: true }) })
         const gq = r.f32(N)

@@ -32,7 +32,44 @@ interface Recipe {
    * entropy): the file's values on those rows are compared as 0
    */
   zeroOnIgnored?: string[]
+  /** outputs formed from the result for the file's names (e.g. TRL's chosen_rewards from every second reward) */
+  derived?: (result: any) => Record<string, ArrayLike<number>>
 }
+
+/**
+ * Keys of the file's options (or metadata) that name a trainer's mode rather than an option of ours:
+ * verl's `policy_loss.loss_mode` and TRL's DPO `loss_type`, turned into options by the recipes below.
+ */
+const TRAINER_KEYS = ['loss_mode', 'loss_type']
+
+/** verl actor.policy_loss.loss_mode → policyLoss options (verl core_algos.py compute_policy_loss_<mode>). */
+const VERL_LOSS_MODES: Record<string, Partial<rk.PolicyLossOptions>> = {
+  vanilla: {},
+  // gspo: GSPO-token, seq-mean-token-mean fixed, log s clamped at 10
+  gspo: { isLevel: 'sequence-token', aggregation: 'seq-mean-token-mean', logRatioClamp: 10 },
+  cispo: { variant: 'cispo' },
+  dppo_tv: { variant: 'dppo-tv' },
+  dppo_kl: { variant: 'dppo-kl' },
+}
+
+/** TRL DPOConfig.loss_type → preferenceLoss type (trl/trainer/dpo_trainer.py dpo_loss). */
+const TRL_LOSS_TYPES: Record<string, rk.PreferenceType> = { sigmoid: 'dpo', robust: 'robust', ipo: 'ipo', hinge: 'hinge', simpo: 'simpo' }
+
+/** A trainer key's value, from the metadata or the options object, checked against its table. */
+function trainerMode<T>(t: Inputs, key: string, table: Record<string, T>): T | undefined {
+  const v = t.meta(key) ?? t.options[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'string' || !(v in table)) throw new RangeError(`parity: ${key} must be one of ${Object.keys(table).join(', ')}, got ${JSON.stringify(v)}`)
+  return table[v]
+}
+
+/** Two per-pair arrays [N] as one [2N] array of candidates, chosen first: (a0, b0, a1, b1, …). */
+function interleave(a: Float64Array, b: Float64Array): Float64Array {
+  const out = new Float64Array(2 * a.length)
+  for (let n = 0; n < a.length; n++) out[2 * n] = a[n], out[2 * n + 1] = b[n]
+  return out
+}
+const everySecond = (x: ArrayLike<number>, first: number) => Float64Array.from({ length: x.length / 2 }, (_, n) => x[2 * n + first])
 
 /** Rows whose target equals the file's ignore_index (default −100). */
 const ignoredRows = (t: Inputs) => {
@@ -124,7 +161,8 @@ const RECIPES: Recipe[] = [
     options: (t) => ({
       logp: t.tokens('logp'), oldLogp: t.floats('old_logp'), advantages: t.floats('advantages'), mask: t.maybe('mask'),
       clipLow: t.num('clip_low'), clipHigh: t.num('clip_high'), dualClip: t.num('dual_clip'),
-      aggregation: t.meta('aggregation') as rk.AggregationMode | undefined,
+      ...trainerMode(t, 'loss_mode', VERL_LOSS_MODES),
+      ...(t.meta('aggregation') !== undefined ? { aggregation: t.meta('aggregation') as rk.AggregationMode } : {}),
     } satisfies rk.PolicyLossOptions),
     expected: { pg_loss: 'loss', policy_loss: 'loss', grad_logp: 'gradLogp', pg_clipfrac: 'clipFraction' },
   },
@@ -164,6 +202,25 @@ const RECIPES: Recipe[] = [
     expected: { ppo_loss: 'loss', loss: 'loss', grad_logits: 'gradLogits', grad_values: 'gradValues' },
   },
   {
+    // TRL DPOTrainer.dpo_loss's inputs and outputs: each pair's chosen and rejected sequence log-probs of the
+    // policy and the reference → per-pair losses and the implicit rewards β·(logp − refLogp) of each side
+    op: 'preferenceLoss', needs: ['policy_chosen_logps', 'policy_rejected_logps'],
+    options: (t) => {
+      const ref = t.has('reference_chosen_logps') && t.has('reference_rejected_logps')
+      return {
+        logp: interleave(t.floats('policy_chosen_logps'), t.floats('policy_rejected_logps')),
+        refLogp: ref ? interleave(t.floats('reference_chosen_logps'), t.floats('reference_rejected_logps')) : undefined,
+        K: 2, chosen: new Int32Array(t.array('policy_chosen_logps').data.length), reduction: 'none',
+        type: trainerMode(t, 'loss_type', TRL_LOSS_TYPES),
+      } satisfies rk.PreferenceLossOptions
+    },
+    expected: { losses: 'losses', loss: 'lossMean', chosen_rewards: 'chosenRewards', rejected_rewards: 'rejectedRewards', grad_logp: 'gradLogp' },
+    derived: (r: rk.PreferenceLossResult) => ({
+      lossMean: Float64Array.of(r.losses!.reduce((a, b) => a + b, 0) / Math.max(1, r.losses!.length)),
+      chosenRewards: everySecond(r.rewards, 0), rejectedRewards: everySecond(r.rewards, 1),
+    }),
+  },
+  {
     op: 'groupAdvantages', needs: ['scores'], unless: ['chosen'],
     options: (t) => ({ scores: t.floats('scores') }),
     expected: { group_advantages: '' },
@@ -193,7 +250,7 @@ function recipeOptions(recipe: Recipe, t: Inputs, preset: string | undefined, op
     if (key !== undefined) out[name] = t.has(key) ? t.input(key) : metaValue(t.meta(key)!)
   }
   for (const [key, value] of Object.entries(t.options)) {
-    if (optionNamesOf(key) !== undefined) continue  // another op's own options
+    if (optionNamesOf(key) !== undefined || TRAINER_KEYS.includes(key)) continue  // another op's own options, a trainer's mode
     if (names.includes(key)) out[key] = value
     else if (!ops.some((op) => optionNamesOf(op)?.includes(key))) {
       throw new RangeError(`${file}: option ${JSON.stringify(key)} is not an option of ${ops.join(', ')} (the ops this file runs)`)
@@ -266,9 +323,10 @@ export function runParity(path: string, expectedTolerance = EXPECTED_TOLERANCE, 
   const rows: ParityRow[] = []
   for (const recipe of recipes) {
     const options = () => recipeOptions(recipe, inputs, presetOf(recipe.op), ops, path)
-    const reference = runOn(recipe.op, float64Reference, options())
+    const withDerived = (r: unknown) => (recipe.derived === undefined ? r : { ...(r as object), ...recipe.derived(r) })
+    const reference = withDerived(runOn(recipe.op, float64Reference, options()))
     for (const backend of names) {
-      const result = runOn(recipe.op, requireBackend(backend), options())
+      const result = withDerived(runOn(recipe.op, requireBackend(backend), options()))
       const outputs = new Set(Object.values(recipe.expected))
       for (const output of outputs) {
         const got = pick(result, output)

@@ -140,7 +140,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
         oldValues: fOrNull(a.oldValues), valid: a.mask, layout: a.layout, agg: a.agg,
       }, {
         temperature: a.temperature, beta: a.beta, c1: a.c1, klEstimator: a.klEstimator, klOutputClamp: a.klOutputClamp,
-        policy: a, value: { clip: a.valueClip, half: a.half },
+        policy: a, value: { clip: a.valueClip, half: a.half }, trustRegion: a.trustRegion,
       }, gradLogits, gradValues, logp)
       const { loss, policyLoss, kl, valueLoss, ...metrics } = r
       return {

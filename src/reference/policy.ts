@@ -9,6 +9,9 @@
  *          tv: keep = A > 0 ? p − p_old ≤ δ_h : p − p_old ≥ −δ_l
  *          kl: b = p_old (oldLogp − logp) + (1 − p_old) log((1 − p_old + 1e-8)/(1 − p + 1e-8));
  *              keep = A > 0 ? b ≤ δ_h ∨ p ≤ p_old : b ≤ δ_l ∨ p ≥ p_old
+ *          full (ppoLoss trustRegion 'full'): D_t, the position's full-vocabulary TV ½Σ_v|π_v − π_old,v| or
+ *              KL(π_old ‖ π), in place of b: keep = A > 0 ? D_t ≤ δ_h ∨ p ≤ p_old : D_t ≤ δ_l ∨ p ≥ p_old
+ *              (with D_t = |p − p_old|, the binary TV, this is the tv rule above)
  * isLevel 'sequence' / 'sequence-token' (GSPO): d is replaced by the mean of d over sequence i's counted
  *   tokens, so r = s_i. 'sequence-token' (verl gspo) differentiates sg(s_i)·exp(logp − sg(logp)): the token
  *   formula above. 'sequence' (TRL/OpenRLHF gspo) differentiates s_i itself: with 'ppo',
@@ -68,7 +71,7 @@ export function newPolicyTokenState(): PolicyTokenState {
  * One token's loss and gradient; d is the log-ratio to use (the token's own, or its sequence's mean), sgLogp
  * the value of logp inside the stop-gradients (DPPO's p; equal to logp except in finite-difference checks).
  */
-export function policyToken(logp: number, old: number, A: number, o: PolicyKernelOptions, s: PolicyTokenState, d = logp - old, sgLogp = logp): void {
+export function policyToken(logp: number, old: number, A: number, o: PolicyKernelOptions, s: PolicyTokenState, d = logp - old, sgLogp = logp, divergence = NaN): void {
   const C = o.logRatioClamp
   const dc = d > C ? C : d < -C ? -C : d
   const r = Math.exp(dc)
@@ -87,7 +90,9 @@ export function policyToken(logp: number, old: number, A: number, o: PolicyKerne
   if (o.variant === 'dppo-tv' || o.variant === 'dppo-kl') {
     const p = Math.exp(sgLogp), pOld = Math.exp(old)
     let keep: boolean
-    if (o.variant === 'dppo-tv') {
+    if (!Number.isNaN(divergence)) {  // the full-vocabulary divergence of the position (trustRegion 'full')
+      keep = A > 0 ? divergence <= o.clipHigh || p <= pOld : divergence <= o.clipLow || p >= pOld
+    } else if (o.variant === 'dppo-tv') {
       keep = A > 0 ? p - pOld <= o.clipHigh : p - pOld >= -o.clipLow
     } else {
       const b = pOld * (old - sgLogp) + (1 - pOld) * Math.log((1 - pOld + 1e-8) / (1 - p + 1e-8))
@@ -155,10 +160,12 @@ export class RolloutStats {
  * tokens, then (isLevel 'sequence' with 'ppo') each sequence's gradient spread over its tokens.
  * sgLogp: the values of logp inside the stop-gradients (default logp itself); a finite-difference check holds
  * them at the base point, so that the derivative of the loss it sees is the gradient the kernel returns.
+ * divergence: each token's full-vocabulary trust-region divergence D_t for 'dppo-*' (ppoLoss trustRegion
+ * 'full'), or null (the binary one).
  */
 export function policyTerms(
   logp: Floats, old: Floats, A: Floats, behavior: Floats | null, valid: Uint8Array | null, layout: TokenLayout, W: Float64Array,
-  options: PolicyKernelOptions, perToken: Floats, grad: Floats, sgLogp: Floats = logp,
+  options: PolicyKernelOptions, perToken: Floats, grad: Floats, sgLogp: Floats = logp, divergence: Floats | null = null,
 ) {
   const o = withVariantDefaults(options)
   const sg = sgLogp
@@ -208,7 +215,7 @@ export function policyTerms(
       const d = o.isLevel === 'token' ? (live ? logp[t] : sg[t]) - old[t]
         : o.isLevel === 'sequence' ? (live ? dMean : dMeanSg)
           : dMeanSg + (live ? logp[t] - sg[t] : 0)
-      policyToken(logp[t], old[t], A[t], o, s, d, sg[t])
+      policyToken(logp[t], old[t], A[t], o, s, d, sg[t], divergence === null ? NaN : divergence[t])
       let rho = 1
       if (behavior !== null) {
         const b = old[t] - behavior[t]

@@ -6,12 +6,16 @@
  *   loss = agg(ℓ^RL) + β agg(ℓ^KL) + c1 agg(ℓ^V) = −(L_RL − β L_KL − c1 L_V)
  * One pass per row gives the loss and dloss/dz_t = (w_t/T)[(g^RL_t + β g^KL_t)(onehot − q) + β (q − p_anchor)],
  * the last term only for the full KL, and dloss/dV_t = c1 w_t g^V_t.
+ * trustRegion 'full' (variant 'dppo-tv' / 'dppo-kl', π_old = softmax(oldLogits / T)): each position's exact
+ *   D_t = ½ Σ_v |π_θ,v − π_old,v| (tv) or KL(π_old ‖ π_θ) = Σ_v π_old,v (log π_old,v − log π_θ,v) (kl) decides
+ *   the DPPO mask in place of the taken token's binary TV / KL (src/reference/policy.ts); the mask is held
+ *   (no gradient through D_t), so the gradient keeps its form.
  */
 import type { Aggregation } from '../aggregate.js'
 import type { TokenLayout } from '../tokens.js'
 import { exp } from './exp.js'
 import { aggregationWeights, countValid, type Floats } from './aggregate.js'
-import type { KlEstimator } from '../choices.js'
+import type { KlEstimator, TrustRegion } from '../choices.js'
 import { type ClipMetrics, type RolloutMetrics, type Temperature, invTemperature } from '../options.js'
 import { klTerm, klToken } from './kl.js'
 import { policyTerms, type PolicyKernelOptions } from './policy.js'
@@ -31,6 +35,8 @@ export interface PpoKernelInputs {
   behaviorLogp?: Floats | null
   /** logp inside the policy terms' stop-gradients (a finite-difference check holds it fixed); default the live logp */
   sgLogp?: Floats
+  /** the trust-region divergences to use instead of those of the logits (a finite-difference check holds them fixed) */
+  sgDivergence?: Floats
   advantages: Floats
   values: Floats | null
   returns: Floats | null
@@ -48,6 +54,21 @@ export interface PpoKernelOptions {
   klEstimator: KlEstimator | 'full'
   klOutputClamp: number | null
   value: ValueKernelOptions
+  /** 'full': the DPPO mask by each position's full-vocabulary TV / KL to anchorLogits (π_old); default 'binary' */
+  trustRegion?: TrustRegion
+}
+
+/**
+ * The trust-region divergence of row `base` against π_old's row (both at 1/T = invT, lse given): the total
+ * variation ½ Σ_v |q_v − p_v| (tv) or KL(p ‖ q) (kl), with q = π_θ and p = π_old.
+ */
+export function trustRegionDivergence(z: Floats, a: Floats, base: number, V: number, invT: number, lse: number, lseA: number, kind: 'tv' | 'kl'): number {
+  let d = 0
+  for (let v = 0; v < V; v++) {
+    const lq = logProb(z[base + v], invT, lse), la = logProb(a[base + v], invT, lseA)
+    d += kind === 'tv' ? Math.abs(exp(lq) - exp(la)) : klTerm(exp(la), la - lq)
+  }
+  return kind === 'tv' ? 0.5 * d : d
 }
 
 export interface PpoKernelResult extends ClipMetrics, RolloutMetrics {
@@ -69,16 +90,23 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
   // first the log-probs of every token (the policy terms may need whole sequences), then the policy terms,
   // then each row's KL, value term and gradient
   const lps = new Float64Array(M), olds = new Float64Array(M), anchorLps = new Float64Array(M)
+  const full = o.trustRegion === 'full' && x.anchorLogits !== null
+  const divergence = full ? new Float64Array(M) : null
   for (let t = 0; t < M; t++) {
     if (x.valid !== null && !x.valid[t]) continue
     const base = t * V
     const invT = invTemperature(o.temperature, t)
-    lps[t] = logProb(z[base + actions[t]], invT, rowLse(z, base, V, invT))
-    if (x.anchorLogits !== null) anchorLps[t] = logProb(x.anchorLogits[base + actions[t]], invT, rowLse(x.anchorLogits, base, V, invT))
+    const lse = rowLse(z, base, V, invT)
+    lps[t] = logProb(z[base + actions[t]], invT, lse)
+    if (x.anchorLogits !== null) {
+      const lseA = rowLse(x.anchorLogits, base, V, invT)
+      anchorLps[t] = logProb(x.anchorLogits[base + actions[t]], invT, lseA)
+      if (divergence !== null) divergence[t] = trustRegionDivergence(z, x.anchorLogits, base, V, invT, lse, lseA, o.policy.variant === 'dppo-kl' ? 'kl' : 'tv')
+    }
     olds[t] = x.oldLogp !== null ? x.oldLogp[t] : anchorLps[t]
   }
   const perToken = new Float64Array(M), gPolicy = new Float64Array(M)
-  const pt = policyTerms(lps, olds, x.advantages, x.behaviorLogp ?? null, x.valid, layout, w, o.policy, perToken, gPolicy, x.sgLogp ?? lps)
+  const pt = policyTerms(lps, olds, x.advantages, x.behaviorLogp ?? null, x.valid, layout, w, o.policy, perToken, gPolicy, x.sgLogp ?? lps, x.sgDivergence ?? divergence)
   let kl = 0, valueLoss = 0, approxKl = 0, vclip = 0
   for (let t = 0; t < M; t++) {
     const base = t * V

@@ -291,6 +291,9 @@ function rawCases(): Case[] {
     raw('policyLoss, a variant ordinal past the list', () => addon.policyLoss({ ...plArgs(), variant: 4, isLevel: 1 }), { error: RangeError, message: /variant must be the ordinal of one of 0 ppo, 1 cispo, 2 dppo-tv, 3 dppo-kl/ }),
     raw('policyLoss, isLevel sequence over an empty sequence and a NaN opsmDelta', () => addon.policyLoss({ ...plArgs(), isLevel: 1, opsmDelta: NaN, layout: { tokens: M, width: 6, offsets: Int32Array.of(0, 0, 6) } }), { error: RangeError, message: /opsmDelta must be a number, or null for off/ }),
     raw('ppoLoss, rolloutCorrection without behaviorLogp', () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2) }), rolloutCorrection: 0 }), { error: TypeError, message: /rolloutCorrection needs behaviorLogp/ }),
+    raw("ppoLoss, trustRegion 'full' without oldLogits", () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2), variant: 'dppo-tv' }), trustRegion: 1 }), { error: TypeError, message: /trustRegion 'full' needs oldLogits/ }),
+    raw("ppoLoss, trustRegion 'full' with variant ppo", () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2) }), trustRegion: 1 }), { error: TypeError, message: /trustRegion 'full' belongs to variant 'dppo-tv' \/ 'dppo-kl'/ }),
+    raw('ppoLoss, a trustRegion ordinal past the list', () => addon.ppoLoss({ ...args('ppoLoss', { logits: logits(), actions: Int32Array.of(0, 1, 2), oldLogp: values(N, 1), advantages: values(N, 2), variant: 'dppo-kl' }), trustRegion: 2 }), { error: RangeError, message: /trustRegion must be the ordinal of one of 0 binary, 1 full/ }),
   ]
   // async: the job runs on copies made at the call
   // a longer job than the api cases' (1024 rows): the change must come while it runs

@@ -62,7 +62,9 @@ RK_HD inline PolicyToken ppo_clip_token(float A, const PolicyOptions& o, float d
 }
 
 // One token of any variant; d: the log-ratio to use, the token's own logp − old or its sequence's mean (isLevel 'sequence*').
-RK_HD inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o, float d) {
+// div: for 'dppo-*', the position's full-vocabulary TV / KL(π_old ‖ π) (ppoLoss trustRegion 'full') in place of
+// the binary one; NaN: the binary one.
+RK_HD inline PolicyToken policy_token(float logp, float old, float A, const PolicyOptions& o, float d, float div = NAN) {
   const float C = o.log_ratio_clamp;
   const float dc = d > C ? C : (d < -C ? -C : d);
   const float r = std::exp(dc);
@@ -74,7 +76,9 @@ RK_HD inline PolicyToken policy_token(float logp, float old, float A, const Poli
   if (o.variant == PolicyVariant::dppo_tv || o.variant == PolicyVariant::dppo_kl) {  // −A sg(min(r, c)) logp on kept tokens
     const float p = std::exp(logp), p_old = std::exp(old);
     bool keep;
-    if (o.variant == PolicyVariant::dppo_tv) {
+    if (is_on(div)) {
+      keep = A > 0.f ? (div <= o.clip_high || p <= p_old) : (div <= o.clip_low || p >= p_old);
+    } else if (o.variant == PolicyVariant::dppo_tv) {
       keep = A > 0.f ? p - p_old <= o.clip_high : p - p_old >= -o.clip_low;
     } else {
       const float b = p_old * (old - logp) + (1.f - p_old) * std::log((1.f - p_old + 1e-8f) / (1.f - p + 1e-8f));
@@ -114,9 +118,10 @@ struct PolicyTerm {
   float loss, grad, w, b;  // b = old − behavior
   bool dropped, truncated, opsm;
 };
-RK_HD inline PolicyTerm policy_term(float lp, float old, float A, const float* behavior, const PolicySeq& q, const PolicyOptions& o) {
+RK_HD inline PolicyTerm policy_term(float lp, float old, float A, const float* behavior, const PolicySeq& q, const PolicyOptions& o,
+                                    float div = NAN) {
   PolicyTerm t;
-  t.k = policy_token(lp, old, A, o, o.is_level == IsLevel::token ? lp - old : q.d_mean);
+  t.k = policy_token(lp, old, A, o, o.is_level == IsLevel::token ? lp - old : q.d_mean, div);
   float rho = 1.f;
   t.w = 1.f;
   t.b = 0.f;
@@ -228,6 +233,7 @@ struct PolicyLossParams {
   FloatIn logp, old_logp, advantages;
   FloatIn behavior_logp;  // or absent
   PolicyOptions opts;
+  FloatIn divergence;  // each token's full-vocabulary trust-region divergence for 'dppo-*' (ppoLoss trustRegion 'full'), or absent
   float* per_token = nullptr;
   float* grad = nullptr;
 };

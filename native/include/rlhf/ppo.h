@@ -8,6 +8,10 @@
 
 namespace rk {
 
+// ppoLoss trustRegion's names in ordinal order (src/choices.ts TRUST_REGIONS)
+#define RK_TRUST_REGIONS(X) X(binary, "binary") X(full, "full")
+enum class TrustRegion : int32_t { RK_TRUST_REGIONS(RK_ENUM_MEMBER) };
+
 struct PpoLossParams {
   TokenBatch batch;  // tokens = rows of the logits
   FloatIn logits;
@@ -22,6 +26,9 @@ struct PpoLossParams {
   double temperature = 1.0;
   const float* temperatures = nullptr;  // [rows] or null: row n's T, in place of temperature
   PolicyOptions policy;
+  // trustRegion 'full' (variant dppo-*, anchor_logits = π_old): the DPPO mask by each position's
+  // full-vocabulary TV ½Σ|π − π_old| (dppo-tv) or KL(π_old ‖ π) (dppo-kl) instead of the binary one
+  bool trust_full = false;
   float beta = 0.f, c1 = 0.1f;
   bool full_kl = true;
   KlOptions kl;
