@@ -185,9 +185,11 @@ const ORDINALS: Record<string, readonly string[]> = {
  * @internal Validated arguments as the addon reads them: each enum option (and the aggregation's mode) as its
  * index in its list, which the native enum follows (test/enums.test.ts); everything else as it is.
  */
+const ORDINAL_LISTS = Object.entries(ORDINALS)
+
 export function nativeArgs(args: object): object {
   const out: Record<string, unknown> = { ...args }
-  for (const [key, list] of Object.entries(ORDINALS)) {
+  for (const [key, list] of ORDINAL_LISTS) {
     if (typeof out[key] === 'string') out[key] = list.indexOf(out[key] as string)
   }
   const agg = out.agg as { mode?: unknown } | null | undefined

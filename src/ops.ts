@@ -15,7 +15,7 @@ import { type WithForeign, wrapForeign } from './interop.js'
 import { type CheckedOut, OUTPUTS, type OutOf, type OutputSpec, placeOut, readOut } from './outputs.js'
 import { applyPreset } from './presets.js'
 import { type DeviceTensor, Tensor } from './tensor.js'
-import { type GradDType, type OptionNames, onDevice, optionsObject } from './validate.js'
+import { type GradDType, type OptionNames, onDevice, optionsAndOut } from './validate.js'
 
 /** A result with its arrays on the GPU: what an op returns for device-tensor inputs. */
 export type OnDevice<R> = R extends Float32Array | Tensor
@@ -99,8 +99,8 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
   // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped
   // in it; `out` is checked against the op's declared outputs once the other options are
   const prepare = (options: O): A => {
-    const { out, ...rest } = optionsObject(name, options as O & object) as O & { out?: unknown }
-    const args = validate(wrapForeign(name, applyPreset(name, rest as Record<string, unknown>) as O))
+    const { options: rest, out } = optionsAndOut(name, options)
+    const args = validate(wrapForeign(name, applyPreset(name, rest) as O))
     if (out === undefined || out === null) return args
     if (onDevice(args as object)) throw new TypeError(`${name}: out is for host results; a call on cuda tensors returns cuda tensors`)
     const checked = readOut(name, out, (OUTPUTS[name] as OutputSpec<A>)(args), args)
