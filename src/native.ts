@@ -208,8 +208,16 @@ function cpuKernels(addon: Addon): Kernels {
   }
   kernels.writesOut = true
   kernels.nativeGradDtype = true
+  kernels.inlineBytes = INLINE_BYTES
   return kernels as unknown as Kernels
 }
+
+/**
+ * An async cpu call whose input arrays hold at most this many bytes runs on the JS thread and returns a settled
+ * promise: the libuv pool's round trip (queue the job, wake a thread, post the completion back) costs tens of
+ * µs on a busy machine, more than such a kernel (policyLoss on 64 tokens: about 1 µs; bench/NOTES.md "Version 5").
+ */
+const INLINE_BYTES = 16384
 
 /** Validated arguments as the cuda bindings read them: device storage becomes `{ device: handle }`. */
 function toCudaArgs(value: unknown): unknown {

@@ -12,7 +12,7 @@ import * as rk from '../src/index.js'
 import { validatorOf } from '../src/ops.js'
 import { nativeArgs } from '../src/native.js'
 import { optionsAndOut } from '../src/validate.js'
-import { HOST_BACKENDS, on } from './backends.js'
+import { HOST_BACKENDS, on, useBackend } from './backends.js'
 
 const M = 16
 const values = (seed: number) => Float32Array.from({ length: M }, (_, i) => Math.sin(seed * 2.3 + i * 1.7) - 1.2)
@@ -105,3 +105,25 @@ describe.skipIf(addon === null)('the addon argument snapshot', () => {
     }
   })
 })
+
+for (const backend of HOST_BACKENDS) {
+  describe(`async calls of at most 16 KiB of inputs run on the calling thread (cpu), on ${backend}`, () => {
+    useBackend(backend)
+    it('small and large calls give the sync results, unmoved by later changes to the inputs', async () => {
+      for (const n of [M, 1365, 1366, 4096]) {  // 3 × 4 B × 1365 = 16380 B: inline; 1366 and up: the pool
+        const make = (seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 2.3 + i * 1.7) - 1.2)
+        const o = { logp: make(1), oldLogp: make(2), advantages: make(3) }
+        const expected = rk.policyLoss(o)
+        const pending = rk.policyLossAsync(o)
+        o.logp.fill(0)
+        o.advantages.fill(1)
+        const r = await pending
+        expect(r.loss).toBe(expected.loss)
+        expect(Array.from(r.gradLogp)).toEqual(Array.from(expected.gradLogp))
+      }
+    })
+    it('a bad call rejects its promise', async () => {
+      await expect(rk.policyLossAsync({ logp: values(1), oldLogp: values(2), advantages: new Float32Array(3) })).rejects.toThrow(RangeError)
+    })
+  })
+}
