@@ -44,4 +44,6 @@ export type Kernels = { [N in OpName]: (args: ArgsOf<N>) => ResultOf<N> } & {
   nativeGradDtype?: boolean
   /** the backend writes into `args.out` (the caller's arrays, src/outputs.ts); others' results are copied in */
   writesOut?: boolean
+  /** an async call whose input arrays hold at most this many bytes runs the sync kernel on the JS thread (ops.ts) */
+  inlineBytes?: number
 }

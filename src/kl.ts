@@ -118,8 +118,9 @@ function validateKlPenalty(options: KlPenaltyOptions): KlPenaltyArgs {
   const o = optionsObject(op, options, KL_PENALTY_OPTIONS)
   const batch = tokenBatch(op, 'logp', tokenShape(op, 'logp', o.logp), o)
   const M = batch.layout.tokens
+  // one literal: V8 builds `{ ...a, b }` through a slow path (a new map per call; bench/NOTES.md "Version 5")
   return {
-    ...batch,
+    layout: batch.layout, mask: batch.mask, agg: batch.agg,
     logp: floatVector(op, 'logp', o.logp, M),
     refLogp: floatVector(op, 'refLogp', o.refLogp, M),
     estimator: klEstimatorOption(op, o.estimator, 'k3'),

@@ -187,9 +187,11 @@ const ORDINALS: Record<string, readonly string[]> = {
  * @internal Validated arguments as the addon reads them: each enum option (and the aggregation's mode) as its
  * index in its list, which the native enum follows (test/enums.test.ts); everything else as it is.
  */
+const ORDINAL_LISTS = Object.entries(ORDINALS)
+
 export function nativeArgs(args: object): object {
   const out: Record<string, unknown> = { ...args }
-  for (const [key, list] of Object.entries(ORDINALS)) {
+  for (const [key, list] of ORDINAL_LISTS) {
     if (typeof out[key] === 'string') out[key] = list.indexOf(out[key] as string)
   }
   const agg = out.agg as { mode?: unknown } | null | undefined
@@ -208,8 +210,16 @@ function cpuKernels(addon: Addon): Kernels {
   }
   kernels.writesOut = true
   kernels.nativeGradDtype = true
+  kernels.inlineBytes = INLINE_BYTES
   return kernels as unknown as Kernels
 }
+
+/**
+ * An async cpu call whose input arrays hold at most this many bytes runs on the JS thread and returns a settled
+ * promise: the libuv pool's round trip (queue the job, wake a thread, post the completion back) costs tens of
+ * µs on a busy machine, more than such a kernel (policyLoss on 64 tokens: about 1 µs; bench/NOTES.md "Version 5").
+ */
+const INLINE_BYTES = 16384
 
 /** Validated arguments as the cuda bindings read them: device storage becomes `{ device: handle }`. */
 function toCudaArgs(value: unknown): unknown {

@@ -47,14 +47,17 @@ function validatePolicyLoss(options: PolicyLossOptions): PolicyLossArgs {
   const o = optionsObject(op, options, POLICY_LOSS_OPTIONS)
   const batch = tokenBatch(op, 'logp', tokenShape(op, 'logp', o.logp), o)
   const M = batch.layout.tokens
-  return {
-    ...batch,
+  const inputs = {
+    layout: batch.layout,
+    mask: batch.mask,
+    agg: batch.agg,
     logp: floatVector(op, 'logp', o.logp, M),
     oldLogp: floatVector(op, 'oldLogp', o.oldLogp, M),
     advantages: floatVector(op, 'advantages', o.advantages, M),
-    ...clipOptions(op, o),
-    ...policyVariantOptions(op, o, M),
   }
+  // Object.assign, not `{ ...a, ...b }`: V8 builds a spread after the first through a slow path (a new map
+  // per call, tens of µs), which a 64-token call cannot afford (issue 13, bench/NOTES.md "Version 5")
+  return Object.assign(inputs, clipOptions(op, o), policyVariantOptions(op, o, M))
 }
 
 export const [policyLoss, policyLossAsync] = defineOp('policyLoss', validatePolicyLoss, POLICY_LOSS_OPTIONS)

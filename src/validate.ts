@@ -31,7 +31,8 @@ export function hostOnly<T>(op: string, name: string, data: T): T {
 
 /** True when validated arguments hold any device storage (then they run on the cuda backend). */
 export function onDevice(args: object): boolean {
-  for (const v of Object.values(args)) {
+  for (const key in args) {
+    const v = (args as Record<string, unknown>)[key]
     if (v instanceof DeviceData) return true
     if (v !== null && typeof v === 'object' && !ArrayBuffer.isView(v) && (v as { data?: unknown }).data instanceof DeviceData) return true
   }
@@ -250,15 +251,35 @@ export function unknownOption(op: string, key: string, names: readonly string[])
  * TypeError that suggests the nearest name.
  */
 export function optionsObject<T extends object>(op: string, value: T | undefined, names?: OptionNames<T>): T {
-  if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw typeError(op, 'the argument', 'an options object', value)
-  }
-  const snapshot: Record<string, unknown> = {}
-  for (const key in value) if (key !== '__proto__') snapshot[key] = (value as Record<string, unknown>)[key]
+  const snapshot = readOptions(op, value, null)
   if (names) {
     for (const key of Object.keys(snapshot)) {
       if (!Object.hasOwn(names, key)) throw unknownOption(op, key, Object.keys(names))
     }
   }
   return snapshot as T
+}
+
+/**
+ * optionsObject's snapshot without the `out` option, and `out` itself (ops.ts checks `out` after the other
+ * options): one read of every property, no second copy to take `out` away.
+ */
+export function optionsAndOut(op: string, value: unknown): { options: Record<string, unknown>; out: unknown } {
+  const held: { out?: unknown } = {}
+  return { options: readOptions(op, value, held), out: held.out }
+}
+
+/** The snapshot of optionsObject; with `held`, the `out` property goes there instead. */
+function readOptions(op: string, value: unknown, held: { out?: unknown } | null): Record<string, unknown> {
+  if (value === undefined || value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError(op, 'the argument', 'an options object', value)
+  }
+  const snapshot: Record<string, unknown> = {}
+  for (const key in value) {
+    if (key === '__proto__') continue
+    const v = (value as Record<string, unknown>)[key]
+    if (held !== null && key === 'out') held.out = v
+    else snapshot[key] = v
+  }
+  return snapshot
 }

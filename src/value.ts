@@ -46,8 +46,9 @@ function validateValueLoss(options: ValueLossOptions): ValueLossArgs {
   const M = batch.layout.tokens
   const opts = valueOptions(op, 'clip', o.clip, o.half)
   if (opts.clip !== null && o.oldValues === undefined) throw typeError(op, 'oldValues', 'given when clip is set', undefined)
+  // one literal: V8 builds `{ ...a, b }` through a slow path (a new map per call; bench/NOTES.md "Version 5")
   return {
-    ...batch, ...opts,
+    layout: batch.layout, mask: batch.mask, agg: batch.agg, clip: opts.clip, half: opts.half,
     values: floatVector(op, 'values', o.values, M),
     returns: floatVector(op, 'returns', o.returns, M),
     oldValues: o.oldValues === undefined ? null : floatVector(op, 'oldValues', o.oldValues, M),

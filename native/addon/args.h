@@ -158,18 +158,22 @@ class Snapshot {
     Napi::Value value;
     std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
   };
+  // A small call reads ~30 properties, so each costs as few N-API calls as it can (issue 13's tiny calls): the
+  // key in one call into a stack buffer (N-API cuts a long key at a character boundary, so up to 3 bytes may
+  // stay unused: a key of 60 bytes or more is read again in full), the value's kind
+  // from one napi_typeof, and the object tests only for an object (a function's typeof is not "object").
   Snapshot(Napi::Object o, int depth) {
+    napi_env env = o.Env();
     Napi::Array keys = o.GetPropertyNames();
     const uint32_t n = keys.Length();
     entries_.reserve(n);
     for (uint32_t i = 0; i < n; i++) {
       Napi::Value key = keys.Get(i);
-      if (!key.IsString()) continue;
-      Entry e{key.As<Napi::String>().Utf8Value(), o.Get(key), nullptr};
-      const Napi::Value& v = e.value;
-      if (depth > 0 && v.IsObject() && !v.IsTypedArray() && !v.IsArray() && !v.IsArrayBuffer() && !v.IsDataView() && !v.IsFunction()) {
-        e.object = std::make_unique<Snapshot>(v.As<Napi::Object>(), depth - 1);
-      }
+      char name[64];
+      size_t length = 0;
+      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) continue;  // not a string
+      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), o.Get(key), nullptr};
+      if (depth > 0 && plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(e.value.As<Napi::Object>(), depth - 1);
       entries_.push_back(std::move(e));
     }
   }
@@ -180,6 +184,16 @@ class Snapshot {
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
+  // An object that is not a typed array, an array, an ArrayBuffer or a DataView (a function is not one).
+  static bool plain_object(napi_env env, napi_value v) {
+    napi_valuetype type;
+    bool is = false;
+    if (napi_typeof(env, v, &type) != napi_ok || type != napi_object) return false;
+    if (napi_is_typedarray(env, v, &is) != napi_ok || is) return false;
+    if (napi_is_array(env, v, &is) != napi_ok || is) return false;
+    if (napi_is_arraybuffer(env, v, &is) != napi_ok || is) return false;
+    return napi_is_dataview(env, v, &is) == napi_ok && !is;
+  }
   std::vector<Entry> entries_;
 };
 

@@ -1,0 +1,129 @@
+/**
+ * The tiny-call path (issue 13, bench/NOTES.md "Version 5"): what was made cheaper must read and check
+ * exactly what it did before. The options are read once each (`out` with them), the validated arguments
+ * of the token ops hold every field the kernels read (they are now written out, not spread), and the
+ * addon's argument snapshot reads keys of any length and skips non-string keys. No timing here: speed
+ * lives in `npm run bench -- --host` (the `tiny` rows).
+ */
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { describe, expect, it } from 'vitest'
+import * as rk from '../src/index.js'
+import { validatorOf } from '../src/ops.js'
+import { nativeArgs } from '../src/native.js'
+import { optionsAndOut } from '../src/validate.js'
+import { HOST_BACKENDS, on, useBackend } from './backends.js'
+
+const M = 16
+const values = (seed: number) => Float32Array.from({ length: M }, (_, i) => Math.sin(seed * 2.3 + i * 1.7) - 1.2)
+
+/** An options object whose every property counts its reads. */
+function counted(options: Record<string, unknown>): { options: Record<string, unknown>; reads: Record<string, number> } {
+  const reads: Record<string, number> = {}
+  const o: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(options)) {
+    reads[key] = 0
+    Object.defineProperty(o, key, { enumerable: true, get: () => { reads[key]++; return value } })
+  }
+  return { options: o, reads }
+}
+
+describe('optionsAndOut: one read of every option, `out` apart', () => {
+  it('reads each property once, own and inherited, and holds out apart', () => {
+    const out = { perToken: new Float32Array(M) }
+    const { options, reads } = counted({ logp: 1, out, clipLow: 0.1 })
+    const child = Object.create(options) as Record<string, unknown>
+    child.advantages = 2
+    const r = optionsAndOut('policyLoss', child)
+    expect(r.out).toBe(out)
+    expect(r.options).toEqual({ advantages: 2, logp: 1, clipLow: 0.1 })
+    expect(Object.hasOwn(r.options, 'out')).toBe(false)
+    expect(reads).toEqual({ logp: 1, out: 1, clipLow: 1 })
+  })
+  it('refuses what is not an options object', () => {
+    for (const bad of [undefined, null, 3, 'x', [1]]) {
+      expect(() => optionsAndOut('policyLoss', bad)).toThrow(TypeError)
+    }
+  })
+  for (const backend of HOST_BACKENDS) {
+    it(`a public call reads each option once, out included (${backend})`, () => {
+      on(backend, () => {
+        const out = { perToken: new Float32Array(M), gradLogp: new Float32Array(M) }
+        const { options, reads } = counted({ logp: values(1), oldLogp: values(2), advantages: values(3), clipLow: 0.1, out })
+        const r = rk.policyLoss(options as never) as rk.PolicyLossResult
+        expect(reads).toEqual({ logp: 1, oldLogp: 1, advantages: 1, clipLow: 1, out: 1 })
+        expect(r.gradLogp).toBe(out.gradLogp)
+        const plain = rk.policyLoss({ logp: values(1), oldLogp: values(2), advantages: values(3), clipLow: 0.1 })
+        expect(Array.from(out.gradLogp)).toEqual(Array.from(plain.gradLogp))
+        expect(r.loss).toBe(plain.loss)
+      })
+    })
+  }
+})
+
+describe('the validated arguments of the token ops hold every field', () => {
+  const f = (seed: number) => values(seed)
+  const cases: [string, Record<string, unknown>, string[]][] = [
+    ['policyLoss', { logp: f(1), oldLogp: f(2), advantages: f(3), dualClip: 3 }, [
+      'layout', 'mask', 'agg', 'logp', 'oldLogp', 'advantages', 'clipLow', 'clipHigh', 'dualClip', 'logRatioClamp', 'variant', 'isLevel',
+      'ratioCap', 'behaviorLogp', 'rolloutCorrection', 'rolloutIsLow', 'rolloutIsHigh', 'opsmDelta']],
+    ['klPenalty', { logp: f(1), refLogp: f(2), outputClamp: 5 }, ['layout', 'mask', 'agg', 'logp', 'refLogp', 'estimator', 'logRatioClamp', 'outputClamp']],
+    ['valueLoss', { values: f(1), returns: f(2), oldValues: f(3), clip: 0.2, half: true }, ['layout', 'mask', 'agg', 'clip', 'half', 'values', 'returns', 'oldValues']],
+  ]
+  for (const [op, options, keys] of cases) {
+    it(op, () => {
+      const args = validatorOf(op)!(options) as Record<string, unknown>
+      expect(Object.keys(args).sort()).toEqual([...keys].sort())
+      expect((args.layout as { tokens: number }).tokens).toBe(M)
+      for (const [k, v] of Object.entries(options)) {
+        if (typeof v === 'number' || typeof v === 'boolean') expect(args[k]).toBe(v)
+        else expect((args[k] as { data: Float32Array }).data).toEqual(v)
+      }
+    })
+  }
+})
+
+const addonPath = new URL('../build/Release/rlhf_kernels.node', import.meta.url).pathname
+const addon = existsSync(addonPath) ? (createRequire(import.meta.url)(addonPath) as Record<string, (a: object) => any>) : null
+
+describe.skipIf(addon === null)('the addon argument snapshot', () => {
+  const args = () => nativeArgs(validatorOf('policyLoss')!({ logp: values(1), oldLogp: values(2), advantages: values(3) })) as Record<string, unknown>
+  it('reads a key longer than its stack buffer in full', () => {
+    for (const length of [62, 63, 64, 200]) {
+      const key = 'k'.repeat(length)
+      expect(() => addon!.policyLoss({ ...args(), out: { [key]: new Float32Array(M) } })).toThrow(new TypeError(`policyLoss: out.${key} must be absent: this call makes no ${key}`))
+    }
+    const key = 'é'.repeat(40)  // 80 bytes of UTF-8
+    expect(() => addon!.policyLoss({ ...args(), out: { [key]: new Float32Array(M) } })).toThrow(new TypeError(`policyLoss: out.${key} must be absent: this call makes no ${key}`))
+  })
+  it('skips symbol keys and reads a function or an array as no object', () => {
+    const expected = addon!.policyLoss(args())
+    const withSymbol = { ...args(), [Symbol('logp')]: 1 }
+    expect(addon!.policyLoss(withSymbol).loss).toBe(expected.loss)
+    for (const notObject of [() => 0, [1, 2], new ArrayBuffer(8), new DataView(new ArrayBuffer(8))]) {
+      expect(() => addon!.policyLoss({ ...args(), layout: notObject })).toThrow(new TypeError('policyLoss: layout must be an object'))
+    }
+  })
+})
+
+for (const backend of HOST_BACKENDS) {
+  describe(`async calls of at most 16 KiB of inputs run on the calling thread (cpu), on ${backend}`, () => {
+    useBackend(backend)
+    it('small and large calls give the sync results, unmoved by later changes to the inputs', async () => {
+      for (const n of [M, 1365, 1366, 4096]) {  // 3 × 4 B × 1365 = 16380 B: inline; 1366 and up: the pool
+        const make = (seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 2.3 + i * 1.7) - 1.2)
+        const o = { logp: make(1), oldLogp: make(2), advantages: make(3) }
+        const expected = rk.policyLoss(o)
+        const pending = rk.policyLossAsync(o)
+        o.logp.fill(0)
+        o.advantages.fill(1)
+        const r = await pending
+        expect(r.loss).toBe(expected.loss)
+        expect(Array.from(r.gradLogp)).toEqual(Array.from(expected.gradLogp))
+      }
+    })
+    it('a bad call rejects its promise', async () => {
+      await expect(rk.policyLossAsync({ logp: values(1), oldLogp: values(2), advantages: new Float32Array(3) })).rejects.toThrow(RangeError)
+    })
+  })
+}
