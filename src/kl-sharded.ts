@@ -17,12 +17,12 @@
  * ones, on the shard's columns: d/dz^q_v = g (q_v − p_v)/T, d/dz^p_v = g p_v (log p_v − log q_v − KL)/T.
  */
 import { REDUCTIONS, type Reduction, KL_GRADS, type KlGrad } from './choices.js'
-import { rangeError, typeError } from './errors.js'
+import { rangeError } from './errors.js'
 import { klDivergence } from './kl.js'
 import { type Temperature, invTemperature, temperatureOption } from './options.js'
 import { Tensor } from './tensor.js'
 import { choiceOption, floatMatrix, floatVector, hostOnly, maskVector, optionsObject } from './validate.js'
-import { logProbs, logProbsBackward } from './vocab.js'
+import { logProbs, logProbsBackward, shardPartials } from './vocab.js'
 
 export interface KlDivergencePartialOptions {
   /** one shard of p's logits: [N, V_s] (or [..., V_s]) */
@@ -133,14 +133,7 @@ function mergedLse(maxes: number[], sums: number[]): number {
 export function mergeKlPartials(options: MergeKlPartialsOptions): MergedKl {
   const op = 'mergeKlPartials'
   const o = optionsObject(op, options)
-  if (!Array.isArray(o.partials) || o.partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', o.partials)
-  const parts = o.partials as KlPartials[]
-  const N = parts[0]?.kl?.length ?? 0
-  for (const [i, p] of parts.entries()) {
-    for (const k of ['pMax', 'pSumExp', 'qMax', 'qSumExp', 'kl'] as const) {
-      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
-    }
-  }
+  const { parts, N } = shardPartials<KlPartials>(op, o.partials, ['kl', 'pMax', 'pSumExp', 'qMax', 'qSumExp'])
   const mask = maskVector(op, 'mask', o.mask, N)
   const reduction = choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean')
   const out = { perRow: new Float32Array(N), pLse: new Float32Array(N), qLse: new Float32Array(N), gradRows: new Float32Array(N) }

@@ -67,6 +67,8 @@ export interface CrossEntropyOptions {
   logits: Tensor
   targets: Int32Array | Tensor
   ignoreIndex?: number
+  /** the loss of logits / T (> 0): one number, or a Float32Array of N (row n's T); the gradient is wrt the logits; default 1 */
+  temperature?: number | Float32Array
   /** 'mean' (default: over non-ignored rows, or Σ classWeights[y] as PyTorch), 'sum', or 'none' */
   reduction?: Reduction
   /** ε in [0, 1]: (1 − ε) CE + ε mean_v(−log p_v); default 0 */
@@ -130,6 +132,7 @@ export interface LogProbsBackwardArgs extends VocabRows {
 }
 
 export interface CrossEntropyArgs extends VocabRows {
+  temperature: Temperature
   reduction: Reduction
   labelSmoothing: number
   zLoss: number
@@ -148,7 +151,7 @@ const LOG_PROBS_BACKWARD_OPTIONS: OptionNames<LogProbsBackwardOptions> = {
 }
 const CROSS_ENTROPY_OPTIONS: OptionNames<CrossEntropyOptions> = {
   logits: true, targets: true, ignoreIndex: true, reduction: true, labelSmoothing: true, zLoss: true, classWeights: true,
-  tokenWeights: true, grad: true, gradDtype: true,
+  tokenWeights: true, grad: true, gradDtype: true, temperature: true,
 }
 
 function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
@@ -189,6 +192,7 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   return {
     ...rows,
+    temperature: temperatureOption(op, o.temperature, rows.N),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     labelSmoothing: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }),
     zLoss: numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 }),
@@ -374,6 +378,18 @@ function shardOf(op: string, logits: unknown, vocabStart: unknown, ignoreIndex: 
 
 const hostFloats = (x: Float32Array | Tensor | undefined): Float32Array => (x === undefined ? new Float32Array(0) : x instanceof Float32Array ? x : x.toFloat32Array())
 
+/** The shards' partials: an array of one or more, each with these per-row fields as Float32Arrays of one length N. */
+export function shardPartials<P>(op: string, partials: unknown, fields: readonly (keyof P & string)[]): { parts: P[]; N: number } {
+  if (!Array.isArray(partials) || partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', partials)
+  const N = partials[0]?.[fields[0]]?.length ?? 0
+  for (const [i, p] of partials.entries()) {
+    for (const k of fields) {
+      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
+    }
+  }
+  return { parts: partials as P[], N }
+}
+
 /** The partials of one shard. */
 export function logProbsPartial(options: LogProbsPartialOptions): VocabPartials {
   const op = 'logProbsPartial'
@@ -404,15 +420,9 @@ export function logProbsPartial(options: LogProbsPartialOptions): VocabPartials 
 export function mergeVocabPartials(options: { partials: VocabPartials[]; targets: Int32Array; ignoreIndex?: number }): MergedVocabStats {
   const op = 'mergeVocabPartials'
   const o = optionsObject(op, options)
-  if (!Array.isArray(o.partials) || o.partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', o.partials)
+  const { N } = shardPartials<VocabPartials>(op, o.partials, ['max', 'sumExp', 'targetLogit', 'sumPZ', 'sumP2'])
   const ignore = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  const N = o.partials[0].max.length
   const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, N))
-  for (const [i, p] of o.partials.entries()) {
-    for (const k of ['max', 'sumExp', 'targetLogit', 'sumPZ', 'sumP2'] as const) {
-      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
-    }
-  }
   const out = { logp: new Float32Array(N), lse: new Float32Array(N), entropy: new Float32Array(N), sumProbSq: new Float32Array(N) }
   let total = 0, count = 0
   for (let n = 0; n < N; n++) {
@@ -617,13 +627,8 @@ export function crossEntropyPartial(options: CrossEntropyPartialOptions): CrossE
 export function mergeCrossEntropyPartials(options: MergeCrossEntropyOptions): MergedCrossEntropy {
   const op = 'mergeCrossEntropyPartials'
   const o = optionsObject(op, options)
-  if (!Array.isArray(o.partials) || o.partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', o.partials)
-  const parts = o.partials as CrossEntropyPartials[]
-  const N = parts[0]?.max?.length ?? 0
+  const { parts, N } = shardPartials<CrossEntropyPartials>(op, o.partials, ['max', 'sumExp', 'targetLogit', 'smooth'])
   for (const [i, p] of parts.entries()) {
-    for (const k of ['max', 'sumExp', 'targetLogit', 'smooth'] as const) {
-      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
-    }
     for (const k of ['weightSum', 'width'] as const) if (typeof p[k] !== 'number' || !(p[k] >= 0)) throw typeError(op, `partials[${i}].${k}`, 'a number ≥ 0', p[k])
   }
   let V = 0
