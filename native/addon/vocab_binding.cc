@@ -9,8 +9,9 @@ namespace rk::addon {
 namespace {
 
 // logits [N, V], targets [N] in [0, V) or ignoreIndex, and the temperature: what every vocabulary job reads
-// first; returns N·V, checked
-int64_t read_rows(const Args& a, VocabRowParams& p) {
+// first; returns N·V, checked. An optional temperature (crossEntropy's, newer than its other arguments) is 1
+// when the key is absent.
+int64_t read_rows(const Args& a, VocabRowParams& p, bool optional_temperature = false) {
   p.N = a.count("N");
   p.V = a.count("V");
   const int64_t NV = a.product("logits", p.N, p.V);
@@ -18,7 +19,7 @@ int64_t read_rows(const Args& a, VocabRowParams& p) {
   p.targets = a.int32s("targets", p.N);
   p.ignore_index = a.int32("ignoreIndex");
   a.check_indices("targets", p.targets, p.N, p.V, true, p.ignore_index);
-  temperature(a, p.N, p.temperature, p.temperatures);
+  if (!optional_temperature || a.has("temperature")) temperature(a, p.N, p.temperature, p.temperatures);
   return NV;
 }
 
@@ -72,7 +73,7 @@ struct CrossEntropyJob : Job {
   CrossEntropyParams p;
   RK_JOB_RESULT(CrossEntropyResult, RK_CROSS_ENTROPY_FIELDS)
   void prepare(const Args& a) {
-    const int64_t NV = read_rows(a, p);
+    const int64_t NV = read_rows(a, p, true);
     p.reduction = a.reduction();
     p.label_smoothing = float(a.number("labelSmoothing"));
     p.z_loss = float(a.number("zLoss"));
