@@ -47,6 +47,16 @@ export {
   logProbsPartial, mergeVocabPartials, logProbsPartialBackward,
   type LogProbsPartialOptions, type VocabPartials, type MergedVocabStats, type LogProbsPartialBackwardOptions,
 } from './vocab.js'
+export {
+  crossEntropyPartial, mergeCrossEntropyPartials, crossEntropyPartialBackward,
+  type CrossEntropyPartialOptions, type CrossEntropyPartials, type MergeCrossEntropyOptions, type MergedCrossEntropy,
+  type CrossEntropyPartialBackwardOptions,
+} from './vocab.js'
+export {
+  klDivergencePartial, mergeKlPartials, klDivergencePartialBackward,
+  type KlDivergencePartialOptions, type KlPartials, type MergeKlPartialsOptions, type MergedKl,
+  type KlDivergencePartialBackwardOptions, type KlPartialGrads,
+} from './kl-sharded.js'
 
 export {
   sequenceLogProbs, sequenceLogProbsAsync, preferenceLoss, preferenceLossAsync,

@@ -67,6 +67,8 @@ export interface CrossEntropyOptions {
   logits: Tensor
   targets: Int32Array | Tensor
   ignoreIndex?: number
+  /** the loss of logits / T (> 0): one number, or a Float32Array of N (row n's T); the gradient is wrt the logits; default 1 */
+  temperature?: number | Float32Array
   /** 'mean' (default: over non-ignored rows, or Σ classWeights[y] as PyTorch), 'sum', or 'none' */
   reduction?: Reduction
   /** ε in [0, 1]: (1 − ε) CE + ε mean_v(−log p_v); default 0 */
@@ -130,6 +132,7 @@ export interface LogProbsBackwardArgs extends VocabRows {
 }
 
 export interface CrossEntropyArgs extends VocabRows {
+  temperature: Temperature
   reduction: Reduction
   labelSmoothing: number
   zLoss: number
@@ -148,7 +151,7 @@ const LOG_PROBS_BACKWARD_OPTIONS: OptionNames<LogProbsBackwardOptions> = {
 }
 const CROSS_ENTROPY_OPTIONS: OptionNames<CrossEntropyOptions> = {
   logits: true, targets: true, ignoreIndex: true, reduction: true, labelSmoothing: true, zLoss: true, classWeights: true,
-  tokenWeights: true, grad: true, gradDtype: true,
+  tokenWeights: true, grad: true, gradDtype: true, temperature: true,
 }
 
 function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
@@ -189,6 +192,7 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
   return {
     ...rows,
+    temperature: temperatureOption(op, o.temperature, rows.N),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     labelSmoothing: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }),
     zLoss: numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 }),
@@ -374,6 +378,18 @@ function shardOf(op: string, logits: unknown, vocabStart: unknown, ignoreIndex: 
 
 const hostFloats = (x: Float32Array | Tensor | undefined): Float32Array => (x === undefined ? new Float32Array(0) : x instanceof Float32Array ? x : x.toFloat32Array())
 
+/** The shards' partials: an array of one or more, each with these per-row fields as Float32Arrays of one length N. */
+export function shardPartials<P>(op: string, partials: unknown, fields: readonly (keyof P & string)[]): { parts: P[]; N: number } {
+  if (!Array.isArray(partials) || partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', partials)
+  const N = partials[0]?.[fields[0]]?.length ?? 0
+  for (const [i, p] of partials.entries()) {
+    for (const k of fields) {
+      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
+    }
+  }
+  return { parts: partials as P[], N }
+}
+
 /** The partials of one shard. */
 export function logProbsPartial(options: LogProbsPartialOptions): VocabPartials {
   const op = 'logProbsPartial'
@@ -404,15 +420,9 @@ export function logProbsPartial(options: LogProbsPartialOptions): VocabPartials 
 export function mergeVocabPartials(options: { partials: VocabPartials[]; targets: Int32Array; ignoreIndex?: number }): MergedVocabStats {
   const op = 'mergeVocabPartials'
   const o = optionsObject(op, options)
-  if (!Array.isArray(o.partials) || o.partials.length < 1) throw typeError(op, 'partials', 'an array of one or more shards\' partials', o.partials)
+  const { N } = shardPartials<VocabPartials>(op, o.partials, ['max', 'sumExp', 'targetLogit', 'sumPZ', 'sumP2'])
   const ignore = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  const N = o.partials[0].max.length
   const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, N))
-  for (const [i, p] of o.partials.entries()) {
-    for (const k of ['max', 'sumExp', 'targetLogit', 'sumPZ', 'sumP2'] as const) {
-      if (!(p?.[k] instanceof Float32Array) || p[k].length !== N) throw typeError(op, `partials[${i}].${k}`, `a Float32Array of ${N}`, p?.[k])
-    }
-  }
   const out = { logp: new Float32Array(N), lse: new Float32Array(N), entropy: new Float32Array(N), sumProbSq: new Float32Array(N) }
   let total = 0, count = 0
   for (let n = 0; n < N; n++) {
@@ -483,4 +493,221 @@ export function logProbsPartialBackward(options: LogProbsPartialBackwardOptions)
     if (o.lse[n] !== -Infinity && o.gradLogp[n] !== 0) g[n * Vs] = Math.fround(g[n * Vs] - o.gradLogp[n] * invT)
   }
   return { gradLogits: new Tensor(g, r.gradLogits.shape, 'float32') }
+}
+
+// ---- vocab-sharded cross-entropy (Megatron's VocabParallelCrossEntropy, with label smoothing) --------------
+// For a row with lse over the full vocabulary, target y, class weights w (1 without classWeights; W = Σ_v w_v),
+// smoothing ε, z-loss s, token weight τ, and V columns:
+//   ℓ = τ [ (1 − ε) w_y (lse − z_y) + ε/V Σ_v w_v (lse − z_v) + s lse² ]
+// The shard's partials: max, sumExp (as logProbsPartial's), z_y where y is in the shard, and the smoothing
+// piece relative to the shard's own lse_s = max + log sumExp: smooth_s = Σ_{v∈shard} w_v (lse_s − z_v), with
+// the shard's weight sum W_s. Since lse − z_v = (lse_s − z_v) + (lse − lse_s), the merge recovers
+//   Σ_v w_v (lse − z_v) = Σ_s [ smooth_s + W_s (lse − lse_s) ]
+// with no large cancelling sums (a plain Σ w_v z_v would cancel against W·lse). The gradient of a shard's
+// columns, given the merged lse and each row's g = τ_n times the reduction's scale (the merge's gradRows; 1/Σ w_y
+// for 'mean'), is g [ A p_v − (1 − ε) w_y onehot_y − ε/V w_v ] with A = (1 − ε) w_y + ε W/V + 2 s lse, p = exp(z − lse).
+
+export interface CrossEntropyPartialOptions {
+  /** one shard of the logits: [N, V_s] (or [..., V_s]) */
+  logits: Tensor
+  /** global token ids (in [0, vocabSize)) or ignoreIndex; host data */
+  targets: Int32Array
+  /** the shard's first column in the full vocabulary */
+  vocabStart: number
+  /** V, the full vocabulary */
+  vocabSize: number
+  /** all V class weights (host data): the shard reads its own columns */
+  classWeights?: Float32Array | Float64Array
+  /** ε: the smoothing piece is computed when ε > 0; default 0 */
+  labelSmoothing?: number
+  ignoreIndex?: number
+}
+
+/** A shard's cross-entropy partials: per row, and two constants of the shard. */
+export interface CrossEntropyPartials {
+  /** max_v z_v over the shard */
+  max: Float32Array
+  /** Σ_v exp(z_v − max) */
+  sumExp: Float32Array
+  /** z_y where the target lies in this shard, else 0 */
+  targetLogit: Float32Array
+  /** Σ_v w_v (lse_s − z_v), lse_s = max + log sumExp (labelSmoothing > 0; else 0) */
+  smooth: Float32Array
+  /** Σ_v w_v over the shard's columns (its width without classWeights) */
+  weightSum: number
+  /** the shard's width V_s */
+  width: number
+}
+
+export interface MergeCrossEntropyOptions {
+  partials: CrossEntropyPartials[]
+  targets: Int32Array
+  /** all V class weights, as given to the partials */
+  classWeights?: Float32Array | Float64Array
+  labelSmoothing?: number
+  zLoss?: number
+  tokenWeights?: Float32Array | Float64Array
+  /** 'mean' (default; over Σ w_y of the counted rows, as crossEntropy), 'sum' or 'none' */
+  reduction?: Reduction
+  ignoreIndex?: number
+}
+
+export interface MergedCrossEntropy {
+  /** the reduced loss; Σ losses for 'none' */
+  loss: number
+  /** each row's loss ℓ_n (0 on ignored rows) */
+  losses: Float32Array
+  lse: Float32Array
+  count: number
+  /** d loss/d(row n's loss before its token weight): τ_n times the reduction's scale; 0 on ignored rows */
+  gradRows: Float32Array
+}
+
+export interface CrossEntropyPartialBackwardOptions {
+  logits: Tensor
+  targets: Int32Array
+  vocabStart: number
+  vocabSize: number
+  /** the merged lse */
+  lse: Float32Array
+  /** the merge's gradRows (times an upstream gradient of the loss, if any) */
+  gradRows: Float32Array
+  classWeights?: Float32Array | Float64Array
+  labelSmoothing?: number
+  zLoss?: number
+  ignoreIndex?: number
+}
+
+/** The full-vocabulary class weights (V of them), or null. */
+function allClassWeights(op: string, value: unknown, V: number): Float64Array | null {
+  if (value === undefined) return null
+  const w = floatVector(op, 'classWeights', value, V)
+  return Float64Array.from(hostOnly(op, 'classWeights', w.data as Float32Array | Float64Array))
+}
+
+function shardInVocab(op: string, o: { logits: unknown; vocabStart: unknown; ignoreIndex?: unknown; vocabSize: unknown; targets: unknown; classWeights?: unknown; labelSmoothing?: unknown }) {
+  const s = shardOf(op, o.logits, o.vocabStart, o.ignoreIndex)
+  const V = numberOption(op, 'vocabSize', o.vocabSize, 0, { integer: true, min: 1 })
+  if (s.start + s.Vs > V) throw rangeError(op, 'vocabStart', `≤ vocabSize − the shard's width (${V - s.Vs})`, s.start)
+  const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N))
+  for (let n = 0; n < s.N; n++) if (y[n] !== s.ignore && y[n] >= V) throw rangeError(op, `targets[${n}]`, `< vocabSize (${V}) or equal to ignoreIndex (${s.ignore})`, y[n])
+  return { ...s, V, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) }
+}
+
+/** The cross-entropy partials of one shard (computed by logProbs, and crossEntropy for the smoothing piece). */
+export function crossEntropyPartial(options: CrossEntropyPartialOptions): CrossEntropyPartials {
+  const op = 'crossEntropyPartial'
+  const o = optionsObject(op, options)
+  const { N, Vs, start, ignore, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  const r = logProbs({ logits: o.logits, targets: local, ignoreIndex: -1, maxProb: true })
+  const lse = hostFloats(r.lse), logp = hostFloats(r.logp), P = hostFloats(r.maxProb)
+  const shardWeights = cw === null ? null : Float32Array.from(cw.subarray(start, start + Vs))
+  let weightSum = Vs
+  if (cw !== null) { weightSum = 0; for (let v = start; v < start + Vs; v++) weightSum += cw[v] }
+  // ε = 1, reduction 'none': row loss = (1/V_s) Σ_v w_v (lse_s − z_v)
+  const smoothRows = eps > 0
+    ? hostFloats(crossEntropy({ logits: o.logits, targets: local, ignoreIndex: -1, labelSmoothing: 1, reduction: 'none', ...(shardWeights ? { classWeights: shardWeights } : {}) }).losses)
+    : null
+  const out: CrossEntropyPartials = {
+    max: new Float32Array(N), sumExp: new Float32Array(N), targetLogit: new Float32Array(N), smooth: new Float32Array(N), weightSum, width: Vs,
+  }
+  for (let n = 0; n < N; n++) {
+    if (local[n] < 0) continue
+    const none = lse[n] === -Infinity
+    out.max[n] = none ? -Infinity : lse[n] + Math.log(P[n])
+    out.sumExp[n] = none ? 0 : 1 / P[n]
+    out.targetLogit[n] = inside[n] ? logp[n] + lse[n] : 0
+    if (smoothRows !== null) out.smooth[n] = Vs * smoothRows[n]
+  }
+  return out
+}
+
+/** The merged cross-entropy of the shards' partials, shard by shard in the order given, each row alone (float64). */
+export function mergeCrossEntropyPartials(options: MergeCrossEntropyOptions): MergedCrossEntropy {
+  const op = 'mergeCrossEntropyPartials'
+  const o = optionsObject(op, options)
+  const { parts, N } = shardPartials<CrossEntropyPartials>(op, o.partials, ['max', 'sumExp', 'targetLogit', 'smooth'])
+  for (const [i, p] of parts.entries()) {
+    for (const k of ['weightSum', 'width'] as const) if (typeof p[k] !== 'number' || !(p[k] >= 0)) throw typeError(op, `partials[${i}].${k}`, 'a number ≥ 0', p[k])
+  }
+  let V = 0
+  for (const p of parts) V += p.width
+  const ignore = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
+  const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, N))
+  const cw = allClassWeights(op, o.classWeights, V)
+  const eps = numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 })
+  const zLoss = numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 })
+  const tw = o.tokenWeights === undefined ? null : hostOnly(op, 'tokenWeights', floatVector(op, 'tokenWeights', o.tokenWeights, N).data as Float32Array | Float64Array)
+  const reduction = choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean')
+  const out = { losses: new Float32Array(N), lse: new Float32Array(N), gradRows: new Float32Array(N) }
+  let total = 0, denom = 0, count = 0
+  for (let n = 0; n < N; n++) {
+    if (y[n] === ignore) continue
+    if (!(y[n] >= 0 && y[n] < V)) throw rangeError(op, `targets[${n}]`, `in [0, ${V}) or equal to ignoreIndex (${ignore})`, y[n])
+    let M = -Infinity
+    for (const p of parts) M = Math.max(M, p.max[n])
+    let S = 0, zy = 0
+    for (const p of parts) {
+      if (p.max[n] !== -Infinity) S += p.sumExp[n] * Math.exp(p.max[n] - M)
+      zy += p.targetLogit[n]
+    }
+    const lse = M === -Infinity ? -Infinity : M + Math.log(S)
+    const wy = cw === null ? 1 : cw[y[n]]
+    count++
+    denom += wy
+    out.lse[n] = lse
+    let loss = Infinity
+    if (lse !== -Infinity) {
+      loss = (1 - eps) * wy * (lse - zy)
+      if (eps !== 0) {
+        let smooth = 0
+        for (const p of parts) smooth += p.smooth[n] + (p.max[n] === -Infinity ? 0 : p.weightSum * (lse - (p.max[n] + Math.log(p.sumExp[n]))))
+        loss += (eps / V) * smooth
+      }
+      if (zLoss !== 0) loss += zLoss * lse * lse
+      loss *= tw === null ? 1 : tw[n]
+    }
+    out.losses[n] = loss
+    total += loss
+  }
+  const scale = reduction === 'mean' ? (denom > 0 ? 1 / denom : 0) : 1
+  for (let n = 0; n < N; n++) if (y[n] !== ignore) out.gradRows[n] = scale * (tw === null ? 1 : tw[n])
+  return { ...out, loss: Math.fround(total * scale), count }
+}
+
+/**
+ * A shard's gradient of the merged cross-entropy: logProbsBackward with gradLogp = −g·A gives g·A (p − onehot)
+ * at the shard's local target (column 0 standing in where y lies in another shard); the onehot is then set
+ * right (+g·A − g(1 − ε) w_y at y, +g·A at the stand-in) and −g ε/V w_v added over the columns.
+ */
+export function crossEntropyPartialBackward(options: CrossEntropyPartialBackwardOptions): GradLogitsResult {
+  const op = 'crossEntropyPartialBackward'
+  const o = optionsObject(op, options)
+  const { N, Vs, start, ignore, V, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  const zLoss = numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 })
+  const lse = hostOnly(op, 'lse', floatVector(op, 'lse', o.lse, N).data as Float32Array | Float64Array)
+  const g = hostOnly(op, 'gradRows', floatVector(op, 'gradRows', o.gradRows, N).data as Float32Array | Float64Array)
+  let W = V
+  if (cw !== null) { W = 0; for (let v = 0; v < V; v++) W += cw[v] }
+  const y = o.targets as Int32Array
+  const A = new Float32Array(N), gradLogp = new Float32Array(N)
+  for (let n = 0; n < N; n++) {
+    if (local[n] < 0 || lse[n] === -Infinity) continue
+    const wy = cw === null ? 1 : cw[y[n]]
+    A[n] = (1 - eps) * wy + (eps * W) / V + 2 * zLoss * lse[n]
+    gradLogp[n] = -g[n] * A[n]
+  }
+  const r = logProbsBackward({ logits: o.logits, targets: local, ignoreIndex: -1, lse: o.lse, gradLogp })
+  const grad = r.gradLogits.toFloat32Array()
+  for (let n = 0; n < N; n++) {
+    if (local[n] < 0 || lse[n] === -Infinity || g[n] === 0) continue
+    const wy = cw === null ? 1 : cw[y[n]]
+    const at = n * Vs + local[n]
+    grad[at] = Math.fround(grad[at] + g[n] * A[n] - (inside[n] ? g[n] * (1 - eps) * wy : 0))
+    if (eps === 0) continue
+    for (let v = 0; v < Vs; v++) grad[n * Vs + v] = Math.fround(grad[n * Vs + v] - ((g[n] * eps) / V) * (cw === null ? 1 : cw[start + v]))
+  }
+  return { gradLogits: new Tensor(grad, r.gradLogits.shape, 'float32') }
 }

@@ -12,7 +12,7 @@ import * as rk from '../src/index.js'
 import { NATIVE_BACKENDS, on } from './backends.js'
 import { parityError } from './compare.js'
 import { rng } from './helpers.js'
-import { type Tolerance, gradTolerance, klGradPTolerance } from '../src/tolerance.js'
+import { type Tolerance, gradTolerance, klGradPTolerance, twice } from '../src/tolerance.js'
 
 const SECONDS = Number(process.env.RLHF_KERNELS_FUZZ_SECONDS ?? 20)
 const SEED = Number(process.env.RLHF_KERNELS_FUZZ_SEED ?? Date.now() % 1_000_000)
@@ -89,7 +89,10 @@ function makeCase(r: R): Case {
   const [scale0, temperature] = scaleAndTemperature(r)
   // float16 holds up to 65504: keep its logits inside
   const scale = dtype === 'float16' ? Math.min(scale0, 1e4) : scale0
-  const op = pick(r, ['logProbs', 'logProbsBackward', 'crossEntropy', 'klDivergence', 'ppoLoss', 'rewardLoss', 'policyLoss', 'klPenalty', 'valueLoss', 'gae', 'whiten', 'groupAdvantages', 'sequenceLogProbs', 'preferenceLoss'] as const)
+  const op = pick(r, [
+    'logProbs', 'logProbsBackward', 'crossEntropy', 'klDivergence', 'ppoLoss', 'rewardLoss', 'policyLoss', 'klPenalty', 'valueLoss', 'gae', 'whiten', 'groupAdvantages',
+    'sequenceLogProbs', 'preferenceLoss', 'keptLogProbs', 'vocabSharded',
+  ] as const)
   const shape = `[${N}, ${V}] ${dtype} scale ${scale}${extremes ? ' extremes' : ''}`
   switch (op) {
     case 'logProbs': {
@@ -144,6 +147,73 @@ function makeCase(r: R): Case {
         dualClip: r.uniform() < 0.3 ? 3 : undefined, aggregation: pick(r, rk.AGGREGATIONS),
       }
       return { what: `ppoLoss ${shape} T=${temperature} anchor=${!!anchor} ${o.klEstimator} ${o.aggregation}`, run: () => rk.ppoLoss(o), overrides: () => ({ gradLogits: gradTolerance(temperature) }) }
+    }
+    case 'keptLogProbs': {
+      const z = logits(r, N, V, dtype, scale, extremes)
+      const y = targets(r, N, V)
+      const csr = r.uniform() < 0.5
+      let kept: object
+      if (csr) {
+        const rows = Array.from({ length: N }, () => Array.from({ length: V }, (_, v) => v).filter(() => r.uniform() < 0.6))
+        kept = { keepOffsets: Int32Array.from([0, ...rows.map((_, i) => rows.slice(0, i + 1).reduce((a, b) => a + b.length, 0))]), keepTokens: Int32Array.from(rows.flat()) }
+      } else {
+        kept = { topK: pick(r, [0, 1, 3, 50]), topP: pick(r, [1, 0.9, 0.5]), minP: pick(r, [0, 0.05]) }
+      }
+      const o = { logits: z, targets: y, temperature, ...kept, gradLogp: r.uniform() < 0.7 ? floats(r, N) : undefined }
+      return {
+        what: `keptLogProbs ${shape} T=${temperature} ${csr ? 'CSR' : JSON.stringify(kept)}`, run: () => rk.keptLogProbs(o),
+        overrides: () => ({ gradLogits: gradTolerance(temperature) }),
+      }
+    }
+    case 'vocabSharded': {
+      // the partial/merge/backward forms over 1–4 uneven shards, ordinary rows (the merge sums float32 partials)
+      const Vs = Math.max(V, 8)
+      const full = logits(r, N, Vs, dtype === 'float64' ? 'float32' : dtype, 3, false).toFloat32Array()
+      const cuts = [...new Set(Array.from({ length: r.int(4) }, () => 1 + r.int(Vs - 1)))].sort((a, b) => a - b)
+      const b = [0, ...cuts, Vs]
+      const shard = (x: Float32Array, i: number) => {
+        const w = b[i + 1] - b[i], out = new Float32Array(N * w)
+        for (let n = 0; n < N; n++) out.set(x.subarray(n * Vs + b[i], n * Vs + b[i + 1]), n * w)
+        return rk.tensor(out, [N, w])
+      }
+      const shards = b.slice(0, -1).map((_, i) => i)
+      const y = targets(r, N, Vs)
+      const T = pick(r, [1, 0.7])
+      const form = pick(r, ['logProbs', 'crossEntropy', 'kl'] as const)
+      const tol = twice(twice({ atol: 5e-6, rtol: 5e-6 }))
+      // the shards' gradients come from each backend's own merged lse: widened as the values
+      const grads = (e: any, name: string, t: Tolerance) => Object.fromEntries(shards.map((i) => [`grads.${i}.${name}`, t]))
+      if (form === 'logProbs') {
+        const g = floats(r, N)
+        const run = () => {
+          const partials = shards.map((i) => rk.logProbsPartial({ logits: shard(full, i), targets: y, vocabStart: b[i], temperature: T }))
+          const merged = rk.mergeVocabPartials({ partials, targets: y })
+          const grads = shards.map((i) => rk.logProbsPartialBackward({ logits: shard(full, i), targets: y, vocabStart: b[i], temperature: T, lse: merged.lse, gradLogp: g }).gradLogits)
+          return { merged, grads }
+        }
+        return { what: `logProbsPartial ${N} rows in shards ${b.join(',')} T=${T}`, run, overrides: (e) => ({ 'merged.logp': tol, 'merged.lse': tol, 'merged.entropy': tol, 'merged.loss': tol, ...grads(e, 'gradLogits', twice(twice(gradTolerance(T)))) }) }
+      }
+      if (form === 'crossEntropy') {
+        const labelSmoothing = pick(r, [0, 0.1]), zLoss = pick(r, [0, 1e-3])
+        const run = () => {
+          const partials = shards.map((i) => rk.crossEntropyPartial({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, labelSmoothing }))
+          const merged = rk.mergeCrossEntropyPartials({ partials, targets: y, labelSmoothing, zLoss })
+          const grads = shards.map((i) => rk.crossEntropyPartialBackward({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, lse: merged.lse, gradRows: merged.gradRows, labelSmoothing, zLoss }).gradLogits)
+          return { merged, grads }
+        }
+        return { what: `crossEntropyPartial ${N} rows in shards ${b.join(',')} ε=${labelSmoothing} z=${zLoss}`, run, overrides: (e) => ({ 'merged.losses': tol, 'merged.lse': tol, 'merged.loss': tol, ...grads(e, 'gradLogits', twice(twice(gradTolerance()))) }) }
+      }
+      const fullQ = Float32Array.from(full, (x) => x + 0.5 * r.normal())
+      const run = () => {
+        const partials = shards.map((i) => rk.klDivergencePartial({ pLogits: shard(full, i), qLogits: shard(fullQ, i), temperature: T }))
+        const merged = rk.mergeKlPartials({ partials })
+        const grads = shards.map((i) => rk.klDivergencePartialBackward({ pLogits: shard(full, i), qLogits: shard(fullQ, i), temperature: T, pLse: merged.pLse, qLse: merged.qLse, perRow: merged.perRow, gradRows: merged.gradRows, grad: 'both' }))
+        return { merged, grads }
+      }
+      return { what: `klDivergencePartial ${N} rows in shards ${b.join(',')} T=${T}`, run, overrides: (e) => ({
+        'merged.perRow': tol, 'merged.pLse': tol, 'merged.qLse': tol, 'merged.loss': tol,
+        ...grads(e, 'gradQ', twice(twice(gradTolerance(T)))), ...grads(e, 'gradP', twice(twice(klGradPTolerance(e.merged.perRow, T)))),
+      }) }
     }
     case 'rewardLoss': {
       const sizes = Array.from({ length: N }, () => 1 + r.int(5))

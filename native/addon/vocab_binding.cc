@@ -8,24 +8,19 @@
 namespace rk::addon {
 namespace {
 
-// logits [N, V], targets [N] in [0, V) or ignoreIndex: what every vocabulary job reads first
-struct Rows {
-  FloatIn logits;
-  int64_t N, V, NV;  // NV = N * V, checked
-  const int32_t* targets;
-  int32_t ignore_index;
-};
-
-Rows read_rows(const Args& a) {
-  Rows r;
-  r.N = a.count("N");
-  r.V = a.count("V");
-  r.NV = a.product("logits", r.N, r.V);
-  r.logits = a.floats("logits", r.NV);
-  r.targets = a.int32s("targets", r.N);
-  r.ignore_index = a.int32("ignoreIndex");
-  a.check_indices("targets", r.targets, r.N, r.V, true, r.ignore_index);
-  return r;
+// logits [N, V], targets [N] in [0, V) or ignoreIndex, and the temperature: what every vocabulary job reads
+// first; returns N·V, checked. An optional temperature (crossEntropy's, newer than its other arguments) is 1
+// when the key is absent.
+int64_t read_rows(const Args& a, VocabRowParams& p, bool optional_temperature = false) {
+  p.N = a.count("N");
+  p.V = a.count("V");
+  const int64_t NV = a.product("logits", p.N, p.V);
+  p.logits = a.floats("logits", NV);
+  p.targets = a.int32s("targets", p.N);
+  p.ignore_index = a.int32("ignoreIndex");
+  a.check_indices("targets", p.targets, p.N, p.V, true, p.ignore_index);
+  if (!optional_temperature || a.has("temperature")) temperature(a, p.N, p.temperature, p.temperatures);
+  return NV;
 }
 
 struct LogProbsJob : Job {
@@ -33,9 +28,7 @@ struct LogProbsJob : Job {
   using Job::Job;
   LogProbsParams p;
   void prepare(const Args& a) {
-    const Rows r = read_rows(a);
-    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    temperature(a, p.N, p.temperature, p.temperatures);
+    read_rows(a, p);
     p.logp = out.make("logp", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("entropy")) p.entropy = out.make("entropy", p.N);
@@ -58,16 +51,14 @@ struct LogProbsBackwardJob : Job {
   using Job::Job;
   LogProbsBackwardParams p;
   void prepare(const Args& a) {
-    const Rows r = read_rows(a);
-    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    temperature(a, p.N, p.temperature, p.temperatures);
+    const int64_t NV = read_rows(a, p);
     p.lse = a.floats("lse", p.N);
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.grad_entropy = a.floats_or_absent("gradEntropy", p.N);
     p.entropy = a.floats_or_absent("entropy", p.N);
     p.grad_sum_prob_sq = a.floats_or_absent("gradSumProbSq", p.N);
     p.sum_prob_sq = a.floats_or_absent("sumProbSq", p.N);
-    p.grad = out.make("gradLogits", r.NV);
+    p.grad = out.make("gradLogits", NV);
   }
   void run() override { log_probs_backward(p); }
 #if RLHF_KERNELS_HAVE_CUDA
@@ -82,8 +73,7 @@ struct CrossEntropyJob : Job {
   CrossEntropyParams p;
   RK_JOB_RESULT(CrossEntropyResult, RK_CROSS_ENTROPY_FIELDS)
   void prepare(const Args& a) {
-    const Rows rows = read_rows(a);
-    p.logits = rows.logits; p.N = rows.N; p.V = rows.V; p.targets = rows.targets; p.ignore_index = rows.ignore_index;
+    const int64_t NV = read_rows(a, p, true);
     p.reduction = a.reduction();
     p.label_smoothing = float(a.number("labelSmoothing"));
     p.z_loss = float(a.number("zLoss"));
@@ -92,8 +82,8 @@ struct CrossEntropyJob : Job {
     p.losses = out.make("losses", p.N);
     p.lse = out.make("lse", p.N);
     if (a.boolean("grad")) {
-      if (a.grad16(p.logits.dtype)) p.grad16 = out.make16("gradLogits", rows.NV, p.logits.dtype);
-      else p.grad = out.make("gradLogits", rows.NV);
+      if (a.grad16(p.logits.dtype)) p.grad16 = out.make16("gradLogits", NV, p.logits.dtype);
+      else p.grad = out.make("gradLogits", NV);
     }
   }
   void run() override { r = cross_entropy(p); }
@@ -111,9 +101,7 @@ struct KeptLogProbsJob : Job {
   using Job::Job;
   KeptLogProbsParams p;
   void prepare(const Args& a) {
-    const Rows r = read_rows(a);
-    p.logits = r.logits; p.N = r.N; p.V = r.V; p.targets = r.targets; p.ignore_index = r.ignore_index;
-    temperature(a, p.N, p.temperature, p.temperatures);
+    const int64_t NV = read_rows(a, p);
     if (a.has("keepOffsets")) {
       // CSR, copied before it is checked: offsets from 0 to the token count, each row's tokens strictly increasing in [0, V)
       int64_t n = 0, nnz = 0;
@@ -145,7 +133,7 @@ struct KeptLogProbsJob : Job {
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);
     p.logp = out.make("logp", p.N);
     p.lse = out.make("lse", p.N);
-    if (p.grad_logp.present()) p.grad = out.make("gradLogits", r.NV);
+    if (p.grad_logp.present()) p.grad = out.make("gradLogits", NV);
   }
   void run() override { kept_log_probs(p); }
 #if RLHF_KERNELS_HAVE_CUDA

@@ -93,7 +93,8 @@ RK_INLINE void cross_entropy_impl(const CrossEntropyParams& p, const float* cw, 
     float* g = grad_row.get();
     // with a gradient, the lse pass keeps the row's exps in g (rescaled below): one exp per element
     float inv_sum = 0.f;
-    const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0} : row_softmax<L>(row, V, 1.0, nullptr, g, &inv_sum);
+    const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0}
+                                             : row_softmax<L>(row, V, row_temperature(p.temperatures, p.temperature, n), nullptr, g, &inv_sum);
     const float l = float(r.lse);
     p.lse[n] = l;
     if (y == p.ignore_index || l == -INFINITY) {  // ignored: 0 everywhere; no mass anywhere: +inf, zero gradient
@@ -113,7 +114,7 @@ RK_INLINE void cross_entropy_impl(const CrossEntropyParams& p, const float* cw, 
     if (p.z_loss != 0.f) loss += p.z_loss * l * l;
     p.losses[n] = tw * loss;
     if (!g) continue;
-    const float gs = scale * tw;
+    const float gs = scale * tw * r.invT;  // the gradient in z/T, times 1/T
     const float rest = eps * W / float(V) + 2.f * p.z_loss * l;  // cp − (1−ε) w_y
     const float cp = (1.f - eps) * wy + rest;
     const float e = eps / float(V);
@@ -181,14 +182,16 @@ CrossEntropyResult cross_entropy(const CrossEntropyParams& p) {
 namespace rk {
 namespace {
 
-void sampling_kept(const float* s, int64_t V, int32_t k, float top_p, float min_p, std::vector<int32_t>& kept, std::vector<float>& scratch) {
+// s: the row's raw logits (the order of z/T is theirs); differences are scaled by invT in double, so that
+// |z|/T up to 1e4 loses nothing to a float32 z/T
+void sampling_kept(const float* s, int64_t V, double invT, int32_t k, float top_p, float min_p, std::vector<int32_t>& kept, std::vector<float>& scratch) {
   kept.clear();
   float mx = -INFINITY;
   for (int64_t v = 0; v < V; v++) mx = s[v] > mx ? s[v] : mx;
   // min-p: exp(s − max) < m drops (p_v < m·p_max); the max itself always stays
   for (int64_t v = 0; v < V; v++) {
     if (s[v] == -INFINITY) continue;
-    if (min_p > 0.f && std::exp(double(s[v]) - double(mx)) < double(min_p)) continue;
+    if (min_p > 0.f && std::exp((double(s[v]) - double(mx)) * invT) < double(min_p)) continue;
     kept.push_back(int32_t(v));
   }
   if (k > 0 && int64_t(k) < int64_t(kept.size())) {
@@ -204,11 +207,11 @@ void sampling_kept(const float* s, int64_t V, int32_t k, float top_p, float min_
     std::sort(kept.begin(), kept.end(), [&](int32_t a, int32_t b) { return s[a] < s[b] || (s[a] == s[b] && a < b); });
     const double top = s[kept.back()];
     double S = 0;
-    for (int32_t v : kept) S += std::exp(double(s[v]) - top);
+    for (int32_t v : kept) S += std::exp((double(s[v]) - top) * invT);
     double c = 0;
     size_t first = 0;  // kept[first..] survive: c_i ≤ 1 − p drops i (never the last)
     for (size_t i = 0; i + 1 < kept.size(); i++) {
-      c += std::exp(double(s[kept[i]]) - top) / S;
+      c += std::exp((double(s[kept[i]]) - top) * invT) / S;
       if (c <= 1.0 - double(top_p)) first = i + 1;
       else break;
     }
@@ -234,7 +237,8 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
       continue;
     }
     const float invT = float(1.0 / row_temperature(p.temperatures, p.temperature, n));
-    // the scaled logits: of the kept tokens only where the set is given, of the whole row where it is drawn
+    // the raw logits (scaled only as differences from the max, (z_v − z_max)/T, exact for |z|/T up to 1e4): of
+    // the kept tokens only where the set is given, of the whole row where it is drawn
     s.resize(size_t(V));
     const int32_t* tok;
     int64_t count;
@@ -243,16 +247,16 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
       tok = p.keep_tokens + p.keep_offsets[n];
       count = p.keep_offsets[n + 1] - p.keep_offsets[n];
       for (int64_t i = 0; i < count; i++) {
-        const float x = s[tok[i]] = load(row, tok[i]) * invT;
-        bad |= x != x || x == INFINITY;
+        const float x = s[tok[i]] = load(row, tok[i]);
+        bad |= x != x || x * invT == INFINITY;
       }
-      s[y] = load(row, y) * invT;
+      s[y] = load(row, y);
     } else {
       for (int64_t v = 0; v < V; v++) {
-        s[v] = load(row, v) * invT;
-        bad |= s[v] != s[v] || s[v] == INFINITY;
+        s[v] = load(row, v);
+        bad |= s[v] != s[v] || s[v] * invT == INFINITY;
       }
-      if (!bad) sampling_kept(s.data(), V, p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch);
+      if (!bad) sampling_kept(s.data(), V, double(invT), p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch);
       tok = kept.data();
       count = int64_t(kept.size());
     }
@@ -268,18 +272,19 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
       in_k |= tok[i] == y;
     }
     KahanSum S;
-    if (m != -INFINITY) for (int64_t i = 0; i < count; i++) S.add(exp_approx(s[tok[i]] - m));
-    const double lse = m == -INFINITY ? -INFINITY : double(m) + std::log(double(S.value()));
+    if (m != -INFINITY) for (int64_t i = 0; i < count; i++) S.add(exp_approx((s[tok[i]] - m) * invT));
+    const double logS = std::log(double(S.value()));
+    const double lse = m == -INFINITY ? -INFINITY : double(m) * invT + logS;
     p.lse[n] = float(lse);
-    const float lp = in_k && m != -INFINITY ? float(double(s[y]) - lse) : -INFINITY;
+    const float lp = in_k && m != -INFINITY ? float((double(s[y]) - double(m)) * invT - logS) : -INFINITY;
     p.logp[n] = lp;
     const float gl = p.grad_logp.present() ? read(p.grad_logp, n) : 0.f;
     if (!g || gl == 0.f || lp == -INFINITY) continue;
-    const float c = float(double(m) - lse);  // log p_v = (s_v − m) + c
+    const float c = float(-logS);  // log p_v = (z_v − z_max)/T + c
     for (int64_t i = 0; i < count; i++) {
       const int32_t v = tok[i];
-      const float q = exp_approx((s[v] - m) + c);
-      g[v] = (v == y ? -gl * std::expm1((s[v] - m) + c) : -gl * q) * invT;
+      const float lq = (s[v] - m) * invT + c;
+      g[v] = (v == y ? -gl * std::expm1(lq) : -gl * exp_approx(lq)) * invT;
     }
   }
 }

@@ -192,8 +192,9 @@ template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   float lse, unused, m, ls;
-  row_stats<T, false>(row, p.V, 1.f, lse, unused, m, ls);
+  row_stats<T, false>(row, p.V, invT, lse, unused, m, ls);
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= p.V);
@@ -201,7 +202,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   float smooth = 0.f;
   if (p.label_smoothing != 0.f && !ignored && !bad) {
     float s = 0.f;
-    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? read(p.class_weights, v) : 1.f) * (lse - to_float(row[v]));
+    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? read(p.class_weights, v) : 1.f) * (lse - to_float(row[v]) * invT);
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
@@ -210,7 +211,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
     wy = cw ? read(p.class_weights, y) : 1.f;
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) - m)) + p.label_smoothing / float(p.V) * smooth;
+      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) * invT - m)) + p.label_smoothing / float(p.V) * smooth;
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, 
   }
 }
 
-// dℓ/dz = scale·τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], written once.
+// dℓ/dz = scale·τ_n/T [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], p = softmax(z/T), written once.
 template <typename T>
 // result[scale] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
@@ -253,12 +254,13 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   const bool cw = p.class_weights.data != nullptr;
   const float eps = p.label_smoothing;
   const float wy = cw ? read(p.class_weights, y) : 1.f;
-  const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
+  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
+  const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f) * invT;
   const float W = cw ? *w_sum : float(p.V);
   const float cp = (1.f - eps) * wy + eps * W / float(p.V) + 2.f * p.z_loss * lse;
   const float e = eps / float(p.V);
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-    const float q = __expf(to_float(row[v]) - lse);
+    const float q = __expf(to_float(row[v]) * invT - lse);
     g[v] = gs * (cp * q - (v == y ? (1.f - eps) * wy : 0.f) - e * (cw ? read(p.class_weights, v) : 1.f));
   }
 }
@@ -336,7 +338,7 @@ __global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int3
   }
 }
 
-// Cross-entropy forward+backward in one pass (no class weights), the row on chip. Row n, target y, ε the
+// Cross-entropy forward+backward in one pass (no class weights, T = 1), the row on chip. Row n, target y, ε the
 // label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale:
 //   loss_n = τ_n [(1−ε)(lse − x_y) + ε/V·(V·lse − Σ_v x_v) + s·lse²]
 //   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
@@ -396,8 +398,9 @@ __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
 }
 
 // The cluster size of the single-pass kernel this call launches, 0 for the two-pass kernels.
+// A temperature other than 1 takes the two-pass kernels: 1/T held in the single-pass kernel made it spill at sm_90.
 int cross_entropy_cluster(const CrossEntropyParams& p, int version) {
-  if (!(p.grad || p.grad16) || p.class_weights.data) return 0;
+  if (!(p.grad || p.grad16) || p.class_weights.data || p.temperatures || p.temperature != 1.0) return 0;
   return dispatch_tile(p.logits.dtype, p.grad16 != nullptr, version, [&]<typename T, typename O, int Ver>() {
     return tile_plan<T>(cross_entropy_tile_kernel<T, O, Ver>, p.V, Ver);
   });

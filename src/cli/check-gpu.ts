@@ -147,6 +147,10 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
         const classWeights = Float32Array.from({ length: V }, () => 0.5 + r.uniform())
         cases.push({ name: `crossEntropy ${at} classWeights sum`, path: 'two-pass (class weights)', run: () => rk.crossEntropy({ logits: ceLogits, targets, grad: true, classWeights, reduction: 'sum' }) })
         cases.push({ name: `crossEntropy ${at} forward`, path: 'forward', run: () => rk.crossEntropy({ logits: ceLogits, targets }) })
+        // a temperature other than 1 takes the two-pass kernels (rows, then gradient), scalar and per row
+        const ceT = Float32Array.from({ length: N }, () => 0.5 + r.uniform())
+        cases.push({ name: `crossEntropy ${at} T=0.7 labelSmoothing`, path: 'two-pass (temperature)', run: () => rk.crossEntropy({ logits: ceLogits, targets, grad: true, temperature: 0.7, labelSmoothing: 0.1 }), tolerances: () => ({ gradLogits: gradTolerance(0.7) }) })
+        cases.push({ name: `crossEntropy ${at} per-row T`, path: 'two-pass (temperature)', run: () => rk.crossEntropy({ logits: ceLogits, targets, grad: true, temperature: ceT, reduction: 'none' }), tolerances: () => ({ gradLogits: gradTolerance(0.5) }) })
       }
       // KL wrt q alone is single-pass; wrt p (or both) two-pass
       const qLogits = logitsOf(r, N, V, dtype)

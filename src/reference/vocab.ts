@@ -12,9 +12,10 @@
  * index of the largest logit (−1 for a row holding NaN). p_max has no gradient term of its own: where the
  * argmax is unique, d p_max/dz = p_max (onehot_argmax − p)/T, which is g_logp's term at target argmax,
  * scaled by p_max (so logProbsBackward with targets = maxToken and gradLogp = g·maxProb gives it).
- * Cross-entropy (T = 1) with label smoothing ε, z-loss s, class weights w (W = Σ w) and token weights τ:
- *   ℓ_n   = τ_n [ (1−ε) w_y (lse − z_y) + ε/V Σ_v w_v (lse − z_v) + s lse² ]
- *   dℓ/dz = τ_n [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ]
+ * Cross-entropy with label smoothing ε, z-loss s, class weights w (W = Σ w) and token weights τ, of s = z/T
+ * (lse, p = softmax(s) at row n's temperature T, 1 by default):
+ *   ℓ_n   = τ_n [ (1−ε) w_y (lse − s_y) + ε/V Σ_v w_v (lse − s_v) + s lse² ]
+ *   dℓ/dz = τ_n/T [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ]
  * The mean divides by the number of non-ignored rows (Σ w_y over them with class weights, as PyTorch).
  */
 import type { Reduction } from '../choices.js'
@@ -167,6 +168,8 @@ export interface CrossEntropyKernelOptions {
   zLoss: number
   classWeights: Floats | null
   tokenWeights: Floats | null
+  /** the logits are divided by T (one, or row n's); default 1 */
+  temperature?: Temperature
 }
 
 export interface CrossEntropyKernelResult {
@@ -201,7 +204,8 @@ export function crossEntropyKernel(
       lse[n] = losses[n] = 0
       continue
     }
-    const l = rowLse(z, base, V, 1)
+    const invT = invTemperature(o.temperature ?? 1, n)
+    const l = rowLse(z, base, V, invT)
     lse[n] = exact[n] = l
     count++
     const wy = cw === null ? 1 : cw[y]
@@ -213,10 +217,10 @@ export function crossEntropyKernel(
       total += Infinity
       continue
     }
-    let loss = (1 - eps) * wy * (l - z[base + y])
+    let loss = (1 - eps) * wy * (l - z[base + y] * invT)
     if (eps !== 0) {
       let smooth = 0
-      for (let v = 0; v < V; v++) smooth += (cw === null ? 1 : cw[v]) * (l - z[base + v])
+      for (let v = 0; v < V; v++) smooth += (cw === null ? 1 : cw[v]) * (l - z[base + v] * invT)
       loss += (eps / V) * smooth
     }
     if (o.zLoss !== 0) loss += o.zLoss * l * l
@@ -234,12 +238,13 @@ export function crossEntropyKernel(
         grad.fill(0, base, base + V)
         continue
       }
-      const g = scale * (o.tokenWeights === null ? 1 : o.tokenWeights[n])
+      const invT = invTemperature(o.temperature ?? 1, n)
+      const g = scale * (o.tokenWeights === null ? 1 : o.tokenWeights[n]) * invT
       const wy = cw === null ? 1 : cw[y]
       // coefficient of p_v in dℓ/dz_v: (1−ε) w_y + ε W / V + 2 s lse
       const cp = (1 - eps) * wy + (eps * W) / V + 2 * o.zLoss * l
       for (let v = 0; v < V; v++) {
-        const p = exp(z[base + v] - l)
+        const p = exp(z[base + v] * invT - l)
         let d = cp * p
         if (v === y) d -= (1 - eps) * wy
         if (eps !== 0) d -= (eps / V) * (cw === null ? 1 : cw[v])

@@ -238,6 +238,7 @@ function rawCases(): Case[] {
     raw('logProbs, a device tensor on the cpu backend', () => addon.logProbs({ ...lpArgs(), logits: { device: {}, dtype: 'float32' } }), { error: TypeError, message: /runs on the cuda backend only/ }),
     raw('logProbs, ignoreIndex 2^40', () => addon.logProbs({ ...lpArgs(), ignoreIndex: 2 ** 40 }), { error: RangeError, message: /ignoreIndex must be an int32/ }),
     raw('logProbs, temperature 1e-7 (z/T past float32)', () => addon.logProbs({ ...lpArgs(), temperature: 1e-7 }), { error: RangeError, message: /temperature must be a finite number >= 1e-6/ }),
+    raw('crossEntropy, a per-row temperature holding 0', () => addon.crossEntropy({ ...ceArgs(), temperature: Float32Array.of(1, 0, 1) }), { error: RangeError, message: /temperature\[1\] must be a finite number >= 1e-6/ }),
     raw('keptLogProbs, keepTokens out of range', () => addon.keptLogProbs({ ...keptArgs(), keepTokens: Int32Array.of(0, 1, 5, 2) }), { error: RangeError, message: /keepTokens\[2\] must be in \[0, V\)/ }),
     raw('keptLogProbs, keepTokens not increasing', () => addon.keptLogProbs({ ...keptArgs(), keepTokens: Int32Array.of(1, 1, 4, 2) }), { error: RangeError, message: /keepTokens\[1\]/ }),
     raw('keptLogProbs, keepOffsets past the tokens', () => addon.keptLogProbs({ ...keptArgs(), keepOffsets: Int32Array.of(0, 2, 3, 1 << 30) }), { error: RangeError, message: /keepOffsets must run from 0 to 4/ }),

@@ -133,6 +133,23 @@ describe.each(NATIVE_BACKENDS)(`keptLogProbs: %s against js (seed ${SEED})`, (ba
   })
 })
 
+describe.each(NATIVE_BACKENDS)('keptLogProbs at |z|/T near 1e4 on %s (z/T is never rounded to float32 before the max is taken off)', (backend) => {
+  it.each(['CSR', 'min-p', 'top-p'] as const)('%s', (how) => {
+    const r = rng(77)
+    const N = 4, V = 300, T = 3e-4
+    // z = 3 + T·x: z/T near 1e4, whose float32 units (~1e-3) are far coarser than the spread x of the row
+    const logits = rk.tensor(Float32Array.from(r.f32(N * V, 2), (x) => 3 + T * x), [N, V])
+    const targets = Int32Array.from(on('js', () => rk.logProbs({ logits, targets: new Int32Array(N), maxProb: true })).maxToken!)
+    const rows = Array.from({ length: N }, () => Array.from({ length: V }, (_, v) => v).filter((v) => v % 3 !== 1 || targets.includes(v)))
+    const kept = how === 'CSR'
+      ? { keepOffsets: Int32Array.from([0, ...rows.map((_, i) => rows.slice(0, i + 1).reduce((a, b) => a + b.length, 0))]), keepTokens: Int32Array.from(rows.flat()) }
+      : how === 'min-p' ? { minP: 0.01 } : { topP: 0.9 }
+    const o = { logits, targets, temperature: T, ...kept, gradLogp: r.f32(N) }
+    const error = parityError(on(backend, () => rk.keptLogProbs(o)), on('js', () => rk.keptLogProbs(o)), { gradLogits: gradTolerance(T) })
+    if (error !== null) expect.fail(error)
+  })
+})
+
 describe('keptLogProbs: special rows and options', () => {
   const logits = rk.tensor(Float32Array.of(1, 2, NaN, 0, -Infinity, 3, Infinity, 1, 0), [3, 3])
   it.each(HOST_BACKENDS)('%s: NaN only where it is read; a target outside the set is −inf', (backend) => on(backend, () => {

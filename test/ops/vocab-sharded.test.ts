@@ -10,25 +10,10 @@ import * as rk from '../../src/index.js'
 import { gradTolerance } from '../../src/tolerance.js'
 import { HOST_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
+import { type Dtype, bounds, columns } from './vocab-shards.js'
 import { F32, expectClose, rng } from '../helpers.js'
 
 const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
-type Dtype = 'float32' | 'bfloat16' | 'float16'
-type R = ReturnType<typeof rng>
-
-/** Columns [a, b) of a row-major [N, V] float32 matrix, as a tensor of `dtype`. */
-function columns(z: Float32Array, N: number, V: number, a: number, b: number, dtype: Dtype) {
-  const out = new Float32Array(N * (b - a))
-  for (let n = 0; n < N; n++) out.set(z.subarray(n * V + a, n * V + b), n * (b - a))
-  return dtype === 'float32' ? rk.tensor(out, [N, b - a]) : rk.tensor(rk.encodeFloats(out, dtype), [N, b - a], { dtype })
-}
-
-/** k uneven shard bounds over [0, V): 0 = b_0 < b_1 < … < b_k = V */
-function bounds(r: R, V: number, k: number): number[] {
-  const cuts = new Set<number>()
-  while (cuts.size < k - 1) cuts.add(1 + r.int(V - 1))
-  return [0, ...[...cuts].sort((a, b) => a - b), V]
-}
 
 /** Every shard's partials, merged; and the gradient of Σ g·logp + gH·H + gQ·Q, shard by shard, concatenated. */
 function sharded(z: Float32Array, N: number, V: number, b: number[], dtype: Dtype, targets: Int32Array, temperature: number | Float32Array, g: Float32Array[]) {

@@ -1,6 +1,6 @@
 /**
  * Per-row temperature (issue 15): `temperature` as a Float32Array of one T per row, in logProbs,
- * logProbsBackward, klDivergence and ppoLoss. Row n is computed at T[n]: the float64 reference against
+ * logProbsBackward, klDivergence, ppoLoss and crossEntropy (whose scalar temperature is new too). Row n is computed at T[n]: the float64 reference against
  * finite differences, each row against a call at that row's scalar T, and cpu against js on fresh inputs.
  */
 import { describe, expect, it } from 'vitest'
@@ -10,7 +10,7 @@ import { aggregationOptions } from '../../src/aggregate.js'
 import { minTemperature } from '../../src/options.js'
 import { klDivergenceKernel } from '../../src/reference/kl.js'
 import { ppoLossKernel } from '../../src/reference/ppo.js'
-import { logProbsBackwardKernel, logProbsKernel } from '../../src/reference/vocab.js'
+import { crossEntropyKernel, logProbsBackwardKernel, logProbsKernel } from '../../src/reference/vocab.js'
 import { type Tolerance, gradTolerance, klGradPTolerance } from '../../src/tolerance.js'
 import { HOST_BACKENDS, NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
@@ -54,6 +54,26 @@ describe('per-row temperature: finite-difference gradients of the float64 refere
     klDivergenceKernel(zp, zq, N, V, null, reduction, T, f64(N), gq, gp)
     expectGradient(gq, numericGradient(f, zq), 'dq')
     expectGradient(gp, numericGradient(f, zp), 'dp')
+  })
+
+  it.each([
+    ['mean, plain', { labelSmoothing: 0, zLoss: 0, weights: false }],
+    ['mean, ε 0.1, z-loss, class and token weights', { labelSmoothing: 0.1, zLoss: 0.01, weights: true }],
+  ] as const)('crossEntropy, %s (wrt logits)', (_, c) => {
+    const r = rng(15)
+    const N = 4, V = 6
+    const z = r.f64(N * V, 2), targets = r.ints(N, V)
+    targets[1] = -100
+    const o = {
+      ignoreIndex: -100, reduction: 'mean' as const, labelSmoothing: c.labelSmoothing, zLoss: c.zLoss,
+      classWeights: c.weights ? Float64Array.from({ length: V }, () => 0.5 + r.uniform()) : null,
+      tokenWeights: c.weights ? Float64Array.from({ length: N }, () => r.uniform()) : null,
+      temperature: Float32Array.of(0.5, 1.7, 0.9, 2.25),
+    }
+    const f = () => crossEntropyKernel(z, N, V, targets, o, f64(N), f64(N), null).loss
+    const grad = f64(N * V)
+    crossEntropyKernel(z, N, V, targets, o, f64(N), f64(N), grad)
+    expectGradient(grad, numericGradient(f, z), 'dlogits')
   })
 
   it.each(['full', 'k3'] as const)('ppoLoss, kl %s (wrt logits)', (kl) => {
@@ -117,6 +137,26 @@ describe.each(HOST_BACKENDS)('per-row temperature on %s: row n is the op at T[n]
     }
   }))
 
+  it('crossEntropy (losses, lse and the gradient of Σ losses)', () => on(backend, () => {
+    const o = { targets, reduction: 'sum' as const, labelSmoothing: 0.1, zLoss: 1e-3, grad: true }
+    const all = rk.crossEntropy({ ...o, logits: rk.tensor(zp, [N, V]), temperature: T, reduction: 'none' })
+    const g = rk.crossEntropy({ ...o, logits: rk.tensor(zp, [N, V]), temperature: T }).gradLogits!.toFloat32Array()
+    for (let n = 0; n < N; n++) {
+      const one = rk.crossEntropy({ ...o, logits: rowOf(zp, V, n), targets: targets.subarray(n, n + 1), temperature: T[n] })
+      expect([all.losses![n], all.lse[n]]).toEqual([one.loss, one.lse[0]])
+      expect(g.subarray(n * V, (n + 1) * V)).toEqual(one.gradLogits!.toFloat32Array())
+    }
+  }))
+
+  it('crossEntropy at T is crossEntropy of logits / T, with the gradient over T', () => on(backend, () => {
+    const T0 = 0.5  // z/T exact in float32
+    const a = rk.crossEntropy({ logits: rk.tensor(zp, [N, V]), targets, temperature: T0, grad: true })
+    const b = rk.crossEntropy({ logits: rk.tensor(zp.map((x) => x / T0), [N, V]), targets, grad: true })
+    expect(a.loss).toBe(b.loss)
+    expect(a.lse).toEqual(b.lse)
+    expect(a.gradLogits!.toFloat32Array()).toEqual(b.gradLogits!.toFloat32Array().map((x) => x / T0))
+  }))
+
   it('ppoLoss (logp per token)', () => on(backend, () => {
     const o = { logits: rk.tensor(zp, [N, V]), actions: targets, oldLogits: rk.tensor(zq, [N, V]), advantages: r.f32(N), beta: 0.1 }
     const all = rk.ppoLoss({ ...o, temperature: T })
@@ -136,7 +176,7 @@ describe.each(HOST_BACKENDS)('per-row temperature on %s: row n is the op at T[n]
 type Dtype = 'float32' | 'bfloat16' | 'float16'
 const DTYPES: Dtype[] = ['float32', 'bfloat16', 'float16']
 const SHAPES: [number, number][] = [[1, 37], [5, 1001], [3, 4099], [4, 32000]]
-const OPS = ['logProbs', 'logProbsBackward', 'klDivergence', 'ppoLoss'] as const
+const OPS = ['logProbs', 'logProbsBackward', 'klDivergence', 'ppoLoss', 'crossEntropy'] as const
 
 function logitsOf(r: R, N: number, V: number, dtype: Dtype) {
   const z = r.f32(N * V, 3)
@@ -169,6 +209,15 @@ describe.each(NATIVE_BACKENDS)(`per-row temperature: %s against js (seed ${SEED}
         const qLogits = logitsOf(r, N, V, dtype)
         run = () => rk.klDivergence({ pLogits: logits, qLogits, temperature: T, grad: 'both', reduction: 'sum' })
         tol = (e) => ({ gradQ: grad, gradP: klGradPTolerance(e.perRow, minTemperature(T)) })
+        break
+      }
+      case 'crossEntropy': {
+        // finite logits (label smoothing makes a −inf logit's row loss +inf)
+        const z = r.f32(N * V, 3)
+        const finite = dtype === 'float32' ? rk.tensor(z, [N, V]) : rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
+        const tokenWeights = r.f32(N).map(Math.abs)
+        run = () => rk.crossEntropy({ logits: finite, targets, temperature: T, grad: true, labelSmoothing: 0.05, zLoss: 1e-3, tokenWeights, reduction: 'none' })
+        tol = () => ({ gradLogits: grad })
         break
       }
       case 'ppoLoss': {
@@ -207,6 +256,11 @@ describe('per-row temperature: validation', () => {
     const T = Float64Array.of(0.7, 1.3)
     const a = rk.logProbs({ logits, targets, temperature: T as never })
     expect(a).toEqual(rk.logProbs({ logits, targets, temperature: Float32Array.of(0.7, 1.3) }))
+  })
+  it('crossEntropy checks its temperature as logProbs does', () => {
+    expect(() => rk.crossEntropy({ logits, targets, temperature: Float32Array.of(1, 1, 1) })).toThrow(/crossEntropy: temperature.length must be 2, got 3/)
+    expect(() => rk.crossEntropy({ logits, targets, temperature: 0 })).toThrow(/crossEntropy: temperature/)
+    expect(() => rk.crossEntropy({ logits, targets, temperature: Float32Array.of(1, -1) })).toThrow(/crossEntropy: temperature\[1\]/)
   })
   it('klDivergence and ppoLoss check the length against their rows', () => {
     expect(() => rk.klDivergence({ pLogits: logits, qLogits: logits, temperature: Float32Array.of(1, 1, 1) })).toThrow(/klDivergence: temperature.length must be 2, got 3/)

@@ -5,13 +5,18 @@
 
 namespace rk {
 
-struct LogProbsParams {
+// What every vocabulary op reads first: logits [N, V], targets [N] in [0, V) or ignore_index, and the
+// temperature (one T, or row n's from temperatures; the logits are divided by it)
+struct VocabRowParams {
   FloatIn logits;
   int64_t N = 0, V = 0;
   const int32_t* targets = nullptr;
   int32_t ignore_index = -100;
   double temperature = 1.0;
   const float* temperatures = nullptr;  // [N] or null: row n's T, in place of temperature
+};
+
+struct LogProbsParams : VocabRowParams {
   float* logp = nullptr;     // [N]
   float* lse = nullptr;      // [N]
   float* entropy = nullptr;  // [N] or null
@@ -23,13 +28,7 @@ struct LogProbsParams {
 };
 void log_probs(const LogProbsParams& p);
 
-struct LogProbsBackwardParams {
-  FloatIn logits;
-  int64_t N = 0, V = 0;
-  const int32_t* targets = nullptr;
-  int32_t ignore_index = -100;
-  double temperature = 1.0;
-  const float* temperatures = nullptr;  // [N] or null: row n's T, in place of temperature
+struct LogProbsBackwardParams : VocabRowParams {
   FloatIn lse;           // [N]
   FloatIn grad_logp;     // [N] or absent
   FloatIn grad_entropy;  // [N] or absent
@@ -40,11 +39,8 @@ struct LogProbsBackwardParams {
 };
 void log_probs_backward(const LogProbsBackwardParams& p);
 
-struct CrossEntropyParams {
-  FloatIn logits;
-  int64_t N = 0, V = 0;
-  const int32_t* targets = nullptr;
-  int32_t ignore_index = -100;
+// with T: the loss of z/T, and its gradient 1/T times the gradient in z/T
+struct CrossEntropyParams : VocabRowParams {
   Reduction reduction = Reduction::mean;
   float label_smoothing = 0.f;
   float z_loss = 0.f;
@@ -65,13 +61,7 @@ CrossEntropyResult cross_entropy(const CrossEntropyParams& p);
 // exp(z_v/T), −inf for y ∉ K; gradient g (onehot_y − p^K)/T on K, 0 elsewhere. K per row from keep_offsets /
 // keep_tokens (CSR, each row strictly increasing), else from top_k / top_p / min_p (vLLM's order: min-p,
 // top-k, top-p; cpu only).
-struct KeptLogProbsParams {
-  FloatIn logits;
-  int64_t N = 0, V = 0;
-  const int32_t* targets = nullptr;
-  int32_t ignore_index = -100;
-  double temperature = 1.0;
-  const float* temperatures = nullptr;  // [N] or null
+struct KeptLogProbsParams : VocabRowParams {
   const int32_t* keep_offsets = nullptr;  // [N + 1] or null
   const int32_t* keep_tokens = nullptr;
   const int32_t* top_k = nullptr;  // [N] (0: off), with top_p and min_p, when keep_offsets is null

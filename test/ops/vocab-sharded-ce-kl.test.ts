@@ -1,0 +1,169 @@
+/**
+ * Vocab-sharded cross-entropy and KL (issue 15): crossEntropyPartial / mergeCrossEntropyPartials /
+ * crossEntropyPartialBackward and klDivergencePartial / mergeKlPartials / klDivergencePartialBackward. V split
+ * into 2–7 uneven shards on every host backend: the merged values against the unsharded op (js reference)
+ * within the parity tolerances, the shards' gradients too (the unsharded gradients are the finite-difference
+ * tested ones, test/ops/vocab.test.ts and kl.test.ts); a row's merge bitwise the same in any batch.
+ */
+import { describe, expect, it } from 'vitest'
+import * as rk from '../../src/index.js'
+import { gradTolerance, klGradPTolerance, twice } from '../../src/tolerance.js'
+import { HOST_BACKENDS, on } from '../backends.js'
+import { parityError } from '../compare.js'
+import { type Dtype, bounds, columns } from './vocab-shards.js'
+import { rng } from '../helpers.js'
+
+const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
+
+/** Shard gradients [N, V_s] put back side by side into [N, V]. */
+function concat(parts: Float32Array[], b: number[], N: number, V: number) {
+  const out = new Float32Array(N * V)
+  parts.forEach((g, i) => {
+    const w = b[i + 1] - b[i]
+    for (let n = 0; n < N; n++) out.set(g.subarray(n * w, (n + 1) * w), n * V + b[i])
+  })
+  return out
+}
+
+const DTYPES: Dtype[] = ['float32', 'bfloat16']
+const SHAPES: [number, number][] = [[1, 37], [5, 1001], [2, 32000]]
+const KS = [2, 3, 7]
+
+interface CeVariant { label: string; labelSmoothing?: number; zLoss?: number; weights?: boolean; tokenWeights?: boolean; reduction?: rk.Reduction; negInf?: boolean }
+const CE_VARIANTS: CeVariant[] = [
+  { label: 'plain, −inf logits', negInf: true },
+  { label: 'ε 0.1, z-loss, class and token weights', labelSmoothing: 0.1, zLoss: 1e-3, weights: true, tokenWeights: true },
+  { label: 'ε 0.2, sum', labelSmoothing: 0.2, reduction: 'sum' },
+  { label: 'z-loss, none', zLoss: 1e-2, reduction: 'none', weights: true },
+]
+
+function ceSharded(z: Float32Array, N: number, V: number, b: number[], dtype: Dtype, targets: Int32Array, opts: Record<string, unknown>) {
+  const { classWeights, labelSmoothing, zLoss, tokenWeights, reduction } = opts as any
+  const shards = b.slice(0, -1).map((a, i) => ({ logits: columns(z, N, V, a, b[i + 1], dtype), vocabStart: a, vocabSize: V }))
+  const partials = shards.map((s) => rk.crossEntropyPartial({ ...s, targets, classWeights, labelSmoothing }))
+  const merged = rk.mergeCrossEntropyPartials({ partials, targets, classWeights, labelSmoothing, zLoss, tokenWeights, reduction })
+  const grads = shards.map((s) => rk.crossEntropyPartialBackward({ ...s, targets, lse: merged.lse, gradRows: merged.gradRows, classWeights, labelSmoothing, zLoss }).gradLogits.toFloat32Array())
+  return { merged, grad: concat(grads, b, N, V) }
+}
+
+describe.each(HOST_BACKENDS)(`vocab-sharded cross-entropy on %s against the unsharded js reference (seed ${SEED})`, (backend) => {
+  const cases = DTYPES.flatMap((dtype) => SHAPES.flatMap(([N, V]) => KS.flatMap((k) => CE_VARIANTS.map((v) => [dtype, N, V, k, v.label, v] as const))))
+  it.each(cases)('%s [%i, %i] in %i shards: %s', (dtype, N, V, k, _, variant) => {
+    const r = rng(SEED + V + k)
+    const z = r.f32(N * V, 3)
+    if (variant.negInf) for (let i = 4; i < z.length; i += 13) z[i] = -Infinity
+    const targets = r.ints(N, V)
+    if (N > 2) targets[1] = -100
+    const opts = {
+      labelSmoothing: variant.labelSmoothing, zLoss: variant.zLoss, reduction: variant.reduction,
+      classWeights: variant.weights ? Float32Array.from({ length: V }, () => 0.5 + r.uniform()) : undefined,
+      tokenWeights: variant.tokenWeights ? Float32Array.from({ length: N }, () => r.uniform()) : undefined,
+    }
+    const b = bounds(r, V, k)
+    const { merged, grad } = on(backend, () => ceSharded(z, N, V, b, dtype, targets, opts))
+    const want = on('js', () => rk.crossEntropy({ logits: columns(z, N, V, 0, V, dtype), targets, ...opts, reduction: 'none', grad: false }))
+    const wantReduced = on('js', () => rk.crossEntropy({ logits: columns(z, N, V, 0, V, dtype), targets, ...opts, grad: true }))
+    const error = parityError({ losses: merged.losses, lse: merged.lse, loss: [merged.loss], count: [merged.count] }, { losses: want.losses, lse: want.lse, loss: [wantReduced.loss], count: [wantReduced.count] })
+    if (error !== null) expect.fail(`merged ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${error}`)
+    // the merged lse has passed through three float32 roundings (see the KL cases below): twice the tolerance
+    const ge = parityError({ gradLogits: grad }, { gradLogits: wantReduced.gradLogits!.toFloat32Array() }, { gradLogits: twice(gradTolerance()) })
+    if (ge !== null) expect.fail(`gradient ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${ge}`)
+  })
+})
+
+function klSharded(zp: Float32Array, zq: Float32Array, N: number, V: number, b: number[], dtype: Dtype, temperature: number | Float32Array, mask: Uint8Array | undefined, reduction: rk.Reduction) {
+  const shards = b.slice(0, -1).map((a, i) => ({ pLogits: columns(zp, N, V, a, b[i + 1], dtype), qLogits: columns(zq, N, V, a, b[i + 1], dtype) }))
+  const partials = shards.map((s) => rk.klDivergencePartial({ ...s, temperature }))
+  const merged = rk.mergeKlPartials({ partials, mask, reduction })
+  const grads = shards.map((s) => rk.klDivergencePartialBackward({ ...s, temperature, pLse: merged.pLse, qLse: merged.qLse, perRow: merged.perRow, gradRows: merged.gradRows, grad: 'both' }))
+  return { merged, gradQ: concat(grads.map((g) => g.gradQ!.toFloat32Array()), b, N, V), gradP: concat(grads.map((g) => g.gradP!.toFloat32Array()), b, N, V) }
+}
+
+describe.each(HOST_BACKENDS)(`vocab-sharded KL on %s against the unsharded js reference (seed ${SEED})`, (backend) => {
+  const variants = [
+    { q: 'independent', reduction: 'mean', temperature: 1 },
+    { q: 'near', reduction: 'sum', temperature: 'rows' },
+    { q: 'edges', reduction: 'none', temperature: 1.3 },
+  ] as const
+  const cases = DTYPES.flatMap((dtype) => SHAPES.flatMap(([N, V]) => KS.flatMap((k) => variants.map((v) => [dtype, N, V, k, `q ${v.q}, ${v.reduction}, T ${v.temperature}`, v] as const))))
+  it.each(cases)('%s [%i, %i] in %i shards: %s', (dtype, N, V, k, _, variant) => {
+    const r = rng(SEED + 3 * V + k)
+    const zp = r.f32(N * V, 2)
+    const zq = variant.q === 'near' ? zp.map((x) => x + 0.3 * r.normal()) : r.f32(N * V, 2)
+    if (variant.q === 'edges') {
+      // −inf in both (0·log 0 terms), −inf in q alone in row 0 (KL +inf), a shard of p without mass in the last row
+      for (let i = 3; i < zp.length; i += 11) zp[i] = zq[i] = -Infinity
+      if (N > 1) zq[5] = -Infinity
+      if (N > 2) zp.fill(-Infinity, (N - 1) * V, (N - 1) * V + Math.floor(V / 2))
+    }
+    const temperature = variant.temperature === 'rows' ? Float32Array.from({ length: N }, () => 0.5 + r.uniform()) : variant.temperature
+    const mask = N > 2 ? Uint8Array.from({ length: N }, (_, i) => (i === 1 ? 0 : 1)) : undefined
+    const b = bounds(r, V, k)
+    const got = on(backend, () => klSharded(zp, zq, N, V, b, dtype, temperature, mask, variant.reduction))
+    const want = on('js', () => rk.klDivergence({ pLogits: columns(zp, N, V, 0, V, dtype), qLogits: columns(zq, N, V, 0, V, dtype), temperature, mask, reduction: variant.reduction, grad: 'both' }))
+    // the merged KL and lse come from float32 partials: each shard's lse passes through three float32 roundings
+    // (logProbs' lse, the partial's max, the merged lse), each moving log p and log q by up to ½ ulp(lse), and the
+    // merged KL carries those into perRow; the gradients move by (p + q)/T times them: four times the tolerances
+    const error = parityError({ perRow: got.merged.perRow, loss: [got.merged.loss], count: [got.merged.count] }, { perRow: want.perRow, loss: [want.loss], count: [want.count] },
+      { perRow: twice(twice({ atol: 5e-6, rtol: 5e-6 })), loss: twice(twice({ atol: 5e-6, rtol: 5e-6 })) })
+    if (error !== null) expect.fail(`merged ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${error}`)
+    const Tmin = typeof temperature === 'number' ? temperature : Math.min(...temperature)
+    const ge = parityError({ gradQ: got.gradQ, gradP: got.gradP }, { gradQ: want.gradQ!.toFloat32Array(), gradP: want.gradP!.toFloat32Array() },
+      { gradQ: twice(twice(gradTolerance(Tmin))), gradP: twice(twice(klGradPTolerance(want.perRow, Tmin))) })
+    if (ge !== null) expect.fail(`gradient ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${ge}`)
+  })
+})
+
+describe.each(HOST_BACKENDS)('vocab-sharded CE and KL merges are batch-invariant on %s', (backend) => {
+  it('a row merges to bitwise the same result in any batch (the same shard order)', () => on(backend, () => {
+    const r = rng(43)
+    const N = 6, V = 3001
+    const z = r.f32(N * V, 3), zq = r.f32(N * V, 3), targets = r.ints(N, V)
+    const b = [0, 1000, 1001, 2500, V]
+    const opts = { labelSmoothing: 0.1, zLoss: 1e-3, reduction: 'none' as const }
+    const ce = ceSharded(z, N, V, b, 'float32', targets, opts).merged
+    const kl = klSharded(z, zq, N, V, b, 'float32', 0.9, undefined, 'none').merged
+    for (const rows of [[2, 3], [5]]) {
+      const pick = (x: Float32Array) => Float32Array.from(rows.flatMap((n) => Array.from(x.subarray(n * V, (n + 1) * V))))
+      const ty = Int32Array.from(rows, (n) => targets[n])
+      const ce2 = ceSharded(pick(z), rows.length, V, b, 'float32', ty, opts).merged
+      const kl2 = klSharded(pick(z), pick(zq), rows.length, V, b, 'float32', 0.9, undefined, 'none').merged
+      rows.forEach((n, i) => {
+        expect([ce2.losses[i], ce2.lse[i]]).toEqual([ce.losses[n], ce.lse[n]])
+        expect([kl2.perRow[i], kl2.pLse[i], kl2.qLse[i]]).toEqual([kl.perRow[n], kl.pLse[n], kl.qLse[n]])
+      })
+    }
+  }))
+})
+
+describe('vocab-sharded CE and KL: options', () => {
+  const logits = rk.tensor(new Float32Array(6), [2, 3])
+  it('checks its inputs', () => {
+    expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 2, vocabSize: 4 })).toThrow(/vocabStart must be ≤ vocabSize − the shard's width \(1\)/)
+    expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 4), vocabStart: 0, vocabSize: 4 })).toThrow(/targets\[1\] must be < vocabSize \(4\)/)
+    expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 4, classWeights: new Float32Array(3) })).toThrow(/classWeights/)
+    expect(() => rk.mergeCrossEntropyPartials({ partials: [], targets: Int32Array.of(0, 1) })).toThrow(/partials must be an array of one or more/)
+    const p = rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3 })
+    expect(() => rk.mergeCrossEntropyPartials({ partials: [p, { ...p, smooth: new Float32Array(1) }], targets: Int32Array.of(0, 1) })).toThrow(/partials\[1\].smooth must be a Float32Array of 2/)
+    expect(() => rk.mergeCrossEntropyPartials({ partials: [p], targets: Int32Array.of(0, 3) })).toThrow(/targets\[1\] must be in \[0, 3\)/)
+    expect(() => rk.klDivergencePartial({ pLogits: logits, qLogits: rk.tensor(new Float32Array(4), [2, 2]) })).toThrow(/qLogits.shape/)
+    const k = rk.klDivergencePartial({ pLogits: logits, qLogits: logits })
+    expect(() => rk.mergeKlPartials({ partials: [k, { ...k, kl: new Float32Array(3) }] })).toThrow(/partials\[1\].kl must be a Float32Array of 2/)
+    const m = rk.mergeKlPartials({ partials: [k] })
+    expect(() => rk.klDivergencePartialBackward({ pLogits: logits, qLogits: logits, ...m, grad: 'x' as any })).toThrow(/grad must be one of/)
+  })
+  it.each(HOST_BACKENDS)('an infinite shard KL stays infinite when its p mass underflows in the merge (%s)', (backend) => on(backend, () => {
+    // row: shard 0 holds p's mass; shard 1's p is exp(−800) of it (0 in float64) with q = 0 at a column there
+    const zp = Float32Array.of(0, 1, -800, -801), zq = Float32Array.of(0, 1, 0, -Infinity)
+    const want = rk.klDivergence({ pLogits: rk.tensor(zp, [1, 4]), qLogits: rk.tensor(zq, [1, 4]) }).perRow[0]
+    expect(want).toBe(Infinity)
+    const parts = [[0, 2], [2, 4]].map(([a, b]) => rk.klDivergencePartial({ pLogits: rk.tensor(zp.slice(a, b), [1, 2]), qLogits: rk.tensor(zq.slice(a, b), [1, 2]) }))
+    expect(rk.mergeKlPartials({ partials: parts }).perRow[0]).toBe(Infinity)
+  }))
+  it('a single shard is the unsharded op (KL 0 of a row with itself, CE log V of uniform logits)', () => {
+    const k = rk.klDivergencePartial({ pLogits: logits, qLogits: logits })
+    expect(Array.from(rk.mergeKlPartials({ partials: [k] }).perRow)).toEqual([0, 0])
+    const p = rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3 })
+    expect(rk.mergeCrossEntropyPartials({ partials: [p], targets: Int32Array.of(0, 1) }).loss).toBeCloseTo(Math.log(3), 6)
+  })
+})
