@@ -15,8 +15,8 @@ import type { TokenLayout } from '../../src/tokens.js'
 import { NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { F32, expectClose, expectGradient, numericGradient, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 const f64 = (n: number) => new Float64Array(n)
 const CORRECTIONS = [null, ...rk.ROLLOUT_CORRECTIONS] as const
 

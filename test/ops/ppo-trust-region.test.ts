@@ -16,8 +16,8 @@ import type { TokenLayout } from '../../src/tokens.js'
 import { NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { F32, expectClose, expectGradient, f64, numericGradient, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 const DPPO = ['dppo-tv', 'dppo-kl'] as const
 
 interface TrustCase {

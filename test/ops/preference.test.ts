@@ -12,13 +12,13 @@ import { preferenceLossKernel, sequenceLogProbsKernel, type PreferenceKernelOpti
 import { HOST_BACKENDS, NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { F32, expectClose, expectGradient, numericGradient, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
 interface Case { op: string; expected: Record<string, any>; [k: string]: any }
 const golden: { cases: Case[] } = JSON.parse(readFileSync(new URL('../fixtures/preference.json', import.meta.url), 'utf8'))
 const cases = (op: string) => golden.cases.filter((c) => c.op === op).map((c, i) => [`${i} ${c.type ?? ''}`, c] as const)
 const f64 = (x: number[]) => Float64Array.from(x)
 const i32 = (x: number[]) => Int32Array.from(x)
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 const PAIRWISE = ['dpo', 'robust', 'ipo', 'hinge', 'simpo'] as const
 
 /** Golden results hold float64 math on float64 inputs; our outputs are float32 on every backend. */

@@ -12,8 +12,8 @@ import { HOST_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { type Dtype, bounds, columns } from './vocab-shards.js'
 import { rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 
 /** Shard gradients [N, V_s] put back side by side into [N, V]. */
 function concat(parts: Float32Array[], b: number[], N: number, V: number) {

@@ -7,13 +7,13 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../../src/index.js'
-import { gradTolerance } from '../../src/tolerance.js'
+import { gradTolerance, twice } from '../../src/tolerance.js'
 import { HOST_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { type Dtype, bounds, columns } from './vocab-shards.js'
 import { F32, expectClose, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 
 /** Every shard's partials, merged; and the gradient of Σ g·logp + gH·H + gQ·Q, shard by shard, concatenated. */
 function sharded(z: Float32Array, N: number, V: number, b: number[], dtype: Dtype, targets: Int32Array, temperature: number | Float32Array, g: Float32Array[]) {
@@ -53,7 +53,9 @@ describe.each(HOST_BACKENDS)(`vocab-sharded logits on %s against the unsharded j
     const wantGrad = on('js', () => rk.logProbsBackward({
       logits: full, targets, temperature, lse: want.lse, gradLogp: g[0], gradEntropy: g[1], entropy: want.entropy, gradSumProbSq: g[2], sumProbSq: want.sumProbSq,
     })).gradLogits.toFloat32Array()
-    const ge = parityError({ gradLogits: grad }, { gradLogits: wantGrad }, { gradLogits: gradTolerance(0.5) })
+    // the shard backward reads the merged float32 statistics (lse, entropy, Σ p²), each rounded once more than
+    // the unsharded backward's: twice the tolerance (a random seed found 1.03× with one)
+    const ge = parityError({ gradLogits: grad }, { gradLogits: wantGrad }, { gradLogits: twice(gradTolerance(0.5)) })
     if (ge !== null) expect.fail(`gradient ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${ge}`)
   })
 

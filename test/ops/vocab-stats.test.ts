@@ -11,8 +11,8 @@ import { gradTolerance } from '../../src/tolerance.js'
 import { NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { expectClose, expectGradient, numericGradient, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 const f64 = (n: number) => new Float64Array(n)
 
 /** softmax of z/T in float64, the plain way */

@@ -15,8 +15,8 @@ import { type Tolerance, gradTolerance, klGradPTolerance } from '../../src/toler
 import { HOST_BACKENDS, NATIVE_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { expectGradient, numericGradient, rng } from '../helpers.js'
+import { SEED } from '../parity.js'
 
-const SEED = Number(process.env.PARITY_SEED ?? Date.now() % 1_000_000)
 const f64 = (n: number) => new Float64Array(n)
 type R = ReturnType<typeof rng>
 /** N temperatures in [0.4, 2.5], each exactly a float32 */
