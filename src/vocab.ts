@@ -158,13 +158,14 @@ function validateLogProbs(options: LogProbsOptions): LogProbsArgs {
   const op = 'logProbs'
   const o = optionsObject(op, options, LOG_PROBS_OPTIONS)
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
-  return {
-    ...rows,
+  // Object.assign onto the fresh rows, not `{ ...rows, b }`: V8 builds properties after a spread through a slow
+  // path (a new map per call; bench/NOTES.md "Version 5"). The same in the validators below.
+  return Object.assign(rows, {
     temperature: temperatureOption(op, o.temperature, rows.N),
     entropy: booleanOption(op, 'entropy', o.entropy, false),
     sumProbSq: booleanOption(op, 'sumProbSq', o.sumProbSq, false),
     maxProb: booleanOption(op, 'maxProb', o.maxProb, false),
-  }
+  })
 }
 
 function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBackwardArgs {
@@ -176,22 +177,20 @@ function validateLogProbsBackward(options: LogProbsBackwardOptions): LogProbsBac
   const gradEntropy = vec('gradEntropy', o.gradEntropy)
   const gradSumProbSq = vec('gradSumProbSq', o.gradSumProbSq)
   if (gradLogp === null && gradEntropy === null && gradSumProbSq === null) throw typeError(op, 'gradLogp', 'given (or gradEntropy, or gradSumProbSq)', undefined)
-  return {
-    ...rows,
+  return Object.assign(rows, {
     temperature: temperatureOption(op, o.temperature, rows.N),
     lse: floatVector(op, 'lse', o.lse, rows.N),
     gradLogp, gradEntropy,
     entropy: vec('entropy', o.entropy),
     gradSumProbSq, sumProbSq: vec('sumProbSq', o.sumProbSq),
-  }
+  })
 }
 
 function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
   const op = 'crossEntropy'
   const o = optionsObject(op, options, CROSS_ENTROPY_OPTIONS)
   const rows = vocabRows(op, o.logits, o.targets, o.ignoreIndex)
-  return {
-    ...rows,
+  return Object.assign(rows, {
     temperature: temperatureOption(op, o.temperature, rows.N),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),
     labelSmoothing: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }),
@@ -200,7 +199,7 @@ function validateCrossEntropy(options: CrossEntropyOptions): CrossEntropyArgs {
     tokenWeights: o.tokenWeights === undefined ? null : floatVector(op, 'tokenWeights', o.tokenWeights, rows.N),
     grad: booleanOption(op, 'grad', o.grad, false),
     gradDtype: gradDTypeOption(op, o.gradDtype, rows.logits.dtype),
-  }
+  })
 }
 
 export const [logProbs, logProbsAsync] = defineOp('logProbs', validateLogProbs, LOG_PROBS_OPTIONS)
@@ -301,15 +300,14 @@ function validateKeptLogProbs(options: KeptLogProbsOptions): KeptLogProbsArgs {
       }
     }
   }
-  return {
-    ...rows,
+  return Object.assign(rows, {
     temperature: temperatureOption(op, o.temperature, N),
     keepOffsets, keepTokens,
     topK: sampling ? perRow(op, 'topK', o.topK ?? 0, N, (n) => new Int32Array(n), { min: 0, max: 2 ** 31 - 1, integer: true }) : null,
     topP: sampling ? perRow(op, 'topP', o.topP ?? 1, N, (n) => new Float32Array(n), { min: 0, max: 1, above: 0 }) : null,
     minP: sampling ? perRow(op, 'minP', o.minP ?? 0, N, (n) => new Float32Array(n), { min: 0, max: 1 }) : null,
     gradLogp: o.gradLogp === undefined ? null : floatVector(op, 'gradLogp', o.gradLogp, N),
-  }
+  })
 }
 
 export const [keptLogProbs, keptLogProbsAsync] = defineOp('keptLogProbs', validateKeptLogProbs, KEPT_LOG_PROBS_OPTIONS)
@@ -591,7 +589,7 @@ function shardInVocab(op: string, o: { logits: unknown; vocabStart: unknown; ign
   if (s.start + s.Vs > V) throw rangeError(op, 'vocabStart', `≤ vocabSize − the shard's width (${V - s.Vs})`, s.start)
   const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N))
   for (let n = 0; n < s.N; n++) if (y[n] !== s.ignore && y[n] >= V) throw rangeError(op, `targets[${n}]`, `< vocabSize (${V}) or equal to ignoreIndex (${s.ignore})`, y[n])
-  return { ...s, V, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) }
+  return Object.assign(s, { V, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) })
 }
 
 /** The cross-entropy partials of one shard (computed by logProbs, and crossEntropy for the smoothing piece). */

@@ -83,6 +83,41 @@ describe('the validated arguments of the token ops hold every field', () => {
   }
 })
 
+describe('the validated arguments of the vocabulary ops and ppoLoss hold every field, in order', () => {
+  // their validators add to the fresh rows / batch by Object.assign, not after a spread (bench/NOTES.md "Version 5")
+  const N = 4
+  const V = 6
+  const logits = () => new rk.Tensor(Float32Array.from({ length: N * V }, (_, i) => Math.sin(i * 0.7)), [N, V], 'float32')
+  const targets = Int32Array.from([0, 5, 2, -100])
+  const vec = (seed: number) => Float32Array.from({ length: N }, (_, i) => Math.cos(seed + i))
+  const ROWS = ['logits', 'shape', 'N', 'V', 'targets', 'ignoreIndex', 'temperature']
+  const cases: [string, Record<string, unknown>, string[]][] = [
+    ['logProbs', { logits: logits(), targets, entropy: true }, [...ROWS, 'entropy', 'sumProbSq', 'maxProb']],
+    ['logProbsBackward', { logits: logits(), targets, lse: vec(1), gradLogp: vec(2) },
+      [...ROWS, 'lse', 'gradLogp', 'gradEntropy', 'entropy', 'gradSumProbSq', 'sumProbSq']],
+    ['crossEntropy', { logits: logits(), targets, labelSmoothing: 0.25, zLoss: 0.5, grad: true },
+      [...ROWS, 'reduction', 'labelSmoothing', 'zLoss', 'classWeights', 'tokenWeights', 'grad', 'gradDtype']],
+    ['keptLogProbs', { logits: logits(), targets, topK: 3 }, [...ROWS, 'keepOffsets', 'keepTokens', 'topK', 'topP', 'minP', 'gradLogp']],
+    ['ppoLoss', { logits: logits(), actions: Int32Array.from([0, 5, 2, 1]), oldLogp: vec(1), advantages: vec(2), beta: 0.125, clipHigh: 0.3 }, [
+      'layout', 'mask', 'agg', 'logits', 'shape', 'V', 'actions', 'oldLogp', 'anchorLogits', 'refLogp', 'advantages', 'values', 'returns',
+      'oldValues', 'temperature', 'clipLow', 'clipHigh', 'dualClip', 'logRatioClamp', 'variant', 'isLevel', 'ratioCap', 'behaviorLogp',
+      'rolloutCorrection', 'rolloutIsLow', 'rolloutIsHigh', 'opsmDelta', 'beta', 'c1', 'klEstimator', 'klOutputClamp', 'valueClip', 'half',
+      'gradDtype', 'trustRegion']],
+  ]
+  for (const [op, options, keys] of cases) {
+    it(op, () => {
+      const args = validatorOf(op)!(options) as Record<string, unknown>
+      expect(Object.keys(args)).toEqual(keys)
+      expect(args.V).toBe(V)
+      expect(args.shape).toEqual([N, V])
+      for (const [k, v] of Object.entries(options)) {
+        if (typeof v === 'number' || typeof v === 'boolean') expect(ArrayBuffer.isView(args[k]) ? Array.from(args[k] as Int32Array) : args[k]).toEqual(ArrayBuffer.isView(args[k]) ? Array(N).fill(v) : v)
+      }
+      if (op !== 'ppoLoss') expect(Array.from(args.targets as Int32Array)).toEqual(Array.from(targets))
+    })
+  }
+})
+
 const addonPath = new URL('../build/Release/rlhf_kernels.node', import.meta.url).pathname
 const addon = existsSync(addonPath) ? (createRequire(import.meta.url)(addonPath) as Record<string, (a: object) => any>) : null
 
