@@ -35,17 +35,19 @@ struct MaxSum {
   float m, s;
 };
 
-__device__ __forceinline__ MaxSum maxsum_combine(MaxSum a, MaxSum b) {
+// With invT (T > 0), the values are raw logits z and s = Σ exp((z − m)·invT): the differences from the max
+// are scaled, never z·invT itself, whose float32 rounding (|z|/T·2⁻²⁴, 6e-4 at 1e4) would reach every result.
+__device__ __forceinline__ MaxSum maxsum_combine(MaxSum a, MaxSum b, float invT = 1.f) {
   if (a.m == -INFINITY) return {b.m, b.s + a.s};  // a.s is 0, or NaN when a saw a NaN
   if (b.m == -INFINITY) return {a.m, a.s + b.s};
   const float m = fmaxf(a.m, b.m);
-  return {m, a.s * __expf(a.m - m) + b.s * __expf(b.m - m)};
+  return {m, a.s * __expf((a.m - m) * invT) + b.s * __expf((b.m - m) * invT)};
 }
 
-__device__ __forceinline__ MaxSum maxsum_add(MaxSum a, float x) {
+__device__ __forceinline__ MaxSum maxsum_add(MaxSum a, float x, float invT = 1.f) {
   if (x == -INFINITY) return a;
-  if (x > a.m) return {x, a.s * __expf(a.m - x) + 1.f};  // a.m = −inf gives exp(−inf) = 0
-  return {a.m, a.s + __expf(x - a.m)};
+  if (x > a.m) return {x, a.s * __expf((a.m - x) * invT) + 1.f};  // a.m = −inf gives exp(−inf) = 0
+  return {a.m, a.s + __expf((x - a.m) * invT)};
 }
 
 // lse = m + log s: −inf for a row without mass (s = 0), NaN for a row holding NaN.
@@ -53,10 +55,10 @@ __device__ __forceinline__ double maxsum_lse(MaxSum all) {
   return all.m == -INFINITY && all.s == 0.f ? -INFINITY : double(all.m) + log(double(all.s));
 }
 
-__device__ __forceinline__ MaxSum warp_maxsum(MaxSum v) {
+__device__ __forceinline__ MaxSum warp_maxsum(MaxSum v, float invT = 1.f) {
   for (int o = 16; o > 0; o >>= 1) {
     MaxSum w{__shfl_xor_sync(0xffffffffu, v.m, o), __shfl_xor_sync(0xffffffffu, v.s, o)};
-    v = maxsum_combine(v, w);
+    v = maxsum_combine(v, w, invT);
   }
   return v;
 }
@@ -68,15 +70,15 @@ __device__ __forceinline__ F warp_sum(F v) {
 }
 
 // Block-wide reductions (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result.
-__device__ __forceinline__ MaxSum block_maxsum(MaxSum v) {
+__device__ __forceinline__ MaxSum block_maxsum(MaxSum v, float invT = 1.f) {
   __shared__ float sm[32], ss[32];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_maxsum(v);
+  v = warp_maxsum(v, invT);
   __syncthreads();  // the buffers may still be read by a previous reduction
   if (lane == 0) { sm[warp] = v.m; ss[warp] = v.s; }
   __syncthreads();
   MaxSum r = lane < warps ? MaxSum{sm[lane], ss[lane]} : MaxSum{-INFINITY, 0.f};
-  return warp_maxsum(r);
+  return warp_maxsum(r, invT);
 }
 
 template <typename F>

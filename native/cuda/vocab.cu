@@ -56,10 +56,12 @@ struct RowExtras {
   int64_t argmax = INT64_MAX;
 };
 
-// Per-row statistics: lse of z·invT, its parts m (the max of z·invT) and ls = log Σ exp(x − m), and, with
-// Entropy, H = lse − Σ p·x (−inf terms skipped: xlogy). A log-probability is (x − m) − ls, not x − lse:
-// lse's float32 rounding (|x|·2⁻²⁴) would be in every one.
-// Each thread keeps (m, Σ exp(x − m), Σ exp(x − m)·x) over its columns. Rows aligned to 16 bytes are read
+// Per-row statistics: lse of z·invT, its parts m (the max of the raw logits z; T > 0 keeps the argmax) and
+// ls = log Σ exp(d), d = (z − m)·invT, and, with Entropy, H = ls − Σ p·d (−inf terms skipped: xlogy).
+// A log-probability is (z − m)·invT − ls, not z·invT − lse: only differences from the max are scaled, as on
+// the cpu (rowmath.h RowSoftmax), since z·invT and lse would each carry |z|/T·2⁻²⁴ (6e-4 at |z|/T = 1e4).
+// Each thread keeps (m, Σ exp(d), Σ exp(d)·d) over its columns, d from its running max m; when m rises by δ
+// (δ = (m_old − m_new)·invT ≤ 0) the sums become S·e^δ and e^δ·(U + S·δ). Rows aligned to 16 bytes are read
 // as 16-byte vectors (streaming: read once), rescaling the running sums once per vector, so the cost is one
 // exp per element; other rows element by element. With Stats, in the same pass: Σ exp(x − m)² (Σ p² =
 // that / S²) and each thread's first largest raw logit, combined by block_argmax.
@@ -81,14 +83,15 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
       float vm = -INFINITY;
 #pragma unroll
       for (int j = 0; j < VEC; j++) {
-        x[j] = to_float(e[j]) * invT;
+        x[j] = to_float(e[j]);
         vm = fmaxf(vm, x[j]);
-        if (Stats && to_float(e[j]) > best) best = to_float(e[j]), bi = i * VEC + j;
+        if (Stats && x[j] > best) best = x[j], bi = i * VEC + j;
       }
       if (vm > ms.m) {
-        const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - vm);
+        const float sh = (ms.m - vm) * invT;
+        const float r = ms.m == -INFINITY ? 0.f : __expf(sh);
+        if (Entropy) t = ms.m == -INFINITY ? 0.f : r * (t + ms.s * sh);
         ms.s *= r;
-        t *= r;
         if (Stats) t2 *= r * r;
         ms.m = vm;
       }
@@ -99,49 +102,52 @@ __device__ __forceinline__ void row_stats(const T* row, int64_t V, float invT, f
       }
 #pragma unroll
       for (int j = 0; j < VEC; j++) {
-        const float q = __expf(x[j] - ms.m);
+        const float d = (x[j] - ms.m) * invT;
+        const float q = __expf(d);
         ms.s += q;
-        if (Entropy && x[j] != -INFINITY) t += q * x[j];
+        if (Entropy && x[j] != -INFINITY) t += q * d;
         if (Stats) t2 += q * q;
       }
     }
   } else {
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-      const float raw = to_float(row[v]), x = raw * invT;
+      const float x = to_float(row[v]);  // raw
       if (Stats) {
-        if (raw > best) best = raw, bi = v;
+        if (x > best) best = x, bi = v;
         if (x != -INFINITY) {
           if (x > ms.m) {
-            const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
+            const float r = ms.m == -INFINITY ? 0.f : __expf((ms.m - x) * invT);
             t2 = t2 * r * r + 1.f;
           } else {
-            const float q = __expf(x - ms.m);
+            const float q = __expf((x - ms.m) * invT);
             t2 += q * q;
           }
         }
       }
       if (Entropy && x != -INFINITY) {
-        if (x > ms.m) {
-          const float r = ms.m == -INFINITY ? 0.f : __expf(ms.m - x);
-          t = t * r + x;
+        if (x > ms.m) {  // the new element's d is 0
+          const float sh = (ms.m - x) * invT;
+          t = ms.m == -INFINITY ? 0.f : __expf(sh) * (t + ms.s * sh);
         } else {
-          t += __expf(x - ms.m) * x;
+          const float d = (x - ms.m) * invT;
+          t += __expf(d) * d;
         }
       }
-      ms = maxsum_add(ms, x);
+      ms = maxsum_add(ms, x, invT);
     }
   }
-  const MaxSum all = block_maxsum(ms);
-  lse = float(maxsum_lse(all));
+  const MaxSum all = block_maxsum(ms, invT);
+  lse = all.m == -INFINITY && all.s == 0.f ? -INFINITY : float(double(all.m) * invT + log(double(all.s)));
   m = all.m;
   ls = logf(all.s);
   if (Entropy) {
-    const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
-    const float pt = block_sum(t * scale) / all.s;  // Σ p·x
-    entropy = lse == -INFINITY ? 0.f : lse - pt;  // NaN with a NaN lse
+    const float sh = (ms.m - all.m) * invT;
+    const float part = ms.m == -INFINITY ? 0.f : __expf(sh) * (t + ms.s * sh);
+    const float pt = block_sum(part) / all.s;  // Σ p·d
+    entropy = lse == -INFINITY ? 0.f : lse != lse ? NAN : ls - pt;
   }
   if (Stats) {
-    const float scale = ms.m == -INFINITY ? 0.f : __expf(ms.m - all.m);
+    const float scale = ms.m == -INFINITY ? 0.f : __expf((ms.m - all.m) * invT);
     const float q = block_sum(t2 * scale * scale) / (all.s * all.s);
     extras->sum_sq = lse != lse || lse == INFINITY ? NAN : lse == -INFINITY ? 0.f : q;
     extras->argmax = block_argmax(best, bi);
@@ -162,7 +168,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     const int64_t a = ignored || lse != lse ? -1 : extras.argmax == INT64_MAX ? 0 : extras.argmax;
     if (p.sum_prob_sq) p.sum_prob_sq[n] = ignored ? 0.f : extras.sum_sq;
     if (p.max_token) p.max_token[n] = float(a);
-    if (p.max_prob) p.max_prob[n] = ignored ? 0.f : a < 0 ? NAN : lse == -INFINITY ? 0.f : __expf((to_float(row[a]) * invT - m) - ls);
+    if (p.max_prob) p.max_prob[n] = ignored ? 0.f : a < 0 ? NAN : lse == -INFINITY ? 0.f : __expf((to_float(row[a]) - m) * invT - ls);
   }
   if (threadIdx.x == 0) {
     const int32_t y = p.targets[n];
@@ -171,7 +177,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     if (bad) flag_bad_row(flags, int32_t(n));
     // an ignored row: every per-row result is 0
     p.lse[n] = ignored ? 0.f : lse;
-    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : (to_float(row[y]) * invT - m) - ls);
+    p.logp[n] = ignored || bad ? 0.f : (lse == -INFINITY ? -INFINITY : (to_float(row[y]) - m) * invT - ls);
     if (Entropy) p.entropy[n] = ignored ? 0.f : ent;
   }
 }
@@ -202,7 +208,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   float smooth = 0.f;
   if (p.label_smoothing != 0.f && !ignored && !bad) {
     float s = 0.f;
-    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? read(p.class_weights, v) : 1.f) * (lse - to_float(row[v]) * invT);
+    for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) s += (cw ? read(p.class_weights, v) : 1.f) * (ls - (to_float(row[v]) - m) * invT);
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
@@ -211,7 +217,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
     wy = cw ? read(p.class_weights, y) : 1.f;
     loss = INFINITY;
     if (lse != -INFINITY) {
-      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) * invT - m)) + p.label_smoothing / float(p.V) * smooth;
+      loss = (1.f - p.label_smoothing) * wy * (ls - (to_float(row[y]) - m) * invT) + p.label_smoothing / float(p.V) * smooth;
       if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
     }
   }
@@ -266,6 +272,8 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
 }
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
+// log p = (z − m)·invT + c with m the row's largest raw logit and c = m·invT − lse (in double), as on the cpu
+// (rowmath.h row_softmax with a given lse): never z·invT − lse, whose float32 z·invT is off by |z|/T·2⁻²⁴.
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
@@ -283,6 +291,10 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) g[v] = 0.f;
     return;
   }
+  float mx = -INFINITY;
+  for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) mx = fmaxf(mx, to_float(row[v]));
+  const float m = block_max(mx);  // a NaN row has a NaN lse, so NaN results either way
+  const float c = m == INFINITY ? 0.f : float(double(m) * invT - double(l));
   float h = 0.f;
   if (gh != 0.f) {
     if (p.entropy.data) {
@@ -290,7 +302,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     } else {
       float part = 0.f;
       for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-        const float lp = to_float(row[v]) * invT - l;
+        const float lp = (to_float(row[v]) - m) * invT + c;
         const float q = __expf(lp);
         if (q != 0.f) part -= q * lp;  // xlogy; a NaN q stays NaN
       }
@@ -304,7 +316,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     } else {
       float part = 0.f;
       for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-        const float q = __expf(to_float(row[v]) * invT - l);
+        const float q = __expf((to_float(row[v]) - m) * invT + c);
         part += q * q;
       }
       sq = block_sum(part);
@@ -312,7 +324,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   }
   // d/dz = [g_logp (onehot − p) − g_H p (log p + H) + 2 g_Q p (p − Q)] / T
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-    const float lp = to_float(row[v]) * invT - l;
+    const float lp = (to_float(row[v]) - m) * invT + c;
     const float q = __expf(lp);
     const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
     g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
@@ -407,9 +419,11 @@ int cross_entropy_cluster(const CrossEntropyParams& p, int version) {
 }
 
 // Kept-set log-probs, the set given as CSR (math: src/reference/vocab.ts keptLogProbsKernel): one block per
-// row reads only its kept tokens z_v (gathered): an online (max, Σ exp) of z·invT per thread, and whether a
-// kept logit is NaN or +inf (the result is NaN then, as on the cpu), combined by the block in a fixed tree
-// order. The gradient row is cleared, then written at the kept tokens.
+// row reads only its kept tokens z_v (gathered): an online (max m of the raw z, Σ exp((z − m)·invT)) per
+// thread, and whether a kept logit is NaN or +inf (the result is NaN then, as on the cpu), combined by the
+// block in a fixed tree order. As on the cpu only differences from the max are scaled: log p_v =
+// (z_v − m)·invT − log S, lse = m·invT + log S in double, so |z|/T up to 1e4 loses nothing to a float32 z·invT.
+// The gradient row is cleared, then written at the kept tokens.
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kept_log_probs_kernel(KeptLogProbsParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
@@ -426,16 +440,17 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kept_log_
   float bad = 0.f;  // > 0 when a kept logit is NaN or +inf
   MaxSum ms{-INFINITY, 0.f};
   for (int64_t i = threadIdx.x; i < count && !ignored; i += blockDim.x) {
-    const float x = to_float(row[tok[i]]) * invT;
-    bad += x != x || x == INFINITY ? 1.f : 0.f;
-    ms = maxsum_add(ms, x);
+    const float z = to_float(row[tok[i]]);
+    bad += z != z || z * invT == INFINITY ? 1.f : 0.f;
+    ms = maxsum_add(ms, z, invT);
   }
-  const MaxSum all = block_maxsum(ms);
+  const MaxSum all = block_maxsum(ms, invT);
   const bool nan = block_sum(bad) > 0.f;
-  const double lse = nan ? NAN : maxsum_lse(all);
+  const double log_s = log(double(all.s));
+  const double lse = nan ? NAN : all.m == -INFINITY && all.s == 0.f ? -INFINITY : double(all.m) * invT + log_s;
   bool in_k = false;  // y among the kept tokens (every thread reads the same list)
   if (!ignored && !bad_target) for (int64_t i = 0; i < count && !in_k; i++) in_k = tok[i] == y;
-  const float lp = ignored || bad_target ? 0.f : nan ? NAN : in_k && lse != -INFINITY ? float(double(to_float(row[y]) * invT) - lse) : -INFINITY;
+  const float lp = ignored || bad_target ? 0.f : nan ? NAN : in_k && lse != -INFINITY ? float((double(to_float(row[y])) - double(all.m)) * invT - log_s) : -INFINITY;
   if (threadIdx.x == 0) {
     p.logp[n] = lp;
     p.lse[n] = ignored ? 0.f : float(lse);
@@ -445,10 +460,11 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kept_log_
   const float gl = p.grad_logp.data ? read(p.grad_logp, n) : 0.f;
   if (ignored || bad_target || nan || gl == 0.f || lp == -INFINITY) return;
   __syncthreads();  // the row is cleared before the kept tokens are written
+  const float c = float(-log_s);  // log p_v = (z_v − m)·invT + c
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
     const int32_t v = tok[i];
-    const float q = __expf(float(double(to_float(row[v]) * invT) - lse));
-    g[v] = (v == y ? gl * (1.f - q) : -gl * q) * invT;
+    const float lq = (to_float(row[v]) - all.m) * invT + c;
+    g[v] = (v == y ? -gl * expm1f(lq) : -gl * __expf(lq)) * invT;  // 1 − q as −expm1(log q), as on the cpu
   }
 }
 

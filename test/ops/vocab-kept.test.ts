@@ -150,6 +150,57 @@ describe.each(NATIVE_BACKENDS)('keptLogProbs at |z|/T near 1e4 on %s (z/T is nev
   })
 })
 
+/**
+ * The CUDA kept-set kernel (native/cuda/vocab.cu kept_log_probs_kernel) in float32: each of `threads` threads
+ * walks kept tokens i, i + threads, … keeping a running max m of the raw logits and S = Σ exp((z − m)·invT),
+ * the block combines them at the max M; lse = M·invT + log S and log p_y = (z_y − M)·invT − log S in double.
+ * `scaled` emulates the earlier kernel: x = z·invT rounded to float32 first, lse = M_x + log S, log p = x_y − lse.
+ */
+function cudaKept(z: Float32Array, tokens: number[], y: number, T: number, threads: number, scaled = false) {
+  const f = Math.fround
+  const invT = f(1 / T)
+  const val = (v: number) => (scaled ? f(z[v] * invT) : z[v])
+  const k = scaled ? 1 : invT
+  const add = (a: [number, number], x: number): [number, number] =>
+    x > a[0] ? [x, f(f(a[1] * f(Math.exp(f(f(a[0] - x) * k)))) + 1)] : [a[0], f(a[1] + f(Math.exp(f(f(x - a[0]) * k))))]
+  const parts: [number, number][] = []
+  for (let t = 0; t < threads; t++) {
+    let a: [number, number] = [-Infinity, 0]
+    for (let i = t; i < tokens.length; i += threads) a = add(a, val(tokens[i]))
+    parts.push(a)
+  }
+  const M = Math.max(...parts.map((a) => a[0]))
+  let S = 0
+  for (const [m, s] of parts) S = f(S + (m === -Infinity ? 0 : f(s * f(Math.exp(f(f(m - M) * k))))))
+  const logS = Math.log(S)
+  if (scaled) return { lse: f(M + logS), logp: f(val(y) - (M + logS)) }
+  return { lse: f(M * invT + logS), logp: f((z[y] - M) * invT - logS) }
+}
+
+describe('the CUDA kept-set algorithm, emulated in float32', () => {
+  // z = 3 + T·x at T = 3e-4: z/T near 1e4, whose float32 units (~1e-3) are far coarser than the row's spread x
+  it('|z|/T near 1e4: (z − max)·invT matches float64; z·invT rounded first (the earlier kernel) does not', () => {
+    const r = rng(78)
+    const V = 700, T = 3e-4
+    const z = Float32Array.from(r.f32(V, 2), (x) => 3 + T * x)
+    const tokens = Array.from({ length: V }, (_, v) => v).filter((v) => v % 3 !== 1)
+    const ys = [0, 5, 300, 698]
+    const o = { temperature: T, ignoreIndex: -100, keepOffsets: Int32Array.of(0, tokens.length), keepTokens: Int32Array.from(tokens), sampling: null }
+    let errNew = 0, errOld = 0
+    for (const y of ys) {
+      const lp = f64(1), lse = f64(1)
+      keptLogProbsKernel(Float64Array.from(z), 1, V, Int32Array.of(y), o, lp, lse, null, null)
+      const gpu = cudaKept(z, tokens, y, T, 256)
+      expectClose(gpu.logp, lp[0], { atol: 2e-5, rtol: 2e-5 }, `log p at ${y}`)
+      expectClose(gpu.lse, lse[0], { atol: 0, rtol: 2e-6 }, 'lse')
+      const old = cudaKept(z, tokens, y, T, 256, true)
+      errNew = Math.max(errNew, Math.abs(gpu.logp - lp[0]))
+      errOld = Math.max(errOld, Math.abs(old.logp - lp[0]))
+    }
+    expect(errOld).toBeGreaterThan(10 * errNew + 1e-4)
+  })
+})
+
 describe('keptLogProbs: special rows and options', () => {
   const logits = rk.tensor(Float32Array.of(1, 2, NaN, 0, -Infinity, 3, Infinity, 1, 0), [3, 3])
   it.each(HOST_BACKENDS)('%s: NaN only where it is read; a target outside the set is −inf', (backend) => on(backend, () => {

@@ -2,7 +2,8 @@
  * One-pass row statistics of logProbs (issue 15): Σ_v p_v² (`sumProbSq`, with its gradient in
  * logProbsBackward), the largest probability and its token (`maxProb`, `maxToken`). The reference against a
  * plain float64 softmax and finite differences; cpu against js over dtype × shape × temperature, with ties,
- * −inf, NaN and +inf rows; the CUDA kernel's per-thread online Σ e² emulated in float32.
+ * −inf, NaN and +inf rows; the CUDA kernel's per-thread online Σ e², entropy and shifted log p emulated in
+ * float32, also at |z|/T near 1e4.
  */
 import { describe, expect, it } from 'vitest'
 import * as rk from '../../src/index.js'
@@ -102,43 +103,59 @@ describe('row statistics of the float64 reference', () => {
 })
 
 /**
- * The CUDA forward (native/cuda/vocab.cu row_stats with Stats) in float32: each of `threads` threads walks
- * columns t, t + threads, … keeping a running max m_t of z/T, S_t = Σ exp(x − m_t) and Q_t = Σ exp(x − m_t)²,
- * both rescaled (Q by r²) when m_t grows, and its first largest raw logit; the block then combines
- * Q = Σ_t Q_t·exp(m_t − M)² / S², and the argmax by (largest value, then smallest index).
+ * The CUDA forward (native/cuda/vocab.cu row_stats with Stats and Entropy) in float32: each of `threads`
+ * threads walks columns t, t + threads, … keeping a running max m_t of the raw logits, and with
+ * d = (z − m_t)·invT: S_t = Σ exp(d), Q_t = Σ exp(d)² and U_t = Σ exp(d)·d, rescaled when m_t grows by
+ * δ = (m_old − m_new)·invT (S·e^δ, Q·e^2δ, e^δ·(U + S·δ)), and its first largest raw logit; the block then
+ * combines them at the row max M, Q = Σ_t Q_t·e^2δ_t / S², H = ls − Σ_t e^δ_t (U_t + S_t δ_t) / S, with
+ * ls = log S, log p_y = (z_y − M)·invT − ls and the argmax by (largest value, then smallest index).
+ * `scaled` emulates the earlier kernel instead: z·invT rounded to float32 first, then the same walk at T = 1.
  */
-function cudaRowStats(z: Float32Array, T: number, threads: number): { sumSq: number; argmax: number } {
+function cudaRowStats(z: Float32Array, T: number, threads: number, y = 0, scaled = false) {
   const f = Math.fround
-  const invT = f(1 / T)
-  const ms: number[] = [], ss: number[] = [], qs: number[] = [], bv: number[] = [], bi: number[] = []
+  let invT = f(1 / T)
+  if (scaled) {
+    z = z.map((x) => f(x * invT))
+    invT = 1
+  }
+  const ms: number[] = [], ss: number[] = [], qs: number[] = [], us: number[] = [], bv: number[] = [], bi: number[] = []
   for (let t = 0; t < threads; t++) {
-    let m = -Infinity, s = 0, q = 0, best = -Infinity, at = Infinity
+    let m = -Infinity, s = 0, q = 0, u = 0, best = -Infinity, at = Infinity
     for (let v = t; v < z.length; v += threads) {
-      const raw = z[v], x = f(raw * invT)
-      if (raw > best) { best = raw; at = v }
+      const x = z[v]
+      if (x > best) { best = x; at = v }
       if (x === -Infinity) continue
       if (x > m) {
-        const r = m === -Infinity ? 0 : f(Math.exp(f(m - x)))
+        const sh = f(f(m - x) * invT)
+        const r = m === -Infinity ? 0 : f(Math.exp(sh))
+        u = m === -Infinity ? 0 : f(r * f(u + f(s * sh)))
         q = f(f(f(q * r) * r) + 1)
         s = f(f(s * r) + 1)
         m = x
       } else {
-        const e = f(Math.exp(f(x - m)))
+        const d = f(f(x - m) * invT)
+        const e = f(Math.exp(d))
         q = f(q + f(e * e))
         s = f(s + e)
+        u = f(u + f(e * d))
       }
     }
-    ms.push(m); ss.push(s); qs.push(q); bv.push(best); bi.push(at)
+    ms.push(m); ss.push(s); qs.push(q); us.push(u); bv.push(best); bi.push(at)
   }
   const M = Math.max(...ms)
-  let S = 0, Q = 0, best = -Infinity, at = Infinity
+  let S = 0, Q = 0, U = 0, best = -Infinity, at = Infinity
   for (let t = 0; t < threads; t++) {
-    const sc = ms[t] === -Infinity ? 0 : f(Math.exp(f(ms[t] - M)))
+    const sh = f(f(ms[t] - M) * invT)
+    const sc = ms[t] === -Infinity ? 0 : f(Math.exp(sh))
     S = f(S + f(ss[t] * sc))
     Q = f(Q + f(f(qs[t] * sc) * sc))
+    U = f(U + (ms[t] === -Infinity ? 0 : f(sc * f(us[t] + f(ss[t] * sh)))))
     if (bv[t] > best || (bv[t] === best && bi[t] < at)) { best = bv[t]; at = bi[t] }
   }
-  return { sumSq: f(Q / f(S * S)), argmax: at === Infinity ? 0 : at }
+  const ls = f(Math.log(S))
+  const argmax = at === Infinity ? 0 : at
+  const logp = (v: number) => f(f(f(z[v] - M) * invT) - ls)
+  return { sumSq: f(Q / f(S * S)), argmax, entropy: f(ls - f(U / S)), logp: logp(y), maxProb: f(Math.exp(logp(argmax))) }
 }
 
 describe('the CUDA row-statistics algorithm, emulated in float32', () => {
@@ -148,11 +165,35 @@ describe('the CUDA row-statistics algorithm, emulated in float32', () => {
     for (let i = 3; i < V; i += 13) z[i] = -Infinity
     z[V - 1] = z[V >> 1] = 30  // a tie for the largest logit, in two threads' columns
     const ref = { sumProbSq: f64(1), maxProb: f64(1), maxToken: new Int32Array(1) }
-    logProbsKernel(Float64Array.from(z), 1, V, Int32Array.of(0), { temperature: T, ignoreIndex: -100 }, f64(1), f64(1), null, ref)
-    const gpu = cudaRowStats(z, T, 512)
+    const ref2 = { logp: f64(1), entropy: f64(1) }
+    logProbsKernel(Float64Array.from(z), 1, V, Int32Array.of(0), { temperature: T, ignoreIndex: -100 }, ref2.logp, f64(1), ref2.entropy, ref)
+    const gpu = cudaRowStats(z, T, 512, 0)
     expectClose(gpu.sumSq, ref.sumProbSq[0], { atol: 1e-6, rtol: 1e-5 }, 'Σ p²')
     expect(gpu.argmax).toBe(ref.maxToken[0])
     expect(gpu.argmax).toBe(V >> 1)
+    expectClose(gpu.entropy, ref2.entropy[0], { atol: 1e-5, rtol: 1e-5 }, 'entropy')
+    expectClose(gpu.logp, ref2.logp[0], { atol: 1e-5, rtol: 1e-5 }, 'log p')
+    expectClose(gpu.maxProb, ref.maxProb[0], { atol: 1e-6, rtol: 1e-5 }, 'max p')
+  })
+
+  // z = 7000 + x at T = 0.7: z/T near 1e4, whose float32 units (~1e-3) the old z·invT-first form lost in every
+  // log p; only the differences from the max are scaled now, so the spread x of the row survives
+  it('|z|/T near 1e4: (z − max)·invT matches float64; z·invT rounded first (the earlier kernel) does not', () => {
+    const T = 0.7, V = 1001, y = 17
+    const r = rng(1e4)
+    const z = Float32Array.from(r.f32(V, 3), (x) => 7000 + x)
+    const ref = { sumProbSq: f64(1), maxProb: f64(1), maxToken: new Int32Array(1) }
+    const logp = f64(1), entropy = f64(1)
+    logProbsKernel(Float64Array.from(z), 1, V, Int32Array.of(y), { temperature: T, ignoreIndex: -100 }, logp, f64(1), entropy, ref)
+    const tol = { atol: 2e-5, rtol: 2e-5 }
+    const err = (g: ReturnType<typeof cudaRowStats>) => Math.max(Math.abs(g.logp - logp[0]), Math.abs(g.entropy - entropy[0]), Math.abs(g.maxProb - ref.maxProb[0]) / ref.maxProb[0])
+    const gpu = cudaRowStats(z, T, 512, y)
+    expectClose(gpu.logp, logp[0], tol, 'log p')
+    expectClose(gpu.entropy, entropy[0], tol, 'entropy')
+    expectClose(gpu.maxProb, ref.maxProb[0], tol, 'max p')
+    expectClose(gpu.sumSq, ref.sumProbSq[0], tol, 'Σ p²')
+    expect(gpu.argmax).toBe(ref.maxToken[0])
+    expect(err(cudaRowStats(z, T, 512, y, true))).toBeGreaterThan(10 * err(gpu) + 1e-4)
   })
 })
 
