@@ -1,18 +1,21 @@
 /**
- * The CUDA klDivergence kernels (native/cuda/kl.cu) emulated on the CPU in their own
+ * The CUDA klDivergence and rewardLoss kernels (native/cuda/kl.cu, reward.cu) emulated on the CPU in their own
  * order of operations, against the float64 reference: the arithmetic of code that runs only on a GPU, checked
  * on every machine. Float32 steps are rounded with Math.fround, __expf is taken as a correctly rounded expf,
  * and each product that nvcc may fuse into the add after it is emulated both ways (`fma`). Each kernel is
- * emulated in its current form, the cpu's (native/cpu/kl.cc), and in the form it had before, which
+ * emulated in its current form, the cpu's (native/cpu/kl.cc, reward.cc), and in the form it had before, which
  * these inputs show off the contract:
  * - kl_rows_kernel (two-pass) and kl_tile_kernel (single-pass, rows in registers over a cluster of CTAs):
  *   shifted log-ratios ((x − m_p) − (y − m_q))·invT + c_p − c_q, the maxima counted apart in S, and the
  *   +inf rule (KL = +inf where q = 0 under a finite p logit, even where p rounds to 0), where the earlier
- *   kernels formed z·invT − lse in float32.
+ *   kernels formed z·invT − lse in float32;
+ * - reward_prompt: a prompt's softmax in double with log p = (s − M) − log Σ and the chosen candidate's
+ *   p − 1 as expm1(log p), where the earlier kernel formed lse = M + log Σ and lse − s in float32.
  */
 import { describe, expect, it } from 'vitest'
 import { klDivergenceKernel } from '../../src/reference/kl.js'
-import { PARITY, closeness, gradTolerance, klGradPTolerance } from '../../src/tolerance.js'
+import { rewardLossKernel } from '../../src/reference/reward.js'
+import { PARITY, closeness, gradTolerance, klGradPTolerance, type Tolerance } from '../../src/tolerance.js'
 import { rng } from '../helpers.js'
 
 const f = Math.fround
@@ -321,5 +324,66 @@ describe.each(KERNELS)('$name, emulated in float32', ({ now, before, gp, V }) =>
     const got = now(zp, zq, 1, true)
     const [part, err] = parity(got, want, 1, gp)
     expect(err, `${part}: KL ${got.kl}, reference ${want.kl}`).toBeLessThanOrEqual(1)
+  })
+})
+
+interface RewardResult { loss: number; grad: Float64Array }
+
+/** reward_prompt for one hard-label prompt as it is now: the softmax in double, log p = (s − M) − log Σ. */
+function rewardNow(scores: Float32Array, b: number): RewardResult {
+  const K = scores.length
+  const s = Array.from(scores)
+  const m = s.reduce((a, x) => Math.max(a, x))
+  let se = 0
+  for (const x of s) se += Math.exp(x - m)
+  const ls = Math.log(se), inv = f(1 / se)
+  const logp = (i: number) => f((s[i] - m) - ls)
+  const grad = new Float64Array(K)
+  for (let i = 0; i < K; i++) grad[i] = i === b ? f(Math.expm1(logp(i))) : f(fexp(s[i] - m) * inv)
+  return { loss: f(-logp(b)), grad }
+}
+
+/** The earlier reward_prompt: lse = M + logf(Σ expf(s − M)) in float32, loss lse − s_b, gradient p − 1[i = b]. */
+function rewardBefore(scores: Float32Array, b: number): RewardResult {
+  const K = scores.length
+  const m = scores.reduce((a, x) => Math.max(a, x), -Infinity)
+  let sum = 0
+  for (const x of scores) sum = f(sum + fexp(f(x - m)))
+  const lse = f(m + f(Math.log(sum)))
+  const grad = new Float64Array(K)
+  for (let i = 0; i < K; i++) grad[i] = f(fexp(f(scores[i] - lse)) - (i === b ? 1 : 0))
+  return { loss: f(lse - scores[b]), grad }
+}
+
+function rewardReference(scores: Float32Array, b: number): RewardResult {
+  const K = scores.length, probs = new Float64Array(K), grad = new Float64Array(K), losses = new Float64Array(1)
+  const o = { chosen: Int32Array.of(b), targetProbs: null, margins: null, centerCoef: 0, reduction: 'sum' as const, ignoreIndex: -100 }
+  rewardLossKernel(Float64Array.from(scores), Int32Array.of(0, K), o, probs, grad, losses)
+  return { loss: losses[0], grad }
+}
+
+const worst = (a: ArrayLike<number>, e: ArrayLike<number>, tol: Tolerance) => closeness(a, e, tol).worst
+
+describe('reward_prompt, emulated', () => {
+  it('scores near 9000: loss and gradient within the parity tolerance; the earlier float32 lse − s is not', () => {
+    const r = rng(85)
+    let oldWorst = 0
+    for (let n = 0; n < 8; n++) {
+      const scores = Float32Array.from({ length: 4 }, () => 9000 + 2 * r.normal())
+      const b = n % 4
+      const want = rewardReference(scores, b), got = rewardNow(scores, b), old = rewardBefore(scores, b)
+      expect(worst([got.loss], [want.loss], PARITY.value), `loss ${n}`).toBeLessThanOrEqual(1)
+      expect(worst(got.grad, want.grad, PARITY.grad), `grad ${n}`).toBeLessThanOrEqual(1)
+      oldWorst = Math.max(oldWorst, worst([old.loss], [want.loss], PARITY.value))
+    }
+    expect(oldWorst, 'the earlier loss').toBeGreaterThan(10)
+  })
+
+  it('a confident chosen candidate: p − 1 as expm1(log p) keeps its relative precision; float32 p − 1 does not', () => {
+    const scores = Float32Array.of(14, 0, 0.5, -1)  // p_b = 1 − 2.3e-6
+    const want = rewardReference(scores, 0).grad[0]
+    const rel = (g: number) => Math.abs(g - want) / Math.abs(want)
+    expect(rel(rewardNow(scores, 0).grad[0])).toBeLessThan(1e-6)
+    expect(rel(rewardBefore(scores, 0).grad[0])).toBeGreaterThan(1e-3)
   })
 })
