@@ -10,9 +10,10 @@ namespace {
 constexpr int GAE_THREADS = 512;
 
 // An affine map a ↦ mul·a + add: GAE's step A_t = δ_t + γλ·A_next over the counted tokens, the identity
-// over masked ones.
+// over masked ones. In double, as the cpu's recursion (rlhf/advantages.h gae_sequence): A_t sums many terms
+// that may cancel, and a float32 scan loses them (emulated in test/gpu-math.test.ts).
 struct Affine {
-  float mul, add;
+  double mul, add;
 };
 // The value of the nearest counted token (has = 0: none yet).
 struct Nearest {
@@ -25,20 +26,23 @@ struct Nearest {
 //   next_t = the value of the nearest counted token after t (or the carried one; lastValues at the end),
 //   δ_t = r_t + γ next_t − v_t,  A_t = (f_t ∘ f_{t+1} ∘ … )(A carried in), f_t(a) = δ_t + γλ a (identity if masked).
 // Masked tokens get 0, as in gae_sequence (the CPU loop). Composition is associative, so the result is the
-// recursion's, with rounding in tree order instead of sequential order.
+// recursion's, with rounding in tree order instead of sequential order; δ_t = r_t + γ·next_t − v_t, the maps,
+// their composition and A_t are in double (the cpu's order of operations), rounded to float32 once at the end.
 __global__ void __launch_bounds__(GAE_THREADS, blocks_within(GAE_THREADS, 64)) gae_scan_kernel(GaeParams p) {
-  using AffineScan = cub::BlockScan<Affine, GAE_THREADS>;
+  // warp scans, not the default raking: the double maps fit 64 registers (raking spilled 212 bytes)
+  using AffineScan = cub::BlockScan<Affine, GAE_THREADS, cub::BLOCK_SCAN_WARP_SCANS>;
   using NearestScan = cub::BlockScan<Nearest, GAE_THREADS>;
   __shared__ union {
     typename AffineScan::TempStorage affine;
     typename NearestScan::TempStorage nearest;
   } temp;
-  __shared__ float carry_a, carry_next;
+  __shared__ double carry_a;
+  __shared__ float carry_next;
   const int64_t s = blockIdx.x;
   const int64_t first = p.offsets[s], last = p.offsets[s + 1];
-  const float c = p.gamma * p.lambda;
+  const double c = p.gamma * p.lambda;
   if (threadIdx.x == 0) {
-    carry_a = 0.f;
+    carry_a = 0.0;
     carry_next = p.last_values.data ? read(p.last_values, s) : 0.f;
   }
   __syncthreads();
@@ -54,14 +58,14 @@ __global__ void __launch_bounds__(GAE_THREADS, blocks_within(GAE_THREADS, 64)) g
     Nearest next, seen;
     NearestScan(temp.nearest).ExclusiveScan(Nearest{counted ? 1 : 0, v}, next, Nearest{1, carry_next}, nearer, seen);
     __syncthreads();
-    const Affine f = counted ? Affine{c, float(r + p.gamma * next.value - v)} : Affine{1.f, 0.f};
+    const Affine f = counted ? Affine{c, r + p.gamma * next.value - v} : Affine{1.0, 0.0};
     // F_t = f_t ∘ (every map after t in this chunk): op(a, b) = b ∘ a, with a earlier in scan order
     Affine F, chunk;
     AffineScan(temp.affine).InclusiveScan(f, F, [](Affine a, Affine b) { return Affine{b.mul * a.mul, b.mul * a.add + b.add}; }, chunk);
-    const float a = F.mul * carry_a + F.add;
+    const double a = F.mul * carry_a + F.add;
     if (in) {
-      p.advantages[t] = counted ? a : 0.f;
-      p.returns[t] = counted ? a + v : 0.f;
+      p.advantages[t] = counted ? float(a) : 0.f;
+      p.returns[t] = counted ? float(a + v) : 0.f;
     }
     __syncthreads();  // every thread has read the carries
     if (threadIdx.x == 0) {

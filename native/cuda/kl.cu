@@ -1,7 +1,8 @@
 // CUDA KL divergences (DESIGN §1.5): sampled-token estimators (math shared with the CPU, rlhf/kl.h) and the
 // full-vocabulary KL(p‖q) per row. Version 2 holds both rows on chip (rowtile.cuh): two reads and one
-// write for the KL and its gradient wrt q. Version 1 reads the row pair three times (both lse, the KL, the
-// gradients) and serves the gradient wrt p and the shapes version 2 does not take.
+// write for the KL and its gradient wrt q. Version 1 reads the row pair four times (the maxima, the sums, the
+// KL, the gradients) and serves the gradient wrt p and the shapes version 2 does not take. Both compute the
+// cpu's formulas (native/cpu/kl.cc, rowmath.h) in the same order of operations.
 #include "rlhf/cuda_memory.h"
 #include "rlhf/cuda_ops.h"
 #include "rowtile.cuh"
@@ -28,15 +29,90 @@ struct KlPenaltyOp {
 
 constexpr int THREADS = 512;
 
-// The rows whose KL is fixed by their lse alone (as native/cpu/kl.cc): a NaN in either row makes the row NaN
-// (gradients too); else a p without mass (lse −inf) has KL 0, a q without mass KL +inf, both zero gradients.
-// Returns whether the row is one of them, with its KL and gradient value.
-__device__ __forceinline__ bool kl_fixed_row(double lse_p, double lse_q, float& kl, float& grad) {
-  const bool nan = lse_p != lse_p || lse_q != lse_q;
-  kl = nan ? NAN : lse_p == -INFINITY ? 0.f : INFINITY;
-  grad = nan ? NAN : 0.f;
-  return nan || lse_p == -INFINITY || lse_q == -INFINITY;
+// The KL of a row pair, as native/cpu/kl.cc computes it (float32, the same order of subtraction; math in
+// src/reference/kl.ts). Each row's softmax at temperature T in the cpu's shifted form (rowmath.h RowSoftmax):
+// with m the row's largest raw logit and S = (the number of v with z_v = m) + Σ_{z_v ≠ m} exp((z_v − m)·invT)
+// (the maxima counted apart, then added in double: in float32 the small terms would be lost next to the 1s),
+//   p_v = exp((z_v − m)·invT) · float(1/S),   log p_v = (z_v − m)·invT + c,  c = float(−log S),
+// and log p_v − log q_v − k = ((x_v − m_p) − (y_v − m_q))·invT + (c_p − c_q − k): only differences from the
+// max are scaled, never z·invT − lse, whose float32 z·invT would carry |z|/T·2⁻²⁴ (6e-4 at |z|/T = 1e4).
+// A row holding +inf (no NaN) has m = +inf, c = 0 and 1/S taken as 1: p is NaN at a +inf and 0 elsewhere.
+struct ShiftedRow {
+  float m, c, inv_sum;
+};
+
+__device__ __forceinline__ ShiftedRow shifted_row(float m, float others, double ties) {
+  if (m == INFINITY) return {m, 0.f, 1.f};
+  const double S = ties + double(others);
+  return {m, float(-log(S)), float(1.0 / S)};
 }
+
+__device__ __forceinline__ float row_prob(const ShiftedRow& r, float z, float invT) { return __expf((z - r.m) * invT) * r.inv_sum; }
+
+// log p_v − log q_v − k, given c = c_p − c_q − k (rowmath.h log_ratio)
+__device__ __forceinline__ float log_ratio(const ShiftedRow& p, const ShiftedRow& q, float x, float y, float invT, float c) {
+  return ((x - p.m) - (y - q.m)) * invT + c;
+}
+
+// p·(log p − log q), xlogy (0 where p = 0), and +inf wherever log p − log q is (q = 0 under a finite p logit),
+// however small p is: a p that float32 rounds to 0 must not hide an infinite KL (rowmath.h kl_term).
+__device__ __forceinline__ float kl_term(float p, float lr) { return lr == INFINITY ? lr : p != 0.f ? p * lr : 0.f; }
+
+// The rows whose KL is fixed by their maxima alone (as native/cpu/kl.cc): a NaN in either row makes the row
+// NaN (gradients too); else a p without mass (all −inf) has KL 0, a q without mass KL +inf, both with zero
+// gradients. Returns whether the row is one of them, with its KL and gradient value.
+__device__ __forceinline__ bool kl_fixed_row(float m_p, float m_q, float& kl, float& grad) {
+  const bool nan = m_p != m_p || m_q != m_q;
+  kl = nan ? NAN : m_p == -INFINITY ? 0.f : INFINITY;
+  grad = nan ? NAN : 0.f;
+  return nan || m_p == -INFINITY || m_q == -INFINITY;
+}
+
+// The largest of two maxima, NaN if either is (fmaxf would drop it, and an all-NaN row would look empty).
+__device__ __forceinline__ float max_nan(float a, float b) { return a != a || b != b ? NAN : fmaxf(a, b); }
+
+__device__ __forceinline__ float block_max_nan(float v) {
+  __shared__ float s[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1) v = max_nan(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  if (lane == 0) s[warp] = v;
+  __syncthreads();
+  v = lane < warps ? s[lane] : -INFINITY;
+  for (int o = 16; o > 0; o >>= 1) v = max_nan(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// The single-pass kernel's three exchanges (rowtile.cuh row_combine): both rows' maxima; both rows' sums
+// of the others' exps and counts of maxima; the KL.
+struct RowMaxes {
+  float p, q;
+};
+__device__ __forceinline__ RowMaxes combine(const RowMaxes& a, const RowMaxes& b) { return {max_nan(a.p, b.p), max_nan(a.q, b.q)}; }
+struct RowSums {
+  float others_p, ties_p, others_q, ties_q;  // ties ≤ 16 CTAs × 16384 columns: exact in float32
+};
+__device__ __forceinline__ RowSums combine(const RowSums& a, const RowSums& b) {
+  return {a.others_p + b.others_p, a.ties_p + b.ties_p, a.others_q + b.others_q, a.ties_q + b.ties_q};
+}
+struct RowKl {
+  float kl;
+};
+__device__ __forceinline__ RowKl combine(const RowKl& a, const RowKl& b) { return {a.kl + b.kl}; }
+
+}  // namespace
+
+template <> struct Identity<RowMaxes> {
+  __device__ static RowMaxes get() { return {-INFINITY, -INFINITY}; }
+};
+template <> struct Identity<RowSums> {
+  __device__ static RowSums get() { return {0.f, 0.f, 0.f, 0.f}; }
+};
+template <> struct Identity<RowKl> {
+  __device__ static RowKl get() { return {0.f}; }
+};
+
+namespace {
 
 __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduction, float* result) {
   float c = 0.f;
@@ -48,6 +124,9 @@ __global__ void row_count_kernel(const uint8_t* mask, int64_t N, Reduction reduc
   }
 }
 
+// Version 1, one block per row pair, four reads of each row: both maxima (and whether either row holds NaN);
+// both S; KL = Σ_v kl_term(p_v, log p_v − log q_v); then the gradients, scaled by s = result[scale]/T:
+//   dKL/dz_q,v = s·(q_v − p_v),  dKL/dz_p,v = s·xlogy(p_v, log p_v − log q_v − KL)  (0 where KL = +inf).
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_kernel(KlDivergenceParams p, const float* result) {
   const int64_t n = blockIdx.x;
@@ -65,9 +144,15 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
   const T* rp = static_cast<const T*>(p.p_logits.data) + n * V;
   const T* rq = static_cast<const T*>(p.q_logits.data) + n * V;
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
-  const double lse_p = block_lse_exact(rp, V, invT), lse_q = block_lse_exact(rq, V, invT);
+  float mp = -INFINITY, mq = -INFINITY;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    mp = max_nan(mp, to_float(rp[v]));
+    mq = max_nan(mq, to_float(rq[v]));
+  }
+  mp = block_max_nan(mp);
+  mq = block_max_nan(mq);
   float fixed_kl, fixed_grad;
-  if (kl_fixed_row(lse_p, lse_q, fixed_kl, fixed_grad)) {
+  if (kl_fixed_row(mp, mq, fixed_kl, fixed_grad)) {
     if (threadIdx.x == 0) p.per_row[n] = fixed_kl;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
       if (gq) gq[v] = fixed_grad;
@@ -75,32 +160,40 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kl_rows_k
     }
     return;
   }
-  const float lp_ = float(lse_p), lq_ = float(lse_q);
-  // log p − log q = (z_p − z_q)/T − (lse_p − lse_q): one rounding of the difference (as the CPU kernel)
-  const float dl = float(lse_p - lse_q);
+  float sp = 0.f, sq = 0.f, tp = 0.f, tq = 0.f;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float a = to_float(rp[v]), b = to_float(rq[v]);
+    if (a == mp) tp += 1.f;
+    else sp += __expf((a - mp) * invT);
+    if (b == mq) tq += 1.f;
+    else sq += __expf((b - mq) * invT);
+  }
+  sp = block_sum(sp);
+  sq = block_sum(sq);
+  const double ties_p = block_sum(double(tp)), ties_q = block_sum(double(tq));  // exact for any V
+  const ShiftedRow P = shifted_row(mp, sp, ties_p), Q = shifted_row(mq, sq, ties_q);
+  const float dc = P.c - Q.c;
   float part = 0.f;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
-    const float pv = __expf(a * invT - lp_);
-    if (pv != 0.f) part += pv * ((a - b) * invT - dl);
+    part += kl_term(row_prob(P, a, invT), log_ratio(P, Q, a, b, invT, dc));
   }
   const float kl = block_sum(part);
   if (threadIdx.x == 0) p.per_row[n] = kl;
   const float s = result[KlDivergenceSlot::scale] * invT;
-  const float c = float(lse_p - lse_q + double(kl));
+  const float dck = dc - kl;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float a = to_float(rp[v]), b = to_float(rq[v]);
-    const float pv = __expf(a * invT - lp_);
-    if (gq) gq[v] = s * (__expf(b * invT - lq_) - pv);
-    if (gp) gp[v] = pv != 0.f && kl != INFINITY ? s * pv * ((a - b) * invT - c) : 0.f;  // an infinite KL: 0 wrt p
+    const float pv = row_prob(P, a, invT);
+    if (gq) gq[v] = s * (row_prob(Q, b, invT) - pv);
+    if (gp) gp[v] = kl == INFINITY || pv == 0.f ? 0.f : s * (pv * log_ratio(P, Q, a, b, invT, dck));  // an infinite KL: 0 wrt p
   }
 }
 
-// Version 2. With a = z_p/T, b = z_q/T and each thread's maxima m_a, m_b, the registers hold
-// e_a = exp(a − m_a) and e_b = exp(b − m_b) (one exp each per element) and the thread sums
-// S_a = Σ e_a, S_b = Σ e_b, U = Σ e_a (a − b). After the row-wide combination (rescaled to the row maxima):
-//   KL = U/S_a − (lse_p − lse_q),  dKL/dz_q,v = (q_v − p_v)/T,  scaled by result[scale] (mean, sum or none).
-// lse_p − lse_q is taken in double, as the CPU kernel does: the KL is their small difference.
+// Version 2: the row pair on chip, the raw logits x, y in registers (RowTile at invT = 1), one read of each
+// row and one write of the gradient wrt q, with the formulas of version 1: three row-wide exchanges (both
+// maxima; both S; the KL), each in the fixed order of row_combine, so every CTA of the cluster gets the same
+// bits. Four exps per element (two for S, two for p_v, q_v).
 template <typename T, typename O, int Ver>
 __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergenceParams p, O* grad_out, const float* result, int cluster) {
   const int64_t n = blockIdx.x / cluster;
@@ -114,61 +207,37 @@ __global__ void __launch_bounds__(TILE_THREADS, 1) kl_tile_kernel(KlDivergencePa
     return;
   }
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
-  a.load(static_cast<const T*>(p.p_logits.data) + n * V, begin, end, invT);
-  b.load(static_cast<const T*>(p.q_logits.data) + n * V, begin, end, invT);
-  MaxSums<2> pa;  // (m_a; S_a, U)
-  MaxSums<1> pb;  // (m_b; S_b)
-  pa.plain = pb.plain = 0.f;
-  pa.m = a.max();
-  pb.m = b.max();
-  const float ma = pa.m, mb = pb.m;
-  float sa = 0.f, u = 0.f, sb = 0.f;
-#pragma unroll
-  for (int i = 0; i < TILE_R; i++) {
-    const float ea = ma == -INFINITY ? 0.f : __expf(a.x[i] - ma);
-    const float eb = mb == -INFINITY ? 0.f : __expf(b.x[i] - mb);
-    if (ea > 0.f) u += ea * (a.x[i] - b.x[i]);
-    sa += ea;
-    sb += eb;
-    a.x[i] = ea;
-    b.x[i] = eb;
-  }
-  pa.s[0] = sa;
-  pa.s[1] = u;
-  pb.s[0] = sb;
-  // v3: both rows' statistics in one exchange (two cluster barriers instead of four)
-  MaxSums<2> A;
-  MaxSums<1> B;
-  if constexpr (Ver >= 3) {
-    const Both<MaxSums<2>, MaxSums<1>> ab = row_combine<Ver>(Both<MaxSums<2>, MaxSums<1>>{pa, pb}, cluster);
-    A = ab.a;
-    B = ab.b;
-  } else {
-    A = row_combine<Ver>(pa, cluster);
-    B = row_combine<Ver>(pb, cluster);
-  }
-  const double lse_p = A.m == -INFINITY ? -INFINITY : double(A.m) + log(double(A.s[0]));
-  const double lse_q = B.m == -INFINITY ? -INFINITY : double(B.m) + log(double(B.s[0]));
+  a.load(static_cast<const T*>(p.p_logits.data) + n * V, begin, end, 1.f);  // raw logits; −inf past the row
+  b.load(static_cast<const T*>(p.q_logits.data) + n * V, begin, end, 1.f);
+  const RowMaxes M = row_combine<Ver>(RowMaxes{a.max(), b.max()}, cluster);
   float fixed_kl, fixed_grad;
-  if (kl_fixed_row(lse_p, lse_q, fixed_kl, fixed_grad)) {  // the same for every CTA of the cluster
+  if (kl_fixed_row(M.p, M.q, fixed_kl, fixed_grad)) {  // the same for every CTA of the cluster
     a.store(grad_out + n * V, begin, end, [&](int64_t, float) { return fixed_grad; });
     if (lead && threadIdx.x == 0) p.per_row[n] = fixed_kl;
     return;
   }
-  if (lead && threadIdx.x == 0) p.per_row[n] = A.s[1] / A.s[0] - float(lse_p - lse_q);
-  const float s = result[KlDivergenceSlot::scale] * invT;
-  const float ra = ma == -INFINITY ? 0.f : __expf(ma - A.m) / A.s[0];
-  const float rb = mb == -INFINITY ? 0.f : __expf(mb - B.m) / B.s[0];
-  // the store walks a's columns; b's register of the same index is the same column
-  O* gq = grad_out + n * V;
+  RowSums part = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-  for (int k = 0; k < RowTile<T>::LOADS; k++) {
-    const int64_t c = RowTile<T>::col(begin, k);
-    if (c >= end) continue;
-#pragma unroll
-    for (int j = 0; j < RowTile<T>::VEC; j++) b.x[k * RowTile<T>::VEC + j] = s * (b.x[k * RowTile<T>::VEC + j] * rb - a.x[k * RowTile<T>::VEC + j] * ra);
+  for (int i = 0; i < TILE_R; i++) {
+    if (a.x[i] == M.p) part.ties_p += 1.f;
+    else part.others_p += __expf((a.x[i] - M.p) * invT);  // a column past the row: exp(−inf) = 0
+    if (b.x[i] == M.q) part.ties_q += 1.f;
+    else part.others_q += __expf((b.x[i] - M.q) * invT);
   }
-  b.store(gq, begin, end, [](int64_t, float g) { return g; });
+  const RowSums S = row_combine<Ver>(part, cluster);
+  const ShiftedRow P = shifted_row(M.p, S.others_p, S.ties_p), Q = shifted_row(M.q, S.others_q, S.ties_q);
+  const float dc = P.c - Q.c, s = result[KlDivergenceSlot::scale] * invT;
+  float kl = 0.f;
+#pragma unroll
+  for (int i = 0; i < TILE_R; i++) {
+    const float pv = row_prob(P, a.x[i], invT);
+    kl += kl_term(pv, log_ratio(P, Q, a.x[i], b.x[i], invT, dc));  // past the row: p = 0 and a NaN ratio, adding 0
+    b.x[i] = s * (row_prob(Q, b.x[i], invT) - pv);
+  }
+  // the store walks b's columns: the same as a's
+  b.store(grad_out + n * V, begin, end, [](int64_t, float g) { return g; });
+  const RowKl total = row_combine<Ver>(RowKl{kl}, cluster);
+  if (lead && threadIdx.x == 0) p.per_row[n] = total.kl;
 }
 
 __global__ void kl_total_kernel(const float* per_row, int64_t N, float* result) {

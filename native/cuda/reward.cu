@@ -42,46 +42,54 @@ __device__ __forceinline__ void reward_prompt(const RewardLossParams& p, int64_t
     p.losses[n] = 0.f;
     return;
   }
-  auto shifted = [&](int64_t i) { return read(p.scores, a + i) + (p.margins.data && i != b ? read(p.margins, a + i) : 0.f); };
-  float m = -INFINITY;
-  for (int64_t i = 0; i < K; i++) m = fmaxf(m, shifted(i));
-  float sum = 0.f;
-  for (int64_t i = 0; i < K; i++) sum += expf(shifted(i) - m);
-  const float lse = m + logf(sum);
-  for (int64_t i = 0; i < K; i++) p.probs[a + i] = expf(shifted(i) - lse);
+  // As native/cpu/reward.cc: the shifted scores s_i = R_i + m_i, their max M, Σ exp(s_i − M) and log Σ in
+  // double (K is small, and R + m would round); p_i = float(exp(s_i − M))·float(1/Σ) and
+  // log p_i = float((s_i − M) − log Σ), from s − M, never s − lse (which cancels two terms of size |s|).
+  auto shifted = [&](int64_t i) { return double(read(p.scores, a + i)) + (p.margins.data && i != b ? read(p.margins, a + i) : 0.f); };
+  double m = -INFINITY;
+  for (int64_t i = 0; i < K; i++) m = fmax(m, shifted(i));  // NaN skipped, as std::max(m, NaN); its p is NaN
+  double se = 0;
+  for (int64_t i = 0; i < K; i++) se += exp(shifted(i) - m);
+  const double ls = log(se);
+  const float inv = float(1.0 / se);
+  for (int64_t i = 0; i < K; i++) p.probs[a + i] = float(exp(shifted(i) - m)) * inv;
+  auto logp = [&](int64_t i) { return float((shifted(i) - m) - ls); };
   p.losses[n] = 0.f;
   if (!counted(p, n)) {
     for (int64_t i = 0; i < K; i++) p.grad[a + i] = 0.f;
     return;
   }
   const bool soft = p.target_probs.data != nullptr;
-  float loss = 0.f, y_sum = 1.f;
+  KahanSum loss;
+  float y_sum = 1.f;
   int64_t label = b;
   if (!soft) {
-    loss = lse - shifted(b);
+    loss.add(-logp(b));
   } else {
     label = 0;
-    y_sum = 0.f;
+    KahanSum ys;
     for (int64_t i = 0; i < K; i++) {
       const float y = read(p.target_probs, a + i);
-      y_sum += y;
-      if (y != 0.f) loss += y * (lse - shifted(i));
+      ys.add(y);
+      if (y != 0.f) loss.add(-y * logp(i));
       if (y > read(p.target_probs, a + label)) label = i;
     }
+    y_sum = ys.value();
   }
   float center = 0.f;
   if (p.center_coef != 0.f) {
-    float s = 0.f;
-    for (int64_t i = 0; i < K; i++) s += read(p.scores, a + i);
-    loss += p.center_coef * s * s;
-    center = 2.f * p.center_coef * s;
+    KahanSum s;
+    for (int64_t i = 0; i < K; i++) s.add(read(p.scores, a + i));
+    loss.add(p.center_coef * s.value() * s.value());
+    center = 2.f * p.center_coef * s.value();
   }
-  p.losses[n] = loss;
-  loss_out = loss;
+  p.losses[n] = loss.value();
+  loss_out = loss.value();
   const float scale = result[RewardSlot::scale];
   for (int64_t i = 0; i < K; i++) {
-    const float target = soft ? read(p.target_probs, a + i) : (i == b ? 1.f : 0.f);
-    p.grad[a + i] = scale * (p.probs[a + i] * y_sum - target + center);
+    // the chosen candidate's p − 1 as expm1(log p), exact where p is near 1 (p − 1 would cancel)
+    const float d = soft ? p.probs[a + i] * y_sum - read(p.target_probs, a + i) : i == b ? expm1f(logp(i)) : p.probs[a + i];
+    p.grad[a + i] = scale * (d + center);
   }
   bool best = true;
   const float rb = read(p.scores, a + label);

@@ -122,14 +122,14 @@ RK_HD inline float read(const FloatIn& x, int64_t i) {
 struct KahanSum {
   float sum = 0.f;
   float c = 0.f;
-  void add(float x) {
+  RK_HD void add(float x) {
     float t = sum + x;
     if (__builtin_fabsf(sum) >= __builtin_fabsf(x)) c += (sum - t) + x;
     else c += (x - t) + sum;
     sum = t;
   }
   // an infinite (or NaN) sum is returned as is: its compensation term would be NaN
-  float value() const { return __builtin_isfinite(sum) ? sum + c : sum; }
+  RK_HD float value() const { return __builtin_isfinite(sum) ? sum + c : sum; }
 };
 
 // Row n's temperature: per_row[n] when a per-row array is given, else the one T of every row.
