@@ -178,6 +178,19 @@ describe('vocab-sharded CE and KL: options', () => {
     const parts = [[0, 2], [2, 4]].map(([a, b]) => rk.klDivergencePartial({ pLogits: rk.tensor(zp.slice(a, b), [1, 2]), qLogits: rk.tensor(zq.slice(a, b), [1, 2]) }))
     expect(rk.mergeKlPartials({ partials: parts }).perRow[0]).toBe(Infinity)
   }))
+  it.each(HOST_BACKENDS)('the q gradient of q near p keeps its accuracy at each shard\'s column 0 (%s)', (backend) => on(backend, () => {
+    // g (q − p)/T of at most 3.5e-6 per element: computed as g (q_0 − 1)/T + g (1 − p_0)/T in float32, column 0
+    // is off by up to g·2^-24/T ≈ 7e-8 (measured: 2.4e-2 to 3.1e-2 of the largest element); from q_0 − p_0 in
+    // float64, by at most 1e-3 of it, and the other columns (float32 partials and lse) by at most 3e-3
+    const r = rng(SEED + 7)
+    const N = 3, V = 1000, b = [0, 400, 700, V], T = 0.8
+    const zp = r.f32(N * V, 1), zq = Float32Array.from(zp, (x) => x + 1e-4 * r.normal())
+    const got = klSharded(zp, zq, N, V, b, 'float32', T, undefined, 'sum').gradQ
+    const want = on('js', () => rk.klDivergence({ pLogits: rk.tensor(zp, [N, V]), qLogits: rk.tensor(zq, [N, V]), temperature: T, reduction: 'sum', grad: 'q' })).gradQ!.toFloat32Array()
+    let scale = 0
+    for (const x of want) scale = Math.max(scale, Math.abs(x))
+    expectClose(got, want, { atol: 1e-2 * scale, rtol: 0 }, 'gradQ')
+  }))
   it('a single shard is the unsharded op (KL 0 of a row with itself, CE log V of uniform logits)', () => {
     const k = rk.klDivergencePartial({ pLogits: logits, qLogits: logits })
     expect(Array.from(rk.mergeKlPartials({ partials: [k] }).perRow)).toEqual([0, 0])
