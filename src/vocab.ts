@@ -615,7 +615,9 @@ export function crossEntropyPartial(options: CrossEntropyPartialOptions): CrossE
   // ε = 1, reduction 'none': row loss = (1/V_s) Σ_v w_v (lse_s − s_v) + 0·w_t (lse_s − s_t) for the target t
   // given, so t is the shard's largest logit (finite where the row has mass), not the local target: 0·(+inf)
   // would make a row NaN whose target logit is −inf
-  const smoothTargets = eps > 0 ? Int32Array.from(local, (t, n) => (t < 0 ? -1 : Math.max(0, r.maxToken![n]))) : null
+  // (maxToken: an Int32Array from the host backends, a device tensor of token ids from cuda)
+  const top: ArrayLike<number> | null = eps > 0 ? ((r.maxToken as unknown) instanceof Tensor ? (r.maxToken as unknown as Tensor).toFloat32Array() : r.maxToken!) : null
+  const smoothTargets = top !== null ? Int32Array.from(local, (t, n) => (t < 0 ? -1 : Math.max(0, top[n]))) : null
   const smoothRows = smoothTargets !== null
     ? hostFloats(crossEntropy({ logits: o.logits, targets: smoothTargets, ignoreIndex: -1, temperature, labelSmoothing: 1, reduction: 'none', ...(shardWeights ? { classWeights: shardWeights } : {}) }).losses)
     : null
