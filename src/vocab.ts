@@ -594,17 +594,18 @@ function shardInVocab(op: string, o: { logits: unknown; vocabStart: unknown; ign
   const s = shardOf(op, o.logits, o.vocabStart, o.ignoreIndex)
   const V = numberOption(op, 'vocabSize', o.vocabSize, 0, { integer: true, min: 1 })
   if (s.start + s.Vs > V) throw rangeError(op, 'vocabStart', `≤ vocabSize − the shard's width (${V - s.Vs})`, s.start)
-  const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N))
+  // copied, then checked (an Int32Array or an int32 Tensor): the caller's array is not read again
+  const y = Int32Array.from(hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N)))
   for (let n = 0; n < s.N; n++) if (y[n] !== s.ignore && y[n] >= V) throw rangeError(op, `targets[${n}]`, `< vocabSize (${V}) or equal to ignoreIndex (${s.ignore})`, y[n])
-  return Object.assign(s, { V, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) })
+  return Object.assign(s, { V, y, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) })
 }
 
 /** The cross-entropy partials of one shard (computed by logProbs, and crossEntropy for the smoothing piece). */
 export function crossEntropyPartial(options: CrossEntropyPartialOptions): CrossEntropyPartials {
   const op = 'crossEntropyPartial'
   const o = optionsObject(op, options)
-  const { N, Vs, start, ignore, cw, eps } = shardInVocab(op, o)
-  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  const { N, Vs, start, ignore, y, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, y, N, start, Vs, ignore)
   // copied and checked once here; logProbs and crossEntropy below read this copy
   const temperature = temperatureOption(op, o.temperature, N)
   const r = logProbs({ logits: o.logits, targets: local, ignoreIndex: -1, temperature, maxProb: true })
@@ -697,15 +698,14 @@ export function mergeCrossEntropyPartials(options: MergeCrossEntropyOptions): Me
 export function crossEntropyPartialBackward(options: CrossEntropyPartialBackwardOptions): GradLogitsResult {
   const op = 'crossEntropyPartialBackward'
   const o = optionsObject(op, options)
-  const { N, Vs, start, ignore, V, cw, eps } = shardInVocab(op, o)
-  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  const { N, Vs, start, ignore, V, y, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, y, N, start, Vs, ignore)
   const zLoss = numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 })
   const temperature = temperatureOption(op, o.temperature, N)
   const lse = hostOnly(op, 'lse', floatVector(op, 'lse', o.lse, N).data as Float32Array | Float64Array)
   const g = hostOnly(op, 'gradRows', floatVector(op, 'gradRows', o.gradRows, N).data as Float32Array | Float64Array)
   let W = V
   if (cw !== null) { W = 0; for (let v = 0; v < V; v++) W += cw[v] }
-  const y = o.targets as Int32Array
   const A = new Float32Array(N), gradLogp = new Float32Array(N)
   for (let n = 0; n < N; n++) {
     if (local[n] < 0 || lse[n] === -Infinity) continue

@@ -191,6 +191,20 @@ describe('vocab-sharded CE and KL: options', () => {
     for (const x of want) scale = Math.max(scale, Math.abs(x))
     expectClose(got, want, { atol: 1e-2 * scale, rtol: 0 }, 'gradQ')
   }))
+  it('targets as an int32 Tensor give the same results as an Int32Array (class weights read at each row\'s target)', () => {
+    const r = rng(SEED + 9)
+    const N = 3, V = 10, z = r.f32(N * V, 2), y = Int32Array.of(7, 2, 5)
+    const classWeights = Float32Array.from({ length: V }, () => 0.5 + r.uniform())
+    const run = (targets: Int32Array) => {
+      const shards = [[0, 4], [4, V]].map(([a, e]) => ({ logits: columns(z, N, V, a, e, 'float32'), vocabStart: a, vocabSize: V, targets, classWeights, labelSmoothing: 0.1 }))
+      const m = rk.mergeCrossEntropyPartials({ partials: shards.map((s) => rk.crossEntropyPartial(s)), targets: y, classWeights, labelSmoothing: 0.1 })
+      return [m.losses, ...shards.map((s) => rk.crossEntropyPartialBackward({ ...s, lse: m.lse, gradRows: m.gradRows }).gradLogits.toFloat32Array())]
+    }
+    // the types say Int32Array; the validation takes a host int32 Tensor, as every targets argument
+    const [want, got] = [run(y), run(rk.tensor(Int32Array.from(y), [N], { dtype: 'int32' }) as unknown as Int32Array)]
+    for (const x of want) expect(Array.from(x).every(Number.isFinite)).toBe(true)
+    expect(got).toEqual(want)
+  })
   it('a single shard is the unsharded op (KL 0 of a row with itself, CE log V of uniform logits)', () => {
     const k = rk.klDivergencePartial({ pLogits: logits, qLogits: logits })
     expect(Array.from(rk.mergeKlPartials({ partials: [k] }).perRow)).toEqual([0, 0])
