@@ -107,8 +107,22 @@ function ortStandardise(eps, G) {
 
 // ---- the rows ----
 // Each row: its inputs, the bytes that must move and the exps that must be computed (the floor), the rk call
-// (→ { loss?, <array>… }), and how onnxruntime (graph, feeds) and PyTorch (op, inputs, params) express it.
+// (→ { loss?, <array>… }), the reference call when it is another one (ref, run on js; else rk on js), and how
+// onnxruntime (graph, feeds) and PyTorch (op, inputs, params) express it.
 const t = (name, data, dims) => ({ name, data, dims })
+/** the vocabulary shards of the sharded rows */
+const SHARDS = 4
+/** columns [i·V/SHARDS, (i + 1)·V/SHARDS) of a row-major [N, V] matrix, for each shard i */
+function shardsOf(x, N) {
+  const w = V / SHARDS
+  return Array.from({ length: SHARDS }, (_, i) => {
+    const out = new Float32Array(N * w)
+    for (let n = 0; n < N; n++) out.set(x.subarray(n * V + i * w, n * V + (i + 1) * w), n * w)
+    return out
+  })
+}
+/** a [N, V] gradient as { grad0, grad1, … }: each shard's columns */
+const shardGrads = (g, N) => Object.fromEntries(shardsOf(f32(g), N).map((s, i) => [`grad${i}`, s]))
 function rows() {
   const logits = (seed, n) => uniform(seed, n * V, -4, 4)
   return [
@@ -179,6 +193,45 @@ function rows() {
       make() { return { x: logits(1, this.N), y: ints(2, this.N, V) } },
       bytes() { return this.N * V * 4 }, exps() { return this.N * V },
       rk: ({ x, y }, N) => ({ lse: rk.keptLogProbs({ logits: rk.tensor(x, [N, V]), targets: y, topP: 0.9 }).lse }),
+    },
+    // issue 15, the vocab-sharded forms: V in 4 shards of V/4 columns, every rank's work on this one thread (each
+    // shard's partials, the merge, each shard's backward). The inputs are those of 'logprobs', 'ce-bwd' and 'kl',
+    // and the check is against those unsharded ops (ref, on js): each shard's gradient against its columns of the
+    // unsharded one. The floor of a form with a backward counts two passes: the merge (an all-gather across
+    // ranks) comes between the forward's read of the logits and the backward's.
+    {
+      key: 'sharded-logprobs', op: `logProbsPartial ×4 + merge, 4×${1024}×${V / SHARDS}`, N: 1024,
+      make() { const x = logits(1, this.N); return { x, xs: shardsOf(x, this.N), y: ints(2, this.N, V) } },
+      bytes() { return this.N * V * 4 }, exps() { return this.N * V },
+      rk: ({ xs, y }, N) => {
+        const partials = xs.map((s, i) => rk.logProbsPartial({ logits: rk.tensor(s, [N, V / SHARDS]), targets: y, vocabStart: (i * V) / SHARDS }))
+        const m = rk.mergeVocabPartials({ partials, targets: y })
+        return { logp: m.logp, entropy: m.entropy, sumProbSq: m.sumProbSq }
+      },
+      ref: ({ x, y }, N) => { const r = rk.logProbs({ logits: rk.tensor(x, [N, V]), targets: y, entropy: true, sumProbSq: true }); return { logp: r.logp, entropy: r.entropy, sumProbSq: r.sumProbSq } },
+    },
+    {
+      key: 'sharded-ce-bwd', op: `crossEntropyPartial ×4 + merge + backward ×4, 4×${1024}×${V / SHARDS}`, N: 1024,
+      make() { const x = logits(1, this.N); return { x, xs: shardsOf(x, this.N), y: ints(2, this.N, V) } },
+      bytes() { return 3 * this.N * V * 4 }, exps() { return 2 * this.N * V },
+      rk: ({ xs, y }, N) => {
+        const shards = xs.map((s, i) => ({ logits: rk.tensor(s, [N, V / SHARDS]), targets: y, vocabStart: (i * V) / SHARDS, vocabSize: V }))
+        const m = rk.mergeCrossEntropyPartials({ partials: shards.map((s) => rk.crossEntropyPartial(s)), targets: y })
+        return { loss: m.loss, ...Object.fromEntries(shards.map((s, i) => [`grad${i}`, rk.crossEntropyPartialBackward({ ...s, lse: m.lse, gradRows: m.gradRows }).gradLogits])) }
+      },
+      ref: ({ x, y }, N) => { const r = rk.crossEntropy({ logits: rk.tensor(x, [N, V]), targets: y, grad: true }); return { loss: r.loss, ...shardGrads(r.gradLogits, N) } },
+    },
+    {
+      key: 'sharded-kl', op: `klDivergencePartial ×4 + merge + backward ×4, grad q, 4×${512}×${V / SHARDS}`, N: 512,
+      make() { const p = logits(3, this.N), q = logits(4, this.N); return { p, q, ps: shardsOf(p, this.N), qs: shardsOf(q, this.N) } },
+      bytes() { return 5 * this.N * V * 4 }, exps() { return 4 * this.N * V },
+      rk: ({ ps, qs }, N) => {
+        const shards = ps.map((p, i) => ({ pLogits: rk.tensor(p, [N, V / SHARDS]), qLogits: rk.tensor(qs[i], [N, V / SHARDS]) }))
+        const m = rk.mergeKlPartials({ partials: shards.map((s) => rk.klDivergencePartial(s)) })
+        const grad = (s) => rk.klDivergencePartialBackward({ ...s, pLse: m.pLse, qLse: m.qLse, perRow: m.perRow, gradRows: m.gradRows, grad: 'q' }).gradQ
+        return { loss: m.loss, ...Object.fromEntries(shards.map((s, i) => [`grad${i}`, grad(s)])) }
+      },
+      ref: ({ p, q }, N) => { const r = rk.klDivergence({ pLogits: rk.tensor(p, [N, V]), qLogits: rk.tensor(q, [N, V]), grad: 'q' }); return { loss: r.loss, ...shardGrads(r.gradQ, N) } },
     },
     {
       key: 'kl', op: `klDivergence grad q ${512}×${V}`, N: 512,
@@ -391,7 +444,7 @@ export async function hostSuite() {
       const N = row.N
       rk.setBackend('js')
       // copied: a row writing into its own arrays (out) would overwrite the reference's
-      const ref = Object.fromEntries(Object.entries(row.rk(inputs, N)).map(([k, v]) => [k, typeof v === 'number' ? v : f32(v).slice()]))
+      const ref = Object.fromEntries(Object.entries((row.ref ?? row.rk)(inputs, N)).map(([k, v]) => [k, typeof v === 'number' ? v : f32(v).slice()]))
       const out = { op: row.op }
       out.floor = floor ? Math.max(row.bytes() / (floor.readGBs * 1e9), row.exps() * floor.expNs * 1e-9) * 1e3 : NaN
       const checks = []

@@ -20,7 +20,8 @@ import { REDUCTIONS, type Reduction, KL_GRADS, type KlGrad } from './choices.js'
 import { rangeError } from './errors.js'
 import { klDivergence } from './kl.js'
 import { type Temperature, invTemperature, temperatureOption } from './options.js'
-import { Tensor } from './tensor.js'
+import { bf16ToFloat, f16ToFloat } from './dtypes.js'
+import { type HostArray, Tensor } from './tensor.js'
 import { choiceOption, floatMatrix, floatVector, hostOnly, maskVector, optionsObject } from './validate.js'
 import { logProbs, logProbsBackward, shardPartials } from './vocab.js'
 
@@ -166,9 +167,22 @@ export function mergeKlPartials(options: MergeKlPartialsOptions): MergedKl {
   return { ...out, loss: Math.fround(total * scale), count }
 }
 
+/** Column 0 of each row of a [N, V_s] tensor, as numbers (a device tensor is read back whole). */
+function firstColumn(op: string, t: Tensor, N: number, Vs: number): Float64Array {
+  const data = t.device === 'cpu' ? t.storage(op) as HostArray : t.toFloat32Array()
+  const out = new Float64Array(N)
+  for (let n = 0; n < N; n++) {
+    const x = data[n * Vs]
+    out[n] = data instanceof Uint16Array ? (t.dtype === 'bfloat16' ? bf16ToFloat(x) : f16ToFloat(x)) : x
+  }
+  return out
+}
+
 /**
  * A shard's gradients given the merged statistics. q: logProbsBackward of q (lse L^q, gradLogp −g) plus that of
- * p (lse L^p, gradLogp g), both at column 0, whose onehots cancel: g (q − e_0)/T + g (e_0 − p)/T. p: on the host,
+ * p (lse L^p, gradLogp g), both at column 0, whose onehots cancel: g (q − e_0)/T + g (e_0 − p)/T. At column 0
+ * that sum is g ((q_0 − 1) + (1 − p_0))/T, off by g·2^-24/T in float32 however small q_0 − p_0 is: that column
+ * is recomputed on the host in float64 as g (q_0 − p_0)/T. p: on the host,
  * g p_v (log p_v − log q_v − KL)/T in float64 from the shard's values (0 where p_v = 0 or KL = +inf).
  * Rows whose p has no mass, or q none, have zero gradients; NaN rows NaN.
  */
@@ -187,9 +201,13 @@ export function klDivergencePartialBackward(options: KlDivergencePartialBackward
       logits, targets: new Int32Array(N), temperature, lse: Float32Array.from(lse, (l) => (l === l ? l : -Infinity)), gradLogp: Float32Array.from(g, (x) => sign * x),
     }).gradLogits.toFloat32Array()
     const gq = half(o.qLogits, Lq, -1), gp = half(o.pLogits, Lp, 1)
+    const zq0 = firstColumn(op, o.qLogits, N, Vs), zp0 = firstColumn(op, o.pLogits, N, Vs)
     for (let n = 0; n < N; n++) {
       const fixed = special(n)
       for (let v = n * Vs; v < (n + 1) * Vs; v++) gq[v] = fixed !== null ? fixed : gq[v] + gp[v]
+      if (fixed !== null || Vs === 0) continue
+      const invT = invTemperature(temperature, n)
+      gq[n * Vs] = g[n] * invT * (Math.exp(zq0[n] * invT - Lq[n]) - Math.exp(zp0[n] * invT - Lp[n]))
     }
     out.gradQ = new Tensor(gq, shape, 'float32')
   }

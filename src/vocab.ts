@@ -6,7 +6,7 @@ import { type GradDTypeChoice, REDUCTIONS, type Reduction } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { plainView } from './arrays.js'
 import { defineOp } from './ops.js'
-import { type Temperature, checkTargets, temperatureOption } from './options.js'
+import { type Temperature, checkTargets, invTemperature, temperatureOption } from './options.js'
 import { Tensor } from './tensor.js'
 import {
   type FloatData, type GradDType, type OptionNames, INT32, booleanOption, hostOnly, gradDTypeOption, choiceOption, floatMatrix, floatVector,
@@ -494,16 +494,19 @@ export function logProbsPartialBackward(options: LogProbsPartialBackwardOptions)
 }
 
 // ---- vocab-sharded cross-entropy (Megatron's VocabParallelCrossEntropy, with label smoothing) --------------
-// For a row with lse over the full vocabulary, target y, class weights w (1 without classWeights; W = Σ_v w_v),
-// smoothing ε, z-loss s, token weight τ, and V columns:
-//   ℓ = τ [ (1 − ε) w_y (lse − z_y) + ε/V Σ_v w_v (lse − z_v) + s lse² ]
-// The shard's partials: max, sumExp (as logProbsPartial's), z_y where y is in the shard, and the smoothing
-// piece relative to the shard's own lse_s = max + log sumExp: smooth_s = Σ_{v∈shard} w_v (lse_s − z_v), with
-// the shard's weight sum W_s. Since lse − z_v = (lse_s − z_v) + (lse − lse_s), the merge recovers
-//   Σ_v w_v (lse − z_v) = Σ_s [ smooth_s + W_s (lse − lse_s) ]
-// with no large cancelling sums (a plain Σ w_v z_v would cancel against W·lse). The gradient of a shard's
-// columns, given the merged lse and each row's g = τ_n times the reduction's scale (the merge's gradRows; 1/Σ w_y
-// for 'mean'), is g [ A p_v − (1 − ε) w_y onehot_y − ε/V w_v ] with A = (1 − ε) w_y + ε W/V + 2 s lse, p = exp(z − lse).
+// For a row at temperature T (one for every row, or row n's own) with s = z/T, lse = log Σ_v exp(s_v) over the
+// full vocabulary, target y, class weights w (1 without classWeights; W = Σ_v w_v), smoothing ε, z-loss c,
+// token weight τ, and V columns:
+//   ℓ = τ [ (1 − ε) w_y (lse − s_y) + ε/V Σ_v w_v (lse − s_v) + c lse² ]
+// The shard's partials (all of s, so the merge needs no T): max, sumExp (as logProbsPartial's), s_y where y is
+// in the shard, and the smoothing piece relative to the shard's own lse_s = max + log sumExp:
+// smooth_s = Σ_{v∈shard} w_v (lse_s − s_v), with the shard's weight sum W_s. Since lse − s_v = (lse_s − s_v) +
+// (lse − lse_s), the merge recovers
+//   Σ_v w_v (lse − s_v) = Σ_s [ smooth_s + W_s (lse − lse_s) ]
+// with no large cancelling sums (a plain Σ w_v s_v would cancel against W·lse). The gradient of a shard's
+// columns wrt the logits z, given the merged lse and each row's g = τ_n times the reduction's scale (the merge's
+// gradRows; 1/Σ w_y for 'mean'), is g/T [ A p_v − (1 − ε) w_y onehot_y − ε/V w_v ] with A = (1 − ε) w_y + ε W/V
+// + 2 c lse, p = exp(s − lse).
 
 export interface CrossEntropyPartialOptions {
   /** one shard of the logits: [N, V_s] (or [..., V_s]) */
@@ -518,18 +521,20 @@ export interface CrossEntropyPartialOptions {
   classWeights?: Float32Array | Float64Array
   /** ε: the smoothing piece is computed when ε > 0; default 0 */
   labelSmoothing?: number
+  /** the loss of logits / T (> 0), as crossEntropy's: one number, or a Float32Array of N; default 1 */
+  temperature?: number | Float32Array
   ignoreIndex?: number
 }
 
-/** A shard's cross-entropy partials: per row, and two constants of the shard. */
+/** A shard's cross-entropy partials (of s = z/T): per row, and two constants of the shard. */
 export interface CrossEntropyPartials {
-  /** max_v z_v over the shard */
+  /** max_v s_v over the shard */
   max: Float32Array
-  /** Σ_v exp(z_v − max) */
+  /** Σ_v exp(s_v − max) */
   sumExp: Float32Array
-  /** z_y where the target lies in this shard, else 0 */
+  /** s_y where the target lies in this shard, else 0 */
   targetLogit: Float32Array
-  /** Σ_v w_v (lse_s − z_v), lse_s = max + log sumExp (labelSmoothing > 0; else 0) */
+  /** Σ_v w_v (lse_s − s_v), lse_s = max + log sumExp (labelSmoothing > 0; else 0) */
   smooth: Float32Array
   /** Σ_v w_v over the shard's columns (its width without classWeights) */
   weightSum: number
@@ -573,6 +578,8 @@ export interface CrossEntropyPartialBackwardOptions {
   classWeights?: Float32Array | Float64Array
   labelSmoothing?: number
   zLoss?: number
+  /** the partials' temperature */
+  temperature?: number | Float32Array
   ignoreIndex?: number
 }
 
@@ -587,25 +594,33 @@ function shardInVocab(op: string, o: { logits: unknown; vocabStart: unknown; ign
   const s = shardOf(op, o.logits, o.vocabStart, o.ignoreIndex)
   const V = numberOption(op, 'vocabSize', o.vocabSize, 0, { integer: true, min: 1 })
   if (s.start + s.Vs > V) throw rangeError(op, 'vocabStart', `≤ vocabSize − the shard's width (${V - s.Vs})`, s.start)
-  const y = hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N))
+  // copied, then checked (an Int32Array or an int32 Tensor): the caller's array is not read again
+  const y = Int32Array.from(hostOnly(op, 'targets', intVector(op, 'targets', o.targets, s.N)))
   for (let n = 0; n < s.N; n++) if (y[n] !== s.ignore && y[n] >= V) throw rangeError(op, `targets[${n}]`, `< vocabSize (${V}) or equal to ignoreIndex (${s.ignore})`, y[n])
-  return Object.assign(s, { V, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) })
+  return Object.assign(s, { V, y, cw: allClassWeights(op, o.classWeights, V), eps: numberOption(op, 'labelSmoothing', o.labelSmoothing, 0, { min: 0, max: 1 }) })
 }
 
 /** The cross-entropy partials of one shard (computed by logProbs, and crossEntropy for the smoothing piece). */
 export function crossEntropyPartial(options: CrossEntropyPartialOptions): CrossEntropyPartials {
   const op = 'crossEntropyPartial'
   const o = optionsObject(op, options)
-  const { N, Vs, start, ignore, cw, eps } = shardInVocab(op, o)
-  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
-  const r = logProbs({ logits: o.logits, targets: local, ignoreIndex: -1, maxProb: true })
+  const { N, Vs, start, ignore, y, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, y, N, start, Vs, ignore)
+  // copied and checked once here; logProbs and crossEntropy below read this copy
+  const temperature = temperatureOption(op, o.temperature, N)
+  const r = logProbs({ logits: o.logits, targets: local, ignoreIndex: -1, temperature, maxProb: true })
   const lse = hostFloats(r.lse), logp = hostFloats(r.logp), P = hostFloats(r.maxProb)
   const shardWeights = cw === null ? null : Float32Array.from(cw.subarray(start, start + Vs))
   let weightSum = Vs
   if (cw !== null) { weightSum = 0; for (let v = start; v < start + Vs; v++) weightSum += cw[v] }
-  // ε = 1, reduction 'none': row loss = (1/V_s) Σ_v w_v (lse_s − z_v)
-  const smoothRows = eps > 0
-    ? hostFloats(crossEntropy({ logits: o.logits, targets: local, ignoreIndex: -1, labelSmoothing: 1, reduction: 'none', ...(shardWeights ? { classWeights: shardWeights } : {}) }).losses)
+  // ε = 1, reduction 'none': row loss = (1/V_s) Σ_v w_v (lse_s − s_v) + 0·w_t (lse_s − s_t) for the target t
+  // given, so t is the shard's largest logit (finite where the row has mass), not the local target: 0·(+inf)
+  // would make a row NaN whose target logit is −inf
+  // (maxToken: an Int32Array from the host backends, a device tensor of token ids from cuda)
+  const top: ArrayLike<number> | null = eps > 0 ? ((r.maxToken as unknown) instanceof Tensor ? (r.maxToken as unknown as Tensor).toFloat32Array() : r.maxToken!) : null
+  const smoothTargets = top !== null ? Int32Array.from(local, (t, n) => (t < 0 ? -1 : Math.max(0, top[n]))) : null
+  const smoothRows = smoothTargets !== null
+    ? hostFloats(crossEntropy({ logits: o.logits, targets: smoothTargets, ignoreIndex: -1, temperature, labelSmoothing: 1, reduction: 'none', ...(shardWeights ? { classWeights: shardWeights } : {}) }).losses)
     : null
   const out: CrossEntropyPartials = {
     max: new Float32Array(N), sumExp: new Float32Array(N), targetLogit: new Float32Array(N), smooth: new Float32Array(N), weightSum, width: Vs,
@@ -675,21 +690,22 @@ export function mergeCrossEntropyPartials(options: MergeCrossEntropyOptions): Me
 }
 
 /**
- * A shard's gradient of the merged cross-entropy: logProbsBackward with gradLogp = −g·A gives g·A (p − onehot)
- * at the shard's local target (column 0 standing in where y lies in another shard); the onehot is then set
- * right (+g·A − g(1 − ε) w_y at y, +g·A at the stand-in) and −g ε/V w_v added over the columns.
+ * A shard's gradient of the merged cross-entropy: logProbsBackward (at T) with gradLogp = −g·A gives
+ * g·A (p − onehot)/T at the shard's local target (column 0 standing in where y lies in another shard); the
+ * onehot is then set right (+g·A/T − g(1 − ε) w_y/T at y, +g·A/T at the stand-in) and −g ε/V w_v/T added over
+ * the columns.
  */
 export function crossEntropyPartialBackward(options: CrossEntropyPartialBackwardOptions): GradLogitsResult {
   const op = 'crossEntropyPartialBackward'
   const o = optionsObject(op, options)
-  const { N, Vs, start, ignore, V, cw, eps } = shardInVocab(op, o)
-  const { local, inside } = shardTargets(op, o.targets, N, start, Vs, ignore)
+  const { N, Vs, start, ignore, V, y, cw, eps } = shardInVocab(op, o)
+  const { local, inside } = shardTargets(op, y, N, start, Vs, ignore)
   const zLoss = numberOption(op, 'zLoss', o.zLoss, 0, { min: 0 })
+  const temperature = temperatureOption(op, o.temperature, N)
   const lse = hostOnly(op, 'lse', floatVector(op, 'lse', o.lse, N).data as Float32Array | Float64Array)
   const g = hostOnly(op, 'gradRows', floatVector(op, 'gradRows', o.gradRows, N).data as Float32Array | Float64Array)
   let W = V
   if (cw !== null) { W = 0; for (let v = 0; v < V; v++) W += cw[v] }
-  const y = o.targets as Int32Array
   const A = new Float32Array(N), gradLogp = new Float32Array(N)
   for (let n = 0; n < N; n++) {
     if (local[n] < 0 || lse[n] === -Infinity) continue
@@ -697,15 +713,16 @@ export function crossEntropyPartialBackward(options: CrossEntropyPartialBackward
     A[n] = (1 - eps) * wy + (eps * W) / V + 2 * zLoss * lse[n]
     gradLogp[n] = -g[n] * A[n]
   }
-  const r = logProbsBackward({ logits: o.logits, targets: local, ignoreIndex: -1, lse: o.lse, gradLogp })
+  const r = logProbsBackward({ logits: o.logits, targets: local, ignoreIndex: -1, temperature, lse: o.lse, gradLogp })
   const grad = r.gradLogits.toFloat32Array()
   for (let n = 0; n < N; n++) {
     if (local[n] < 0 || lse[n] === -Infinity || g[n] === 0) continue
     const wy = cw === null ? 1 : cw[y[n]]
+    const gT = g[n] * invTemperature(temperature, n)
     const at = n * Vs + local[n]
-    grad[at] = Math.fround(grad[at] + g[n] * A[n] - (inside[n] ? g[n] * (1 - eps) * wy : 0))
+    grad[at] = Math.fround(grad[at] + gT * A[n] - (inside[n] ? gT * (1 - eps) * wy : 0))
     if (eps === 0) continue
-    for (let v = 0; v < Vs; v++) grad[n * Vs + v] = Math.fround(grad[n * Vs + v] - ((g[n] * eps) / V) * (cw === null ? 1 : cw[start + v]))
+    for (let v = 0; v < Vs; v++) grad[n * Vs + v] = Math.fround(grad[n * Vs + v] - ((gT * eps) / V) * (cw === null ? 1 : cw[start + v]))
   }
   return { gradLogits: new Tensor(grad, r.gradLogits.shape, 'float32') }
 }

@@ -195,13 +195,17 @@ function makeCase(r: R): Case {
       }
       if (form === 'crossEntropy') {
         const labelSmoothing = pick(r, [0, 0.1]), zLoss = pick(r, [0, 1e-3])
+        // T, or a T per row in [0.5, 1.5)
+        const temperature = r.uniform() < 0.5 ? T : Float32Array.from({ length: N }, () => 0.5 + r.uniform())
+        const Tmin = typeof temperature === 'number' ? temperature : Math.min(...temperature)
         const run = () => {
-          const partials = shards.map((i) => rk.crossEntropyPartial({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, labelSmoothing }))
+          const partials = shards.map((i) => rk.crossEntropyPartial({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, labelSmoothing, temperature }))
           const merged = rk.mergeCrossEntropyPartials({ partials, targets: y, labelSmoothing, zLoss })
-          const grads = shards.map((i) => rk.crossEntropyPartialBackward({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, lse: merged.lse, gradRows: merged.gradRows, labelSmoothing, zLoss }).gradLogits)
+          const grads = shards.map((i) => rk.crossEntropyPartialBackward({ logits: shard(full, i), targets: y, vocabStart: b[i], vocabSize: Vs, lse: merged.lse, gradRows: merged.gradRows, labelSmoothing, zLoss, temperature }).gradLogits)
           return { merged, grads }
         }
-        return { what: `crossEntropyPartial ${N} rows in shards ${b.join(',')} ε=${labelSmoothing} z=${zLoss}`, run, overrides: (e) => ({ 'merged.losses': tol, 'merged.lse': tol, 'merged.loss': tol, ...grads(e, 'gradLogits', twice(twice(gradTolerance()))) }) }
+        const Tlabel = typeof temperature === 'number' ? T : 'per row'
+        return { what: `crossEntropyPartial ${N} rows in shards ${b.join(',')} ε=${labelSmoothing} z=${zLoss} T=${Tlabel}`, run, overrides: (e) => ({ 'merged.losses': tol, 'merged.lse': tol, 'merged.loss': tol, ...grads(e, 'gradLogits', twice(twice(gradTolerance(Tmin)))) }) }
       }
       const fullQ = Float32Array.from(full, (x) => x + 0.5 * r.normal())
       const run = () => {

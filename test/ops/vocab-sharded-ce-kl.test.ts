@@ -7,11 +7,11 @@
  */
 import { describe, expect, it } from 'vitest'
 import * as rk from '../../src/index.js'
-import { gradTolerance, klGradPTolerance, twice } from '../../src/tolerance.js'
+import { PARITY, gradTolerance, klGradPTolerance, twice } from '../../src/tolerance.js'
 import { HOST_BACKENDS, on } from '../backends.js'
 import { parityError } from '../compare.js'
 import { type Dtype, bounds, columns } from './vocab-shards.js'
-import { rng } from '../helpers.js'
+import { closeness, expectClose, expectGradient, numericGradient, rng } from '../helpers.js'
 import { SEED } from '../parity.js'
 
 
@@ -29,20 +29,29 @@ const DTYPES: Dtype[] = ['float32', 'bfloat16']
 const SHAPES: [number, number][] = [[1, 37], [5, 1001], [2, 32000]]
 const KS = [2, 3, 7]
 
-interface CeVariant { label: string; labelSmoothing?: number; zLoss?: number; weights?: boolean; tokenWeights?: boolean; reduction?: rk.Reduction; negInf?: boolean }
+interface CeVariant {
+  label: string; labelSmoothing?: number; zLoss?: number; weights?: boolean; tokenWeights?: boolean; reduction?: rk.Reduction; negInf?: boolean
+  /** a number, or 'rows': a T per row in [0.5, 1.5) */
+  temperature?: number | 'rows'
+}
 const CE_VARIANTS: CeVariant[] = [
   { label: 'plain, −inf logits', negInf: true },
-  { label: 'ε 0.1, z-loss, class and token weights', labelSmoothing: 0.1, zLoss: 1e-3, weights: true, tokenWeights: true },
+  { label: 'ε 0.1, z-loss, class and token weights, T per row', labelSmoothing: 0.1, zLoss: 1e-3, weights: true, tokenWeights: true, temperature: 'rows' },
   { label: 'ε 0.2, sum', labelSmoothing: 0.2, reduction: 'sum' },
-  { label: 'z-loss, none', zLoss: 1e-2, reduction: 'none', weights: true },
+  { label: 'z-loss, none, T 0.7', zLoss: 1e-2, reduction: 'none', weights: true, temperature: 0.7 },
+  { label: 'ε 0.1, z-loss, −inf logits, mean, T per row', labelSmoothing: 0.1, zLoss: 1e-2, negInf: true, temperature: 'rows' },
 ]
 
-function ceSharded(z: Float32Array, N: number, V: number, b: number[], dtype: Dtype, targets: Int32Array, opts: Record<string, unknown>) {
-  const { classWeights, labelSmoothing, zLoss, tokenWeights, reduction } = opts as any
+interface CeOptions {
+  classWeights?: Float32Array; labelSmoothing?: number; zLoss?: number; tokenWeights?: Float32Array; reduction?: rk.Reduction; temperature?: number | Float32Array
+}
+
+function ceSharded(z: Float32Array, N: number, V: number, b: number[], dtype: Dtype, targets: Int32Array, opts: CeOptions) {
+  const { classWeights, labelSmoothing, zLoss, tokenWeights, reduction, temperature } = opts
   const shards = b.slice(0, -1).map((a, i) => ({ logits: columns(z, N, V, a, b[i + 1], dtype), vocabStart: a, vocabSize: V }))
-  const partials = shards.map((s) => rk.crossEntropyPartial({ ...s, targets, classWeights, labelSmoothing }))
+  const partials = shards.map((s) => rk.crossEntropyPartial({ ...s, targets, classWeights, labelSmoothing, temperature }))
   const merged = rk.mergeCrossEntropyPartials({ partials, targets, classWeights, labelSmoothing, zLoss, tokenWeights, reduction })
-  const grads = shards.map((s) => rk.crossEntropyPartialBackward({ ...s, targets, lse: merged.lse, gradRows: merged.gradRows, classWeights, labelSmoothing, zLoss }).gradLogits.toFloat32Array())
+  const grads = shards.map((s) => rk.crossEntropyPartialBackward({ ...s, targets, lse: merged.lse, gradRows: merged.gradRows, classWeights, labelSmoothing, zLoss, temperature }).gradLogits.toFloat32Array())
   return { merged, grad: concat(grads, b, N, V) }
 }
 
@@ -54,19 +63,23 @@ describe.each(HOST_BACKENDS)(`vocab-sharded cross-entropy on %s against the unsh
     if (variant.negInf) for (let i = 4; i < z.length; i += 13) z[i] = -Infinity
     const targets = r.ints(N, V)
     if (N > 2) targets[1] = -100
-    const opts = {
+    const opts: CeOptions = {
       labelSmoothing: variant.labelSmoothing, zLoss: variant.zLoss, reduction: variant.reduction,
       classWeights: variant.weights ? Float32Array.from({ length: V }, () => 0.5 + r.uniform()) : undefined,
       tokenWeights: variant.tokenWeights ? Float32Array.from({ length: N }, () => r.uniform()) : undefined,
     }
     const b = bounds(r, V, k)
+    const temperature = variant.temperature === 'rows' ? Float32Array.from({ length: N }, () => 0.5 + r.uniform()) : variant.temperature
+    opts.temperature = temperature
     const { merged, grad } = on(backend, () => ceSharded(z, N, V, b, dtype, targets, opts))
     const want = on('js', () => rk.crossEntropy({ logits: columns(z, N, V, 0, V, dtype), targets, ...opts, reduction: 'none', grad: false }))
     const wantReduced = on('js', () => rk.crossEntropy({ logits: columns(z, N, V, 0, V, dtype), targets, ...opts, grad: true }))
     const error = parityError({ losses: merged.losses, lse: merged.lse, loss: [merged.loss], count: [merged.count] }, { losses: want.losses, lse: want.lse, loss: [wantReduced.loss], count: [wantReduced.count] })
     if (error !== null) expect.fail(`merged ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${error}`)
-    // the merged lse has passed through three float32 roundings (see the KL cases below): twice the tolerance
-    const ge = parityError({ gradLogits: grad }, { gradLogits: wantReduced.gradLogits!.toFloat32Array() }, { gradLogits: twice(gradTolerance()) })
+    // the merged lse has passed through three float32 roundings (see the KL cases below): twice the tolerance,
+    // which scales with 1/T as the gradient does
+    const Tmin = temperature === undefined ? 1 : typeof temperature === 'number' ? temperature : Math.min(...temperature)
+    const ge = parityError({ gradLogits: grad }, { gradLogits: wantReduced.gradLogits!.toFloat32Array() }, { gradLogits: twice(gradTolerance(Tmin)) })
     if (ge !== null) expect.fail(`gradient ${dtype} [${N}, ${V}] shards ${b.join(',')}: ${ge}`)
   })
 })
@@ -120,13 +133,14 @@ describe.each(HOST_BACKENDS)('vocab-sharded CE and KL merges are batch-invariant
     const N = 6, V = 3001
     const z = r.f32(N * V, 3), zq = r.f32(N * V, 3), targets = r.ints(N, V)
     const b = [0, 1000, 1001, 2500, V]
+    const T = Float32Array.from({ length: N }, () => 0.5 + r.uniform())
     const opts = { labelSmoothing: 0.1, zLoss: 1e-3, reduction: 'none' as const }
-    const ce = ceSharded(z, N, V, b, 'float32', targets, opts).merged
+    const ce = ceSharded(z, N, V, b, 'float32', targets, { ...opts, temperature: T }).merged
     const kl = klSharded(z, zq, N, V, b, 'float32', 0.9, undefined, 'none').merged
     for (const rows of [[2, 3], [5]]) {
       const pick = (x: Float32Array) => Float32Array.from(rows.flatMap((n) => Array.from(x.subarray(n * V, (n + 1) * V))))
       const ty = Int32Array.from(rows, (n) => targets[n])
-      const ce2 = ceSharded(pick(z), rows.length, V, b, 'float32', ty, opts).merged
+      const ce2 = ceSharded(pick(z), rows.length, V, b, 'float32', ty, { ...opts, temperature: Float32Array.from(rows, (n) => T[n]) }).merged
       const kl2 = klSharded(pick(z), pick(zq), rows.length, V, b, 'float32', 0.9, undefined, 'none').merged
       rows.forEach((n, i) => {
         expect([ce2.losses[i], ce2.lse[i]]).toEqual([ce.losses[n], ce.lse[n]])
@@ -142,6 +156,10 @@ describe('vocab-sharded CE and KL: options', () => {
     expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 2, vocabSize: 4 })).toThrow(/vocabStart must be ≤ vocabSize − the shard's width \(1\)/)
     expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 4), vocabStart: 0, vocabSize: 4 })).toThrow(/targets\[1\] must be < vocabSize \(4\)/)
     expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 4, classWeights: new Float32Array(3) })).toThrow(/classWeights/)
+    expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3, temperature: new Float32Array(3) })).toThrow(/crossEntropyPartial: temperature.length must be 2, got 3/)
+    expect(() => rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3, temperature: 0 })).toThrow(/crossEntropyPartial: temperature must be a finite number ≥ 0.000001, got 0/)
+    expect(() => rk.crossEntropyPartialBackward({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3, lse: new Float32Array(2), gradRows: new Float32Array(2), temperature: Float32Array.of(1, NaN) }))
+      .toThrow(/crossEntropyPartialBackward: temperature\[1\] must be a finite number ≥ 1e-6 as a float32, got NaN/)
     expect(() => rk.mergeCrossEntropyPartials({ partials: [], targets: Int32Array.of(0, 1) })).toThrow(/partials must be an array of one or more/)
     const p = rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3 })
     expect(() => rk.mergeCrossEntropyPartials({ partials: [p, { ...p, smooth: new Float32Array(1) }], targets: Int32Array.of(0, 1) })).toThrow(/partials\[1\].smooth must be a Float32Array of 2/)
@@ -160,10 +178,81 @@ describe('vocab-sharded CE and KL: options', () => {
     const parts = [[0, 2], [2, 4]].map(([a, b]) => rk.klDivergencePartial({ pLogits: rk.tensor(zp.slice(a, b), [1, 2]), qLogits: rk.tensor(zq.slice(a, b), [1, 2]) }))
     expect(rk.mergeKlPartials({ partials: parts }).perRow[0]).toBe(Infinity)
   }))
+  it.each(HOST_BACKENDS)('the q gradient of q near p keeps its accuracy at each shard\'s column 0 (%s)', (backend) => on(backend, () => {
+    // g (q − p)/T of at most 3.5e-6 per element: computed as g (q_0 − 1)/T + g (1 − p_0)/T in float32, column 0
+    // is off by up to g·2^-24/T ≈ 7e-8 (measured: 2.4e-2 to 3.1e-2 of the largest element); from q_0 − p_0 in
+    // float64, by at most 1e-3 of it, and the other columns (float32 partials and lse) by at most 3e-3
+    const r = rng(SEED + 7)
+    const N = 3, V = 1000, b = [0, 400, 700, V], T = 0.8
+    const zp = r.f32(N * V, 1), zq = Float32Array.from(zp, (x) => x + 1e-4 * r.normal())
+    const got = klSharded(zp, zq, N, V, b, 'float32', T, undefined, 'sum').gradQ
+    const want = on('js', () => rk.klDivergence({ pLogits: rk.tensor(zp, [N, V]), qLogits: rk.tensor(zq, [N, V]), temperature: T, reduction: 'sum', grad: 'q' })).gradQ!.toFloat32Array()
+    let scale = 0
+    for (const x of want) scale = Math.max(scale, Math.abs(x))
+    expectClose(got, want, { atol: 1e-2 * scale, rtol: 0 }, 'gradQ')
+  }))
+  it('targets as an int32 Tensor give the same results as an Int32Array (class weights read at each row\'s target)', () => {
+    const r = rng(SEED + 9)
+    const N = 3, V = 10, z = r.f32(N * V, 2), y = Int32Array.of(7, 2, 5)
+    const classWeights = Float32Array.from({ length: V }, () => 0.5 + r.uniform())
+    const run = (targets: Int32Array) => {
+      const shards = [[0, 4], [4, V]].map(([a, e]) => ({ logits: columns(z, N, V, a, e, 'float32'), vocabStart: a, vocabSize: V, targets, classWeights, labelSmoothing: 0.1 }))
+      const m = rk.mergeCrossEntropyPartials({ partials: shards.map((s) => rk.crossEntropyPartial(s)), targets: y, classWeights, labelSmoothing: 0.1 })
+      return [m.losses, ...shards.map((s) => rk.crossEntropyPartialBackward({ ...s, lse: m.lse, gradRows: m.gradRows }).gradLogits.toFloat32Array())]
+    }
+    // the types say Int32Array; the validation takes a host int32 Tensor, as every targets argument
+    const [want, got] = [run(y), run(rk.tensor(Int32Array.from(y), [N], { dtype: 'int32' }) as unknown as Int32Array)]
+    for (const x of want) expect(Array.from(x).every(Number.isFinite)).toBe(true)
+    expect(got).toEqual(want)
+  })
   it('a single shard is the unsharded op (KL 0 of a row with itself, CE log V of uniform logits)', () => {
     const k = rk.klDivergencePartial({ pLogits: logits, qLogits: logits })
     expect(Array.from(rk.mergeKlPartials({ partials: [k] }).perRow)).toEqual([0, 0])
     const p = rk.crossEntropyPartial({ logits, targets: Int32Array.of(0, 1), vocabStart: 0, vocabSize: 3 })
     expect(rk.mergeCrossEntropyPartials({ partials: [p], targets: Int32Array.of(0, 1) }).loss).toBeCloseTo(Math.log(3), 6)
+  })
+})
+
+describe.each(HOST_BACKENDS)('vocab-sharded cross-entropy at T ≠ 1 on %s', (backend) => {
+  // 4 rows (row 3 ignored) of V = 13 in shards [0, 4), [4, 5), [5, 13); targets in each shard; T per row
+  const N = 4, V = 13, b = [0, 4, 5, V]
+  const targets = Int32Array.of(2, 4, 11, -100)
+  const temperature = Float32Array.of(0.6, 1.7, 0.9, 1.2)
+  const r = rng(SEED + 15)
+  const z = r.f64(N * V, 1.5)
+  const opts: CeOptions = {
+    labelSmoothing: 0.1, zLoss: 0.01, reduction: 'mean',
+    classWeights: Float32Array.from({ length: V }, () => 0.5 + r.uniform()), tokenWeights: Float32Array.from({ length: N }, () => 0.5 + r.uniform()),
+  }
+  /** the sharded loss and gradient of float64 logits (columns cut without rounding) */
+  const run = (x: Float64Array, T: number | Float32Array) => on(backend, () => {
+    const cut = (a: number, e: number) => rk.tensor(Float64Array.from({ length: N * (e - a) }, (_, i) => x[Math.floor(i / (e - a)) * V + a + (i % (e - a))]), [N, e - a])
+    const { classWeights, labelSmoothing, zLoss, tokenWeights, reduction } = opts
+    const shards = b.slice(0, -1).map((a, i) => ({ logits: cut(a, b[i + 1]), vocabStart: a, vocabSize: V }))
+    const partials = shards.map((s) => rk.crossEntropyPartial({ ...s, targets, classWeights, labelSmoothing, temperature: T }))
+    const merged = rk.mergeCrossEntropyPartials({ partials, targets, classWeights, labelSmoothing, zLoss, tokenWeights, reduction })
+    const grads = shards.map((s) => rk.crossEntropyPartialBackward({ ...s, targets, lse: merged.lse, gradRows: merged.gradRows, classWeights, labelSmoothing, zLoss, temperature: T }).gradLogits.toFloat32Array())
+    return { loss: merged.loss, grad: concat(grads, b, N, V) }
+  })
+
+  it('the gradient wrt the logits matches central differences of the merged loss (T per row, ε, z-loss, weights)', () => {
+    const { grad } = run(z, temperature)
+    // the loss is float32 (float32 partials): a difference of two of them over a step of 2e-2 carries its
+    // rounding (about 1e-7 of a loss near 2, so ~1e-5 absolute) against gradients down to 2e-4 here, and the
+    // worst element is about 1.2e-3 relative (with the floor of expectGradient); checked to 1e-2, still far
+    // tighter than a missing 1/T (a factor 0.6 to 1.7) or a T missing from the partials
+    const numeric = numericGradient(() => run(z, temperature).loss, z, 1e-2)
+    expectGradient(grad, numeric, 'd loss/d logits', 1e-2)
+  })
+
+  it('T is applied: the merged loss and gradient at T equal crossEntropy at T, and differ from those at T = 1', () => {
+    const got = run(z, temperature)
+    const want = on('js', () => rk.crossEntropy({ logits: rk.tensor(z, [N, V]), targets, ...opts, temperature, grad: true }))
+    const plain = on('js', () => rk.crossEntropy({ logits: rk.tensor(z, [N, V]), targets, ...opts, grad: true }))
+    expectClose(got.loss, want.loss, PARITY.value, 'loss')
+    expectClose(got.grad, want.gradLogits!.toFloat32Array(), twice(gradTolerance(0.6)), 'gradLogits')
+    // the same checks against T = 1 fail: T changes both by far more than the tolerances
+    expect(closeness([got.loss], [plain.loss], PARITY.value).worst).toBeGreaterThan(100)
+    expect(closeness(got.grad, plain.gradLogits!.toFloat32Array(), twice(gradTolerance(0.6))).worst).toBeGreaterThan(100)
   })
 })
