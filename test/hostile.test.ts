@@ -37,6 +37,9 @@ interface GroupRun {
 
 /** A case that prints nothing for this long is taken to hang: its process is killed. */
 const HANG_MS = 30_000
+/** Before its first line a child loads the TypeScript sources through the test hooks, which takes 15–30 s on
+ * two cores under load: the first line gets this long instead. */
+const START_MS = 120_000
 
 /** One child process running the group's cases from `from` on; resolves with how it ended. */
 function runChild(group: string, from: number, run: GroupRun): Promise<{ last: number; ended: string; normal: boolean }> {
@@ -45,10 +48,11 @@ function runChild(group: string, from: number, run: GroupRun): Promise<{ last: n
     // the oom group's process starts under `ulimit -v` (the shell applies it, then becomes node)
     const [cmd, ...args] = group === 'oom' ? ['/bin/sh', '-c', `ulimit -v ${limit} && exec "$0" "$@"`, ...argv] : argv
     const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
-    let last = -1, pending = '', err = '', hung = false
-    let timer = setTimeout(() => { hung = true; child.kill('SIGKILL') }, HANG_MS)
+    let last = -1, pending = '', err = '', hung = false, silence = START_MS
+    let timer = setTimeout(() => { hung = true; child.kill('SIGKILL') }, START_MS)
     child.stdout.on('data', (d) => {
       clearTimeout(timer)
+      silence = HANG_MS
       timer = setTimeout(() => { hung = true; child.kill('SIGKILL') }, HANG_MS)
       const lines = (pending + d).split('\n')
       pending = lines.pop()!
@@ -62,7 +66,7 @@ function runChild(group: string, from: number, run: GroupRun): Promise<{ last: n
     child.stderr.on('data', (d) => (err = (err + d).slice(-2000)))
     child.on('close', (code, signal) => {
       clearTimeout(timer)
-      const how = hung ? `no output for ${HANG_MS / 1000} s (a hang)` : signal ? `signal ${signal}` : `exit code ${code}`
+      const how = hung ? `no output for ${silence / 1000} s (a hang)` : signal ? `signal ${signal}` : `exit code ${code}`
       resolve({ last, ended: `${how}${code === 0 ? '' : `; stderr: ${err}`}`, normal: code === 0 && !hung })
     })
   })
@@ -89,7 +93,7 @@ describe.each(groups)('hostile input: %s', (group) => {
   beforeAll(async () => {
     groups.forEach(started)
     run = await started(group)
-  }, 130_000)
+  }, 300_000)
 
   it('the child processes list the cases and finish them', () => {
     expect(run.names.length, run.ended.join(' | ')).toBeGreaterThan(0)
