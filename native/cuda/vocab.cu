@@ -193,9 +193,12 @@ __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyPara
   row_weight[n] = counted ? wy : 0.f;
 }
 
-// Cross-entropy forward per row: loss and the row's weight in the mean (w_y, or 0 when ignored).
+// Cross-entropy forward per row: loss = (1−ε) w_y (ls − d_y) + ε/V Σ_v w_v (ls − d_v) + s lse², d = (z − m)·invT
+// (−log p = ls − d, never lse − z·invT), and the row's weight in the mean (w_y, or 0 when ignored). The row's
+// max m and c = −ls go to shift (CrossEntropyShift) for the gradient kernel.
 template <typename T>
-__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, float2* shift,
+                                                                                               DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
@@ -212,6 +215,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
+  shift[n] = make_float2(m, -ls);
   float loss = 0.f, wy = 0.f;
   if (!ignored && !bad) {
     wy = cw ? read(p.class_weights, y) : 1.f;
@@ -245,9 +249,13 @@ __global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, 
 }
 
 // dℓ/dz = scale·τ_n/T [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], p = softmax(z/T), written once.
+// With cp = (1−ε) w_y + ε W/V + 2 s lse and rest = cp − (1−ε) w_y:
+//   d_v = cp·p_v − ε/V w_v (v ≠ y),   d_y = cp·expm1(log p_y) + rest − ε/V w_y   (exact where p_y is near 1),
+// log p_v = (z_v − m)·invT + c from the forward's m and c (shift), as on the cpu: never z·invT − lse.
 template <typename T>
 // result[scale] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
-__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum,
+                                                                                               const float2* shift) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -263,23 +271,28 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f) * invT;
   const float W = cw ? *w_sum : float(p.V);
-  const float cp = (1.f - eps) * wy + eps * W / float(p.V) + 2.f * p.z_loss * lse;
+  const float rest = eps * W / float(p.V) + 2.f * p.z_loss * lse;
+  const float cp = (1.f - eps) * wy + rest;
   const float e = eps / float(p.V);
+  const float2 mc = shift[n];
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-    const float q = __expf(to_float(row[v]) * invT - lse);
-    g[v] = gs * (cp * q - (v == y ? (1.f - eps) * wy : 0.f) - e * (cw ? read(p.class_weights, v) : 1.f));
+    const float lp = (to_float(row[v]) - mc.x) * invT + mc.y;
+    const float d = v == y ? cp * expm1f(lp) + rest : cp * __expf(lp);
+    g[v] = gs * (d - e * (cw ? read(p.class_weights, v) : 1.f));
   }
 }
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
-// log p = (z − m)·invT + c with m the row's largest raw logit and c = m·invT − lse (in double), as on the cpu
+// At the target, 1 − p is −expm1(log p), exact where p is near 1 (as on the cpu).
+// log p = (z − m)·invT + c with m the row's largest raw logit and c = m/T − lse (in double), as on the cpu
 // (rowmath.h row_softmax with a given lse): never z·invT − lse, whose float32 z·invT is off by |z|/T·2⁻²⁴.
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
-  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
+  const double temp = row_temperature(p.temperatures, p.temperature, n);
+  const float invT = float(1.0 / temp);
   const float l = read(p.lse, n);
   const int32_t y = p.targets[n];
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
@@ -294,7 +307,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   float mx = -INFINITY;
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) mx = fmaxf(mx, to_float(row[v]));
   const float m = block_max(mx);  // a NaN row has a NaN lse, so NaN results either way
-  const float c = m == INFINITY ? 0.f : float(double(m) * invT - double(l));
+  const float c = m == INFINITY ? 0.f : float(double(m) / temp - double(l));  // m/T in double, as on the cpu
   float h = 0.f;
   if (gh != 0.f) {
     if (p.entropy.data) {
@@ -327,7 +340,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     const float lp = (to_float(row[v]) - m) * invT + c;
     const float q = __expf(lp);
     const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
-    g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
+    g[v] = ((v == y ? -gl * expm1f(lp) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
   }
 }
 
@@ -505,9 +518,11 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 bool cross_entropy_single_pass(const CrossEntropyParams& p) { return cross_entropy_cluster(p, vocab_kernel_version()) > 0; }
 
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
-  // scratch: [N] row weights, then 1 float for Σ class weights
-  float* row_weight = scratch;
-  float* w_sum = scratch + p.N;
+  // scratch (cross_entropy_scratch_floats): [N] (m, c) pairs for the gradient (first: 8-byte aligned), [N] row
+  // weights, Σ class weights
+  float2* shift = reinterpret_cast<float2*>(scratch);
+  float* row_weight = scratch + 2 * p.N;
+  float* w_sum = scratch + 3 * p.N;
   const int version = vocab_kernel_version();
   const int cluster = cross_entropy_cluster(p, version);
   if (cluster > 0) {  // the row on chip: one pass
@@ -522,9 +537,9 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
   }
   return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
     if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(p.class_weights, p.V, w_sum);
-    if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
+    if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, shift, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
-    if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum);
+    if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum, shift);
     if (p.grad16) return round_to_16(p.grad, p.grad16, p.N * p.V, p.logits.dtype, stream);  // p.grad: the caller's staging
     return cudaGetLastError();
   });
