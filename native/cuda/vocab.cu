@@ -363,11 +363,30 @@ __global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int3
   }
 }
 
+// row[i] through L2 (ld.global.cg, volatile): never merged with another read of the same element, so no
+// register holds the value between the two (in the tile kernel that register spilled the 16-bit tiles).
+template <typename T>
+__device__ __forceinline__ float load_cg(const T* row, int64_t i) {
+  if constexpr (sizeof(T) == 2) {
+    T t;
+    t.bits = __ldcg(reinterpret_cast<const unsigned short*>(row) + i);
+    return to_float(t);
+  } else {
+    return to_float(__ldcg(row + i));
+  }
+}
+
 // Cross-entropy forward+backward in one pass (no class weights, T = 1), the row on chip. Row n, target y, ε the
-// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale:
-//   loss_n = τ_n [(1−ε)(lse − x_y) + ε/V·(V·lse − Σ_v x_v) + s·lse²]
-//   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
+// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale,
+// m the row max, ls = log Σ exp(x − m), lse = m + ls, r = x_y (0 where x_y is not finite):
+//   loss_n = τ_n [(1−ε)(ls − (x_y − m)) + ε(ls − (r − m)) − ε/V·Σ_v (x_v − r) + s·lse²]
+//   dℓ/dx_v = c·τ_n [cp·p_v − ε/V] (v ≠ y),  dℓ/dx_y = c·τ_n [cp·expm1(log p_y) + ε + 2 s lse − ε/V],
+//   cp = 1 + 2 s lse,  log p_y = (x_y − m) − ls.
+// Formed from differences (x − m, x − r: exact where the row has mass), never lse − x_y or V·lse − Σ x, which
+// cancel terms of size |x| (6e-4 at |x| = 1e4 in float32); expm1 keeps 1 − p_y where p_y is near 1.
 // p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
+// The stores write cp·p_v − ε/V everywhere; thread 0 of the CTA holding y then writes the true class over it,
+// so that no register holds it through the stores (64 registers a thread, 32 of them the row).
 // Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
 // The gradient goes to grad_out: float32, or (O = T) the logits' 16-bit dtype, rounded once from float32.
 template <typename T, typename O, int Ver>
@@ -380,39 +399,53 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= V);
+  const float eps = p.label_smoothing;
   RowTile<T> tile;
   tile.load(row, begin, end, 1.f);
   MaxSums<1> part;
   part.plain = 0.f;
-  if (p.label_smoothing != 0.f) {
-    for (int i = 0; i < TILE_R; i++) part.plain += RowTile<T>::col(begin, i / RowTile<T>::VEC) < end ? tile.x[i] : 0.f;
+  if (eps != 0.f && !ignored && !bad) {
+    const float xy = load_cg(row, y);
+    const float r = isfinite(xy) ? xy : 0.f;  // every CTA of the cluster the same
+    for (int i = 0; i < TILE_R; i++) part.plain += RowTile<T>::col(begin, i / RowTile<T>::VEC) < end ? tile.x[i] - r : 0.f;
   }
   part.m = tile.max();
   const float mt = part.m;
   part.s[0] = tile.exp_shift(mt);
   const MaxSums<1> all = row_combine<Ver>(part, cluster);
-  const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
+  const float ls = logf(all.s[0]);
+  const float lse = all.m == -INFINITY ? -INFINITY : all.m + ls;
   const bool zero = ignored || bad || lse == -INFINITY;
-  const float eps = p.label_smoothing;
-  const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
-  const float gs = result[CrossEntropySlot::scale] * tw;
-  const float cp = 1.f + 2.f * p.z_loss * lse;
-  const float e = eps / float(V);
-  const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
-  tile.store(grad_out + n * V, begin, end, [&](int64_t v, float ev) {
-    if (zero) return 0.f;
-    return gs * (cp * (ev * r) - (v == y ? 1.f - eps : 0.f) - e);
-  });
-  if (blockIdx.x % cluster != 0 || threadIdx.x != 0) return;
-  float loss = 0.f;
-  if (!ignored && !bad) {
-    loss = INFINITY;
-    if (lse != -INFINITY) {
-      loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
-      if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+  const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
+  const float rest = eps + 2.f * p.z_loss * lse;  // cp − (1 − ε)
+  const float cp = 1.f - eps + rest;
+  const float ge = gs * (eps / float(V));
+  // thread 0: the true class's gradient (kept in shared memory, not a register, through the stores) and, in
+  // the lead CTA, the row's outputs
+  __shared__ float gy;
+  if (threadIdx.x == 0) {
+    const float xy = zero ? 0.f : to_float(row[y]);
+    const float lpy = (xy - all.m) - ls;  // log p_y
+    gy = gs * (cp * expm1f(lpy) + rest) - ge;
+    if (blockIdx.x % cluster == 0) {
+      float loss = ignored || bad ? 0.f : INFINITY;
+      if (!zero) {
+        loss = (1.f - eps) * -lpy;
+        if (eps != 0.f) loss += eps * (ls - ((isfinite(xy) ? xy : 0.f) - all.m)) - eps / float(V) * all.plain;
+        if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+      }
+      cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, 1.f, row_weight, flags);
     }
   }
-  cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, 1.f, row_weight, flags);
+  const float a = mt == -INFINITY ? 0.f : gs * cp * (__expf(mt - all.m) / all.s[0]);  // the gradient is a·ev − ge
+  O* g = grad_out + n * V;
+  tile.store(g, begin, end, [&](int64_t, float ev) { return zero ? 0.f : a * ev - ge; });
+  // then thread 0 writes the true class over the value another thread stored there (the barrier orders them)
+  __syncthreads();
+  if (threadIdx.x == 0 && !zero && begin <= y && y < end) {
+    if constexpr (std::is_same_v<O, float>) g[y] = gy;
+    else g[y].bits = to_bits<O>(gy);
+  }
 }
 
 __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
