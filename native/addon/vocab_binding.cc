@@ -90,7 +90,7 @@ struct CrossEntropyJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override {
     if (p.grad16 && !gpu::cross_entropy_single_pass(p)) p.grad = static_cast<float*>(g.scratch(size_t(p.N * p.V) * sizeof(float), 1));
-    return gpu::cross_entropy(p, g.result(), static_cast<float*>(g.scratch(size_t(p.N + 1) * sizeof(float))), g.flags(), g.stream());
+    return gpu::cross_entropy(p, g.result(), static_cast<float*>(g.scratch(size_t(gpu::cross_entropy_scratch_floats(p.N)) * sizeof(float))), g.flags(), g.stream());
   }
   void collect(const float* result) override { r = gpu::cross_entropy_result(result); }
 #endif

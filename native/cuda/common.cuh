@@ -101,6 +101,29 @@ __device__ double block_lse_exact(const T* row, int64_t V, float invT) {
   return maxsum_lse(block_maxsum(ms));
 }
 
+// A row's log-softmax at temperature T in shifted form, as on the cpu (rowmath.h RowSoftmax):
+//   log p_v = (z_v − m)·invT + c,  m the largest raw logit, c = −log Σ_v exp((z_v − m)·invT).
+// Only differences from the max are scaled: z·invT and lse would each carry |z|/T·2⁻²⁴ (6e-4 at 1e4).
+// A row without mass: m 0 and c −inf, so every log p is −inf. A row holding NaN: c NaN. A row holding one
+// +inf: m +inf and c 0, so log p is −inf at finite logits and NaN at the +inf (as z·invT − lse would give).
+struct RowShift {
+  float m, c;
+  __device__ __forceinline__ float logp(float z, float invT) const { return (z - m) * invT + c; }
+};
+
+__device__ __forceinline__ RowShift row_shift(MaxSum all) {
+  if (all.m == -INFINITY && all.s == 0.f) return {0.f, -INFINITY};
+  return {all.m, float(-log(double(all.s)))};
+}
+
+// row_shift of a row of raw logits over the block, one read; every thread gets it.
+template <typename T>
+__device__ RowShift block_row_shift(const T* row, int64_t V, float invT) {
+  MaxSum ms{-INFINITY, 0.f};
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) ms = maxsum_add(ms, to_float(row[v]), invT);
+  return row_shift(block_maxsum(ms, invT));
+}
+
 }  // namespace rk::gpu
 
 namespace rk::gpu {

@@ -37,6 +37,19 @@ struct PolicyPre {
   float *loss, *grad, *old, *div;
 };
 
+// p (log p − log q) of the full KL with xlogy semantics, +inf wherever log q = −inf under a finite p logit
+// (p may round to 0 in float32, but the KL is +inf however small p is): rowmath.h kl_term.
+__device__ __forceinline__ float kl_term(float p, float log_ratio) {
+  return log_ratio == INFINITY ? log_ratio : p != 0.f ? p * log_ratio : 0.f;
+}
+
+// log p_a − log q of an anchor row a and a policy row z at one temperature, from differences to each row's
+// max: ((a − m_a) − (z − m_q))·invT + (c_a − c_q), never (a − z)·invT − (lse_a − lse_q), which would cancel
+// two terms of size |z|/T (rowmath.h log_ratio).
+__device__ __forceinline__ float log_ratio(const RowShift& a_row, const RowShift& q_row, float a, float z, float invT) {
+  return ((a - a_row.m) - (z - q_row.m)) * invT + (a_row.c - q_row.c);
+}
+
 // A token the loss skips (masked, or a bad action): zero terms, logp and value gradient (thread 0).
 __device__ __forceinline__ void ppo_skip_token(const PpoLossParams& p, int64_t t, float* term, float* vclip) {
   for (int k = 0; k < TERMS; k++) term[k] = 0.f;
@@ -84,6 +97,9 @@ __device__ __forceinline__ float ppo_token(const PpoLossParams& p, int64_t t, fl
 
 // Version 1, one block per token row, two or three reads of the row: the lse (and the anchor's), then
 // the full KL when asked, then the gradient. Taken with anchor logits, unaligned rows, V > 131072.
+// As on the cpu (ppo.cc): log q_v = (z_v − m)·invT + c (RowShift), and
+//   dloss/dz_v = [−c_logp·q_v + c_full·(q_v − p_anchor,v)] / T,  with −c_logp·expm1(log q_y) at the action
+// (1 − q_y exact where q_y is near 1).
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_kernel(PpoLossParams p, const int32_t* counts, const float* totals, float* terms, float* vclip,
                                                            DeviceFlags* flags, PolicyPre pre) {
@@ -103,30 +119,28 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
   const T* row = static_cast<const T*>(p.logits.data) + t * V;
   const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * V : nullptr;
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
-  const double lse_exact = block_lse_exact(row, V, invT);
-  const double lse_a_exact = arow ? block_lse_exact(arow, V, invT) : 0.0;
-  const float lse = float(lse_exact), lse_a = float(lse_a_exact);
-  const float lp = pre.grad ? p.logp[t] : to_float(row[y]) * invT - lse;
-  const float anchor_lp = arow ? to_float(arow[y]) * invT - lse_a : 0.f;
+  const RowShift sq = block_row_shift(row, V, invT);
+  const RowShift sa = arow ? block_row_shift(arow, V, invT) : RowShift{0.f, 0.f};
+  const float lp = pre.grad ? p.logp[t] : sq.logp(to_float(row[y]), invT);
+  const float anchor_lp = arow ? sa.logp(to_float(arow[y]), invT) : 0.f;
   const float old = p.old_logp.data ? read(p.old_logp, t) : anchor_lp;
   const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
   float kl = 0.f, c_full = 0.f;
   if (p.full_kl) {
-    const float dl = float(lse_a_exact - lse_exact);
     float part = 0.f;
     for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
       const float a = to_float(arow[v]);
-      const float pa = __expf(a * invT - lse_a);
-      if (pa > 0.f) part += pa * ((a - to_float(row[v])) * invT - dl);
+      part += kl_term(__expf(sa.logp(a, invT)), log_ratio(sa, sq, a, to_float(row[v]), invT));
     }
     kl = block_sum(part);
     c_full = p.beta * w;
   }
   const float c_logp = ppo_token(p, t, lp, old, anchor_lp, arow != nullptr, w, kl, term, vclip, threadIdx.x == 0, pre.loss, pre.grad);
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
-    const float q = __expf(to_float(row[v]) * invT - lse);
-    float d = c_logp * ((v == y ? 1.f : 0.f) - q);
-    if (c_full != 0.f) d += c_full * (q - __expf(to_float(arow[v]) * invT - lse_a));
+    const float lq = sq.logp(to_float(row[v]), invT);
+    const float q = __expf(lq);
+    float d = v == y ? -c_logp * expm1f(lq) : -c_logp * q;
+    if (c_full != 0.f) d += c_full * (q - __expf(sa.logp(to_float(arow[v]), invT)));
     g[v] = d * invT;
   }
 }
@@ -135,7 +149,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) ppo_rows_
 // (from the anchor logits when oldLogp is absent), as version 1 forms them; 0 for masked rows and bad actions.
 // div (trust_full, else null): one more read of both rows once their lse are known, each thread's strided
 // partial sum then block_sum: ½ Σ_v |q_v − p_v| (dppo-tv) or Σ_v p_v (log p_v − log q_v) (dppo-kl),
-// q = π_θ, p = π_old = softmax(anchor / T).
+// q = π_θ, p = π_old = softmax(anchor / T); log-probs from differences to the row max (RowShift), as on the cpu.
 template <typename T>
 __global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, float* old, float* div) {
   const int64_t t = blockIdx.x;
@@ -147,21 +161,20 @@ __global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, floa
   }
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
   const T* row = static_cast<const T*>(p.logits.data) + t * p.V;
-  const double lse_exact = block_lse_exact(row, p.V, invT);
-  const float lp = to_float(row[y]) * invT - float(lse_exact);
+  const RowShift sq = block_row_shift(row, p.V, invT);
+  const float lp = sq.logp(to_float(row[y]), invT);
   const T* arow = p.anchor_logits.data ? static_cast<const T*>(p.anchor_logits.data) + t * p.V : nullptr;
-  const double lse_a_exact = arow && (div || !p.old_logp.data) ? block_lse_exact(arow, p.V, invT) : 0.0;
-  const float o = p.old_logp.data ? read(p.old_logp, t) : to_float(arow[y]) * invT - float(lse_a_exact);
+  const RowShift sa = arow && (div || !p.old_logp.data) ? block_row_shift(arow, p.V, invT) : RowShift{0.f, 0.f};
+  const float o = p.old_logp.data ? read(p.old_logp, t) : sa.logp(to_float(arow[y]), invT);
   float d = 0.f;
   if (div) {
-    const float lse = float(lse_exact), lse_a = float(lse_a_exact), dl = float(lse_a_exact - lse_exact);
     const bool kl = p.policy.variant == PolicyVariant::dppo_kl;
     float part = 0.f;
     for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
       const float a = to_float(arow[v]), z = to_float(row[v]);
-      const float pa = __expf(a * invT - lse_a);
-      if (kl) part += pa > 0.f ? pa * ((a - z) * invT - dl) : 0.f;
-      else part += fabsf(__expf(z * invT - lse) - pa);
+      const float pa = __expf(sa.logp(a, invT));
+      if (kl) part += kl_term(pa, log_ratio(sa, sq, a, z, invT));
+      else part += fabsf(__expf(sq.logp(z, invT)) - pa);
     }
     d = block_sum(part);
     if (!kl) d *= 0.5f;
@@ -173,8 +186,9 @@ __global__ void __launch_bounds__(THREADS) ppo_logp_kernel(PpoLossParams p, floa
 }
 
 // Version 2, the row on chip (rowtile.cuh): one read of the logits, one write of the gradient, for the
-// sampled-estimator KL (no anchor logits). dloss/dz_v = c·(onehot_y − p_v)/T with c from ppo_token;
-// p_v = exp(z_v/T − m_t)·exp(m_t − m)/Σ, one exp per element.
+// sampled-estimator KL (no anchor logits). dloss/dz_v = −c·p_v/T (v ≠ a), −c·expm1(log p_a)/T at the action a,
+// with c from ppo_token; the tile holds the raw logits z and p_v = exp((z_v − m_t)·invT)·exp((m_t − m)·invT)/Σ,
+// one exp per element; log p_a = (z_a − m)·invT + c (RowShift): only differences from the max are scaled.
 template <typename T, typename O, int Ver>
 __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kernel(PpoLossParams p, O* grad_out, const int32_t* counts, const float* totals, float* terms,
                                                                float* vclip, DeviceFlags* flags, int cluster) {
@@ -196,20 +210,21 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) ppo_tile_kerne
     return;
   }
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, t);
-  tile.load(static_cast<const T*>(p.logits.data) + t * V, begin, end, invT);
+  tile.load(static_cast<const T*>(p.logits.data) + t * V, begin, end, 1.f);
   MaxSums<1> part;
   part.plain = 0.f;
   part.m = tile.max();
   const float mt = part.m;
-  part.s[0] = tile.exp_shift(mt);
-  const MaxSums<1> all = row_combine<Ver>(part, cluster);
-  const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
-  const float lp = to_float(static_cast<const T*>(p.logits.data)[t * V + y]) * invT - lse;
+  part.s[0] = tile.exp_shift(mt, invT);
+  const MaxSums<1> all = row_combine<Ver>(part, cluster, invT);
+  const RowShift sq = row_shift(MaxSum{all.m, all.s[0]});
+  const float lp = sq.logp(to_float(static_cast<const T*>(p.logits.data)[t * V + y]), invT);
   const float old = read(p.old_logp, t);
   const float w = seq_weight(b.mode, totals, counts[sequence_of(b, t)]);
   const float c_logp = ppo_token(p, t, lp, old, 0.f, false, w, 0.f, term, vclip, lead && threadIdx.x == 0) * invT;
-  const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
-  tile.store(g, begin, end, [&](int64_t v, float e) { return c_logp * ((v == y ? 1.f : 0.f) - e * r); });
+  const float a = mt == -INFINITY ? 0.f : -c_logp * (__expf((mt - all.m) * invT) / all.s[0]);  // the gradient is a·e
+  const float gy = -c_logp * expm1f(lp);
+  tile.store(g, begin, end, [&](int64_t v, float e) { return v == y ? gy : a * e; });
 }
 
 // The result block (PpoSlot); the ratio's sum skips the masked tokens' −inf.

@@ -44,8 +44,9 @@ constexpr int TILE_MAX_CLUSTER_V3 = 16;                  // v3: the non-portable
 template <typename T>
 constexpr int tile_blocks() { return sizeof(T) == 8 ? 1 : blocks_within(TILE_THREADS, 64); }
 
-// K sums of exp(x − m)·(something), all relative to one running max m (K = 1: online softmax's (m, s)),
-// and one plain sum carried along (Σ x for label smoothing).
+// K sums of exp((x − m)·invT)·(something), all relative to one running max m (K = 1: online softmax's (m, s)),
+// and one plain sum carried along (Σ (x − x_ref) for label smoothing). invT is the combine's argument: 1 where
+// the tile holds scaled values, 1/T where it holds raw logits (only differences from the max are scaled).
 template <int K>
 struct MaxSums {
   float m;
@@ -67,7 +68,7 @@ __device__ __forceinline__ MaxSums<K> no_values() {
 // combine need not be commutative bit for bit (the compiler may fuse a product into the sum): a shuffle
 // tree's result is taken from lane 0, whose sequence of combines is fixed by lane positions alone.
 template <int K>
-__device__ __forceinline__ MaxSums<K> combine(MaxSums<K> a, const MaxSums<K>& b) {
+__device__ __forceinline__ MaxSums<K> combine(MaxSums<K> a, const MaxSums<K>& b, float invT = 1.f) {
   a.plain += b.plain;
   if (b.m == -INFINITY) return a;
   if (a.m == -INFINITY) {
@@ -76,7 +77,7 @@ __device__ __forceinline__ MaxSums<K> combine(MaxSums<K> a, const MaxSums<K>& b)
     return r;
   }
   const float m = fmaxf(a.m, b.m);
-  const float fa = __expf(a.m - m), fb = __expf(b.m - m);
+  const float fa = __expf((a.m - m) * invT), fb = __expf((b.m - m) * invT);
 #pragma unroll
   for (int k = 0; k < K; k++) a.s[k] = a.s[k] * fa + b.s[k] * fb;
   a.m = m;
@@ -90,8 +91,8 @@ struct Both {
   B b;
 };
 template <class A, class B>
-__device__ __forceinline__ Both<A, B> combine(const Both<A, B>& x, const Both<A, B>& y) {
-  return {combine(x.a, y.a), combine(x.b, y.b)};
+__device__ __forceinline__ Both<A, B> combine(const Both<A, B>& x, const Both<A, B>& y, float invT = 1.f) {
+  return {combine(x.a, y.a, invT), combine(x.b, y.b, invT)};
 }
 template <class P> struct Identity;
 template <int K> struct Identity<MaxSums<K>> {
@@ -118,33 +119,33 @@ __device__ __forceinline__ P shfl_xor(const P& v, int o) {
 // Combines the 32 lanes' values in a butterfly; lane 0's result is the one used, in every CTA the same
 // expression over the same positions.
 template <class P>
-__device__ __forceinline__ P warp_combine(P v) {
+__device__ __forceinline__ P warp_combine(P v, float invT = 1.f) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_xor(v, o));
+  for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_xor(v, o), invT);
   return v;
 }
 
 // Block-wide, then (cluster_size > 1) cluster-wide combination of a row's statistics, in an order fixed by
 // thread positions alone: every thread of every CTA of the cluster gets the same result. Called by all
 // threads of the CTA. Ver 2: thread 0 folds the warps, then the ranks, one after another; Ver 3: warp 0 does
-// each in one shuffle tree (lane w holds warp w's, then rank r's, result).
+// each in one shuffle tree (lane w holds warp w's, then rank r's, result). invT: as combine's.
 template <int Ver, class P>
-__device__ __forceinline__ P row_combine(P v, int cluster_size) {
+__device__ __forceinline__ P row_combine(P v, int cluster_size, float invT = 1.f) {
   __shared__ P warp_part[32];
   __shared__ P block_part;
   __shared__ P row_total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_combine(v);
+  v = warp_combine(v, invT);
   if (lane == 0) warp_part[warp] = v;
   __syncthreads();
   if constexpr (Ver >= 3) {
     if (warp == 0) {
-      const P b = warp_combine(lane < warps ? warp_part[lane] : Identity<P>::get());
+      const P b = warp_combine(lane < warps ? warp_part[lane] : Identity<P>::get(), invT);
       if (lane == 0) block_part = b;
     }
   } else if (threadIdx.x == 0) {
     P b = warp_part[0];
-    for (int w = 1; w < warps; w++) b = combine(b, warp_part[w]);
+    for (int w = 1; w < warps; w++) b = combine(b, warp_part[w], invT);
     block_part = b;
   }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -154,12 +155,12 @@ __device__ __forceinline__ P row_combine(P v, int cluster_size) {
     cluster.sync();  // every CTA's block_part is written
     if constexpr (Ver >= 3) {
       if (warp == 0) {
-        const P t = warp_combine(lane < cluster_size ? *cluster.map_shared_rank(&block_part, lane) : Identity<P>::get());
+        const P t = warp_combine(lane < cluster_size ? *cluster.map_shared_rank(&block_part, lane) : Identity<P>::get(), invT);
         if (lane == 0) row_total = t;
       }
     } else if (threadIdx.x == 0) {
       P t = *cluster.map_shared_rank(&block_part, 0);
-      for (int r = 1; r < cluster_size; r++) t = combine(t, *cluster.map_shared_rank(&block_part, r));
+      for (int r = 1; r < cluster_size; r++) t = combine(t, *cluster.map_shared_rank(&block_part, r), invT);
       row_total = t;
     }
     cluster.sync();  // no CTA leaves (or reuses block_part) while a peer may still read it
@@ -213,12 +214,12 @@ struct RowTile {
     return nan ? NAN : m;
   }
 
-  // x ← exp(x − m) in place (0 for −inf, and for every value when m = −inf); returns Σ.
-  __device__ __forceinline__ float exp_shift(float m) {
+  // x ← exp((x − m)·invT) in place (0 for −inf, and for every value when m = −inf); returns Σ.
+  __device__ __forceinline__ float exp_shift(float m, float invT = 1.f) {
     float s = 0.f;
 #pragma unroll
     for (int i = 0; i < TILE_R; i++) {
-      x[i] = m == -INFINITY ? 0.f : __expf(x[i] - m);
+      x[i] = m == -INFINITY ? 0.f : __expf((x[i] - m) * invT);
       s += x[i];
     }
     return s;

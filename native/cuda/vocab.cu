@@ -193,9 +193,12 @@ __device__ __forceinline__ void cross_entropy_row_outputs(const CrossEntropyPara
   row_weight[n] = counted ? wy : 0.f;
 }
 
-// Cross-entropy forward per row: loss and the row's weight in the mean (w_y, or 0 when ignored).
+// Cross-entropy forward per row: loss = (1−ε) w_y (ls − d_y) + ε/V Σ_v w_v (ls − d_v) + s lse², d = (z − m)·invT
+// (−log p = ls − d, never lse − z·invT), and the row's weight in the mean (w_y, or 0 when ignored). The row's
+// max m and c = −ls go to shift (CrossEntropyShift) for the gradient kernel.
 template <typename T>
-__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, DeviceFlags* flags) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_rows_kernel(CrossEntropyParams p, float* row_weight, float2* shift,
+                                                                                               DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
@@ -212,6 +215,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
     smooth = block_sum(s);
   }
   if (threadIdx.x != 0) return;
+  shift[n] = make_float2(m, -ls);
   float loss = 0.f, wy = 0.f;
   if (!ignored && !bad) {
     wy = cw ? read(p.class_weights, y) : 1.f;
@@ -245,9 +249,13 @@ __global__ void __launch_bounds__(1024, 1) finalize_kernel(const float* losses, 
 }
 
 // dℓ/dz = scale·τ_n/T [ (1−ε) w_y (p − onehot_y) + ε/V (W p − w) + 2 s lse p ], p = softmax(z/T), written once.
+// With cp = (1−ε) w_y + ε W/V + 2 s lse and rest = cp − (1−ε) w_y:
+//   d_v = cp·p_v − ε/V w_v (v ≠ y),   d_y = cp·expm1(log p_y) + rest − ε/V w_y   (exact where p_y is near 1),
+// log p_v = (z_v − m)·invT + c from the forward's m and c (shift), as on the cpu: never z·invT − lse.
 template <typename T>
 // result[scale] is the mean's 1/denominator; w_sum (Σ class weights) is read only with class weights
-__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum) {
+__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_entropy_grad_kernel(CrossEntropyParams p, const float* result, const float* w_sum,
+                                                                                               const float2* shift) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
@@ -263,23 +271,28 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) cross_ent
   const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
   const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f) * invT;
   const float W = cw ? *w_sum : float(p.V);
-  const float cp = (1.f - eps) * wy + eps * W / float(p.V) + 2.f * p.z_loss * lse;
+  const float rest = eps * W / float(p.V) + 2.f * p.z_loss * lse;
+  const float cp = (1.f - eps) * wy + rest;
   const float e = eps / float(p.V);
+  const float2 mc = shift[n];
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) {
-    const float q = __expf(to_float(row[v]) * invT - lse);
-    g[v] = gs * (cp * q - (v == y ? (1.f - eps) * wy : 0.f) - e * (cw ? read(p.class_weights, v) : 1.f));
+    const float lp = (to_float(row[v]) - mc.x) * invT + mc.y;
+    const float d = v == y ? cp * expm1f(lp) + rest : cp * __expf(lp);
+    g[v] = gs * (d - e * (cw ? read(p.class_weights, v) : 1.f));
   }
 }
 
 // d/dz = [g_logp (onehot − p) − g_H p (log p + H)] / T, one row per block; H from p.entropy or recomputed.
-// log p = (z − m)·invT + c with m the row's largest raw logit and c = m·invT − lse (in double), as on the cpu
+// At the target, 1 − p is −expm1(log p), exact where p is near 1 (as on the cpu).
+// log p = (z − m)·invT + c with m the row's largest raw logit and c = m/T − lse (in double), as on the cpu
 // (rowmath.h row_softmax with a given lse): never z·invT − lse, whose float32 z·invT is off by |z|/T·2⁻²⁴.
 template <typename T>
 __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs_backward_kernel(LogProbsBackwardParams p, DeviceFlags* flags) {
   const int64_t n = blockIdx.x;
   const T* row = static_cast<const T*>(p.logits.data) + n * p.V;
   float* g = p.grad + n * p.V;
-  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
+  const double temp = row_temperature(p.temperatures, p.temperature, n);
+  const float invT = float(1.0 / temp);
   const float l = read(p.lse, n);
   const int32_t y = p.targets[n];
   const bool target_ok = y != p.ignore_index && y >= 0 && y < p.V;
@@ -294,7 +307,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
   float mx = -INFINITY;
   for (int64_t v = threadIdx.x; v < p.V; v += blockDim.x) mx = fmaxf(mx, to_float(row[v]));
   const float m = block_max(mx);  // a NaN row has a NaN lse, so NaN results either way
-  const float c = m == INFINITY ? 0.f : float(double(m) * invT - double(l));
+  const float c = m == INFINITY ? 0.f : float(double(m) / temp - double(l));  // m/T in double, as on the cpu
   float h = 0.f;
   if (gh != 0.f) {
     if (p.entropy.data) {
@@ -327,7 +340,7 @@ __global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) log_probs
     const float lp = (to_float(row[v]) - m) * invT + c;
     const float q = __expf(lp);
     const float ent = q != 0.f ? gh * q * (lp + h) : 0.f;
-    g[v] = ((v == y ? gl * (1.f - q) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
+    g[v] = ((v == y ? -gl * expm1f(lp) : -gl * q) - ent + 2.f * gs * q * (q - sq)) * invT;
   }
 }
 
@@ -350,11 +363,30 @@ __global__ void __launch_bounds__(1024, 1) cross_entropy_scale_kernel(const int3
   }
 }
 
+// row[i] through L2 (ld.global.cg, volatile): never merged with another read of the same element, so no
+// register holds the value between the two (in the tile kernel that register spilled the 16-bit tiles).
+template <typename T>
+__device__ __forceinline__ float load_cg(const T* row, int64_t i) {
+  if constexpr (sizeof(T) == 2) {
+    T t;
+    t.bits = __ldcg(reinterpret_cast<const unsigned short*>(row) + i);
+    return to_float(t);
+  } else {
+    return to_float(__ldcg(row + i));
+  }
+}
+
 // Cross-entropy forward+backward in one pass (no class weights, T = 1), the row on chip. Row n, target y, ε the
-// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale:
-//   loss_n = τ_n [(1−ε)(lse − x_y) + ε/V·(V·lse − Σ_v x_v) + s·lse²]
-//   dℓ/dx_v = c·τ_n [(1 + 2 s lse)·p_v − (1−ε)[v = y] − ε/V]
+// label smoothing, s the z-loss coefficient, τ_n the token weight, c = result[scale] the reduction's scale,
+// m the row max, ls = log Σ exp(x − m), lse = m + ls, r = x_y (0 where x_y is not finite):
+//   loss_n = τ_n [(1−ε)(ls − (x_y − m)) + ε(ls − (r − m)) − ε/V·Σ_v (x_v − r) + s·lse²]
+//   dℓ/dx_v = c·τ_n [cp·p_v − ε/V] (v ≠ y),  dℓ/dx_y = c·τ_n [cp·expm1(log p_y) + ε + 2 s lse − ε/V],
+//   cp = 1 + 2 s lse,  log p_y = (x_y − m) − ls.
+// Formed from differences (x − m, x − r: exact where the row has mass), never lse − x_y or V·lse − Σ x, which
+// cancel terms of size |x| (6e-4 at |x| = 1e4 in float32); expm1 keeps 1 − p_y where p_y is near 1.
 // p_v = exp(x_v − m_t)·exp(m_t − m)/Σ: the thread's registers hold exp(x_v − m_t), one exp per element.
+// The stores write cp·p_v − ε/V everywhere; thread 0 of the CTA holding y then writes the true class over it,
+// so that no register holds it through the stores (64 registers a thread, 32 of them the row).
 // Ignored and bad-target rows get lse, a zero loss and a zero gradient row (bad ones are flagged).
 // The gradient goes to grad_out: float32, or (O = T) the logits' 16-bit dtype, rounded once from float32.
 template <typename T, typename O, int Ver>
@@ -367,39 +399,53 @@ __global__ void __launch_bounds__(TILE_THREADS, tile_blocks<T>()) cross_entropy_
   const int32_t y = p.targets[n];
   const bool ignored = y == p.ignore_index;
   const bool bad = !ignored && (y < 0 || y >= V);
+  const float eps = p.label_smoothing;
   RowTile<T> tile;
   tile.load(row, begin, end, 1.f);
   MaxSums<1> part;
   part.plain = 0.f;
-  if (p.label_smoothing != 0.f) {
-    for (int i = 0; i < TILE_R; i++) part.plain += RowTile<T>::col(begin, i / RowTile<T>::VEC) < end ? tile.x[i] : 0.f;
+  if (eps != 0.f && !ignored && !bad) {
+    const float xy = load_cg(row, y);
+    const float r = isfinite(xy) ? xy : 0.f;  // every CTA of the cluster the same
+    for (int i = 0; i < TILE_R; i++) part.plain += RowTile<T>::col(begin, i / RowTile<T>::VEC) < end ? tile.x[i] - r : 0.f;
   }
   part.m = tile.max();
   const float mt = part.m;
   part.s[0] = tile.exp_shift(mt);
   const MaxSums<1> all = row_combine<Ver>(part, cluster);
-  const float lse = all.m == -INFINITY ? -INFINITY : float(double(all.m) + log(double(all.s[0])));
+  const float ls = logf(all.s[0]);
+  const float lse = all.m == -INFINITY ? -INFINITY : all.m + ls;
   const bool zero = ignored || bad || lse == -INFINITY;
-  const float eps = p.label_smoothing;
-  const float tw = p.token_weights.data ? read(p.token_weights, n) : 1.f;
-  const float gs = result[CrossEntropySlot::scale] * tw;
-  const float cp = 1.f + 2.f * p.z_loss * lse;
-  const float e = eps / float(V);
-  const float r = mt == -INFINITY ? 0.f : __expf(mt - all.m) / all.s[0];
-  tile.store(grad_out + n * V, begin, end, [&](int64_t v, float ev) {
-    if (zero) return 0.f;
-    return gs * (cp * (ev * r) - (v == y ? 1.f - eps : 0.f) - e);
-  });
-  if (blockIdx.x % cluster != 0 || threadIdx.x != 0) return;
-  float loss = 0.f;
-  if (!ignored && !bad) {
-    loss = INFINITY;
-    if (lse != -INFINITY) {
-      loss = (1.f - eps) * (lse - to_float(row[y])) + eps / float(V) * (float(V) * lse - all.plain);
-      if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+  const float gs = result[CrossEntropySlot::scale] * (p.token_weights.data ? read(p.token_weights, n) : 1.f);
+  const float rest = eps + 2.f * p.z_loss * lse;  // cp − (1 − ε)
+  const float cp = 1.f - eps + rest;
+  const float ge = gs * (eps / float(V));
+  // thread 0: the true class's gradient (kept in shared memory, not a register, through the stores) and, in
+  // the lead CTA, the row's outputs
+  __shared__ float gy;
+  if (threadIdx.x == 0) {
+    const float xy = zero ? 0.f : to_float(row[y]);
+    const float lpy = (xy - all.m) - ls;  // log p_y
+    gy = gs * (cp * expm1f(lpy) + rest) - ge;
+    if (blockIdx.x % cluster == 0) {
+      float loss = ignored || bad ? 0.f : INFINITY;
+      if (!zero) {
+        loss = (1.f - eps) * -lpy;
+        if (eps != 0.f) loss += eps * (ls - ((isfinite(xy) ? xy : 0.f) - all.m)) - eps / float(V) * all.plain;
+        if (p.z_loss != 0.f) loss += p.z_loss * lse * lse;
+      }
+      cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, 1.f, row_weight, flags);
     }
   }
-  cross_entropy_row_outputs(p, n, lse, ignored, bad, loss, 1.f, row_weight, flags);
+  const float a = mt == -INFINITY ? 0.f : gs * cp * (__expf(mt - all.m) / all.s[0]);  // the gradient is a·ev − ge
+  O* g = grad_out + n * V;
+  tile.store(g, begin, end, [&](int64_t, float ev) { return zero ? 0.f : a * ev - ge; });
+  // then thread 0 writes the true class over the value another thread stored there (the barrier orders them)
+  __syncthreads();
+  if (threadIdx.x == 0 && !zero && begin <= y && y < end) {
+    if constexpr (std::is_same_v<O, float>) g[y] = gy;
+    else g[y].bits = to_bits<O>(gy);
+  }
 }
 
 __global__ void sum_weights_kernel(FloatIn w, int64_t V, float* out) {
@@ -505,9 +551,11 @@ cudaError_t log_probs_backward(const LogProbsBackwardParams& p, DeviceFlags* fla
 bool cross_entropy_single_pass(const CrossEntropyParams& p) { return cross_entropy_cluster(p, vocab_kernel_version()) > 0; }
 
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream) {
-  // scratch: [N] row weights, then 1 float for Σ class weights
-  float* row_weight = scratch;
-  float* w_sum = scratch + p.N;
+  // scratch (cross_entropy_scratch_floats): [N] (m, c) pairs for the gradient (first: 8-byte aligned), [N] row
+  // weights, Σ class weights
+  float2* shift = reinterpret_cast<float2*>(scratch);
+  float* row_weight = scratch + 2 * p.N;
+  float* w_sum = scratch + 3 * p.N;
   const int version = vocab_kernel_version();
   const int cluster = cross_entropy_cluster(p, version);
   if (cluster > 0) {  // the row on chip: one pass
@@ -522,9 +570,9 @@ cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scr
   }
   return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
     if (p.class_weights.data) sum_weights_kernel<<<1, 1024, 0, stream>>>(p.class_weights, p.V, w_sum);
-    if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, flags);
+    if (p.N > 0) cross_entropy_rows_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, row_weight, shift, flags);
     finalize_kernel<<<1, 1024, 0, stream>>>(p.losses, row_weight, p.targets, p.ignore_index, p.N, p.reduction, result);
-    if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum);
+    if (p.grad && p.N > 0) cross_entropy_grad_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, result, w_sum, shift);
     if (p.grad16) return round_to_16(p.grad, p.grad16, p.N * p.V, p.logits.dtype, stream);  // p.grad: the caller's staging
     return cudaGetLastError();
   });

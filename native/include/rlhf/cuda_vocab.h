@@ -35,7 +35,8 @@ struct CrossEntropySlot {
   enum : int { loss, count, scale, K };
 };
 // Per-row losses, lse, and the result block; the gradient when p.grad is set. Class and token weights may be any float dtype.
-// scratch: N + 1 floats of device memory.
+// scratch: cross_entropy_scratch_floats(N) floats of device memory, 8-byte aligned.
+constexpr int64_t cross_entropy_scratch_floats(int64_t N) { return 3 * N + 1; }
 cudaError_t cross_entropy(const CrossEntropyParams& p, float* result, float* scratch, DeviceFlags* flags, cudaStream_t stream);
 
 }  // namespace rk::gpu
