@@ -84,21 +84,21 @@ __device__ __forceinline__ float block_max_nan(float v) {
 }
 
 // The single-pass kernel's three exchanges (rowtile.cuh row_combine): both rows' maxima; both rows' sums
-// of the others' exps and counts of maxima; the KL.
+// of the others' exps and counts of maxima; the KL. None holds a scaled value: row_combine's invT is unused.
 struct RowMaxes {
   float p, q;
 };
-__device__ __forceinline__ RowMaxes combine(const RowMaxes& a, const RowMaxes& b) { return {max_nan(a.p, b.p), max_nan(a.q, b.q)}; }
+__device__ __forceinline__ RowMaxes combine(const RowMaxes& a, const RowMaxes& b, float = 1.f) { return {max_nan(a.p, b.p), max_nan(a.q, b.q)}; }
 struct RowSums {
   float others_p, ties_p, others_q, ties_q;  // ties ≤ 16 CTAs × 16384 columns: exact in float32
 };
-__device__ __forceinline__ RowSums combine(const RowSums& a, const RowSums& b) {
+__device__ __forceinline__ RowSums combine(const RowSums& a, const RowSums& b, float = 1.f) {
   return {a.others_p + b.others_p, a.ties_p + b.ties_p, a.others_q + b.others_q, a.ties_q + b.ties_q};
 }
 struct RowKl {
   float kl;
 };
-__device__ __forceinline__ RowKl combine(const RowKl& a, const RowKl& b) { return {a.kl + b.kl}; }
+__device__ __forceinline__ RowKl combine(const RowKl& a, const RowKl& b, float = 1.f) { return {a.kl + b.kl}; }
 
 }  // namespace
 
