@@ -1,0 +1,117 @@
+// Async throughput on the cpu backend (issue 13): calls/s and elements/s with 1, 2, 4, 8, 16 and 32 calls in
+// flight, against sync calls one after another, for crossEntropy 64×32000 fwd+bwd and policyLoss on 2^16
+// tokens, with the kernels' pool at 1 and 2 threads (each thread count in a child process: the pool is sized
+// when the addon loads). k in flight: k calls started, and each one that settles is replaced by a new one
+// until `calls` have settled; the rate is calls / the wall time from the first start to the last settle.
+// Each cell is the median of BENCH_ROUNDS rounds (default 3) of at least BENCH_SECONDS (default 0.5) each.
+//
+//   npm run bench -- --async                 (or: npm run build && node bench/async-throughput.js)
+//   BENCH_THREADS=1,2 BENCH_INFLIGHT=1,2,4,8,16,32 BENCH_OPS=ce,policy  select what runs
+//   RLHF_KERNELS_NATIVE_PATH=<addon>         time another build of the addon (e.g. an older one)
+import { execFileSync } from 'node:child_process'
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+
+const list = (name, fallback) => (process.env[name] ?? fallback).split(',').filter(Boolean)
+const THREADS = list('BENCH_THREADS', '1,2').map(Number)
+const INFLIGHT = list('BENCH_INFLIGHT', '1,2,4,8,16,32').map(Number)
+const OPS = list('BENCH_OPS', 'ce,policy')
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 0.5)
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
+const now = () => Number(process.hrtime.bigint()) / 1e9
+
+// One thread count, in this process: the rows as JSON on the last line of stdout.
+async function child() {
+  const rk = await import('../dist/index.js')
+  const { mulberry32 } = await import('../dist/internal.js')
+  rk.setBackend('cpu')
+  const u = mulberry32(13).uniform
+  const floats = (n, lo, hi) => Float32Array.from({ length: n }, () => lo + (hi - lo) * u())
+  const ops = {
+    ce: () => {
+      const N = 64, V = 32000
+      const args = { logits: rk.tensor(floats(N * V, -4, 4), [N, V]), targets: Int32Array.from({ length: N }, () => Math.floor(u() * V)), grad: true }
+      return { op: `crossEntropy ${N}×${V} fwd+bwd`, elements: N * V, sync: () => rk.crossEntropy(args), async: () => rk.crossEntropyAsync(args), value: (r) => r.loss }
+    },
+    policy: () => {
+      const T = 1 << 16
+      const logp = floats(T, -3, 0), shift = floats(T, -0.3, 0.3)
+      const args = { logp, oldLogp: Float32Array.from(logp, (v, i) => v + shift[i]), advantages: floats(T, -1, 1), mask: Uint8Array.from({ length: T }, () => (u() < 0.9 ? 1 : 0)) }
+      return { op: 'policyLoss 2^16 tokens', elements: T, sync: () => rk.policyLoss(args), async: () => rk.policyLossAsync(args), value: (r) => r.loss }
+    },
+  }
+  const rows = []
+  for (const key of OPS) {
+    const o = ops[key]()
+    const want = o.value(o.sync())
+    // sync: calls one after another on this thread
+    const syncRound = () => {
+      let calls = 0
+      const t0 = now()
+      while (now() - t0 < SECONDS || calls < 4) {
+        o.sync()
+        calls++
+      }
+      return calls / (now() - t0)
+    }
+    // k in flight, replaced as they settle
+    const asyncRound = async (k) => {
+      let started = 0, settled = 0, wrong = 0
+      const t0 = now()
+      await new Promise((resolve, reject) => {
+        const start = () => {
+          started++
+          o.async().then((r) => {
+            if (o.value(r) !== want) wrong++
+            settled++
+            if (now() - t0 < SECONDS || started < 2 * k) start()
+            else if (settled === started) resolve()
+          }, reject)
+        }
+        for (let i = 0; i < k; i++) start()
+      })
+      if (wrong) throw new Error(`${o.op}: ${wrong} async results differ from the sync one`)
+      return settled / (now() - t0)
+    }
+    syncRound()
+    await asyncRound(4)  // warm-up: the copy pool's blocks, the pool's threads
+    const cells = [['sync', median(Array.from({ length: ROUNDS }, syncRound))]]
+    for (const k of INFLIGHT) {
+      const rates = []
+      for (let r = 0; r < ROUNDS; r++) rates.push(await asyncRound(k))
+      cells.push([`${k}`, median(rates)])
+    }
+    for (const [inFlight, rate] of cells) rows.push({ op: o.op, threads: rk.nativeStatus.info?.threads, inFlight, callsPerS: rate, elementsPerS: rate * o.elements })
+  }
+  console.log(JSON.stringify(rows))
+}
+
+export async function asyncThroughputSuite() {
+  const rows = []
+  const load = [os.loadavg()[0]]
+  for (const threads of THREADS) {
+    const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child'], {
+      env: { ...process.env, RLHF_KERNELS_THREADS: String(threads) },
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    rows.push(...JSON.parse(out.trim().split('\n').pop()))
+    load.push(os.loadavg()[0])
+  }
+  const lines = [
+    `| op | threads | in flight | calls/s | elements/s |`,
+    `|---|---|---|---|---|`,
+    ...rows.map((r) => `| ${r.op} | ${r.threads} | ${r.inFlight} | ${r.callsPerS.toFixed(1)} | ${(r.elementsPerS / 1e6).toFixed(1)} M |`),
+    '',
+    `medians of ${ROUNDS} rounds of ≥ ${SECONDS} s; load average (1 min) ${load.map((l) => l.toFixed(1)).join(' → ')} on ${os.cpus().length} cores`,
+  ]
+  return { title: 'async throughput, cpu backend (issue 13)', text: lines.join('\n') }
+}
+
+if (process.argv.includes('--child')) await child()
+else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await asyncThroughputSuite()
+  console.log(`${r.title}\n${r.text}`)
+}
