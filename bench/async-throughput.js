@@ -3,7 +3,10 @@
 // tokens, with the kernels' pool at 1 and 2 threads (each thread count in a child process: the pool is sized
 // when the addon loads). k in flight: k calls started, and each one that settles is replaced by a new one
 // until `calls` have settled; the rate is calls / the wall time from the first start to the last settle.
-// Each cell is the median of BENCH_ROUNDS rounds (default 3) of at least BENCH_SECONDS (default 0.5) each.
+// Each cell is the median of BENCH_ROUNDS rounds (default 3) of at least BENCH_SECONDS (default 0.5) each;
+// beside the rate, the process CPU time per call (every thread: the JS thread's validation and copies, the
+// kernels, and any time lost to threads contending for the cores), which a loaded machine inflates less
+// than wall time.
 //
 //   npm run bench -- --async                 (or: npm run build && node bench/async-throughput.js)
 //   BENCH_THREADS=1,2 BENCH_INFLIGHT=1,2,4,8,16,32 BENCH_OPS=ce,policy  select what runs
@@ -21,6 +24,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 0.5)
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1]
 const now = () => Number(process.hrtime.bigint()) / 1e9
+const cpuNow = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6 }
 
 // One thread count, in this process: the rows as JSON on the last line of stdout.
 async function child() {
@@ -49,17 +53,17 @@ async function child() {
     // sync: calls one after another on this thread
     const syncRound = () => {
       let calls = 0
-      const t0 = now()
+      const t0 = now(), c0 = cpuNow()
       while (now() - t0 < SECONDS || calls < 4) {
         o.sync()
         calls++
       }
-      return calls / (now() - t0)
+      return { rate: calls / (now() - t0), cpuMs: ((cpuNow() - c0) * 1e3) / calls }
     }
     // k in flight, replaced as they settle
     const asyncRound = async (k) => {
       let started = 0, settled = 0, wrong = 0
-      const t0 = now()
+      const t0 = now(), c0 = cpuNow()
       await new Promise((resolve, reject) => {
         const start = () => {
           started++
@@ -73,17 +77,20 @@ async function child() {
         for (let i = 0; i < k; i++) start()
       })
       if (wrong) throw new Error(`${o.op}: ${wrong} async results differ from the sync one`)
-      return settled / (now() - t0)
+      return { rate: settled / (now() - t0), cpuMs: ((cpuNow() - c0) * 1e3) / settled }
     }
     syncRound()
     await asyncRound(4)  // warm-up: the copy pool's blocks, the pool's threads
-    const cells = [['sync', median(Array.from({ length: ROUNDS }, syncRound))]]
+    const cells = [['sync', Array.from({ length: ROUNDS }, syncRound)]]
     for (const k of INFLIGHT) {
-      const rates = []
-      for (let r = 0; r < ROUNDS; r++) rates.push(await asyncRound(k))
-      cells.push([`${k}`, median(rates)])
+      const rounds = []
+      for (let r = 0; r < ROUNDS; r++) rounds.push(await asyncRound(k))
+      cells.push([`${k}`, rounds])
     }
-    for (const [inFlight, rate] of cells) rows.push({ op: o.op, threads: rk.nativeStatus.info?.threads, inFlight, callsPerS: rate, elementsPerS: rate * o.elements })
+    for (const [inFlight, rounds] of cells) {
+      const rate = median(rounds.map((r) => r.rate))
+      rows.push({ op: o.op, threads: rk.nativeStatus.info?.threads, inFlight, callsPerS: rate, elementsPerS: rate * o.elements, cpuMsPerCall: median(rounds.map((r) => r.cpuMs)) })
+    }
   }
   console.log(JSON.stringify(rows))
 }
@@ -101,9 +108,9 @@ export async function asyncThroughputSuite() {
     load.push(os.loadavg()[0])
   }
   const lines = [
-    `| op | threads | in flight | calls/s | elements/s |`,
-    `|---|---|---|---|---|`,
-    ...rows.map((r) => `| ${r.op} | ${r.threads} | ${r.inFlight} | ${r.callsPerS.toFixed(1)} | ${(r.elementsPerS / 1e6).toFixed(1)} M |`),
+    `| op | threads | in flight | calls/s | elements/s | CPU ms per call |`,
+    `|---|---|---|---|---|---|`,
+    ...rows.map((r) => `| ${r.op} | ${r.threads} | ${r.inFlight} | ${r.callsPerS.toFixed(1)} | ${(r.elementsPerS / 1e6).toFixed(1)} M | ${r.cpuMsPerCall.toFixed(2)} |`),
     '',
     `medians of ${ROUNDS} rounds of ≥ ${SECONDS} s; load average (1 min) ${load.map((l) => l.toFixed(1)).join(' → ')} on ${os.cpus().length} cores`,
   ]
