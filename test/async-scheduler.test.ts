@@ -40,10 +40,10 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
   it('give the sync results, 1 to 32 in flight, with and without waiting for the bound', async () => {
     rk.setBackend('cpu')
     before = scheduler().limit
-    const jobs = Array.from({ length: 32 }, (_, i) => ceArgs(100 + i, 8 + i, 3000 + 61 * i))
+    const jobs = Array.from({ length: 32 }, (_, i) => ceArgs(100 + i, 4 + (i % 8), 2000 + 37 * i))
     const want = jobs.map((j) => rk.crossEntropy(j))
     const r = rng(7)
-    const T = 1 << 14
+    const T = 1 << 13
     const policy = { logp: r.f32(T, 1), oldLogp: r.f32(T, 1), advantages: r.f32(T, 1), mask: Uint8Array.from(r.ints(T, 2)) }
     const policyWant = rk.policyLoss(policy)
     for (const limit of [before, 1 << 20, 0]) {
@@ -59,7 +59,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
       }
     }
     rk.setBackend('auto')
-  })
+  }, 180_000)
 
   it('hold at most the limit plus one call of copied inputs in flight; the rest wait', async () => {
     rk.setBackend('cpu')
@@ -88,7 +88,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
       expect(after).toMatchObject({ jobs: 0, bytes: 0, waiting: 0 })
     }
     rk.setBackend('auto')
-  })
+  }, 120_000)
 
   it('a call that waited reads its arguments when it starts: changed inputs count, a detached one rejects', async () => {
     rk.setBackend('cpu')
@@ -113,9 +113,9 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     same(await p4, rk.crossEntropy(last))
     expect(scheduler()).toMatchObject({ jobs: 0, bytes: 0, waiting: 0 })
     rk.setBackend('auto')
-  })
+  }, 60_000)
 
-  it('run on a one-thread pool (RLHF_KERNELS_THREADS=1): the async job has a pool thread of its own', () => {
+  it('run on a one-thread pool (RLHF_KERNELS_THREADS=1): the async job has a pool thread of its own; RLHF_KERNELS_ASYNC_MB sets the bound', () => {
     const r = child(`import * as rk from ${JSON.stringify(dist)}
       import { createRequire } from 'node:module'
       const addon = createRequire(import.meta.url)(rk.nativeStatus.path)
@@ -124,10 +124,11 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
       const args = Array.from({ length: 8 }, (_, k) => ({ logits: rk.tensor(Float32Array.from({ length: N * V }, (_, i) => Math.sin(i * (k + 1))), [N, V]), targets: Int32Array.from({ length: N }, (_, i) => (i * 7 + k) % V), grad: true }))
       const got = await Promise.all(args.map((a) => rk.crossEntropyAsync(a)))
       const ok = got.every((g, k) => { const w = rk.crossEntropy(args[k]); return g.loss === w.loss && g.gradLogits.data.every((x, i) => x === w.gradLogits.data[i]) })
-      console.log(JSON.stringify({ ok, threads: addon._asyncScheduler().threads }))`, { RLHF_KERNELS_THREADS: '1' })
+      const { threads, limit } = addon._asyncScheduler()
+      console.log(JSON.stringify({ ok, threads, limit }))`, { RLHF_KERNELS_THREADS: '1', RLHF_KERNELS_ASYNC_MB: '3' })
     expect(r.err).toBe('')
-    expect(JSON.parse(r.out)).toEqual({ ok: true, threads: 1 })
-  })
+    expect(JSON.parse(r.out)).toEqual({ ok: true, threads: 1, limit: 3 * 2 ** 20 })
+  }, 120_000)
 
   it('workers terminated with calls queued, running or waiting take nothing down', () => {
     const r = child(`import * as rk from ${JSON.stringify(dist)}

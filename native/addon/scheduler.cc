@@ -123,7 +123,13 @@ void AsyncLane::settled(Napi::Env env, int64_t bytes) {
     Waiting w = std::move(waiting_.front());
     waiting_.pop_front();
     Napi::HandleScope scope(env);
-    w.start(env, w.args.Value(), w.deferred);
+    try {
+      w.start(env, w.args.Value(), w.deferred);  // settles its promise itself on a bad argument
+    } catch (const Napi::Error& e) {
+      napi_reject_deferred(env, w.deferred, e.Value());
+    } catch (const std::bad_alloc&) {
+      napi_reject_deferred(env, w.deferred, coded_error(env, "ERR_OUT_OF_MEMORY", "out of memory for a call that waited").Value());
+    }
   }
 }
 
