@@ -2,20 +2,24 @@
 // `npm run bench -- --host`: the host table of issue 13 (bench/host.js) instead, one thread.
 // `npm run bench -- --gpu`: also the GPU suite (bench/gpu.js) when the cuda backend is usable; else why not.
 // `npm run bench -- --gpu-only`: the GPU suite alone.
+// `npm run bench -- --async`: async throughput on cpu at 1-32 calls in flight, 1 and 2 threads
+// (bench/async-throughput.js) instead.
 import os from 'node:os'
 
 const host = process.argv.includes('--host')
 const gpuOnly = process.argv.includes('--gpu-only')
 const gpu = gpuOnly || process.argv.includes('--gpu')
+const asyncOnly = process.argv.includes('--async')
 // the thread pool is sized when the addon loads: the variable must be set before the first import of it
 if (host) process.env.RLHF_KERNELS_THREADS = '1'
 const rk = await import('../dist/index.js')
 const { crossEntropySuite } = await import('./cross-entropy.js')
 const { gpuSuite } = await import('./gpu.js')
 const { hostSuite } = await import('./host.js')
+const { asyncThroughputSuite } = await import('./async-throughput.js')
 
 console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, backends: ${rk.backends().map((b) => `${b.name}${b.available ? '' : ' (absent)'}`).join(', ')}`)
-const suites = host ? [hostSuite] : [...(gpuOnly ? [] : [crossEntropySuite]), ...(gpu ? [gpuSuite] : [])]
+const suites = host ? [hostSuite] : asyncOnly ? [asyncThroughputSuite] : [...(gpuOnly ? [] : [crossEntropySuite]), ...(gpu ? [gpuSuite] : [])]
 for (const suite of suites) {
   const result = await suite()
   if (result.skipped) {

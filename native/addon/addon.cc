@@ -12,6 +12,7 @@
 #include "completions.h"
 #include "env.h"
 #include "rlhf/device.h"
+#include "scheduler.h"
 
 namespace rk::addon {
 namespace {
@@ -110,6 +111,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   export_preference(env, exports);
   export_gpu(env, exports);
   export_completions_probe(env, exports);
+  export_scheduler(env, exports);
   export_enum(env, exports, "REDUCTIONS", kReductions);
   export_enum(env, exports, "AGGREGATIONS", kAggregations);
   return exports;

@@ -35,9 +35,13 @@ std::pair<Napi::Promise, Completions::Item*> Completions::expect(Napi::Env env, 
   napi_deferred deferred;
   napi_value promise;
   if (napi_create_promise(env, &deferred, &promise) != napi_ok) throw Napi::Error::New(env, "cannot create a promise");
+  return {Napi::Promise(env, promise), expect(env, deferred, std::move(settle))};
+}
+
+Completions::Item* Completions::expect(Napi::Env env, napi_deferred deferred, Settle settle) {
   auto* item = new Item{deferred, std::move(settle), this, 0};
   if (pending_++ == 0) napi_ref_threadsafe_function(env, tsfn_);
-  return {Napi::Promise(env, promise), item};
+  return item;
 }
 
 void Completions::post(Item* item, int status) {

@@ -46,6 +46,8 @@ class Completions : public std::enable_shared_from_this<Completions> {
   // JS thread: a pending promise and the item to post once the work is done. The event loop stays alive
   // while any item is pending.
   std::pair<Napi::Promise, Item*> expect(Napi::Env env, Settle settle);
+  // The same for a promise already made (napi_create_promise), whose deferred the item then settles.
+  Item* expect(Napi::Env env, napi_deferred deferred, Settle settle);
   // Any thread, once per item: the work is done with `status`; the promise settles on the JS thread.
   void post(Item* item, int status);
   // JS thread: an item that will never be posted (the work could not be enqueued) is settled now.

@@ -1,5 +1,5 @@
 // One op call as a job: read the arguments and make the outputs on the JS thread, run the kernel (here, or on
-// the libuv pool for the …Async form), then build the result object on the JS thread.
+// the kernels' pool for the …Async form: scheduler.h), then build the result object on the JS thread.
 #pragma once
 #include <napi.h>
 
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "args.h"
+#include "scheduler.h"
 
 namespace rk::addon {
 
@@ -49,36 +50,6 @@ inline std::string run_guarded(Job& job) {
   }
 }
 
-class JobWorker : public Napi::AsyncWorker {
- public:
-  JobWorker(Napi::Env env, std::unique_ptr<Job> job)
-      : Napi::AsyncWorker(env, "rlhf-kernels"), job_(std::move(job)), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() const { return deferred_.Promise(); }
-
-  void Execute() override {
-    failure_ = run_guarded(*job_);
-    if (!failure_.empty()) SetError(failure_);
-  }
-  void OnOK() override {
-    Napi::Value result;
-    try {
-      result = result_of(Env(), *job_);
-    } catch (const Napi::Error& e) {  // a caller-provided output changed while the kernel ran
-      deferred_.Reject(e.Value());
-      return;
-    }
-    deferred_.Resolve(result);
-  }
-  void OnError(const Napi::Error&) override {
-    deferred_.Reject(coded_error(Env(), failure_.substr(0, failure_.find(':')), "native kernel failed: " + failure_).Value());
-  }
-
- private:
-  std::unique_ptr<Job> job_;
-  Napi::Promise::Deferred deferred_;
-  std::string failure_;
-};
-
 // The argument object read once (Snapshot), with the depth of the nesting the bindings read.
 inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
@@ -104,30 +75,56 @@ void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, 
   job.out.check_given();
 }
 
-// The sync and async entry points of one job type. The async form copies the float inputs (Placement::copy):
-// the caller's arrays are not read after it returns.
+// Starts an async cpu call: reads and checks its arguments, copies its inputs (Placement::copy: the caller's
+// arrays are not read after this returns) and queues its kernel on the kernels' pool (scheduler.h). `deferred`
+// is the promise of a call that waited (settled here or by the lane; returns undefined), or null for a new
+// call (returns its promise). A bad argument rejects the promise, as the TypeScript layer does.
+template <class J>
+Napi::Value start_async_job(Napi::Env env, Napi::Value args, napi_deferred deferred) {
+  auto reject = [&](napi_value e) -> Napi::Value {
+    if (deferred != nullptr) {
+      napi_reject_deferred(env, deferred, e);
+      return env.Undefined();
+    }
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    d.Reject(e);
+    return d.Promise();
+  };
+  auto job = std::make_shared<J>(env);
+  int64_t bytes = 0;
+  try {
+    const Snapshot s = snapshot(env, J::name, args);
+    prepare_job(env, *job, s, Placement::copy);
+    bytes = typed_bytes(s);
+  } catch (const Napi::Error& e) {
+    return reject(e.Value());
+  }
+  J* kernel = job.get();  // the pool's task does not own the job: it is freed on the JS thread
+  try {
+    return AsyncLane::of(env).run(
+        env, deferred, bytes, [kernel] { return run_guarded(*kernel); }, [job](Napi::Env e) { return result_of(e, *job); });
+  } catch (const Napi::Error& e) {
+    return reject(e.Value());
+  }
+}
+
+// The sync and async entry points of one job type. An async call starts now when its env's calls in flight
+// hold fewer input bytes than the limit (scheduler.h), else it waits in line, unread.
 template <class J>
 Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
-  auto job = std::make_unique<J>(env);
   if (!async) {
+    auto job = std::make_unique<J>(env);
     prepare_job(env, *job, snapshot(env, J::name, info[0]), Placement::in_place);
     const std::string failure = run_guarded(*job);
     if (!failure.empty()) throw coded_error(env, failure.substr(0, failure.find(':')), "native kernel failed: " + failure);
     return result_of(env, *job);
   }
-  // a bad argument rejects the promise, as the TypeScript layer does
-  try {
-    prepare_job(env, *job, snapshot(env, J::name, info[0]), Placement::copy);
-  } catch (const Napi::Error& e) {
-    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-    d.Reject(e.Value());
-    return d.Promise();
+  AsyncLane& lane = AsyncLane::of(env);
+  if (!lane.admits() && info[0].IsObject()) {
+    return lane.wait(env, info[0], [](Napi::Env e, Napi::Value args, napi_deferred d) { start_async_job<J>(e, args, d); });
   }
-  auto* worker = new JobWorker(env, std::move(job));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return start_async_job<J>(env, info[0], nullptr);
 }
 
 #if RLHF_KERNELS_HAVE_CUDA

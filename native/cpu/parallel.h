@@ -1,7 +1,15 @@
-// A small persistent thread pool for the CPU kernels. parallel_for splits [0, n) into chunks of at least
-// `grain` items; the calling thread works too. Results never depend on the thread count: each item is
-// computed by one thread, and reductions over items happen afterwards, in item order.
+// The one thread pool of the CPU kernels: `pool_threads()` threads (the cores; RLHF_KERNELS_THREADS
+// overrides), shared by every env of the process. It runs two kinds of work:
+//   - parallel_for chunks: a kernel splits [0, n) into chunks of at least `grain` items; the thread that
+//     calls parallel_for works too, and idle pool threads help;
+//   - tasks (submit): whole async jobs, each run by one pool thread, in the order submitted. A task's kernel
+//     calls parallel_for from that pool thread, so its chunks go to the threads that are idle, and at most
+//     pool_threads() threads run kernel code for async jobs, however many are in flight.
+// A free pool thread takes waiting chunks before a new task: the jobs already started finish first.
+// Results never depend on the thread count: each item is computed by one thread, and reductions over items
+// happen afterwards, in item order.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 
@@ -11,5 +19,13 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t beg
 
 // Threads in the pool (the cores of the machine; RLHF_KERNELS_THREADS overrides).
 int pool_threads();
+
+// Runs task(true) on a pool thread, never on the caller's. `owner` tags the task for cancel(). The task must
+// not throw.
+void submit(const void* owner, std::function<void(bool run)> task);
+
+// The tasks of `owner` that no thread has started, taken off the queue and called with false on this thread
+// (in submission order); returns how many. Tasks already started are not waited for.
+size_t cancel(const void* owner);
 
 }  // namespace rk
