@@ -120,14 +120,18 @@ struct KeptLogProbsJob : Job {
         }
       }
     } else {
-      if (a.on_gpu()) throw_type(a.env(), name, "on the cuda backend the kept set must be given as keepOffsets and keepTokens (topK, topP and minP run on the cpu backend)");
+      // copied (uploaded on the cuda backend from that copy), then checked: host data only
       p.top_k = a.typed<int32_t, napi_int32_array>("topK", p.N, "an Int32Array");
       p.top_p = a.typed<float, napi_float32_array>("topP", p.N, "a Float32Array");
       p.min_p = a.typed<float, napi_float32_array>("minP", p.N, "a Float32Array");
+      const int32_t* k = a.host_view(p.top_k);
+      const float* tp = a.host_view(p.top_p);
+      const float* mp = a.host_view(p.min_p);
+      if (p.N > 0 && (k == nullptr || tp == nullptr || mp == nullptr)) throw_type(a.env(), name, "topK, topP and minP must be host data (typed arrays)");
       for (int64_t n = 0; n < p.N; n++) {
-        if (p.top_k[n] < 0) throw_range(a.env(), name, "topK must be >= 0");
-        if (!(p.top_p[n] > 0.f && p.top_p[n] <= 1.f)) throw_range(a.env(), name, "topP must be in (0, 1]");
-        if (!(p.min_p[n] >= 0.f && p.min_p[n] <= 1.f)) throw_range(a.env(), name, "minP must be in [0, 1]");
+        if (k[n] < 0) throw_range(a.env(), name, "topK must be >= 0");
+        if (!(tp[n] > 0.f && tp[n] <= 1.f)) throw_range(a.env(), name, "topP must be in (0, 1]");
+        if (!(mp[n] >= 0.f && mp[n] <= 1.f)) throw_range(a.env(), name, "minP must be in [0, 1]");
       }
     }
     p.grad_logp = a.floats_or_absent("gradLogp", p.N);

@@ -176,15 +176,24 @@ CrossEntropyResult cross_entropy(const CrossEntropyParams& p) {
 }  // namespace rk
 
 // Kept-set log-probs (src/reference/vocab.ts keptLogProbsKernel). Where the set is given (CSR) one pass over
-// its tokens; where it comes from the sampling parameters, the row scaled once into a per-thread buffer, then
-// min-p (a compare against the max), top-k (a selection, std::nth_element: O(V)) and top-p (a sort of what
-// is left, ascending with ties by index, and the cumulative softmax in double: O(m log m) for m survivors).
+// its tokens; where it comes from the sampling parameters, the row read once into a per-thread buffer, then
+// min-p (a compare against the max), top-k (a selection, std::nth_element: O(V)) and top-p (the cut of
+// rlhf/vocab.h KeptCut, as the CUDA kernel finds it: radix passes over the survivors' order keys with
+// fixed-point masses, O(m) for m survivors, no sort).
 namespace rk {
 namespace {
 
 // s: the row's raw logits (the order of z/T is theirs); differences are scaled by invT in double, so that
 // |z|/T up to 1e4 loses nothing to a float32 z/T
-void sampling_kept(const float* s, int64_t V, double invT, int32_t k, float top_p, float min_p, std::vector<int32_t>& kept, std::vector<float>& scratch) {
+// Per-thread buffers of sampling_kept's top-p: each survivor's order key and mass, and the candidates left.
+struct CutScratch {
+  std::vector<uint32_t> key;
+  std::vector<uint64_t> mass;
+  std::vector<uint32_t> cand;
+};
+
+void sampling_kept(const float* s, int64_t V, double invT, int32_t k, float top_p, float min_p, std::vector<int32_t>& kept, std::vector<float>& scratch,
+                   CutScratch& cut) {
   kept.clear();
   float mx = -INFINITY;
   for (int64_t v = 0; v < V; v++) mx = s[v] > mx ? s[v] : mx;
@@ -204,19 +213,56 @@ void sampling_kept(const float* s, int64_t V, double invT, int32_t k, float top_
     kept.resize(w);
   }
   if (top_p < 1.f && kept.size() > 1) {
-    std::sort(kept.begin(), kept.end(), [&](int32_t a, int32_t b) { return s[a] < s[b] || (s[a] == s[b] && a < b); });
-    const double top = s[kept.back()];
-    double S = 0;
-    for (int32_t v : kept) S += std::exp((double(s[v]) - top) * invT);
-    double c = 0;
-    size_t first = 0;  // kept[first..] survive: c_i ≤ 1 − p drops i (never the last)
-    for (size_t i = 0; i + 1 < kept.size(); i++) {
-      c += std::exp((double(s[kept[i]]) - top) * invT) / S;
-      if (c <= 1.0 - double(top_p)) first = i + 1;
-      else break;
+    // top-p: the survivors ascending by (z, v) drop the longest prefix of mass ≤ (1 − p)·total, never the last.
+    // Masses q in fixed point (kept_mass_bits), each from exp in double; digit by digit from the top of the
+    // order key, the first bucket (ascending) whose mass takes the running sum past the limit holds the
+    // boundary; its candidates stay in index order, so at the last digit they are the ties of one value z_c
+    // with mass q each, and the first (limit − below)/q of them are dropped.
+    const size_t m = kept.size();
+    const double scale = std::ldexp(1.0, kept_mass_bits(V));
+    cut.key.resize(m);
+    cut.mass.resize(m);
+    uint64_t total = 0;
+    for (size_t i = 0; i < m; i++) {
+      const float z = s[kept[i]];
+      cut.key[i] = kept_order_key(z);
+      cut.mass[i] = uint64_t(std::nearbyint(std::exp((double(z) - double(mx)) * invT) * scale));
+      total += cut.mass[i];
     }
-    kept.erase(kept.begin(), kept.begin() + std::ptrdiff_t(first));
-    std::sort(kept.begin(), kept.end());
+    const uint64_t limit = uint64_t((1.0 - double(top_p)) * double(total));
+    cut.cand.resize(m);
+    for (size_t i = 0; i < m; i++) cut.cand[i] = uint32_t(i);
+    uint64_t below = 0;
+    uint32_t prefix = 0;
+    bool found = true;
+    for (int shift = 24; shift >= 0 && found; shift -= 8) {
+      uint64_t hist[256] = {};
+      for (uint32_t i : cut.cand) hist[(cut.key[i] >> shift) & 255] += cut.mass[i];
+      int d = 0;
+      for (; d < 256 && below + hist[d] <= limit; d++) below += hist[d];
+      if (d == 256) {  // the whole mass within the limit (rounding, p near 0): only the last survivor stays
+        found = false;
+        break;
+      }
+      prefix |= uint32_t(d) << shift;
+      size_t w = 0;
+      for (uint32_t i : cut.cand) if (((cut.key[i] >> shift) & 255) == uint32_t(d)) cut.cand[w++] = i;
+      cut.cand.resize(w);
+    }
+    KeptCut c;
+    if (found) {
+      c.key = prefix;
+      c.index = kept[cut.cand[size_t((limit - below) / cut.mass[cut.cand[0]])]];  // < the tie count
+    } else {
+      c.key = kept_order_key(mx);
+      for (int32_t v : kept) if (kept_order_key(s[v]) == c.key) c.index = v;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < m; i++) {
+      const uint32_t key = cut.key[i];
+      if (key > c.key || (key == c.key && kept[i] >= c.index)) kept[w++] = kept[i];
+    }
+    kept.resize(w);
   }
 }
 
@@ -225,6 +271,7 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
   thread_local std::vector<float> s;
   thread_local std::vector<float> scratch;
   thread_local std::vector<int32_t> kept;
+  thread_local CutScratch cut;
   const T* z = static_cast<const T*>(p.logits.data);
   const int64_t V = p.V;
   for (int64_t n = begin; n < end; n++) {
@@ -256,7 +303,7 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
         s[v] = load(row, v);
         bad |= s[v] != s[v] || s[v] * invT == INFINITY;
       }
-      if (!bad) sampling_kept(s.data(), V, double(invT), p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch);
+      if (!bad) sampling_kept(s.data(), V, double(invT), p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch, cut);
       tok = kept.data();
       count = int64_t(kept.size());
     }

@@ -464,65 +464,7 @@ int cross_entropy_cluster(const CrossEntropyParams& p, int version) {
   });
 }
 
-// Kept-set log-probs, the set given as CSR (math: src/reference/vocab.ts keptLogProbsKernel): one block per
-// row reads only its kept tokens z_v (gathered): an online (max m of the raw z, Σ exp((z − m)·invT)) per
-// thread, and whether a kept logit is NaN or +inf (the result is NaN then, as on the cpu), combined by the
-// block in a fixed tree order. As on the cpu only differences from the max are scaled: log p_v =
-// (z_v − m)·invT − log S, lse = m·invT + log S in double, so |z|/T up to 1e4 loses nothing to a float32 z·invT.
-// The gradient row is cleared, then written at the kept tokens.
-template <typename T>
-__global__ void __launch_bounds__(THREADS, blocks_within(THREADS, 32)) kept_log_probs_kernel(KeptLogProbsParams p, DeviceFlags* flags) {
-  const int64_t n = blockIdx.x;
-  const int64_t V = p.V;
-  const T* row = static_cast<const T*>(p.logits.data) + n * V;
-  float* g = p.grad ? p.grad + n * V : nullptr;
-  const int32_t y = p.targets[n];
-  const bool ignored = y == p.ignore_index;
-  const bool bad_target = !ignored && (y < 0 || y >= V);
-  if (bad_target && threadIdx.x == 0) flag_bad_row(flags, int32_t(n));
-  const float invT = 1.f / row_temperature(p.temperatures, p.temperature, n);
-  const int32_t* tok = p.keep_tokens + p.keep_offsets[n];
-  const int64_t count = p.keep_offsets[n + 1] - p.keep_offsets[n];
-  float bad = 0.f;  // > 0 when a kept logit is NaN or +inf
-  MaxSum ms{-INFINITY, 0.f};
-  for (int64_t i = threadIdx.x; i < count && !ignored; i += blockDim.x) {
-    const float z = to_float(row[tok[i]]);
-    bad += z != z || z * invT == INFINITY ? 1.f : 0.f;
-    ms = maxsum_add(ms, z, invT);
-  }
-  const MaxSum all = block_maxsum(ms, invT);
-  const bool nan = block_sum(bad) > 0.f;
-  const double log_s = log(double(all.s));
-  const double lse = nan ? NAN : all.m == -INFINITY && all.s == 0.f ? -INFINITY : double(all.m) * invT + log_s;
-  bool in_k = false;  // y among the kept tokens (every thread reads the same list)
-  if (!ignored && !bad_target) for (int64_t i = 0; i < count && !in_k; i++) in_k = tok[i] == y;
-  const float lp = ignored || bad_target ? 0.f : nan ? NAN : in_k && lse != -INFINITY ? float((double(to_float(row[y])) - double(all.m)) * invT - log_s) : -INFINITY;
-  if (threadIdx.x == 0) {
-    p.logp[n] = lp;
-    p.lse[n] = ignored ? 0.f : float(lse);
-  }
-  if (!g) return;
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) g[v] = nan && !ignored ? NAN : 0.f;
-  const float gl = p.grad_logp.data ? read(p.grad_logp, n) : 0.f;
-  if (ignored || bad_target || nan || gl == 0.f || lp == -INFINITY) return;
-  __syncthreads();  // the row is cleared before the kept tokens are written
-  const float c = float(-log_s);  // log p_v = (z_v − m)·invT + c
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) {
-    const int32_t v = tok[i];
-    const float lq = (to_float(row[v]) - all.m) * invT + c;
-    g[v] = (v == y ? -gl * expm1f(lq) : -gl * __expf(lq)) * invT;  // 1 − q as −expm1(log q), as on the cpu
-  }
-}
-
 }  // namespace
-
-cudaError_t kept_log_probs(const KeptLogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
-  if (p.N == 0) return cudaSuccess;
-  return dispatch_dtype(p.logits.dtype, [&]<typename T>() {
-    kept_log_probs_kernel<T><<<unsigned(p.N), THREADS, 0, stream>>>(p, flags);
-    return cudaGetLastError();
-  });
-}
 
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream) {
   if (p.N == 0) return cudaSuccess;

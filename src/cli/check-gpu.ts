@@ -197,6 +197,19 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
         }
         const keep = { keepOffsets: Int32Array.from(offsets), keepTokens: Int32Array.from(tokens) }
         cases.push({ name: `keptLogProbs ${at} given set`, path: 'kept set', run: () => rk.keptLogProbs({ logits, targets, temperature: T, ...keep, gradLogp: gl }), tolerances: () => gradT })
+        // the kept set drawn by topK / topP / minP (native/cuda/kept.cu's cut; bfloat16 rows hold many ties): one
+        // value for every row, then per-row arrays with k ≥ V, p near 0 and min-p 1; the even rows' targets on
+        // their last largest logit, which every rule keeps
+        const zs = logits.toFloat32Array()
+        const drawnTargets = Int32Array.from(targets, (y, n) => (y < 0 || n % 2 ? y : zs.subarray(n * V, (n + 1) * V).reduce((b, x, v, a) => (x >= a[b] ? v : b), 0)))
+        const drawn = (sampling: object) => () => rk.keptLogProbs({ logits, targets: drawnTargets, temperature: T, ...sampling, gradLogp: gl })
+        cases.push({ name: `keptLogProbs ${at} topK topP minP`, path: 'kept set (drawn)', run: drawn({ topK: 40, topP: 0.8, minP: 0.02 }), tolerances: () => gradT })
+        const perRow = {
+          topK: Int32Array.from({ length: N }, (_, n) => [0, 1, 50, 0, 7, V, 1000, 0, 3][n % 9]),
+          topP: Float32Array.from({ length: N }, (_, n) => [0.9, 1, 0.5, 0.95, 1, 0.3, 0.99, 1e-3, 1][n % 9]),
+          minP: Float32Array.from({ length: N }, (_, n) => [0, 0, 0.05, 0, 0.5, 0, 0, 0, 1][n % 9]),
+        }
+        cases.push({ name: `keptLogProbs ${at} per-row topK topP minP`, path: 'kept set (drawn)', run: drawn(perRow), tolerances: () => gradT })
       }
     }
   }

@@ -201,6 +201,215 @@ describe('the CUDA kept-set algorithm, emulated in float32', () => {
   })
 })
 
+/**
+ * The cut of the drawn kept set (rlhf/vocab.h KeptCut), as native/cuda/kept.cu finds it and native/cpu/vocab.cc
+ * sampling_kept takes it for top-p: every rule keeps the logits whose (key(z), v) is ≥ the row's cut, the key
+ * an order-preserving map of the float bits. min-p: the smallest z with exp((z − max)·invT) ≥ m (in double);
+ * top-k: the k-th largest key among those, by 8-bit digits from the top (counts); top-p: by 8-bit digits, the
+ * first bucket in ascending order whose fixed-point mass (q = round-half-even(exp((z − max)·invT)·2^F), exact
+ * integer sums, BigInt here) takes the running sum past limit = trunc((1 − p)·total), then (limit − below)/q
+ * of its ties dropped by index; nothing found (p near 0): the largest logit's last index. `bad`: a NaN or +inf
+ * in the row (NaN results, no cut).
+ */
+const keyView = new Float32Array(1)
+const keyBits = new Uint32Array(keyView.buffer)
+function orderKey(z: number): number {
+  keyView[0] = z
+  let b = keyBits[0]
+  if (b === 0x80000000) b = 0
+  return b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0
+}
+function keyValue(k: number): number {
+  keyBits[0] = k & 0x80000000 ? k & 0x7fffffff : ~k >>> 0
+  return keyView[0]
+}
+const FINITE_KEY = 0x00800000  // one above −inf's key
+function massBits(V: number): number {
+  let bits = 0
+  for (let v = V; v > 0; v = Math.floor(v / 2)) bits++
+  return 62 - bits
+}
+function roundHalfEven(x: number): number {
+  const r = Math.round(x)
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r
+}
+interface EmulatedCut { bad: boolean; key: number; index: number }
+function emulatedCut(z: Float32Array, invT: number, k: number, p: number, m: number, broken = ''): EmulatedCut {
+  const V = z.length
+  let mx = -Infinity, bad = false
+  for (const x of z) {
+    bad ||= x !== x || Math.fround(x * invT) === Infinity
+    if (x > mx) mx = x
+  }
+  if (bad) return { bad, key: 0, index: 0 }
+  if (mx === -Infinity) return { bad, key: 0xffffffff, index: 0 }
+  let lo = FINITE_KEY
+  if (m > 0) {
+    let least = Infinity
+    for (const x of z) if (x !== -Infinity && Math.exp((x - mx) * invT) >= m) least = Math.min(least, x)
+    lo = orderKey(least)
+  }
+  const radix = (prefix: number, shift: number, weight: (x: number) => bigint) => {
+    const hist = new Array<bigint>(256).fill(0n)
+    const high = shift + 8 >= 32 ? 0 : (~0 << (shift + 8)) >>> 0
+    for (const x of z) {
+      const key = orderKey(x)
+      if (key >= lo && ((key ^ prefix) & high) >>> 0 === 0) hist[(key >>> shift) & 255] += weight(x)
+    }
+    return hist
+  }
+  if (k > 0 && k < V) {
+    let prefix = 0, need = BigInt(k), found = true
+    for (let shift = 24; shift >= 0 && found; shift -= 8) {
+      const hist = radix(prefix, shift, () => 1n)
+      let d = 255, above = 0n
+      for (; d >= 0 && above + hist[d] < need; d--) above += hist[d]
+      if (d < 0) found = false
+      else {
+        need -= above
+        prefix = (prefix | (d << shift)) >>> 0
+      }
+    }
+    if (found) lo = prefix
+  }
+  const nthTie = (key: number, t: bigint) => {
+    let seen = 0n, last = -1
+    for (let v = 0; v < V; v++) {
+      if (orderKey(z[v]) !== key) continue
+      if (seen === t) return v
+      seen++
+      last = v
+    }
+    return last
+  }
+  if (!(p < 1)) return { bad, key: lo, index: 0 }
+  const scale = 2 ** massBits(V)
+  const mass = (x: number) => BigInt(roundHalfEven(Math.exp((x - mx) * invT) * scale))
+  let prefix = 0, below = 0n, limit = 0n
+  for (let shift = 24; shift >= 0; shift -= 8) {
+    const hist = radix(prefix, shift, mass)
+    if (shift === 24) limit = BigInt(Math.trunc((1 - p) * Number(hist.reduce((a, b) => a + b, 0n))))
+    let d = 0
+    for (; d < 256 && below + hist[d] <= limit; d++) below += hist[d]
+    if (d === 256) return { bad, key: orderKey(mx), index: nthTie(orderKey(mx), -1n) }
+    prefix = (prefix | (d << shift)) >>> 0
+  }
+  let drop = (limit - below) / mass(keyValue(prefix))
+  if (broken === 'one more tie') drop += 1n
+  return { bad, key: prefix, index: drop === 0n ? 0 : nthTie(prefix, drop) }
+}
+function emulatedKeep(z: Float32Array, invT: number, k: number, p: number, m: number, broken = ''): number[] | 'NaN' {
+  const c = emulatedCut(z, invT, k, p, m, broken)
+  if (c.bad) return 'NaN'
+  const kept: number[] = []
+  for (let v = 0; v < z.length; v++) {
+    const key = orderKey(z[v])
+    if (z[v] !== -Infinity && (key > c.key || (key === c.key && v >= c.index))) kept.push(v)
+  }
+  return kept
+}
+/** The reference's kept set of raw row z at invT (s = z·invT in float64), or 'NaN' where its results are NaN. */
+function referenceKeep(z: Float32Array, invT: number, k: number, p: number, m: number): number[] | 'NaN' {
+  const s = Float64Array.from(z, (x) => x * invT)
+  if (s.some((x) => x !== x || x === Infinity)) return 'NaN'
+  const keep = samplingKeep(s, s.length, k, p, m)
+  return Array.from(keep.keys()).filter((v) => keep[v])
+}
+
+describe('the top-k / top-p / min-p cut of the cuda kernel (and the cpu top-p), emulated', () => {
+  // p and m in float32, as the kernels get them: 1 − p then sits off the exact ratios of tied masses (p = 0.8
+  // in float64 would put 1 − p on 38/190 exactly, where the result is decided by rounding)
+  const PARAMS = ([[0, 0.9, 0], [0, 0.5, 0], [40, 1, 0], [40, 0.8, 0.02], [1, 1, 0], [3, 0.95, 0], [0, 0.99, 0.05], [0, 1, 0.1], [7, 0.3, 0]] as const)
+    .map(([k, p, m]) => [k, Math.fround(p), Math.fround(m)] as const)
+  const INVT = [1, Math.fround(1 / 0.7), Math.fround(1 / 1.6)]
+  const rows = (name: string, make: (r: R, V: number) => Float32Array) => it(name, () => {
+    const r = rng(SEED + name.length)
+    let compared = 0
+    for (const V of [37, 1001, 4099]) {
+      for (let rep = 0; rep < 3; rep++) {
+        const z = make(r, V)
+        for (const [k, p, m] of PARAMS) {
+          for (const invT of INVT) {
+            expect(emulatedKeep(z, invT, k, p, m), `V ${V} k ${k} p ${p} m ${m} invT ${invT}`).toEqual(referenceKeep(z, invT, k, p, m))
+            compared++
+          }
+        }
+      }
+    }
+    expect(compared).toBe(3 * 3 * PARAMS.length * INVT.length)
+  })
+  rows('random float32 rows with −inf', (r, V) => {
+    const z = r.f32(V, 3)
+    for (let i = r.int(7); i < V; i += 13) z[i] = -Infinity
+    return z
+  })
+  // bfloat16 keeps 8 significant bits: a row of 4099 normal logits holds each value many times
+  rows('bf16-like rows (many ties)', (r, V) => Float32Array.from(rk.encodeFloats(r.f32(V, 2), 'bfloat16'), rk.bf16ToFloat))
+  rows('few distinct values (top-k and top-p boundaries inside tie groups)', (r, V) => Float32Array.from({ length: V }, () => r.int(6) * 0.5))
+  it('rows of −inf, NaN or +inf; k ≥ V, p = 1, min-p = 1, p near 0', () => {
+    const r = rng(SEED + 3)
+    const z = r.f32(300, 2)
+    const cases: [Float32Array, number, number, number][] = [
+      [new Float32Array(50).fill(-Infinity), 5, 0.9, 0.1],
+      [Float32Array.from(z, (x, i) => (i === 17 ? NaN : x)), 5, 0.9, 0],
+      [Float32Array.from(z, (x, i) => (i === 200 ? Infinity : x)), 0, 1, 0.5],
+      [Float32Array.from(z, (x, i) => (i < 299 ? -Infinity : x)), 3, 0.5, 0.5],
+      [z, 300, 1, 0], [z, 1000, 0.9, 0], [z, 0, 1, 0], [z, 0, 1, 1], [z, 10, 0.5, 1],
+      [Float32Array.from(z, (x, i) => (i % 3 ? x : 1.25)), 0, 1e-30, 0],
+      [Float32Array.of(1, 3, 2, 3, 0, -Infinity, 3, 2.5), 0, 1e-3, 0],
+      [Float32Array.of(1, 3, 2, 3, 0, -Infinity, 3, 2.5), 2, 1, 0],
+      [Float32Array.of(1, 3, 2, 3, 0, -Infinity, 3, 2.5), 4, 0.5, 0],
+      [Float32Array.of(0, -0, 0, -0, -1), 2, 1, 0],
+      [Float32Array.of(2, 2, 2, 2, 2, 2), 0, 0.5, 0],
+    ]
+    for (const [row, k, p, m] of cases) {
+      const want = referenceKeep(row, 1, k, p, m)
+      expect(emulatedKeep(row, 1, k, p, m), `k ${k} p ${p} m ${m}`).toEqual(want)
+    }
+    // six equal logits at p = 0.5: c = 1/6 … 3/6 ≤ 0.5 drops the first three by index
+    expect(emulatedKeep(Float32Array.of(2, 2, 2, 2, 2, 2), 1, 0, 0.5, 0)).toEqual([3, 4, 5])
+    expect(emulatedKeep(Float32Array.of(2, 2, 2, 2, 2, 2), 1, 0, 0.5, 0, 'one more tie')).toEqual([4, 5])
+  })
+  it('fails when the tie rule is broken (the check can fail)', () => {
+    const r = rng(SEED + 4)
+    let differ = 0
+    for (let i = 0; i < 20; i++) {
+      const z = Float32Array.from({ length: 200 }, () => r.int(6) * 0.5)
+      const ref = referenceKeep(z, 1, 0, 0.9, 0)
+      if (JSON.stringify(emulatedKeep(z, 1, 0, 0.9, 0, 'one more tie')) !== JSON.stringify(ref)) differ++
+    }
+    expect(differ).toBeGreaterThan(10)
+  })
+})
+
+describe.each(NATIVE_BACKENDS)('keptLogProbs on %s: the drawn kept set is the reference\'s, ties included', (backend) => {
+  // the support of the gradient at the row's last largest logit (always kept) is the kept set; a spread of 2.5 at
+  // T ≥ 0.7 keeps every kept p_v far above float32's underflow
+  it.each(['float32', 'bfloat16'] as const)('%s', (dtype) => {
+    const r = rng(SEED + 11)
+    const N = 8, V = 3001
+    const z = Float32Array.from({ length: N * V }, () => r.int(6) * 0.5)
+    if (dtype === 'bfloat16') for (let i = 0; i < z.length; i++) z[i] += Math.fround(r.int(3) * 0.0078125)
+    const logits = dtype === 'float32' ? rk.tensor(z, [N, V]) : rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
+    const zz = logits.toFloat32Array()
+    // the last index of the largest logit: top-p drops ties by index, the last one never
+    const targets = Int32Array.from({ length: N }, (_, n) => zz.subarray(n * V, (n + 1) * V).reduce((b, x, v, a) => (x >= a[b] ? v : b), 0))
+    const topK = Int32Array.from({ length: N }, (_, n) => [0, 7, 300, 0, 5000, 40, 0, 1][n])
+    const topP = Float32Array.from({ length: N }, (_, n) => [0.9, 1, 0.5, 0.3, 0.95, 0.8, 1, 0.7][n])
+    const minP = Float32Array.from({ length: N }, (_, n) => [0, 0, 0, 0.2, 0, 0.02, 0.5, 0][n])
+    const temperature = Float32Array.from({ length: N }, (_, n) => [1, 0.7, 1.6, 1, 1, 0.7, 1, 1.2][n])
+    const res = on(backend, () => rk.keptLogProbs({ logits, targets, temperature, topK, topP, minP, gradLogp: new Float32Array(N).fill(1) }))
+    const g = res.gradLogits!.toFloat32Array()
+    for (let n = 0; n < N; n++) {
+      const row = zz.subarray(n * V, (n + 1) * V)
+      const got = Array.from({ length: V }, (_, v) => v).filter((v) => v === targets[n] || g[n * V + v] !== 0)
+      const invT = Math.fround(1 / temperature[n])
+      expect(got, `row ${n}`).toEqual(referenceKeep(row, invT, topK[n], topP[n], minP[n]))
+      expect(got, `row ${n}, the emulated cut`).toEqual(emulatedKeep(row, invT, topK[n], topP[n], minP[n]))
+    }
+  })
+})
+
 describe('keptLogProbs: special rows and options', () => {
   const logits = rk.tensor(Float32Array.of(1, 2, NaN, 0, -Infinity, 3, Infinity, 1, 0), [3, 3])
   it.each(HOST_BACKENDS)('%s: NaN only where it is read; a target outside the set is −inf', (backend) => on(backend, () => {

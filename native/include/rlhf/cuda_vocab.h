@@ -21,8 +21,9 @@ struct DeviceFlags {
 // lse, logp and (when p.entropy is set) entropy per row.
 cudaError_t log_probs(const LogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
 
-// Kept-set log-probs with the set given as CSR (p.keep_offsets; device pointers): one block per row, which
-// reads only the kept tokens; the gradient row is cleared, then written at the kept tokens.
+// Kept-set log-probs (native/cuda/kept.cu; device pointers), one block per row: with the set given as CSR
+// (p.keep_offsets) the block reads only the kept tokens; with top_k / top_p / min_p it finds the row's cut
+// (rlhf/vocab.h KeptCut) on chip and reads the row a few times (no device scratch).
 cudaError_t kept_log_probs(const KeptLogProbsParams& p, DeviceFlags* flags, cudaStream_t stream);
 
 // Whether cross_entropy takes the single-pass kernel (else the two-pass one: with p.grad16, p.grad must then
