@@ -466,8 +466,8 @@ class Args {
   GpuCall* gpu_;
 };
 
-// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), pinned for
-// the job, written by the kernel.
+// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), held (arrays_)
+// for the job, written by the kernel.
 //
 // Caller-provided outputs (`out`, src/outputs.ts): when the arguments hold `out: { name: typedArray }`, make()
 // returns the given array's memory instead of a new array (after checking its class and length), and the
@@ -501,7 +501,6 @@ class Outputs {
     (void)dtype;
     return fresh<uint16_t>(name, n);
   }
-  // puts every output into `result` under its name
   // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
   void host_fits(const char* name, int64_t n, size_t es) const {
 #if RLHF_KERNELS_HAVE_CUDA
@@ -509,11 +508,12 @@ class Outputs {
 #endif
     check_host_array(env_, op, name, n, es);
   }
-  void put(Napi::Object result) const {
+  // every output, under its name, in the order made
+  void put(OutputList& list) const {
 #if RLHF_KERNELS_HAVE_CUDA
-    if (gpu) return gpu->put(result);
+    if (gpu) return gpu->put(env_, list);
 #endif
-    for (size_t i = 0; i < names_.size(); i++) result.Set(names_[i], arrays_[i].Value());
+    for (size_t i = 0; i < names_.size(); i++) list.add(names_[i], arrays_[i].Value());
   }
 
   // After prepare: every given output was made by this call, and none shares a byte with an input or
@@ -545,7 +545,7 @@ class Outputs {
   void deliver() const {
     for (const Given& g : given_) {
       if (g.block == nullptr) continue;
-      const TypedView now = view_of(g.array.Value().As<Napi::TypedArray>());
+      const TypedView now = view_of(arrays_[g.array].Value().As<Napi::TypedArray>());
       if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
         throw coded_error(env_, "ERR_OUTPUT_CHANGED", std::string(op) + ": out." + g.name + " was detached or resized while the call ran; the result was not written into it");
       }
@@ -556,7 +556,7 @@ class Outputs {
  private:
   struct Given {
     const char* name;
-    Napi::ObjectReference array;
+    size_t array;      // its index in arrays_ (which keeps it alive)
     const char* data;  // the array's memory when checked
     size_t bytes;
     size_t element;
@@ -566,7 +566,6 @@ class Outputs {
   template <typename E>
   E* fresh(const char* name, int64_t n) {
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    pins_.pin(a);
     names_.push_back(name);
     arrays_.push_back(Napi::Persistent(Napi::Object(a)));
     return a.Data();
@@ -589,7 +588,7 @@ class Outputs {
     static char empty[16];
     const size_t bytes = size_t(n) * es;
     void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
-    given_.push_back({name, Napi::Persistent(Napi::Object(a)), static_cast<const char*>(v.data), bytes, es, block});
+    given_.push_back({name, arrays_.size(), static_cast<const char*>(v.data), bytes, es, block});
     names_.push_back(name);
     arrays_.push_back(Napi::Persistent(Napi::Object(a)));
     return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);
