@@ -151,6 +151,30 @@ inline void* data_of(const Napi::TypedArray& a) { return view_of(a).data; }
 
 // An argument object read once: each enumerable property's value (for ... in order), and the same for every
 // value that is a plain object (float inputs, layout, agg, device tensors), to `depth` levels.
+//
+// The reading is done by a JavaScript function made once per env (job.h snapshot(), kSnapshotReader), which
+// returns the keys and values as one flat array: [key, value, …], and for a value it read into, the marker 0,
+// then key, value and that value's own flat array. The N-API way (the key accumulator, then one
+// napi_get_property per key) cost about half of a small call (issue 13). Every getter and Proxy trap still runs
+// in the reading, before any check; this side then reads only that fresh array, which no caller can reach.
+// Whether a nested value counts as an object is decided again here (plain_object), so the reader's own test
+// only saves reading into typed arrays and arrays.
+inline constexpr const char* kSnapshotReader = R"((function () {
+  'use strict'
+  const isView = ArrayBuffer.isView
+  const isArray = Array.isArray
+  const read = (o, depth) => {
+    const out = []
+    for (const key in o) {
+      const value = o[key]
+      if (depth > 0 && typeof value === 'object' && value !== null && !isView(value) && !isArray(value)) out.push(0, key, value, read(value, depth - 1))
+      else out.push(key, value)
+    }
+    return out
+  }
+  return read
+})())";
+
 class Snapshot {
  public:
   struct Entry {
@@ -158,22 +182,24 @@ class Snapshot {
     Napi::Value value;
     std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
   };
-  // A small call reads ~30 properties, so each costs as few N-API calls as it can (issue 13's tiny calls): the
-  // key in one call into a stack buffer (N-API cuts a long key at a character boundary, so up to 3 bytes may
-  // stay unused: a key of 60 bytes or more is read again in full), the value's kind
-  // from one napi_typeof, and the object tests only for an object (a function's typeof is not "object").
-  Snapshot(Napi::Object o, int depth) {
-    napi_env env = o.Env();
-    Napi::Array keys = o.GetPropertyNames();
-    const uint32_t n = keys.Length();
-    entries_.reserve(n);
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Value key = keys.Get(i);
+  // `flat`: what kSnapshotReader returned. A key arrives in one call into a stack buffer (N-API cuts a long key
+  // at a character boundary, so up to 3 bytes may stay unused: a key of 60 bytes or more is read again in full).
+  Snapshot(Napi::Env env, Napi::Array flat) {
+    const uint32_t n = flat.Length();
+    entries_.reserve(n / 2);
+    for (uint32_t i = 0; i < n;) {
+      Napi::Value key = flat.Get(i++);
       char name[64];
       size_t length = 0;
-      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) continue;  // not a string
-      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), o.Get(key), nullptr};
-      if (depth > 0 && plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(e.value.As<Napi::Object>(), depth - 1);
+      const bool nested = !key.IsString();  // the marker 0: key, value, then the value's flat array
+      if (nested) key = flat.Get(i++);
+      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) throw_type(env, "rlhf-kernels", "argument snapshot: a key is not a string");
+      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), flat.Get(i++), nullptr};
+      if (nested) {
+        Napi::Value inner = flat.Get(i++);
+        if (!inner.IsArray()) throw_type(env, "rlhf-kernels", "argument snapshot: a nested object was not read");
+        if (plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(env, inner.As<Napi::Array>());
+      }
       entries_.push_back(std::move(e));
     }
   }

@@ -46,6 +46,7 @@ struct EnvData {
   Napi::Reference<Napi::Float64Array> scalars;
   double* scalar_data = nullptr;
   std::vector<ResultShape> result_shapes;
+  Napi::FunctionReference snapshot_reader;  // args.h kSnapshotReader, made on first use
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not

@@ -146,7 +146,11 @@ class JobWorker : public Napi::AsyncWorker {
 // The argument object read once (Snapshot), with the depth of the nesting the bindings read.
 inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
-  return Snapshot(v.As<Napi::Object>(), 2);
+  EnvData& data = *env.GetInstanceData<EnvData>();
+  if (data.snapshot_reader.IsEmpty()) data.snapshot_reader = Napi::Persistent(env.RunScript(kSnapshotReader).As<Napi::Function>());
+  const Napi::Value flat = data.snapshot_reader.Call({v, Napi::Number::New(env, 2)});
+  if (!flat.IsArray()) throw_type(env, op, "argument snapshot: not read");
+  return Snapshot(env, flat.As<Napi::Array>());
 }
 
 // Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
