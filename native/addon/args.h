@@ -204,7 +204,8 @@ class Snapshot {
     }
   }
   const Entry* find(const char* key) const {
-    for (const Entry& e : entries_) if (e.key == key) return &e;
+    const size_t n = std::strlen(key);  // once, not per entry
+    for (const Entry& e : entries_) if (e.key.size() == n && std::memcmp(e.key.data(), key, n) == 0) return &e;
     return nullptr;
   }
   const std::vector<Entry>& entries() const { return entries_; }
