@@ -42,7 +42,7 @@ export type Kernels = { [N in OpName]: (args: ArgsOf<N>) => ResultOf<N> } & {
 } & {
   /** the backend writes 16-bit gradients itself (gradDtype 'input'); others return float32, rounded by ops.ts */
   nativeGradDtype?: boolean
-  /** the backend writes into `args.out` (the caller's arrays, src/outputs.ts); others' results are copied in */
+  /** the backend writes into `args.out` (the caller's checked arrays, src/outputs.ts CheckedOut: their `views`); others get no `out`, and their results are copied in */
   writesOut?: boolean
   /** an async call whose input arrays hold at most this many bytes runs the sync kernel on the JS thread (ops.ts) */
   inlineBytes?: number

@@ -17,6 +17,7 @@ import {
 import { TRUST_REGIONS } from './choices.js'
 import { RlhfKernelsError } from './errors.js'
 import type { Kernels } from './kernels.js'
+import type { CheckedOut } from './outputs.js'
 import { DeviceData, type HostArray, Tensor, installDeviceMemory } from './tensor.js'
 import { onDevice } from './validate.js'
 import { validatorOf } from './ops.js'
@@ -199,14 +200,21 @@ export function nativeArgs(args: object): object {
   return out
 }
 
+/** The addon's arguments of a cpu call: nativeArgs, with the plain views of the checked `out` arrays (ops.ts). */
+function cpuArgs(args: { out?: CheckedOut }): object {
+  const a = nativeArgs(args) as { out?: unknown }
+  if (args.out !== undefined) a.out = args.out.views
+  return a
+}
+
 /** The cpu backend: the addon's kernels behind the Kernels interface. */
 function cpuKernels(addon: Addon): Kernels {
   const kernels: Record<string, unknown> = {}
   for (const [name, shape] of Object.entries(shapes)) {
     const sync = addon[name]
     const async = addon[`${name}Async`]
-    kernels[name] = (args: object) => shape(sync(nativeArgs(args)), args)
-    kernels[`${name}Async`] = (args: object) => (async(nativeArgs(args)) as Promise<unknown>).then((r) => shape(r, args))
+    kernels[name] = (args: object) => shape(sync(cpuArgs(args)), args)
+    kernels[`${name}Async`] = (args: object) => (async(cpuArgs(args)) as Promise<unknown>).then((r) => shape(r, args))
   }
   kernels.writesOut = true
   kernels.nativeGradDtype = true

@@ -98,11 +98,10 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     const typed = dtype === undefined || dtype === 'float32' || k.nativeGradDtype ? result : roundGradients(result, dtype)
     return placeOut(name, typed, outOf(args))
   }
-  // backends see `out` as the checked arrays (args.out), and the result gets the caller's arrays (cast)
+  // a backend that writes `out` gets the checked arrays (args.out, a CheckedOut: it passes on their views),
+  // others no `out`; the result gets the caller's arrays (cast)
   const forKernel = (k: Kernels, args: A): A => {
-    const out = outOf(args)
-    if (out === null) return args
-    if (k.writesOut) return Object.assign({}, args, { out: out.views })
+    if (k.writesOut || outOf(args) === null) return args
     const { out: _, ...rest } = args as A & { out: unknown }
     return rest as unknown as A
   }

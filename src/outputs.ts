@@ -80,12 +80,23 @@ export interface CheckedOut {
 
 const OUT_TYPES = "output arrays by result name (e.g. { gradLogits: Float32Array })"
 
-/** Every host typed array in validated arguments (plain objects and arrays one level deep and below). */
-function inputViews(value: unknown, name: string, into: [string, ArrayBufferView][]): void {
-  if (ArrayBuffer.isView(value)) into.push([name, value])
-  else if (value !== null && typeof value === 'object' && !(value instanceof Tensor) && (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) {
-    for (const [k, v] of Object.entries(value)) inputViews(v, k === 'data' ? name : name === '' ? k : `${name}.${k}`, into)
+/**
+ * The name of the first host typed array in validated arguments (plain objects and arrays one level deep and
+ * below, in key order) that shares memory with `o`: the keys on its path joined by dots, a float input's `data`
+ * left out (`logp`, `layout.offsets`); undefined when none does. The name is only built for a hit: a call that
+ * passes the check allocates nothing here.
+ */
+function sharedInput(value: unknown, o: ArrayBufferView): string | undefined {
+  if (ArrayBuffer.isView(value)) return overlaps(o, value) ? '' : undefined
+  if (value === null || typeof value !== 'object' || value instanceof Tensor || !(Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) return undefined
+  for (const k in value) {
+    if (!Object.hasOwn(value, k)) continue
+    const hit = sharedInput((value as Record<string, unknown>)[k], o)
+    if (hit === undefined) continue
+    const key = k === 'data' ? '' : k
+    return key === '' ? hit : hit === '' ? key : `${key}.${hit}`
   }
+  return undefined
 }
 
 /** True when two views share at least one byte. */
@@ -131,14 +142,11 @@ export function readOut(op: string, value: unknown, declared: Record<string, Out
     outputs[name] = { given: given as Float32Array | Uint16Array, view, length }
     views[name] = view
   }
-  const inputs: [string, ArrayBufferView][] = []
-  inputViews(args, '', inputs)
   const names = Object.keys(outputs)
   for (let i = 0; i < names.length; i++) {
     const o = outputs[names[i]].view
-    for (const [input, view] of inputs) {
-      if (overlaps(o, view)) throw rangeError(op, label(names[i]), 'memory apart from every input', `an array sharing memory with ${input}`)
-    }
+    const input = sharedInput(args, o)
+    if (input !== undefined) throw rangeError(op, label(names[i]), 'memory apart from every input', `an array sharing memory with ${input}`)
     for (let j = 0; j < i; j++) {
       if (overlaps(o, outputs[names[j]].view)) throw rangeError(op, label(names[i]), 'memory apart from every other output', `an array sharing memory with ${label(names[j])}`)
     }

@@ -141,6 +141,40 @@ describe.skipIf(addon === null)('the addon argument snapshot', () => {
   })
 })
 
+describe.skipIf(addon === null)('the addon result object (made by one function per op and output set)', () => {
+  const fields = (addon as unknown as { resultFields: Record<string, string[]> } | null)?.resultFields ?? {}
+  const policy = () => nativeArgs(validatorOf('policyLoss')!({ logp: values(1), oldLogp: values(2), advantages: values(3), dualClip: 3 }))
+  it('holds the outputs in the order made, then the scalars in field order, each of its own call', async () => {
+    const r = addon!.policyLoss(policy())
+    expect(Object.keys(r)).toEqual(['perToken', 'gradLogp', ...fields.policyLoss])
+    const js = on('js', () => rk.policyLoss({ logp: values(1), oldLogp: values(2), advantages: values(3), dualClip: 3 })) as unknown as Record<string, unknown>
+    for (const key of fields.policyLoss) expect(r[key], key).toBeCloseTo(js[key] as number, 5)
+    expect(r.count).toBe(M)
+    // a second call (other inputs) does not change the first result; an async one has its own values
+    const other = addon!.policyLoss(nativeArgs(validatorOf('policyLoss')!({ logp: values(4), oldLogp: values(5), advantages: values(6) })))
+    expect(other.loss).not.toBe(r.loss)
+    expect(addon!.policyLoss(policy()).loss).toBe(r.loss)
+    const [a, b] = await Promise.all([addon!.policyLossAsync(policy()), addon!.policyLossAsync(nativeArgs(validatorOf('policyLoss')!({ logp: values(4), oldLogp: values(5), advantages: values(6) })))])
+    expect([a.loss, b.loss]).toEqual([r.loss, other.loss])
+    expect(Object.keys(a)).toEqual(Object.keys(r))
+  })
+  it('puts grouped scalars in a nested object (ppoLoss metrics) and follows the outputs each call makes', () => {
+    const logits = rk.tensor(Float32Array.from({ length: 8 }, (_, i) => Math.sin(i)), [2, 4])
+    const ppo = (values?: boolean) => addon!.ppoLoss(nativeArgs(validatorOf('ppoLoss')!({
+      logits, actions: Int32Array.from([1, 3]), oldLogp: Float32Array.from([-1, -2]), advantages: Float32Array.from([0.5, -1]),
+      ...(values ? { values: Float32Array.from([0.1, 0.2]), returns: Float32Array.from([0.3, -0.1]) } : {}),
+    })))
+    const withValues = ppo(true)
+    expect(Object.keys(withValues)).toEqual(['gradLogits', 'logp', 'gradValues', ...fields.ppoLoss, 'metrics'])
+    expect(Object.keys(withValues.metrics)).toEqual(fields['ppoLoss.metrics'])
+    expect(withValues.metrics.count).toBe(2)
+    expect(Object.keys(ppo(false))).toEqual(['gradLogits', 'logp', ...fields.ppoLoss, 'metrics'])
+    const ce = (grad: boolean) => addon!.crossEntropy(nativeArgs(validatorOf('crossEntropy')!({ logits, targets: Int32Array.from([0, 3]), grad })))
+    expect(Object.keys(ce(true))).toEqual(['losses', 'lse', 'gradLogits', ...fields.crossEntropy])
+    expect(Object.keys(ce(false))).toEqual(['losses', 'lse', ...fields.crossEntropy])
+  })
+})
+
 for (const backend of HOST_BACKENDS) {
   describe(`async calls of at most 16 KiB of inputs run on the calling thread (cpu), on ${backend}`, () => {
     useBackend(backend)

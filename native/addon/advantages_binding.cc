@@ -35,7 +35,6 @@ struct GaeJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::gae(p, g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 struct WhitenJob : Job {
@@ -54,7 +53,6 @@ struct WhitenJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::whiten(p, g.scratch(gpu::whiten_scratch_bytes(p.values.size)), g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 struct GroupAdvantagesJob : Job {
@@ -73,7 +71,6 @@ struct GroupAdvantagesJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::group_advantages(p, g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 }  // namespace

@@ -151,6 +151,30 @@ inline void* data_of(const Napi::TypedArray& a) { return view_of(a).data; }
 
 // An argument object read once: each enumerable property's value (for ... in order), and the same for every
 // value that is a plain object (float inputs, layout, agg, device tensors), to `depth` levels.
+//
+// The reading is done by a JavaScript function made once per env (job.h snapshot(), kSnapshotReader), which
+// returns the keys and values as one flat array: [key, value, …], and for a value it read into, the marker 0,
+// then key, value and that value's own flat array. The N-API way (the key accumulator, then one
+// napi_get_property per key) cost about half of a small call (issue 13). Every getter and Proxy trap still runs
+// in the reading, before any check; this side then reads only that fresh array, which no caller can reach.
+// Whether a nested value counts as an object is decided again here (plain_object), so the reader's own test
+// only saves reading into typed arrays and arrays.
+inline constexpr const char* kSnapshotReader = R"((function () {
+  'use strict'
+  const isView = ArrayBuffer.isView
+  const isArray = Array.isArray
+  const read = (o, depth) => {
+    const out = []
+    for (const key in o) {
+      const value = o[key]
+      if (depth > 0 && typeof value === 'object' && value !== null && !isView(value) && !isArray(value)) out.push(0, key, value, read(value, depth - 1))
+      else out.push(key, value)
+    }
+    return out
+  }
+  return read
+})())";
+
 class Snapshot {
  public:
   struct Entry {
@@ -158,27 +182,30 @@ class Snapshot {
     Napi::Value value;
     std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
   };
-  // A small call reads ~30 properties, so each costs as few N-API calls as it can (issue 13's tiny calls): the
-  // key in one call into a stack buffer (N-API cuts a long key at a character boundary, so up to 3 bytes may
-  // stay unused: a key of 60 bytes or more is read again in full), the value's kind
-  // from one napi_typeof, and the object tests only for an object (a function's typeof is not "object").
-  Snapshot(Napi::Object o, int depth) {
-    napi_env env = o.Env();
-    Napi::Array keys = o.GetPropertyNames();
-    const uint32_t n = keys.Length();
-    entries_.reserve(n);
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Value key = keys.Get(i);
+  // `flat`: what kSnapshotReader returned. A key arrives in one call into a stack buffer (N-API cuts a long key
+  // at a character boundary, so up to 3 bytes may stay unused: a key of 60 bytes or more is read again in full).
+  Snapshot(Napi::Env env, Napi::Array flat) {
+    const uint32_t n = flat.Length();
+    entries_.reserve(n / 2);
+    for (uint32_t i = 0; i < n;) {
+      Napi::Value key = flat.Get(i++);
       char name[64];
       size_t length = 0;
-      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) continue;  // not a string
-      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), o.Get(key), nullptr};
-      if (depth > 0 && plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(e.value.As<Napi::Object>(), depth - 1);
+      const bool nested = !key.IsString();  // the marker 0: key, value, then the value's flat array
+      if (nested) key = flat.Get(i++);
+      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) throw_type(env, "rlhf-kernels", "argument snapshot: a key is not a string");
+      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), flat.Get(i++), nullptr};
+      if (nested) {
+        Napi::Value inner = flat.Get(i++);
+        if (!inner.IsArray()) throw_type(env, "rlhf-kernels", "argument snapshot: a nested object was not read");
+        if (plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(env, inner.As<Napi::Array>());
+      }
       entries_.push_back(std::move(e));
     }
   }
   const Entry* find(const char* key) const {
-    for (const Entry& e : entries_) if (e.key == key) return &e;
+    const size_t n = std::strlen(key);  // once, not per entry
+    for (const Entry& e : entries_) if (e.key.size() == n && std::memcmp(e.key.data(), key, n) == 0) return &e;
     return nullptr;
   }
   const std::vector<Entry>& entries() const { return entries_; }
@@ -466,8 +493,8 @@ class Args {
   GpuCall* gpu_;
 };
 
-// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), pinned for
-// the job, written by the kernel.
+// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), held (arrays_)
+// for the job, written by the kernel.
 //
 // Caller-provided outputs (`out`, src/outputs.ts): when the arguments hold `out: { name: typedArray }`, make()
 // returns the given array's memory instead of a new array (after checking its class and length), and the
@@ -501,7 +528,6 @@ class Outputs {
     (void)dtype;
     return fresh<uint16_t>(name, n);
   }
-  // puts every output into `result` under its name
   // an output that becomes a host typed array (every one but a cuda call's device results) must fit one
   void host_fits(const char* name, int64_t n, size_t es) const {
 #if RLHF_KERNELS_HAVE_CUDA
@@ -509,11 +535,12 @@ class Outputs {
 #endif
     check_host_array(env_, op, name, n, es);
   }
-  void put(Napi::Object result) const {
+  // every output, under its name, in the order made
+  void put(OutputList& list) const {
 #if RLHF_KERNELS_HAVE_CUDA
-    if (gpu) return gpu->put(result);
+    if (gpu) return gpu->put(env_, list);
 #endif
-    for (size_t i = 0; i < names_.size(); i++) result.Set(names_[i], arrays_[i].Value());
+    for (size_t i = 0; i < names_.size(); i++) list.add(names_[i], arrays_[i].Value());
   }
 
   // After prepare: every given output was made by this call, and none shares a byte with an input or
@@ -545,7 +572,7 @@ class Outputs {
   void deliver() const {
     for (const Given& g : given_) {
       if (g.block == nullptr) continue;
-      const TypedView now = view_of(g.array.Value().As<Napi::TypedArray>());
+      const TypedView now = view_of(arrays_[g.array].Value().As<Napi::TypedArray>());
       if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
         throw coded_error(env_, "ERR_OUTPUT_CHANGED", std::string(op) + ": out." + g.name + " was detached or resized while the call ran; the result was not written into it");
       }
@@ -556,7 +583,7 @@ class Outputs {
  private:
   struct Given {
     const char* name;
-    Napi::ObjectReference array;
+    size_t array;      // its index in arrays_ (which keeps it alive)
     const char* data;  // the array's memory when checked
     size_t bytes;
     size_t element;
@@ -566,7 +593,6 @@ class Outputs {
   template <typename E>
   E* fresh(const char* name, int64_t n) {
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    pins_.pin(a);
     names_.push_back(name);
     arrays_.push_back(Napi::Persistent(Napi::Object(a)));
     return a.Data();
@@ -589,7 +615,7 @@ class Outputs {
     static char empty[16];
     const size_t bytes = size_t(n) * es;
     void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
-    given_.push_back({name, Napi::Persistent(Napi::Object(a)), static_cast<const char*>(v.data), bytes, es, block});
+    given_.push_back({name, arrays_.size(), static_cast<const char*>(v.data), bytes, es, block});
     names_.push_back(name);
     arrays_.push_back(Napi::Persistent(Napi::Object(a)));
     return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);

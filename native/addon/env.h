@@ -5,16 +5,48 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "gpu.h"
 
 namespace rk::addon {
 
+// The most scalar results (ppoLoss with its metrics: 19) and output arrays (logProbs: 6) of one call.
+constexpr size_t kMaxScalars = 64;
+constexpr size_t kMaxOutputs = 16;
+
+// The output arrays of one call, in the order the job made them: what the result object holds besides scalars.
+struct OutputList {
+  const char* names[kMaxOutputs];
+  napi_value values[kMaxOutputs];
+  size_t n = 0;
+  void add(const char* name, napi_value value) {
+    if (n == kMaxOutputs) throw std::length_error("more than kMaxOutputs outputs");
+    names[n] = name;
+    values[n++] = value;
+  }
+};
+
+// A JavaScript function that makes the result object of one op for one set of outputs (job.h result_of):
+// made once per env, so every result of that op and output set has one hidden class.
+struct ResultShape {
+  const char* op;                   // the op's name (J::name: the same pointer for every call of the op)
+  const char* const* scalar_names;  // the op's scalar field list (J::fields)
+  std::vector<const char*> arrays;  // the output names
+  Napi::FunctionReference make;
+};
+
 struct EnvData {
   uint32_t id = 0;
   Napi::FunctionReference error_class;  // RlhfKernelsError, given by setup() when the package loads the addon
   int64_t max_array_length = int64_t(1) << 32;  // the engine's longest typed array (setup(); Node 20's by default)
+  // the scalar results of the call whose result is being made, read by its ResultShape at once (JS thread only)
+  Napi::Reference<Napi::Float64Array> scalars;
+  double* scalar_data = nullptr;
+  std::vector<ResultShape> result_shapes;
+  Napi::FunctionReference snapshot_reader;  // args.h kSnapshotReader, made on first use
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not

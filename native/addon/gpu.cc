@@ -246,20 +246,19 @@ void GpuCall::check_flags(Napi::Env env, const char* op) const {
                          " (found on the GPU; the row's outputs are not meaningful)");
 }
 
-void GpuCall::put(Napi::Object result) {
-  Napi::Env env = result.Env();
+void GpuCall::put(Napi::Env env, OutputList& list) {
   for (const Output& o : outputs_) {
     if (o.host != nullptr) {
       Napi::TypedArray a = o.es == 4 ? Napi::TypedArray(Napi::Float32Array::New(env, size_t(o.n))) : Napi::TypedArray(Napi::Uint16Array::New(env, size_t(o.n)));
       if (o.n > 0) std::memcpy(data_of(a), o.host, size_t(o.n) * o.es);
-      result.Set(o.name, a);
+      list.add(o.name, a);
     } else {
       for (void*& p : device_temps_) if (p == o.device) p = nullptr;  // now the handle's
       Napi::Object d = Napi::Object::New(env);
       d.Set("device", env_->wrap(env, env_, o.device, size_t(o.n) * o.es));
       d.Set("length", Napi::Number::New(env, double(o.n)));
       d.Set("dtype", Napi::String::New(env, o.dtype));
-      result.Set(o.name, d);
+      list.add(o.name, d);
     }
   }
   outputs_.clear();

@@ -89,6 +89,8 @@ std::shared_ptr<GpuEnv> gpu_env(Napi::Env env);
 
 // The device resources of one op call: staged inputs, outputs, scratch, the scalar result block and the
 // bad-index flag. Made and finished on the JS thread; temporaries go back to the pool with it.
+struct OutputList;  // env.h
+
 class GpuCall {
  public:
   GpuCall(Napi::Env js, std::shared_ptr<GpuEnv> env, bool device_results) : js_(js), env_(std::move(env)), device_results_(device_results) {}
@@ -123,8 +125,8 @@ class GpuCall {
   const float* host_result() const { return host_result_; }
   // The stream has passed this call: its pinned buffers may be reused once it is gone.
   void done() { done_ = true; }
-  // The outputs into `result`: Float32Arrays, or device handles that take over the blocks.
-  void put(Napi::Object result);
+  // The outputs into `list`: Float32Arrays, or device handles that take over the blocks.
+  void put(Napi::Env env, OutputList& list);
 
  private:
   struct Output {

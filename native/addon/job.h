@@ -1,9 +1,12 @@
 // One op call as a job: read the arguments and make the outputs on the JS thread, run the kernel (here, or on
-// the kernels' pool for the …Async form: scheduler.h), then build the result object on the JS thread.
+// the kernels' pool for the …Async form: scheduler.h), then build the result object on the JS thread (result_of).
 #pragma once
 #include <napi.h>
 
+#include <cstring>
 #include <exception>
+#include <iterator>
+#include <stdexcept>
 #include <memory>
 #include <new>
 #include <string>
@@ -19,23 +22,84 @@ struct Job {
   Outputs out;
   explicit Job(Napi::Env env) : out(env, pins) {}
   virtual ~Job() = default;
-  virtual void run() = 0;                              // the kernel: no Node calls, never on the JS thread for async
-  virtual void finish(Napi::Object result) const = 0;  // scalars into the result (outputs are added by put)
+  virtual void run() = 0;  // the kernel: no Node calls, never on the JS thread for async
+  // The scalar results: written into s[0 .. count) in the order of `names` (RK_JOB_RESULT), their names returned.
+  struct Scalars {
+    const char* const* names = nullptr;
+    size_t count = 0;
+  };
+  virtual Scalars scalars(double* s) const { (void)s; return {}; }
 #if RLHF_KERNELS_HAVE_CUDA
   std::unique_ptr<GpuCall> gpu;
   // The CUDA kernels, enqueued on gpu->stream(); scalars go to gpu->result(), read back by the runner.
   virtual cudaError_t launch(GpuCall& g) = 0;
-  // The scalar results as the CPU kernel returns them (what finish() reads), from the result block.
+  // The scalar results as the CPU kernel returns them (what scalars() reads), from the result block.
   virtual void collect(const float* result) { (void)result; }
 #endif
 };
 
+// The source of a ResultShape's function: (s, a0, a1, …) => ({ array0: a0, …, scalar0: s[0], … }), the output
+// arrays first (in the order made), then the scalars; a scalar "g.x" goes to a nested object g ("metrics.count").
+inline std::string result_source(const char* const* arrays, size_t n_arrays, const char* const* scalars, size_t n_scalars) {
+  auto name = [](const char* from, const char* to) {
+    for (const char* c = from; c != to; c++) {
+      if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) throw std::logic_error("a result name must be an identifier");
+    }
+    std::string quoted = "\"";
+    quoted.append(from, to);
+    return quoted += "\": ";
+  };
+  std::string src = "(function (s";
+  for (size_t i = 0; i < n_arrays; i++) src += ", a" + std::to_string(i);
+  src += ") { return {";
+  for (size_t i = 0; i < n_arrays; i++) src += name(arrays[i], arrays[i] + std::strlen(arrays[i])) + "a" + std::to_string(i) + ", ";
+  std::string group;  // the nested object being written
+  for (size_t i = 0; i < n_scalars; i++) {
+    const char* key = scalars[i];
+    const char* dot = std::strchr(key, '.');
+    const std::string g = dot ? std::string(key, dot) : "";
+    if (g != group) {
+      if (!group.empty()) src += "}, ";
+      if (!g.empty()) src += name(key, dot) + "{";
+      group = g;
+    }
+    src += name(dot ? dot + 1 : key, key + std::strlen(key)) + "s[" + std::to_string(i) + "], ";
+  }
+  if (!group.empty()) src += "}";
+  return src + "}; })";
+}
+
+// The ResultShape of op for these outputs: found, or made once per env.
+inline Napi::Function result_shape(Napi::Env env, EnvData& data, const char* op, const Job::Scalars& s, const OutputList& arrays) {
+  for (ResultShape& r : data.result_shapes) {
+    if (r.op != op || r.scalar_names != s.names || r.arrays.size() != arrays.n) continue;
+    bool same = true;
+    for (size_t i = 0; i < arrays.n && same; i++) same = std::strcmp(r.arrays[i], arrays.names[i]) == 0;
+    if (same) return r.make.Value();
+  }
+  Napi::Function make = env.RunScript(result_source(arrays.names, arrays.n, s.names, s.count)).As<Napi::Function>();
+  data.result_shapes.push_back({op, s.names, std::vector<const char*>(arrays.names, arrays.names + arrays.n), Napi::Persistent(make)});
+  return make;
+}
+
+// The result object, on the JS thread once the kernel is done (sync or async, cpu or cuda alike): the output
+// arrays and the scalars, made by the op's ResultShape from the env's scalar block, which it reads at once.
+// No N-API call per field, and every result of one op and output set has one hidden class.
 inline Napi::Value result_of(Napi::Env env, const Job& job) {
   job.out.deliver();
-  Napi::Object result = Napi::Object::New(env);
-  job.out.put(result);
-  job.finish(result);
-  return result;
+  EnvData& data = *env.GetInstanceData<EnvData>();
+  if (data.scalar_data == nullptr) {
+    Napi::Float64Array block = Napi::Float64Array::New(env, kMaxScalars);  // off the V8 heap: its data never moves
+    data.scalars = Napi::Persistent(block);
+    data.scalar_data = block.Data();
+  }
+  const Job::Scalars s = job.scalars(data.scalar_data);
+  OutputList arrays;
+  job.out.put(arrays);
+  napi_value argv[1 + kMaxOutputs];
+  argv[0] = data.scalars.Value();
+  for (size_t i = 0; i < arrays.n; i++) argv[1 + i] = arrays.values[i];
+  return result_shape(env, data, job.out.op, s, arrays).Call(1 + arrays.n, argv);
 }
 
 // Runs a kernel and turns an exception (allocation failure is the only one expected) into a message.
@@ -53,7 +117,11 @@ inline std::string run_guarded(Job& job) {
 // The argument object read once (Snapshot), with the depth of the nesting the bindings read.
 inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
-  return Snapshot(v.As<Napi::Object>(), 2);
+  EnvData& data = *env.GetInstanceData<EnvData>();
+  if (data.snapshot_reader.IsEmpty()) data.snapshot_reader = Napi::Persistent(env.RunScript(kSnapshotReader).As<Napi::Function>());
+  const Napi::Value flat = data.snapshot_reader.Call({v, Napi::Number::New(env, 2)});
+  if (!flat.IsArray()) throw_type(env, op, "argument snapshot: not read");
+  return Snapshot(env, flat.As<Napi::Array>());
 }
 
 // Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
@@ -222,16 +290,19 @@ Napi::Value time_gpu_job(const Napi::CallbackInfo& info) {
 
 #endif
 
-inline Napi::Number num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
-
 // A job's scalar results from its op's field list (RK_<OP>_FIELDS, rlhf/common.h): the result struct `r`,
-// finish() that sets them on the result object, and their names (exported as resultFields[name]).
+// scalars() that writes them for result_of, and their names (exported as resultFields[name]).
 #define RK_FIELD_NAME(js, type, member) js,
-#define RK_FIELD_SET(js, type, member) o.Set(js, num(o.Env(), double(r.member)));
-#define RK_JOB_RESULT(Result, FIELDS)                          \
-  Result r;                                                     \
-  static constexpr const char* fields[] = {FIELDS(RK_FIELD_NAME)}; \
-  void finish(Napi::Object o) const override { FIELDS(RK_FIELD_SET) }
+#define RK_FIELD_STORE(js, type, member) s[i++] = double(r.member);
+#define RK_JOB_RESULT(Result, FIELDS)                                   \
+  Result r;                                                             \
+  static constexpr const char* fields[] = {FIELDS(RK_FIELD_NAME)};      \
+  static_assert(std::size(fields) <= kMaxScalars);                      \
+  Scalars scalars(double* s) const override {                           \
+    size_t i = 0;                                                       \
+    FIELDS(RK_FIELD_STORE)                                              \
+    return {fields, i};                                                 \
+  }
 
 // exports.resultFields[key] = names: what the TypeScript side checks its result types against.
 template <size_t N>

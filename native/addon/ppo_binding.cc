@@ -17,6 +17,8 @@ constexpr const char* kTrustRegions[] = {RK_TRUST_REGIONS(RK_ENUM_NAME)};
 
 namespace {
 
+#define RK_METRIC_NAME(js, type, member) "metrics." js,
+
 struct PpoLossJob : Job {
   static constexpr const char* name = "ppoLoss";
   using Job::Job;
@@ -76,11 +78,14 @@ struct PpoLossJob : Job {
   }
   void collect(const float* result) override { r = gpu::ppo_result(result); }
 #endif
-  void finish(Napi::Object o) const override {
-    RK_PPO_LOSS_FIELDS(RK_FIELD_SET)
-    Napi::Object metrics = Napi::Object::New(o.Env());
-    [&](Napi::Object o) { RK_PPO_METRICS_FIELDS(RK_FIELD_SET) }(metrics);
-    o.Set("metrics", metrics);
+  // the loss fields, then the metrics as a nested object (result_of: a scalar "g.x" goes to object g)
+  static constexpr const char* result_names[] = {RK_PPO_LOSS_FIELDS(RK_FIELD_NAME) RK_PPO_METRICS_FIELDS(RK_METRIC_NAME)};
+  static_assert(std::size(result_names) <= kMaxScalars);
+  Scalars scalars(double* s) const override {
+    size_t i = 0;
+    RK_PPO_LOSS_FIELDS(RK_FIELD_STORE)
+    RK_PPO_METRICS_FIELDS(RK_FIELD_STORE)
+    return {result_names, i};
   }
 };
 

@@ -32,7 +32,6 @@ struct SequenceLogProbsJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::sequence_log_probs(p, g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 struct PreferenceLossJob : Job {

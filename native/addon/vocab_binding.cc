@@ -43,7 +43,6 @@ struct LogProbsJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::log_probs(p, g.flags(), g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 struct LogProbsBackwardJob : Job {
@@ -64,7 +63,6 @@ struct LogProbsBackwardJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::log_probs_backward(p, g.flags(), g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 struct CrossEntropyJob : Job {
@@ -143,7 +141,6 @@ struct KeptLogProbsJob : Job {
 #if RLHF_KERNELS_HAVE_CUDA
   cudaError_t launch(GpuCall& g) override { return gpu::kept_log_probs(p, g.flags(), g.stream()); }
 #endif
-  void finish(Napi::Object) const override {}
 };
 
 }  // namespace
