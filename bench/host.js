@@ -281,7 +281,7 @@ function rows() {
       key: 'reward', op: 'rewardLoss 2^20 × 4', N: TOKENS,
       make() { return { s: uniform(10, 4 * this.N, -2, 2), c: ints(11, this.N, 4) } },
       bytes() { return this.N * 4 * 4 * 3 + this.N * 4 }, exps() { return 4 * this.N },
-      rk: ({ s, c }) => { const r = rk.rewardLoss({ scores: s, K: 4, chosen: c }); return { loss: r.loss, grad: r.gradScores } },
+      rk: ({ s, c, out }) => { const r = rk.rewardLoss({ scores: s, K: 4, chosen: c, out }); return { loss: r.loss, grad: r.gradScores } },
       ort: (N) => ortCrossEntropy(N, true), ortIn: ({ s, c }, N) => [t('x', s, [N, 4]), t('y', c, [N])],
       torch: ({ s, c }, N) => ({ op: 'reward', params: { K: 4 }, inputs: [t('scores', s, [N * 4]), t('chosen', c, [N])] }),
     },
@@ -292,13 +292,31 @@ function rows() {
         return { logp, old: Float32Array.from(logp, (v, i) => v + shift[i]), adv: uniform(14, this.N, -1, 1), m: mask(15, this.N) }
       },
       bytes() { return this.N * (4 * 4 + 1) }, exps() { return this.N },
-      rk: ({ logp, old, adv, m }) => { const r = rk.policyLoss({ logp, oldLogp: old, advantages: adv, mask: m }); return { loss: r.loss, grad: r.gradLogp } },
+      rk: ({ logp, old, adv, m, out }) => { const r = rk.policyLoss({ logp, oldLogp: old, advantages: adv, mask: m, out }); return { loss: r.loss, grad: r.gradLogp } },
       ort: () => ortPolicy(),
       ortIn: ({ logp, old, adv, m }, N) => [t('logp', logp, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
       torch: ({ logp, old, adv, m }, N) => ({
         op: 'policy', params: { clip: CLIP },
         inputs: [t('logp', logp, [N]), t('old', old, [N]), t('adv', adv, [N]), t('mask', Float32Array.from(m), [N])],
       }),
+    },
+    {
+      key: 'value', op: 'valueLoss clip 0.2, 2^20 tokens', N: TOKENS,
+      make() { return { v: uniform(18, this.N, -1, 1), r: uniform(19, this.N, -1, 1), old: uniform(20, this.N, -1, 1), m: mask(21, this.N) } },
+      bytes() { return this.N * (5 * 4 + 1) }, exps() { return 0 },
+      rk: ({ v, r, old, m, out }) => { const x = rk.valueLoss({ values: v, returns: r, oldValues: old, clip: 0.2, mask: m, out }); return { loss: x.loss, grad: x.gradValues } },
+    },
+    {
+      key: 'klpen', op: 'klPenalty k3 2^20 tokens', N: TOKENS,
+      make() { const logp = uniform(22, this.N, -3, 0), shift = uniform(23, this.N, -0.3, 0.3); return { logp, ref: Float32Array.from(logp, (v, i) => v + shift[i]), m: mask(24, this.N) } },
+      bytes() { return this.N * (4 * 4 + 1) }, exps() { return this.N },
+      rk: ({ logp, ref, m, out }) => { const x = rk.klPenalty({ logp, refLogp: ref, estimator: 'k3', mask: m, out }); return { loss: x.loss, grad: x.gradLogp } },
+    },
+    {
+      key: 'gae', op: 'gae 2^20 tokens, 4096 × 256', N: TOKENS,
+      make() { return { r: uniform(25, this.N, -1, 1), v: uniform(26, this.N, -1, 1), m: mask(27, this.N), len: new Int32Array(this.N / 256).fill(256) } },
+      bytes() { return this.N * (4 * 4 + 1) }, exps() { return 0 },
+      rk: ({ r, v, m, len, out }) => { const x = rk.gae({ rewards: r, values: v, mask: m, seqLengths: len, gamma: 0.99, lambda: 0.95, out }); return { advantages: x.advantages, returns: x.returns } },
     },
     {
       key: 'whiten', op: 'whiten 2^20', N: TOKENS,
@@ -317,6 +335,20 @@ function rows() {
       torch: ({ x }, N) => ({ op: 'group', params: { G: 8, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
     },
   ]
+}
+
+function withOut(list) {
+  // the token rows writing into the caller's arrays (out), as a training loop reuses them: no fresh output
+  // pages to fault in per call (their rk call passes `out` through; no peer row)
+  const outs = { reward: { probs: 4, gradScores: 4 }, policy: { perToken: 1, gradLogp: 1 }, value: { perToken: 1, gradValues: 1 }, klpen: { perToken: 1, gradLogp: 1 }, gae: { advantages: 1, returns: 1 } }
+  for (const [key, names] of Object.entries(outs)) {
+    const row = list.find((r) => r.key === key)
+    list.splice(list.indexOf(row) + 1, 0, {
+      ...row, key: `${key}-out`, op: `${row.op}, out`, ort: undefined, torch: undefined,
+      make() { return { ...row.make.call(this), out: Object.fromEntries(Object.entries(names).map(([k, per]) => [k, new Float32Array(per * this.N)])) } },
+    })
+  }
+  return list
 }
 
 // ---- checking ----
@@ -438,7 +470,7 @@ export async function hostSuite() {
   const dir = mkdtempSync(join(tmpdir(), 'rk-bench-'))
   const table = []
   try {
-    for (const row of rows()) {
+    for (const row of withOut(rows())) {
       if (only && !only.includes(row.key)) continue
       const inputs = row.make()
       const N = row.N

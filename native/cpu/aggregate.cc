@@ -2,15 +2,21 @@
 #include "rlhf/aggregate.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace rk {
 
-int64_t aggregation_weights(const TokenBatch& b, float* w) {
-  auto counted = [&](int64_t t) -> int64_t { return b.mask == nullptr ? 1 : b.mask[t]; };
+int64_t sequence_weights(const TokenBatch& b, float* ws) {
+  std::vector<int64_t> counts(static_cast<size_t>(b.num_seqs));
   int64_t tokens = 0, seqs = 0;
   for (int64_t s = 0; s < b.num_seqs; s++) {
-    int64_t n = 0;
-    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) n += counted(t);
+    const int64_t begin = b.offsets[s], end = b.offsets[s + 1];
+    int64_t n = end - begin;
+    if (b.mask) {
+      n = 0;
+      for (int64_t t = begin; t < end; t++) n += b.mask[t];  // 0 or 1 (checked by the addon)
+    }
+    counts[size_t(s)] = n;
     tokens += n;
     seqs += n > 0;
   }
@@ -18,16 +24,24 @@ int64_t aggregation_weights(const TokenBatch& b, float* w) {
   const double tok_den = std::max(1.0, is_on(b.global_tokens) ? b.global_tokens : double(tokens));
   const double norm = is_on(b.norm_const) ? b.norm_const : std::max<double>(1.0, double(b.width));
   for (int64_t s = 0; s < b.num_seqs; s++) {
-    int64_t n = 0;
-    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) n += counted(t);
-    double ws = 0;
+    const int64_t n = counts[size_t(s)];
+    double w = 0;
     switch (b.mode) {
-      case Aggregation::token_mean: ws = 1.0 / tok_den; break;
-      case Aggregation::seq_mean_token_mean: ws = 1.0 / (seq_den * double(std::max<int64_t>(1, n))); break;
-      case Aggregation::seq_mean_token_sum: ws = 1.0 / seq_den; break;
-      case Aggregation::seq_mean_token_sum_norm: ws = 1.0 / (seq_den * norm); break;
+      case Aggregation::token_mean: w = 1.0 / tok_den; break;
+      case Aggregation::seq_mean_token_mean: w = 1.0 / (seq_den * double(std::max<int64_t>(1, n))); break;
+      case Aggregation::seq_mean_token_sum: w = 1.0 / seq_den; break;
+      case Aggregation::seq_mean_token_sum_norm: w = 1.0 / (seq_den * norm); break;
     }
-    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) w[t] = counted(t) ? float(ws) : 0.f;
+    ws[s] = float(w);
+  }
+  return tokens;
+}
+
+int64_t aggregation_weights(const TokenBatch& b, float* w) {
+  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  const int64_t tokens = sequence_weights(b, ws.data());
+  for (int64_t s = 0; s < b.num_seqs; s++) {
+    for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) w[t] = b.mask == nullptr || b.mask[t] ? ws[size_t(s)] : 0.f;
   }
   return tokens;
 }

@@ -2,6 +2,7 @@
 #include "rlhf/kl.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "parallel.h"
@@ -71,6 +72,42 @@ RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, 
 }
 RK_ISA_KERNEL(kl_rows, kl_impl)
 
+// kl_token per lane at δ = logp − refLogp: k1 δ (1); abs |δ| (sign δ); k2 ½δ² (δ); k3 with δ_c = clamp(δ, ±C):
+// e^(−δ_c) + δ_c − 1 (0 where |δ| > C, else 1 − e^(−δ_c)), e^x by exp_approx (≤ 2 ulp; the CUDA kernels keep
+// std::exp); then the output clamp K: |k| > K gives ±K and gradient 0. T = float: both inputs float32.
+template <int ISA_L, typename T>
+RK_INLINE void kl_penalty_impl(const KlPenaltyParams& p, const float* const& ws, const int64_t& begin, const int64_t& end, double* const& out) {
+  constexpr int L = token_lanes<ISA_L>();
+  constexpr bool F32 = std::is_same_v<T, float>;
+  using vf = typename Lanes<L>::f;
+  const KlOptions& o = p.opts;
+  const float C = o.log_ratio_clamp, K = o.output_clamp;
+  const bool clamp_out = is_on(K);
+  const vf zero = {}, one = zero + 1.f;
+  int64_t unused = 0;
+  *out = token_loss_block<L, F32>(p.batch, ws, p.per_token, p.grad, begin, end, unused, [&](int64_t t, int64_t n, vf& k, vf& g, vf& flag) {
+    const vf delta = token_load<L, F32>(p.logp, t, n) - token_load<L, F32>(p.ref_logp, t, n);
+    flag = zero;
+    switch (o.estimator) {
+      case KlEstimator::k1: k = delta, g = one; break;
+      case KlEstimator::abs: k = delta < 0.f ? -delta : (delta == 0.f ? zero : delta), g = delta > 0.f ? one : (delta < 0.f ? -one : zero); break;
+      case KlEstimator::k2: k = 0.5f * delta * delta, g = delta; break;
+      case KlEstimator::k3: {
+        const vf dc = delta > C ? C : (delta < -C ? -C : delta);
+        const vf e = exp_approx(-dc);
+        k = e + dc - 1.f;
+        g = delta > C ? zero : (delta < -C ? zero : 1.f - e);
+        break;
+      }
+    }
+    if (clamp_out) {
+      g = k > K ? zero : (k < -K ? zero : g);
+      k = k > K ? K : (k < -K ? -K : k);
+    }
+  });
+}
+RK_ISA_KERNEL(kl_penalty_block, kl_penalty_impl)
+
 }  // namespace
 
 KlDivergenceResult kl_divergence(const KlDivergenceParams& p) {
@@ -88,11 +125,21 @@ KlDivergenceResult kl_divergence(const KlDivergenceParams& p) {
 
 float kl_penalty(const KlPenaltyParams& p) {
   const TokenBatch& b = p.batch;
-  std::vector<float> w(size_t(b.tokens));
-  aggregation_weights(b, w.data());
-  return token_loss(b, w.data(), p.per_token, p.grad, [&](int64_t t, float& k, float& g) {
-    kl_token(read(p.logp, t) - read(p.ref_logp, t), p.opts, k, g);
+  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  sequence_weights(b, ws.data());
+  const bool f32 = p.logp.dtype == DType::f32 && p.ref_logp.dtype == DType::f32;
+  const int64_t blocks = (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
+  std::vector<double> sums(static_cast<size_t>(blocks));
+  parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
+    for (int64_t k = bb; k < be; k++) {
+      const int64_t t0 = k * TOKEN_BLOCK, t1 = std::min(b.tokens, t0 + TOKEN_BLOCK);
+      if (f32) kl_penalty_block<float>(p, ws.data(), t0, t1, &sums[size_t(k)]);
+      else kl_penalty_block<void>(p, ws.data(), t0, t1, &sums[size_t(k)]);
+    }
   });
+  double loss = 0;
+  for (double s : sums) loss += s;
+  return float(loss);
 }
 
 }  // namespace rk

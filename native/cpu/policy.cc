@@ -1,20 +1,21 @@
 // CPU policy loss (DESIGN §1.4) and its variants; math in native/include/rlhf/policy.h (policy_token,
-// policy_term). Token-level options: tokens run in fixed blocks over the thread pool. Options that need a
+// policy_term). Token-level options: tokens run in fixed blocks over the thread pool; the plain PPO clip
+// (no variant, no behavior log-probs) L tokens at a time with a vectorised exp (plain_impl). Options that need a
 // sequence's sums (isLevel 'sequence*', sequence-level rollout correction, OPSM): sequences run over the
 // pool, each in three phases (its sums, its tokens, and for GSPO through the mean its gradient spread over
 // its tokens). Each block or sequence sums in double and they are added in order, so results do not depend
 // on the thread count.
 #include "rlhf/policy.h"
 
+#include <type_traits>
 #include <vector>
 
 #include "parallel.h"
 #include "rlhf/aggregate.h"
+#include "rowmath.h"
 
 namespace rk {
 namespace {
-
-constexpr int64_t TOKEN_BLOCK = 4096;
 
 struct BlockSums {
   double loss = 0, kl = 0, ratio = 0;
@@ -58,22 +59,80 @@ float policy_one(const PolicyLossParams& p, const Inputs<F32>& in, float w, int6
 }
 
 template <bool F32>
-void policy_block(const PolicyLossParams& p, const float* w, int64_t begin, int64_t end, BlockSums& s) {
+void policy_block(const PolicyLossParams& p, const float* ws, int64_t begin, int64_t end, BlockSums& s) {
   const Inputs<F32> in{p};
   const PolicySeq none;
-  for (int64_t t = begin; t < end; t++) {
-    if (p.batch.mask && !p.batch.mask[t]) {
-      p.per_token[t] = 0.f;
-      p.grad[t] = 0.f;
-      continue;
+  for_sequence_runs(p.batch, begin, end, [&](int64_t b, int64_t e, int64_t seq) {
+    for (int64_t t = b; t < e; t++) {
+      if (p.batch.mask && !p.batch.mask[t]) {
+        p.per_token[t] = 0.f;
+        p.grad[t] = 0.f;
+        continue;
+      }
+      p.grad[t] = policy_one(p, in, ws[seq], t, none, s);
     }
-    p.grad[t] = policy_one(p, in, w[t], t, none, s);
+  });
+}
+
+// The token-level PPO clip (PolicyOptions::plain(), the common case), L tokens at a time: per lane the math of
+// ppo_clip_token with d = logp − old,
+//   dc = clamp(d, ±C), r = exp(dc), s1 = rA, s2 = clip(r, 1 − ε_low, 1 + ε_high)A, clipped = s2 < s1,
+//   ℓ = −min(s1, s2), with dual clip c (A < 0, −cA < ℓ): ℓ = −cA; dℓ/dlogp = 0 when clipped, dual-clipped or
+//   |d| > C, else −rA,
+// with exp_approx (≤ 2 ulp) for std::exp (the CUDA kernels keep the scalar form); masked tokens are selected
+// out (0 outputs, nothing summed). Loss, KL and ratio sums in double lanes. T = float: every input float32.
+template <int ISA_L, typename T>
+RK_INLINE void plain_impl(const PolicyLossParams& p, const float* const& ws, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
+  constexpr int L = token_lanes<ISA_L>();
+  constexpr bool F32 = std::is_same_v<T, float>;
+  using vf = typename Lanes<L>::f;
+  using vi = typename Lanes<L>::i;
+  using vd = typename DLanes<L>::d;
+  const PolicyOptions& o = p.opts;
+  const float C = o.log_ratio_clamp, lo = 1.f - o.clip_low, hi = 1.f + o.clip_high, c = o.dual_clip;
+  const bool dual_on = is_on(c);
+  vd loss_sum = {}, kl_sum = {}, ratio_sum = {};
+  const vf zero = {}, one = zero + 1.f;
+  vf ratio_max = zero - INFINITY, low = zero, high = zero, duals = zero;  // counts of at most TOKEN_BLOCK, exact
+  token_runs<L>(p.batch, ws, begin, end, [&](int64_t t, int64_t n, float w) {
+    const vf lp = token_load<L, F32>(p.logp, t, n), old = token_load<L, F32>(p.old_logp, t, n), A = token_load<L, F32>(p.advantages, t, n);
+    const vi m = token_counted<L>(p.batch.mask, t, n);
+    const vf d = lp - old;
+    const vf dc = d > C ? C : (d < -C ? -C : d);
+    const vf r = exp_approx(dc);
+    const vf s1 = r * A, s2 = (r < lo ? lo : (r > hi ? hi : r)) * A;
+    const vf clipped = s2 < s1 ? one : zero;
+    vf loss = s2 < s1 ? -s2 : -s1, dual = zero;
+    if (dual_on) {
+      const vf cA = -c * A;
+      dual = A < 0.f ? (cA < loss ? one : zero) : zero;
+      loss = dual != 0.f ? cA : loss;
+    }
+    const vf g0 = d > C ? zero : (d < -C ? zero : -r * A);
+    const vf g = clipped + dual != 0.f ? zero : g0;
+    token_store<L>(p.per_token, t, n, m ? loss : zero);
+    token_store<L>(p.grad, t, n, m ? w * g : zero);
+    loss_sum += widen<L>(m ? w * loss : zero);
+    kl_sum += widen<L>(m ? w * (old - lp) : zero);
+    ratio_sum += widen<L>(m ? r : zero);
+    const vf rm = m ? r : zero - INFINITY;
+    ratio_max = rm > ratio_max ? rm : ratio_max;
+    low += m ? (A < 0.f ? clipped : zero) : zero;
+    high += m ? (A > 0.f ? clipped : zero) : zero;
+    duals += m ? dual : zero;
+  });
+  BlockSums& s = *out;
+  s.loss += lane_sum(loss_sum), s.kl += lane_sum(kl_sum), s.ratio += lane_sum(ratio_sum);
+  for (int l = 0; l < L; l++) {
+    s.ratio_max = ratio_max[l] > s.ratio_max ? ratio_max[l] : s.ratio_max;
+    s.low += int64_t(low[l]), s.high += int64_t(high[l]), s.dual += int64_t(duals[l]);
   }
 }
+RK_ISA_KERNEL(plain_block, plain_impl)
 
 // Sequence i: its sums (phase 1), its tokens (2), and with coupled() each token's gradient (1/n) Σ_u w_u g_u (3).
 template <bool F32>
-void policy_sequence(const PolicyLossParams& p, const float* w, int64_t i, BlockSums& s) {
+void policy_sequence(const PolicyLossParams& p, const float* ws, int64_t i, BlockSums& s) {
   const Inputs<F32> in{p};
   const TokenBatch& b = p.batch;
   const int64_t begin = b.offsets[i], end = b.offsets[i + 1];
@@ -95,7 +154,7 @@ void policy_sequence(const PolicyLossParams& p, const float* w, int64_t i, Block
       p.grad[t] = 0.f;
       continue;
     }
-    const float g = policy_one(p, in, w[t], t, q, s);
+    const float g = policy_one(p, in, ws[i], t, q, s);
     if (p.opts.coupled()) g_sum += double(g);
     else p.grad[t] = g;
   }
@@ -108,26 +167,28 @@ void policy_sequence(const PolicyLossParams& p, const float* w, int64_t i, Block
 
 PolicyLossResult policy_loss(const PolicyLossParams& p) {
   const TokenBatch& b = p.batch;
-  std::vector<float> w(static_cast<size_t>(b.tokens));
+  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
   PolicyLossResult r;
-  r.count = aggregation_weights(b, w.data());
+  r.count = sequence_weights(b, ws.data());
   const bool f32 = p.logp.dtype == DType::f32 && p.old_logp.dtype == DType::f32 && p.advantages.dtype == DType::f32 &&
                    (!p.behavior_logp.present() || p.behavior_logp.dtype == DType::f32) &&
                    (!p.divergence.present() || p.divergence.dtype == DType::f32);
-  const bool by_seq = p.opts.needs_sequences();
+  const bool by_seq = p.opts.needs_sequences(), plain = p.opts.plain() && !p.behavior_logp.present();
   const int64_t blocks = by_seq ? b.num_seqs : (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
   std::vector<BlockSums> sums(static_cast<size_t>(blocks));
   parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
     for (int64_t k = bb; k < be; k++) {
       BlockSums& s = sums[size_t(k)];
       if (by_seq) {
-        if (f32) policy_sequence<true>(p, w.data(), k, s);
-        else policy_sequence<false>(p, w.data(), k, s);
+        if (f32) policy_sequence<true>(p, ws.data(), k, s);
+        else policy_sequence<false>(p, ws.data(), k, s);
         continue;
       }
       const int64_t t0 = k * TOKEN_BLOCK, t1 = std::min(b.tokens, t0 + TOKEN_BLOCK);
-      if (f32) policy_block<true>(p, w.data(), t0, t1, s);
-      else policy_block<false>(p, w.data(), t0, t1, s);
+      if (plain && f32) plain_block<float>(p, ws.data(), t0, t1, &s);
+      else if (plain) plain_block<void>(p, ws.data(), t0, t1, &s);
+      else if (f32) policy_block<true>(p, ws.data(), t0, t1, s);
+      else policy_block<false>(p, ws.data(), t0, t1, s);
     }
   });
   BlockSums all;

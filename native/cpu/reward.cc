@@ -35,14 +35,16 @@ void reward_prompts(const RewardLossParams& p, float scale, uint8_t* best, int64
       shifted[i] = s;
       m = std::max(m, s);
     }
-    // one exp per candidate, in double, kept in probs and rescaled by 1/Σ; log p_i = (s_i − m) − log Σ, from
-    // s − m (never s − lse, which cancels two terms of size |s|)
-    double se = 0;
+    // one exp per candidate, in float32 (exp_approx, ≤ 2 ulp) of s − m, the max subtracted in double; kept in
+    // probs and rescaled by 1/Σ (Σ in double); log p_i = (s_i − m) − log Σ, from s − m (never s − lse, which
+    // cancels two terms of size |s|)
+    double se = 0, others = 0;  // others: Σ over the candidates other than the chosen one
     for (int64_t i = 0; i < K; i++) {
       shifted[i] -= m;
-      const double e = std::exp(shifted[i]);
+      const float e = exp_approx(float(shifted[i]));
       se += e;
-      probs[i] = float(e);
+      others += i != b ? e : 0.f;
+      probs[i] = e;
     }
     const double ls = std::log(se);
     const float inv = float(1.0 / se);
@@ -79,9 +81,10 @@ void reward_prompts(const RewardLossParams& p, float scale, uint8_t* best, int64
     }
     p.losses[n] = loss.value();
     for (int64_t i = 0; i < K; i++) {
-      // the chosen candidate's p − 1 as expm1(log p), exact where p is near 1
+      // the chosen candidate's p − 1 as −Σ_{j≠b} e_j / Σ e, exact where p is near 1 (no 1 − p cancels; the
+      // same precision as expm1(log p), without a libm expm1 per prompt)
       const float d = p.target_probs.present() ? probs[i] * y_sum - read(p.target_probs, a + i)
-                    : i == b ? std::expm1(logp(i)) : probs[i];
+                    : i == b ? float(-others / se) : probs[i];
       p.grad[a + i] = scale * (d + center);
     }
     bool top = true;

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "rlhf/aggregate.h"
 #include "rlhf/common.h"
 
 #define RK_INLINE inline __attribute__((always_inline))
@@ -397,5 +398,98 @@ class GradRow {
   int64_t V_;
   bool bf16_;
 };
+
+// ---- Token ops (policyLoss, valueLoss, klPenalty): L consecutive tokens of one sequence at a time ----
+
+// double lanes, L of them (two or more registers): per-token sums of a block are kept in double
+template <int L>
+struct DLanes {
+  typedef double d __attribute__((vector_size(8 * L)));
+};
+template <int L, typename V>
+RK_INLINE typename DLanes<L>::d widen(V x) { return __builtin_convertvector(x, typename DLanes<L>::d); }
+template <typename V>
+RK_INLINE double lane_sum(V x) {
+  double s = 0;
+  for (int l = 0; l < int(sizeof(V) / sizeof(x[0])); l++) s += x[l];
+  return s;
+}
+
+// n ≤ L elements of x from t as float32 lanes, 0 past n. F32: x is float32, read directly; else read()
+// converts each element from its dtype.
+template <int L, bool F32>
+RK_INLINE typename Lanes<L>::f token_load(const FloatIn& x, int64_t t, int64_t n) {
+  typename Lanes<L>::f r = {};
+  if (F32 && n == L) {
+    std::memcpy(&r, static_cast<const float*>(x.data) + t, sizeof r);
+    return r;
+  }
+  for (int64_t l = 0; l < n; l++) r[l] = F32 ? static_cast<const float*>(x.data)[t + l] : read(x, t + l);
+  return r;
+}
+// the first n ≤ L lanes of v into p + t
+template <int L, typename V>
+RK_INLINE void token_store(float* p, int64_t t, int64_t n, V v) {
+  if (n == L) return vstore(p, t, v);
+  for (int64_t l = 0; l < n; l++) p[t + l] = v[l];
+}
+// the counted lanes of n ≤ L tokens from t (−1 counted, 0 masked or past n)
+template <int L>
+RK_INLINE typename Lanes<L>::i token_counted(const uint8_t* mask, int64_t t, int64_t n) {
+  using vi = typename Lanes<L>::i;
+  if (n == L) {
+    if (!mask) return vi{} - 1;
+    typedef uint8_t vb __attribute__((vector_size(L)));
+    vb bits;
+    std::memcpy(&bits, mask + t, sizeof bits);
+    return __builtin_convertvector(bits, vi) != 0;
+  }
+  vi c = {};
+  for (int64_t l = 0; l < n; l++) c[l] = !mask || mask[t + l] ? -1 : 0;
+  return c;
+}
+
+// f(t, n, w) over tokens [t0, t1) of b, L at a time inside each sequence (n ≤ L tokens from t, w the
+// sequence's aggregation weight ws[s]); a sequence's last n < L tokens come as one call, so every token takes
+// the same vector arithmetic whatever its position.
+template <int L, typename F>
+RK_INLINE void token_runs(const TokenBatch& b, const float* ws, int64_t t0, int64_t t1, F&& f) {
+  for_sequence_runs(b, t0, t1, [&](int64_t begin, int64_t end, int64_t s) {
+    const float w = ws[s];
+    int64_t t = begin;
+    for (; t + L <= end; t += L) f(t, int64_t(L), w);
+    if (t < end) f(t, end - t, w);
+  });
+}
+
+// The lanes a token kernel runs with: at most 8. With 16 (AVX-512) GCC scalarises the token kernels'
+// selects on comparisons (226 vcomiss in policyLoss's loop, 2.5x slower); 8 lanes of the same ISA keep them
+// vectors.
+template <int L>
+constexpr int token_lanes() { return L < 8 ? L : 8; }
+
+// Sum of one block of tokens [begin, end) of a per-token op's aggregated loss, L tokens at a time
+// (token_runs): token(t, n, loss, g, flag) gives the lanes of the n tokens from t (flag 0 or 1); then
+// per_token = loss and grad = w·g where counted, 0 where masked (selected, never multiplied by the mask).
+// Returns Σ w·loss over counted tokens (double lanes, then their sum) and adds the counted flags to `flags`.
+template <int L, bool F32, typename Token>
+RK_INLINE double token_loss_block(const TokenBatch& b, const float* ws, float* per_token, float* grad, int64_t begin, int64_t end,
+                                  int64_t& flags, Token&& token) {
+  using vf = typename Lanes<L>::f;
+  typename DLanes<L>::d sum = {};
+  const vf zero = {};
+  vf count = zero;  // at most TOKEN_BLOCK per lane: exact
+  token_runs<L>(b, ws, begin, end, [&](int64_t t, int64_t n, float w) {
+    const auto m = token_counted<L>(b.mask, t, n);
+    vf loss = zero, g = zero, flag = zero;
+    token(t, n, loss, g, flag);
+    token_store<L>(per_token, t, n, m ? loss : zero);
+    token_store<L>(grad, t, n, m ? w * g : zero);
+    sum += widen<L>(m ? w * loss : zero);
+    count += m ? flag : zero;
+  });
+  for (int l = 0; l < L; l++) flags += int64_t(count[l]);
+  return lane_sum(sum);
+}
 
 }  // namespace rk

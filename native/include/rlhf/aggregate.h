@@ -1,12 +1,33 @@
 // Aggregation weights (DESIGN §1.9): loss = Σ_t w_t x_t and d loss / d x_t = w_t, w_t = 0 where masked.
 // Math in src/reference/aggregate.ts.
 #pragma once
+#include <algorithm>
 #include "common.h"
 
 namespace rk {
 
-// Fills w[tokens]; returns the number of counted tokens.
+// ws[s]: the weight of each counted token of sequence s (w_t = ws[s], or 0 where masked), for every
+// sequence; returns the number of counted tokens. The one place the aggregation's weights are formed.
+int64_t sequence_weights(const TokenBatch& b, float* ws);
+
+// Fills w[tokens] from sequence_weights; returns the number of counted tokens.
 int64_t aggregation_weights(const TokenBatch& b, float* w);
+
+// Tokens [t0, t1) as the runs that lie in one sequence: f(begin, end, s) for each, in token order.
+template <class F>
+void for_sequence_runs(const TokenBatch& b, int64_t t0, int64_t t1, F&& f) {
+  if (t0 >= t1) return;
+  // the sequence holding t0: the last with offsets[s] ≤ t0 (an empty sequence before it has the same offset)
+  int64_t s = std::upper_bound(b.offsets, b.offsets + b.num_seqs + 1, int64_t(t0), [](int64_t t, int32_t o) { return t < o; }) - b.offsets - 1;
+  for (int64_t t = t0; t < t1 && s < b.num_seqs; s++) {
+    const int64_t e = std::min<int64_t>(t1, b.offsets[s + 1]);
+    if (e > t) f(t, e, s), t = e;
+  }
+}
+
+// Per-token sums of one block of tokens, in double, added afterwards in block order (results do not depend
+// on the thread count).
+constexpr int64_t TOKEN_BLOCK = 4096;
 
 // The aggregated loss of a per-token op (math in src/reference/aggregate.ts tokenLoss): token(t, l, g) gives
 // counted token t's loss l and d l / d x_t g (never called for a masked token); per_token[t] = l and
