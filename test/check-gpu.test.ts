@@ -14,6 +14,7 @@ import type { CrossEntropyArgs } from '../src/vocab.js'
 import { invTemperature } from '../src/options.js'
 import { jsKernels } from '../src/reference/index.js'
 import type { FloatData } from '../src/validate.js'
+import { decodeFloats } from '../src/dtypes.js'
 
 const root = new URL('..', import.meta.url).pathname
 const native = rk.backends().find((b) => b.name === 'cpu')!.available
@@ -92,12 +93,17 @@ describe.runIf(native)('the parity section, rehearsed with js as the target', ()
  * and installed as the cuda backend for one comparison: each new contract case must report them.
  */
 const f = Math.fround
-const f32 = (x: FloatData) => x.data as Float32Array
+/** float32 data (the emulations take float32 cases only) */
+const f32 = (x: FloatData) => {
+  if (!(x.data instanceof Float32Array)) throw new Error(`a float32 input expected, got ${x.dtype}`)
+  return x.data
+}
 
 /** the two-pass kernels' earlier s = fl(z·invT), then everything of s (the gradients times invT) */
-function scaledFirst<A extends { temperature: number | Float32Array; N: number; V: number }>(a: A, keys: (keyof A)[]): A {
+function scaledFirst<A extends { temperature: number | Float32Array; V: number }>(a: A, keys: (keyof A)[]): A {
   const out = { ...a, temperature: 1 }
   for (const k of keys) {
+    if (a[k] === null) continue
     const z = f32(a[k] as FloatData)
     ;(out as Record<keyof A, unknown>)[k] = { data: Float32Array.from(z, (x, i) => f(x * invTemperature(a.temperature, Math.floor(i / a.V)))), dtype: 'float32' }
   }
@@ -141,6 +147,10 @@ const EARLIER: Record<string, Partial<Kernels>> = {
       const r = jsKernels.crossEntropy(scaledFirst(a, ['logits']))
       return { ...r, gradLogits: new rk.Tensor(earlierTwoPassGrad(a), a.shape, 'float32') }
     },
+    ppoLoss: (a) => {
+      const r = jsKernels.ppoLoss(scaledFirst(a, ['logits', 'anchorLogits']))
+      return { ...r, gradLogits: timesInvT(r.gradLogits, a) }
+    },
     klDivergence: (a) => {
       const r = jsKernels.klDivergence(scaledFirst(a, ['pLogits', 'qLogits']))
       return { ...r, ...(r.gradQ ? { gradQ: timesInvT(r.gradQ, a) } : {}), ...(r.gradP ? { gradP: timesInvT(r.gradP, a) } : {}) }
@@ -150,7 +160,7 @@ const EARLIER: Record<string, Partial<Kernels>> = {
   'tile loss from a float32 lse': {
     crossEntropy: (a) => {
       const r = jsKernels.crossEntropy(a)
-      const z = f32(a.logits)
+      const z = Float32Array.from(decodeFloats(a.logits.data, a.logits.dtype))
       return { ...r, losses: Float32Array.from(r.losses!, (l, n) => { const L = lse64(z, n, a.V, 1); return f(l + (f(L) - L)) }) }
     },
   },
@@ -231,6 +241,9 @@ describe.runIf(native && cudaUnusable() !== null)('the contract cases report the
   it.each([
     ['two-pass s = fl(z·invT)', 'crossEntropy float32 [6, 2048] |z|/T≈1e4 T=0.7 labelSmoothing zLoss grad'],
     ['two-pass s = fl(z·invT)', 'crossEntropy float32 [6, 2048] confident row T=0.7 grad'],
+    ['two-pass s = fl(z·invT)', 'ppoLoss float32 [6, 2048] |z|/T≈1e4 k3 T=0.7'],
+    ['two-pass s = fl(z·invT)', 'ppoLoss float32 [6, 2048] |z|/T≈1e4 dppo-tv trustRegion full T=0.7'],
+    ['two-pass s = fl(z·invT)', 'ppoLoss float32 [6, 2048] |z|/T≈1e4 dppo-kl trustRegion full T=0.7'],
     ['two-pass s = fl(z·invT)', 'klDivergence float32 [6, 2048] |z|/T≈1e4 +inf row T=0.7 grad both'],
     ['two-pass s = fl(z·invT)', 'klDivergence float32 [6, 2048] |z|/T≈1e4 +inf row T=0.7 grad q'],
     ['tile loss from a float32 lse', 'crossEntropy float32 [6, 2048] |z|/T≈1e4 T=1 labelSmoothing none'],
