@@ -6,7 +6,9 @@
  *
  * 1. parity: every op × dtype × gradient dtype on the target backend against the cpu backend, fresh random
  *    data, outputs poisoned (NaN) first, on shapes that reach every kernel path (single-pass clusters of
- *    1..8 CTAs, the two-pass kernels above 131072 columns and for unaligned rows);
+ *    1..8 CTAs, the two-pass kernels above 131072 columns and for unaligned rows), and the numerical contract
+ *    of the CUDA forms (rows of |z|/T ≈ 1e4, confident rows, the KL +inf rule, large reward scores, GAE with
+ *    γ = λ = 1, the vocab-sharded cross-entropy and KL on device tensors);
  * 2. determinism (5 runs, byte-identical) and batch invariance (a row alone, in a batch of 7, at row 5000
  *    of 8192: bitwise the same log-prob, lse, entropy and gradient);
  * 3. bad device indices: a RangeError naming the row, then the next op on the same tensors is right;
@@ -214,6 +216,234 @@ export function parityCases(seed: number, quick = false): ParityCase[] {
     }
   }
   cases.push(...tokenCases(seed, quick))
+  cases.push(...contractCases(seed))
+  return cases
+}
+
+/** A host [N, V] float32 matrix as a tensor of `dtype`. */
+function asTensor(z: Float32Array, N: number, V: number, dtype: Dtype) {
+  return dtype === 'float32' ? rk.tensor(z, [N, V]) : rk.tensor(rk.encodeFloats(z, dtype), [N, V], { dtype })
+}
+
+/**
+ * Rows of |z|/T near 1e4 at T = 0.7: z = ±7000 + 2·normal, the sign alternating by row, where a float32
+ * z·invT or lse carries ~5e-4 (bf16 rounds them to a grid of 32: rows of near-ties, still at lse ≈ ±7000).
+ */
+function farLogits(r: ReturnType<typeof rng>, N: number, V: number): Float32Array {
+  const z = r.f32(N * V, 2)
+  for (let n = 0; n < N; n++) for (let v = n * V; v < (n + 1) * V; v++) z[v] += n % 2 ? -7000 : 7000
+  return z
+}
+
+/**
+ * Row n of z made confident at temperature T: z_y = base, one other class at base − gap·T and the rest at
+ * base − 44·ln2·T. For the kernels that sum S themselves (crossEntropy, ppoLoss): base 100, gap 20·ln2, so
+ * p_y = 1 − 9.5e-7 and the float32 S = Σ exp((z − z_y)/T) is 1 + 2⁻²⁰ exactly in any order of additions (a float32
+ * S rounded at 2⁻²⁴ moves 1 − p_y by up to 6%, the precision the CUDA kernels keep at other confident rows:
+ * bench/NOTES.md), while fl(z·invT) − lse, on a grid of 1.5e-5 at z/T ≈ 143, cannot hold −9.5e-7. For
+ * logProbsBackward, given the lse: base 0, gap 14.03, p_y = 1 − 8.07e-7, half-way between float32 neighbours (at
+ * |lse| ≥ ½, z_y − lse is a multiple of ulp(lse) and 1 − fl(p_y) exact), where 1 − fl(p_y) is off by 3%. dℓ/dz_y
+ * is under the gradient atol, so the cases weight the row by 1000 (a token weight, gradLogp, an advantage): the
+ * earlier forms then miss the tolerance; expm1 of the shifted log p_y does not. On the single-pass tile (T = 1)
+ * both forms are exact in this row (test/ops/vocab-cuda-form.test.ts): there the case guards the weighted true
+ * class only.
+ */
+function makeConfident(z: Float32Array, n: number, V: number, y: number, T: number, base = 100, gap = 20 * Math.LN2) {
+  z.fill(Math.fround(base - 44 * Math.LN2 * T), n * V, (n + 1) * V)
+  z[n * V + y] = base
+  z[n * V + ((y + 1) % V)] = Math.fround(base - gap * T)
+}
+
+/** Row n's weight W, 1 elsewhere. */
+const weightRow = (N: number, n: number, W: number) => Float32Array.from({ length: N }, (_, i) => (i === n ? W : 1))
+
+/**
+ * The numerical contract of the CUDA vocabulary, reward and GAE kernels (bench/NOTES.md "The numerical contract
+ * on CUDA (issue 10)"), each form that was verified only by a float32 emulation: rows of |z|/T ≈ 1e4, confident
+ * rows, the KL +inf rule, a chosen reward candidate of p = 1 − 2e-6, GAE with γ = λ = 1 over 4099 tokens of
+ * rewards ~10, and the sharded cross-entropy and KL on device tensors against the unsharded cpu op. V = 2048:
+ * single-pass (×1) in float32 and bf16 at T = 1 without class weights, the two-pass kernels at T = 0.7 or with
+ * class weights; 2047 for the two-pass KL of an unaligned row.
+ */
+export function contractCases(seed: number): ParityCase[] {
+  const cases: ParityCase[] = []
+  const N = 6, V = 2048, W = 1000
+  const confident = 4  // the confident row (float32)
+  for (const dtype of ['float32', 'bfloat16'] as const) {
+    const r = rng(seed + 101 + DTYPES.indexOf(dtype))
+    const at = `${dtype} [${N}, ${V}]`
+    const targets = r.ints(N, V)
+    // rows 0..4 of |z|/T ≈ 1e4, row 5 moderate; the confident row (float32) made for each temperature in a
+    // copy, in these logits (ppoLoss) or among moderate rows, where only it can miss (crossEntropy, logProbsBackward)
+    const far = farLogits(r, N, V)
+    for (let v = 5 * V; v < 6 * V; v++) far[v] = 3 * r.normal()
+    const moderate = r.f32(N * V, 3)
+    const withConfident = (T: number, zBase: Float32Array, base?: number, gap?: number) => {
+      const z = Float32Array.from(zBase)
+      if (dtype === 'float32') makeConfident(z, confident, V, targets[confident], T, base, gap)
+      return asTensor(z, N, V, dtype)
+    }
+    const classWeights = Float32Array.from({ length: V }, () => 0.5 + r.uniform())
+    for (const [form, T, path, extra] of [
+      ['T=0.7', 0.7, 'two-pass (temperature)', {}],
+      ['T=1', 1, tilePath(V, dtype), {}],
+      ['T=1 classWeights', 1, 'two-pass (class weights)', { classWeights }],
+    ] as [string, number, string, { classWeights?: Float32Array }][]) {
+      const logits = asTensor(far, N, V, dtype)
+      const gradT = () => ({ gradLogits: twice(gradTolerance(T)) })
+      // ε and z-loss on; then ε alone, where the z-loss (1e-3·lse² ≈ 1e5) does not hide each row's loss
+      cases.push({ name: `crossEntropy ${at} |z|/T≈1e4 ${form} labelSmoothing zLoss grad`, path, run: () => rk.crossEntropy({ logits, targets, temperature: T, labelSmoothing: 0.1, zLoss: 1e-3, grad: true, ...extra }), tolerances: gradT })
+      cases.push({ name: `crossEntropy ${at} |z|/T≈1e4 ${form} labelSmoothing none`, path, run: () => rk.crossEntropy({ logits, targets, temperature: T, labelSmoothing: 0.1, reduction: 'none', grad: true, ...extra }), tolerances: gradT })
+      if (dtype === 'float32' && !extra.classWeights) {
+        // the confident row weighted by W: its true-class gradient −W·9.5e-7 against atol 2e-6/T
+        const sure = withConfident(T, moderate)
+        const tokenWeights = weightRow(N, confident, W)
+        cases.push({ name: `crossEntropy ${at} confident row ${form} grad`, path, run: () => rk.crossEntropy({ logits: sure, targets, temperature: T, tokenWeights, reduction: 'sum', grad: true }), tolerances: gradT })
+        const nearSure = withConfident(T, moderate, 0, 14.03)
+        const lse = on('cpu', () => rk.logProbs({ logits: nearSure, targets, temperature: T }).lse)
+        const gradLogp = Float32Array.from(weightRow(N, confident, W), (w) => w * (0.5 + r.uniform()))
+        cases.push({ name: `logProbsBackward ${at} confident row ${form}`, path: 'backward', run: () => rk.logProbsBackward({ logits: nearSure, targets, temperature: T, lse, gradLogp }), tolerances: gradT })
+      }
+    }
+    // ppoLoss at T = 0.7: the sampled-token k3 KL (ppo_tile_kernel), then the DPPO trust region by the full TV / KL
+    // to π_old (ppo_logp_kernel's divergence pass); the confident row's advantage W, its ratio 1
+    {
+      const T = 0.7
+      const logits = withConfident(T, far)
+      const oldLogp = Float32Array.from(on('cpu', () => rk.logProbs({ logits, targets, temperature: T }).logp), (x, n) => (n === confident ? x : x + 0.2 * r.normal()))
+      const advantages = Float32Array.from(r.f32(N), (a, n) => (n === confident ? W : a))
+      const mask = Uint8Array.from({ length: N }, (_, n) => (n === 2 ? 0 : 1))
+      const ppo = { logits, actions: targets, oldLogp, advantages, values: r.f32(N), returns: r.f32(N), mask, beta: 0.1, c1: 0.5, temperature: T }
+      const gradT = () => ({ gradLogits: twice(gradTolerance(T)) })
+      cases.push({ name: `ppoLoss ${at} |z|/T≈1e4 k3 T=0.7`, path: tilePath(V, dtype), run: () => rk.ppoLoss({ ...ppo, klEstimator: 'k3' }), tolerances: gradT })
+      const zOld = withConfident(T, Float32Array.from(far, (x) => x + 0.3 * r.normal()))
+      for (const variant of ['dppo-tv', 'dppo-kl'] as const) {
+        const dppo = { ...ppo, oldLogp: undefined, oldLogits: zOld, variant, trustRegion: 'full' as const, clipLow: 0.05, clipHigh: 0.05, klEstimator: 'k3' as const }
+        cases.push({ name: `ppoLoss ${at} |z|/T≈1e4 ${variant} trustRegion full T=0.7`, path: 'two-pass (anchor logits)', run: () => rk.ppoLoss(dppo), tolerances: gradT })
+      }
+    }
+    // klDivergence at T = 0.7 on rows of |z|/T ≈ 1e4, q near p; row 4: q −inf at a class where p is finite
+    // but tiny (e^((−200 − max)/T): 0 in float32), so KL = +inf and d/dz_p = 0 on that row
+    for (const width of [V, V - 1]) {
+      const T = 0.7
+      const zp = farLogits(r, N, width)
+      for (let v = 4 * width; v < 5 * width; v++) zp[v] = 3 * r.normal()
+      const zq = Float32Array.from(zp, (x) => x + 0.3 * r.normal())
+      zp[4 * width + 7] = -200
+      zq[4 * width + 7] = -Infinity
+      const pLogits = asTensor(zp, N, width, dtype), qLogits = asTensor(zq, N, width, dtype)
+      const w = `${dtype} [${N}, ${width}] |z|/T≈1e4 +inf row T=0.7`
+      const klTol = (e: unknown) => ({ gradQ: twice(gradTolerance(T)), gradP: twice(klGradPTolerance((e as rk.KlDivergenceResult).perRow, T)) })
+      if (width === V) cases.push({ name: `klDivergence ${w} grad q`, path: tilePath(width, dtype), run: () => rk.klDivergence({ pLogits, qLogits, temperature: T, grad: 'q', reduction: 'sum' }), tolerances: klTol })
+      cases.push({ name: `klDivergence ${w} grad both`, path: width === V ? 'two-pass (gradient wrt p)' : tilePath(width, dtype), run: () => rk.klDivergence({ pLogits, qLogits, temperature: T, grad: 'both', reduction: 'none' }), tolerances: klTol })
+    }
+    cases.push(...shardedCases(r, dtype))
+  }
+  // rewardLoss: prompts of scores near ±9000 (a float32 lse − s_b loses the loss there), and a chosen
+  // candidate of p = 1 − 2.3e-6 (scores 14, 0, 0.5, −1)
+  {
+    const r = rng(seed + 107)
+    const K = 4, prompts = 16
+    const scores = Float32Array.from({ length: prompts * K }, (_, i) => (Math.floor(i / K) % 2 ? -9000 : 9000) + 2 * r.normal())
+    scores.set([14, 0, 0.5, -1], 3 * K)
+    const chosen = r.ints(prompts, K)
+    chosen[3] = 0
+    cases.push({ name: `rewardLoss ${prompts}×${K} scores ±9000, chosen p = 1 − 2.3e-6`, path: 'reward grid', run: () => rk.rewardLoss({ scores, K, chosen, reduction: 'none' }) })
+  }
+  // GAE with γ = λ = 1: sums of rewards ~10 over 4099 tokens that cross zero; float32 maps miss here
+  {
+    const r = rng(seed + 109)
+    const B = 2, T = 4099
+    const rewards = rk.tensor(r.f32(B * T, 10), [B, T]), values = r.f32(B * T, 3), lastValues = r.f32(B)
+    cases.push({ name: `gae [${B}, ${T}] γ=λ=1 rewards ~10`, path: 'gae scan', run: () => rk.gae({ rewards, values, gamma: 1, lambda: 1, lastValues }) })
+  }
+  return cases
+}
+
+/**
+ * The vocab-sharded forms on the target with device tensors (on cuda: crossEntropyPartial's maxToken comes back
+ * as a device tensor when ε > 0; klDivergencePartialBackward reads column 0 of a device tensor), merged and
+ * compared with the unsharded op on the cpu backend. The sharded forms' own contract (test/ops/vocab-sharded-ce-kl
+ * .test.ts: merged lse through three float32 roundings) is twice the unsharded tolerances on the gradients and
+ * the merged KL; against the cpu, twice that again.
+ */
+function shardedCases(r: ReturnType<typeof rng>, dtype: Dtype): ParityCase[] {
+  const N = 5, V = 2048, bounds = [0, 640, 1344, V]
+  const at = `${dtype} [${N}, ${V}] in ${bounds.length - 1} shards`
+  const shards = (z: Float32Array) => bounds.slice(0, -1).map((a, i) => {
+    const w = bounds[i + 1] - a, out = new Float32Array(N * w)
+    for (let n = 0; n < N; n++) out.set(z.subarray(n * V + a, n * V + a + w), n * w)
+    return { data: out, start: a, width: w }
+  })
+  /** on the target: each shard uploaded (cuda) or kept (host); gradients put back into [N, V] on the host */
+  const sharded = <R>(parts: { data: Float32Array; start: number; width: number }[][], fn: (tensors: rk.Tensor[], i: number) => R) => {
+    const tensors = parts.map((group) => group.map((s) => {
+      const t = asTensor(s.data, N, s.width, dtype)
+      return rk.currentBackend() === 'cuda' ? t.to('cuda') : t
+    }))
+    try {
+      return tensors.map((t, i) => fn(t, i))
+    } finally {
+      tensors.flat().forEach((t) => { if (t.device === 'cuda') t.dispose() })
+    }
+  }
+  const concat = (grads: Float32Array[]) => {
+    const out = new Float32Array(N * V)
+    grads.forEach((g, i) => {
+      const a = bounds[i], w = bounds[i + 1] - a
+      for (let n = 0; n < N; n++) out.set(g.subarray(n * w, (n + 1) * w), n * V + a)
+    })
+    return out
+  }
+  const hostGrad = (t: rk.Tensor) => {
+    const a = t.toFloat32Array()
+    if (t.device === 'cuda') t.dispose()
+    return a
+  }
+  const cases: ParityCase[] = []
+  {
+    const z = r.f32(N * V, 3), targets = r.ints(N, V)
+    targets[1] = -100
+    const T = 0.7, opts = { labelSmoothing: 0.1, zLoss: 1e-3, temperature: T }
+    const full = asTensor(z, N, V, dtype), parts = shards(z)
+    const run = () => {
+      if (rk.currentBackend() === 'cpu') {
+        const none = rk.crossEntropy({ logits: full, targets, ...opts, reduction: 'none' })
+        const mean = rk.crossEntropy({ logits: full, targets, ...opts, grad: true })
+        return { losses: none.losses, lse: none.lse, loss: mean.loss, gradLogits: mean.gradLogits!.toFloat32Array() }
+      }
+      // the merge needs every shard's partials before any backward: two passes over the shards
+      const partials = sharded(parts.map((s) => [s]), ([logits], i) => rk.crossEntropyPartial({ logits, targets, vocabStart: bounds[i], vocabSize: V, ...opts }))
+      const merged = rk.mergeCrossEntropyPartials({ partials, targets, ...opts })
+      const grads = sharded(parts.map((s) => [s]), ([logits], i) => hostGrad(rk.crossEntropyPartialBackward({ logits, targets, vocabStart: bounds[i], vocabSize: V, lse: merged.lse, gradRows: merged.gradRows, ...opts }).gradLogits))
+      return { losses: merged.losses, lse: merged.lse, loss: merged.loss, gradLogits: concat(grads) }
+    }
+    cases.push({ name: `crossEntropyPartial ${at} labelSmoothing zLoss T=0.7 merged`, path: 'sharded (maxToken on the device)', run, tolerances: () => ({ gradLogits: twice(twice(gradTolerance(T))) }) })
+  }
+  {
+    const zp = r.f32(N * V, 3), zq = Float32Array.from(zp, (x) => x + 0.05 * r.normal())
+    const mask = Uint8Array.from({ length: N }, (_, n) => (n === 3 ? 0 : 1))
+    const pFull = asTensor(zp, N, V, dtype), qFull = asTensor(zq, N, V, dtype)
+    const pParts = shards(zp), qParts = shards(zq)
+    const run = () => {
+      if (rk.currentBackend() === 'cpu') {
+        const kl = rk.klDivergence({ pLogits: pFull, qLogits: qFull, mask, reduction: 'sum', grad: 'both' })
+        return { perRow: kl.perRow, loss: kl.loss, gradQ: kl.gradQ!.toFloat32Array(), gradP: kl.gradP!.toFloat32Array() }
+      }
+      const groups = pParts.map((p, i) => [p, qParts[i]])
+      const partials = sharded(groups, ([pLogits, qLogits]) => rk.klDivergencePartial({ pLogits, qLogits }))
+      const merged = rk.mergeKlPartials({ partials, mask, reduction: 'sum' })
+      const grads = sharded(groups, ([pLogits, qLogits]) => {
+        const g = rk.klDivergencePartialBackward({ pLogits, qLogits, pLse: merged.pLse, qLse: merged.qLse, perRow: merged.perRow, gradRows: merged.gradRows, grad: 'both' })
+        return { q: hostGrad(g.gradQ!), p: hostGrad(g.gradP!) }
+      })
+      return { perRow: merged.perRow, loss: merged.loss, gradQ: concat(grads.map((g) => g.q)), gradP: concat(grads.map((g) => g.p)) }
+    }
+    cases.push({
+      name: `klDivergencePartial ${at} q≈p merged`, path: 'sharded (column 0 of a device tensor)', run,
+      tolerances: (e) => ({ perRow: twice(twice(PARITY.value)), loss: twice(twice(PARITY.value)), gradQ: twice(twice(gradTolerance())), gradP: twice(twice(klGradPTolerance((e as { perRow: Float32Array }).perRow))) }),
+    })
+  }
   return cases
 }
 
