@@ -137,15 +137,18 @@ struct TypedView {
   void* data = nullptr;
 };
 
-inline TypedView view_of(const Napi::TypedArray& a) {
+// (A value known to be a typed array is read by the (env, value) form: Napi::TypedArray's constructor asks
+// the engine for the same information once more.)
+inline TypedView view_of(napi_env env, napi_value a) {
   TypedView v{};
   napi_value buffer;
   size_t offset;
-  if (napi_get_typedarray_info(a.Env(), a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
-    throw coded_error(a.Env(), "ERR_NATIVE", "cannot read a typed array");
+  if (napi_get_typedarray_info(env, a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
+    throw coded_error(env, "ERR_NATIVE", "cannot read a typed array");
   }
   return v;
 }
+inline TypedView view_of(const Napi::TypedArray& a) { return view_of(a.Env(), a); }
 
 // The element data of a typed array, offset included (never through ArrayBuffer(): it may be shared).
 inline void* data_of(const Napi::TypedArray& a) { return view_of(a).data; }
@@ -476,7 +479,7 @@ class Args {
     if (!f.device_input(key, es, in.size, device)) {
       Napi::Value data = f.get("data");
       if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
-      host = view_of(data.As<Napi::TypedArray>());
+      host = view_of(env_, data);
       if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
       in.size = int64_t(host.length);
       pins_.note_input(key, host.data, host.length * es);
@@ -501,7 +504,7 @@ class Args {
       return static_cast<const E*>(device);
     }
     if (!v.IsTypedArray()) throw_type(env_, op_, std::string(key) + " must be " + what);
-    const TypedView a = view_of(v.As<Napi::TypedArray>());
+    const TypedView a = view_of(env_, v);
     if (a.type != Want) throw_type(env_, op_, std::string(key) + " must be " + what);
     if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
     if (size) *size = int64_t(a.length);
