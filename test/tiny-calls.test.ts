@@ -2,11 +2,13 @@
  * The tiny-call path (issue 13, bench/NOTES.md "Version 5"): what was made cheaper must read and check
  * exactly what it did before. The options are read once each (`out` with them), the validated arguments
  * of the token ops hold every field the kernels read (they are now written out, not spread), and the
- * addon's argument snapshot reads keys of any length and skips non-string keys. No timing here: speed
- * lives in `npm run bench -- --host` (the `tiny` rows).
+ * addon's argument snapshot reads keys of any length and skips non-string keys, interns keys and short
+ * strings per thread (and reads the others as strings), and gives a call made from a getter its own records.
+ * No timing here: speed lives in `npm run bench -- --host` (the `tiny` rows).
  */
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { validatorOf } from '../src/ops.js'
@@ -130,6 +132,57 @@ describe.skipIf(addon === null)('the addon argument snapshot', () => {
     }
     const key = 'é'.repeat(40)  // 80 bytes of UTF-8
     expect(() => addon!.policyLoss({ ...args(), out: { [key]: new Float32Array(M) } })).toThrow(new TypeError(`policyLoss: out.${key} must be absent: this call makes no ${key}`))
+  })
+  it('a getter that calls the addon while the arguments are read: each call reads its own arguments', () => {
+    const a = args()
+    const b = nativeArgs(validatorOf('policyLoss')!({ logp: values(4), oldLogp: values(5), advantages: values(6), clipHigh: 0.3 })) as Record<string, unknown>
+    const [ra, rb] = [addon!.policyLoss(a), addon!.policyLoss(b)]
+    expect(ra.loss).not.toBe(rb.loss)
+    const inner: { loss: number; gradLogp: Float32Array }[] = []
+    // the inner calls come after some of the outer arguments were read (top level and nested), and hold more
+    // properties than the reader's first block has records, so a shared block would be overwritten and grown
+    const many = () => Object.assign(Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`extra${i}`, i])), b)
+    const outer = addon!.policyLoss({
+      ...a,
+      layout: { ...(a.layout as object), get width() { inner.push(addon!.policyLoss(many())); return (a.layout as { width: number }).width } },
+      get clipHigh() { inner.push(addon!.policyLoss(many())); return a.clipHigh },
+    })
+    expect(outer.loss).toBe(ra.loss)
+    expect(Array.from(outer.gradLogp)).toEqual(Array.from(ra.gradLogp))
+    expect(inner.map((r) => r.loss)).toEqual([rb.loss, rb.loss])
+    expect(Array.from(inner[1].gradLogp)).toEqual(Array.from(rb.gradLogp))
+  })
+  it('reads keys and strings it did not intern: a fresh thread whose table of names is full', async () => {
+    const a = args()
+    const expected = addon!.policyLoss(a)
+    // the worker's env has its own reader: 5000 distinct keys fill its table first, so that every key of the
+    // real call and its dtype strings arrive as strings
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads')
+      const addon = require(workerData.path)
+      const junk = {}
+      for (let i = 0; i < 5000; i++) junk['junk' + i] = i
+      try { addon.policyLoss(junk) } catch {}
+      const r = addon.policyLoss(workerData.args)
+      let error = ''
+      try { addon.policyLoss({ ...workerData.args, logp: { data: workerData.args.logp.data, dtype: 'float64' } }) } catch (e) { error = e.message }
+      parentPort.postMessage({ loss: r.loss, gradLogp: Array.from(r.gradLogp), count: r.count, error })`
+    const worker = new Worker(code, { eval: true, workerData: { path: addonPath, args: a } })
+    const got = await new Promise<{ loss: number; gradLogp: number[]; count: number; error: string }>((resolve, reject) => {
+      worker.once('message', resolve)
+      worker.once('error', reject)
+    })
+    await worker.terminate()
+    expect(got.loss).toBe(expected.loss)
+    expect(got.count).toBe(M)
+    expect(got.gradLogp).toEqual(Array.from(expected.gradLogp))
+    expect(got.error).toBe('policyLoss: logp.data does not match its dtype float64')
+  })
+  it('a string value longer than the reader interns is read in full', () => {
+    const a = args()
+    const dtype = 'float32'.padEnd(100, ' ')
+    expect(() => addon!.policyLoss({ ...a, logp: { data: (a.logp as { data: Float32Array }).data, dtype } })).toThrow(new TypeError('policyLoss: logp.dtype must be a float dtype'))
+    expect(addon!.policyLoss({ ...a, clipLow: 0.2, clipHigh: 0.2 }).loss).toBe(addon!.policyLoss(nativeArgs(validatorOf('policyLoss')!({ logp: values(1), oldLogp: values(2), advantages: values(3), clipLow: 0.2, clipHigh: 0.2 }))).loss)
   })
   it('skips symbol keys and reads a function or an array as no object', () => {
     const expected = addon!.policyLoss(args())

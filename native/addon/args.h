@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -136,81 +137,234 @@ struct TypedView {
   void* data = nullptr;
 };
 
-inline TypedView view_of(const Napi::TypedArray& a) {
+// (A value known to be a typed array is read by the (env, value) form: Napi::TypedArray's constructor asks
+// the engine for the same information once more.)
+inline TypedView view_of(napi_env env, napi_value a) {
   TypedView v{};
   napi_value buffer;
   size_t offset;
-  if (napi_get_typedarray_info(a.Env(), a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
-    throw coded_error(a.Env(), "ERR_NATIVE", "cannot read a typed array");
+  if (napi_get_typedarray_info(env, a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
+    throw coded_error(env, "ERR_NATIVE", "cannot read a typed array");
   }
   return v;
 }
+inline TypedView view_of(const Napi::TypedArray& a) { return view_of(a.Env(), a); }
 
 // The element data of a typed array, offset included (never through ArrayBuffer(): it may be shared).
 inline void* data_of(const Napi::TypedArray& a) { return view_of(a).data; }
 
 // An argument object read once: each enumerable property's value (for ... in order), and the same for every
-// value that is a plain object (float inputs, layout, agg, device tensors), to `depth` levels.
+// value that is a plain object (float inputs, layout, agg, device tensors), to two levels.
 //
-// The reading is done by a JavaScript function made once per env (job.h snapshot(), kSnapshotReader), which
-// returns the keys and values as one flat array: [key, value, …], and for a value it read into, the marker 0,
-// then key, value and that value's own flat array. The N-API way (the key accumulator, then one
-// napi_get_property per key) cost about half of a small call (issue 13). Every getter and Proxy trap still runs
-// in the reading, before any check; this side then reads only that fresh array, which no caller can reach.
+// The reading is done by a JavaScript function made once per env (job.h snapshot(), kSnapshotReader). Every
+// getter and Proxy trap runs in the reading, before any check. The reader writes one record of four float64
+// per property into a Float64Array of its own: [key, kind, value, end]. A key is a small integer, the id the
+// reader gave that string the first time it saw it (interned: a Map in the reader, at most kMaxNames ids of
+// strings of at most 64 UTF-16 units, both limits the reader's alone; another key is -(i + 1) for the string at objects[i]); a number or a
+// boolean is the record's value; an interned string value (a dtype) is its id. Only what must stay a
+// JavaScript value (an object, a typed array, a long string, a function) goes into a fresh array, `objects`,
+// at the index the record's value holds, and a plain object's own records follow its record up to `end`.
+// The reader returns `objects`, whose slot 0 is the records' Float64Array (slot 0 of the records: their end)
+// and slot 1 the reader's list of interned strings, which C++ copies once per id (EnvData::snapshot_names).
+// So C++ reads one array element per object value, not two per property, and compares no UTF-8 copies.
+//
+// The records and the list of strings live in the reader's closure and in what it returns to C++: no caller
+// can reach them, and C++ reads them at once, before any JavaScript runs again. A getter that calls an op
+// while the arguments are being read (re-entry) gets a block of its own; the outer read goes on with its own.
 // Whether a nested value counts as an object is decided again here (plain_object), so the reader's own test
 // only saves reading into typed arrays and arrays.
 inline constexpr const char* kSnapshotReader = R"((function () {
   'use strict'
   const isView = ArrayBuffer.isView
   const isArray = Array.isArray
-  const read = (o, depth) => {
-    const out = []
+  const ids = new Map()
+  const names = []
+  const intern = (s) => {
+    const id = ids.get(s)
+    if (id !== undefined) return id
+    if (names.length >= 4096 || s.length > 64) return -1
+    ids.set(s, names.length)
+    return names.push(s) - 1
+  }
+  let block = new Float64Array(256)
+  let b = block, n = 0, objects = null, busy = false
+  const record = () => {
+    if (n + 4 > b.length) {
+      const grown = new Float64Array(2 * b.length)
+      grown.set(b)
+      b = grown
+    }
+    n += 4
+    return n - 4
+  }
+  const walk = (o, depth) => {
     for (const key in o) {
       const value = o[key]
-      if (depth > 0 && typeof value === 'object' && value !== null && !isView(value) && !isArray(value)) out.push(0, key, value, read(value, depth - 1))
-      else out.push(key, value)
+      const at = record()
+      const id = intern(key)
+      b[at] = id >= 0 ? id : -objects.push(key)
+      if (value === undefined) b[at + 1] = 0
+      else if (value === null) b[at + 1] = 1
+      else {
+        switch (typeof value) {
+          case 'number': b[at + 1] = 2; b[at + 2] = value; break
+          case 'boolean': b[at + 1] = 3; b[at + 2] = value ? 1 : 0; break
+          case 'string': {
+            const s = intern(value)
+            if (s >= 0) { b[at + 1] = 4; b[at + 2] = s } else { b[at + 1] = 5; b[at + 2] = objects.push(value) - 1 }
+            break
+          }
+          case 'object':
+            if (depth > 0 && !isView(value) && !isArray(value)) {
+              b[at + 1] = 6
+              b[at + 2] = objects.push(value) - 1
+              walk(value, depth - 1)
+              b[at + 3] = n
+              break
+            }
+          // fall through: an array or a typed array, or an object below the depth read
+          default: b[at + 1] = 5; b[at + 2] = objects.push(value) - 1
+        }
+      }
     }
-    return out
   }
-  return read
+  return function read(o) {
+    const outer = b, outerN = n, outerObjects = objects, wasBusy = busy
+    b = busy ? new Float64Array(256) : block
+    n = 4
+    objects = [null, names]
+    busy = true
+    try {
+      walk(o, 2)
+      b[0] = n
+      if (!wasBusy) block = b
+      objects[0] = b
+      return objects
+    } finally {
+      b = outer
+      n = outerN
+      objects = outerObjects
+      busy = wasBusy
+    }
+  }
 })())";
 
 class Snapshot {
  public:
+  // what a record holds (kSnapshotReader's kinds, in its order)
+  enum class Kind : uint8_t { undefined, null, number, boolean, name, value, object };
   struct Entry {
-    std::string key;
-    Napi::Value value;
+    std::string_view key;            // an interned name (EnvData::snapshot_names) or own_key
+    Kind kind = Kind::undefined;
+    double number = 0;               // a number; a boolean as 0 or 1
+    std::string_view name;           // an interned string value
+    Napi::Value value;               // Kind::value and Kind::object: the value itself
     std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
-  };
-  // `flat`: what kSnapshotReader returned. A key arrives in one call into a stack buffer (N-API cuts a long key
-  // at a character boundary, so up to 3 bytes may stay unused: a key of 60 bytes or more is read again in full).
-  Snapshot(Napi::Env env, Napi::Array flat) {
-    const uint32_t n = flat.Length();
-    entries_.reserve(n / 2);
-    for (uint32_t i = 0; i < n;) {
-      Napi::Value key = flat.Get(i++);
-      char name[64];
-      size_t length = 0;
-      const bool nested = !key.IsString();  // the marker 0: key, value, then the value's flat array
-      if (nested) key = flat.Get(i++);
-      if (napi_get_value_string_utf8(env, key, name, sizeof name, &length) != napi_ok) throw_type(env, "rlhf-kernels", "argument snapshot: a key is not a string");
-      Entry e{length + 4 < sizeof name ? std::string(name, length) : key.As<Napi::String>().Utf8Value(), flat.Get(i++), nullptr};
-      if (nested) {
-        Napi::Value inner = flat.Get(i++);
-        if (!inner.IsArray()) throw_type(env, "rlhf-kernels", "argument snapshot: a nested object was not read");
-        if (plain_object(env, e.value)) e.object = std::make_unique<Snapshot>(env, inner.As<Napi::Array>());
+    std::unique_ptr<std::string> own_key;  // a key that was not interned
+    bool nullish() const { return kind == Kind::undefined || kind == Kind::null; }
+    // JavaScript's ToBoolean of the value
+    bool truthy() const {
+      switch (kind) {
+        case Kind::undefined: case Kind::null: return false;
+        case Kind::number: return number == number && number != 0;
+        case Kind::boolean: return number != 0;
+        case Kind::name: return !name.empty();
+        default: return value.ToBoolean().Value();
       }
-      entries_.push_back(std::move(e));
     }
+  };
+  // `read`: what kSnapshotReader returned.
+  Snapshot(Napi::Env env, EnvData& data, Napi::Value read) {
+    if (!read.IsArray()) throw_type(env, "rlhf-kernels", "argument snapshot: not read");
+    Records r{env, data, read.As<Napi::Array>(), nullptr, 0};
+    napi_value block;
+    napi_typedarray_type type;
+    void* records = nullptr;
+    napi_value buffer;
+    size_t offset;
+    if (napi_get_element(env, r.objects, 0, &block) != napi_ok ||
+        napi_get_typedarray_info(env, block, &type, &r.length, &records, &buffer, &offset) != napi_ok || type != napi_float64_array || r.length < 4) {
+      throw_type(env, "rlhf-kernels", "argument snapshot: no records");
+    }
+    r.at = static_cast<const double*>(records);
+    parse(r, 4, r.index(0, r.length + 1));
   }
   const Entry* find(const char* key) const {
-    const size_t n = std::strlen(key);  // once, not per entry
-    for (const Entry& e : entries_) if (e.key.size() == n && std::memcmp(e.key.data(), key, n) == 0) return &e;
+    const std::string_view k(key);  // its length once, not per entry
+    for (const Entry& e : entries_) if (e.key == k) return &e;
     return nullptr;
   }
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
+  Snapshot() = default;
+  // The reader's output as C++ reads it: the records (a bad index is a TypeError, never a read out of bounds).
+  struct Records {
+    Napi::Env env;
+    EnvData& data;
+    Napi::Array objects;
+    const double* at;
+    size_t length;  // float64 in the block
+    // record field i as an index below `limit`
+    size_t index(size_t i, size_t limit) const {
+      const double d = at[i];
+      if (!(d >= 0 && d < double(limit)) || d != double(size_t(d))) throw_type(env, "rlhf-kernels", "argument snapshot: a bad record");
+      return size_t(d);
+    }
+    Napi::Value object(size_t i) const { return objects.Get(uint32_t(index(i, uint32_t(-1)))); }
+    // the interned string `id`, copied from the reader's list the first time it is seen
+    std::string_view name(size_t i) const {
+      const size_t id = index(i, uint32_t(-1));
+      auto& names = data.snapshot_names;
+      if (id >= names.size()) {
+        const Napi::Value v = objects.Get(1u);
+        if (!v.IsArray() || id >= v.As<Napi::Array>().Length()) throw_type(env, "rlhf-kernels", "argument snapshot: a bad record");
+        const Napi::Array list = v.As<Napi::Array>();
+        while (names.size() <= id) {
+          const Napi::Value s = list.Get(uint32_t(names.size()));
+          if (!s.IsString()) throw_type(env, "rlhf-kernels", "argument snapshot: a name is not a string");
+          names.push_back(s.As<Napi::String>().Utf8Value());
+        }
+      }
+      return names[id];
+    }
+  };
+  // the records in [begin, end)
+  void parse(const Records& r, size_t begin, size_t end) {
+    entries_.reserve((end - begin) / 4);
+    for (size_t i = begin; i + 4 <= end;) {
+      Entry e;
+      if (r.at[i] >= 0) e.key = r.name(i);
+      else {
+        const double k = -r.at[i] - 1;
+        if (!(k >= 0 && k < 4294967295.0)) throw_type(r.env, "rlhf-kernels", "argument snapshot: a bad record");
+        const Napi::Value key = r.objects.Get(uint32_t(k));
+        if (!key.IsString()) throw_type(r.env, "rlhf-kernels", "argument snapshot: a key is not a string");
+        e.own_key = std::make_unique<std::string>(key.As<Napi::String>().Utf8Value());
+        e.key = *e.own_key;
+      }
+      e.kind = Kind(r.index(i + 1, size_t(Kind::object) + 1));
+      size_t next = i + 4;
+      switch (e.kind) {
+        case Kind::number: case Kind::boolean: e.number = r.at[i + 2]; break;
+        case Kind::name: e.name = r.name(i + 2); break;
+        case Kind::value: e.value = r.object(i + 2); break;
+        case Kind::object: {
+          e.value = r.object(i + 2);
+          next = r.index(i + 3, end + 1);
+          if (next < i + 4) throw_type(r.env, "rlhf-kernels", "argument snapshot: a bad record");
+          if (plain_object(r.env, e.value)) {
+            e.object.reset(new Snapshot);
+            e.object->parse(r, i + 4, next);
+          }
+          break;
+        }
+        default: break;
+      }
+      entries_.push_back(std::move(e));
+      i = next;
+    }
+  }
   // An object that is not a typed array, an array, an ArrayBuffer or a DataView (a function is not one).
   static bool plain_object(napi_env env, napi_value v) {
     napi_valuetype type;
@@ -235,16 +389,19 @@ class Args {
   const char* op() const { return op_; }
 
   bool has(const char* key) const {
-    Napi::Value v = get(key);
-    return !v.IsUndefined() && !v.IsNull();
+    const Snapshot::Entry* e = s_.find(key);
+    return e != nullptr && !e->nullish();
   }
 
   double number(const char* key) const {
-    Napi::Value v = get(key);
-    if (!v.IsNumber()) throw_type(env_, op_, std::string(key) + " must be a number");
-    return v.As<Napi::Number>().DoubleValue();
+    const Snapshot::Entry* e = s_.find(key);
+    if (e == nullptr || e->kind != Snapshot::Kind::number) throw_type(env_, op_, std::string(key) + " must be a number");
+    return e->number;
   }
-  bool is_number(const char* key) const { return get(key).IsNumber(); }
+  bool is_number(const char* key) const {
+    const Snapshot::Entry* e = s_.find(key);
+    return e != nullptr && e->kind == Snapshot::Kind::number;
+  }
   double number_or(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
   int64_t count(const char* key) const {
     const double d = number(key);
@@ -265,14 +422,18 @@ class Args {
     return p;
   }
   bool boolean(const char* key) const {
-    Napi::Value v = get(key);
-    if (!v.IsBoolean()) throw_type(env_, op_, std::string(key) + " must be a boolean");
-    return v.As<Napi::Boolean>().Value();
+    const Snapshot::Entry* e = s_.find(key);
+    if (e == nullptr || e->kind != Snapshot::Kind::boolean) throw_type(env_, op_, std::string(key) + " must be a boolean");
+    return e->number != 0;
+  }
+  bool is_string(const char* key) const {
+    const Snapshot::Entry* e = s_.find(key);
+    return e != nullptr && (e->kind == Snapshot::Kind::name || (e->kind == Snapshot::Kind::value && e->value.IsString()));
   }
   std::string string(const char* key) const {
-    Napi::Value v = get(key);
-    if (!v.IsString()) throw_type(env_, op_, std::string(key) + " must be a string");
-    return v.As<Napi::String>().Utf8Value();
+    if (!is_string(key)) throw_type(env_, op_, std::string(key) + " must be a string");
+    const Snapshot::Entry* e = s_.find(key);
+    return e->kind == Snapshot::Kind::name ? std::string(e->name) : e->value.As<Napi::String>().Utf8Value();
   }
   // An enum option, passed as its ordinal: the index of its name in `names` (the list of src/choices.ts).
   template <typename E, size_t N>
@@ -304,7 +465,7 @@ class Args {
     const Snapshot::Entry* e = s_.find(key);
     if (e == nullptr || !e->object) throw_type(env_, op_, std::string(key) + " must be a float input");
     const Args f = object(key);
-    const std::string dtype = f.get("dtype").IsString() ? f.string("dtype") : "";
+    const std::string dtype = f.is_string("dtype") ? f.string("dtype") : "";
     FloatIn in;
     napi_typedarray_type want;
     if (dtype == "float32") { in.dtype = DType::f32; want = napi_float32_array; }
@@ -318,7 +479,7 @@ class Args {
     if (!f.device_input(key, es, in.size, device)) {
       Napi::Value data = f.get("data");
       if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
-      host = view_of(data.As<Napi::TypedArray>());
+      host = view_of(env_, data);
       if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
       in.size = int64_t(host.length);
       pins_.note_input(key, host.data, host.length * es);
@@ -343,7 +504,7 @@ class Args {
       return static_cast<const E*>(device);
     }
     if (!v.IsTypedArray()) throw_type(env_, op_, std::string(key) + " must be " + what);
-    const TypedView a = view_of(v.As<Napi::TypedArray>());
+    const TypedView a = view_of(env_, v);
     if (a.type != Want) throw_type(env_, op_, std::string(key) + " must be " + what);
     if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
     if (size) *size = int64_t(a.length);
@@ -447,9 +608,11 @@ class Args {
   Reduction reduction() const { return choice<Reduction>("reduction", kReductions); }
 
  private:
+  // the value of a key that holds an object, a typed array or another JavaScript value (Kind::value or
+  // Kind::object); undefined for a number, a boolean, an interned string, null or no key
   Napi::Value get(const char* key) const {
     const Snapshot::Entry* e = s_.find(key);
-    return e ? e->value : env_.Undefined();
+    return e && !e->value.IsEmpty() ? e->value : env_.Undefined();
   }
   bool has_object(const char* key) const {
     const Snapshot::Entry* e = s_.find(key);
@@ -548,10 +711,10 @@ class Outputs {
   void check_given() const {
     if (given == nullptr) return;
     for (const Snapshot::Entry& e : given->entries()) {
-      if (e.value.IsUndefined() || e.value.IsNull()) continue;
+      if (e.nullish()) continue;
       bool made = false;
       for (const Given& g : given_) made = made || e.key == g.name;
-      if (!made) throw_type(env_, op, "out." + e.key + " must be absent: this call makes no " + e.key);
+      if (!made) throw_type(env_, op, "out." + std::string(e.key) + " must be absent: this call makes no " + std::string(e.key));
     }
     for (size_t i = 0; i < given_.size(); i++) {
       const Given& g = given_[i];
@@ -601,7 +764,7 @@ class Outputs {
   void* from_given(const char* name, int64_t n, napi_typedarray_type want, size_t es, const char* what) {
     if (given == nullptr) return nullptr;
     const Snapshot::Entry* e = given->find(name);
-    if (e == nullptr || e->value.IsUndefined() || e->value.IsNull()) return nullptr;
+    if (e == nullptr || e->nullish()) return nullptr;
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) throw_type(env_, op, "out is read by the cpu backend only");
 #endif

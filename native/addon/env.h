@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -47,6 +48,7 @@ struct EnvData {
   double* scalar_data = nullptr;
   std::vector<ResultShape> result_shapes;
   Napi::FunctionReference snapshot_reader;  // args.h kSnapshotReader, made on first use
+  std::deque<std::string> snapshot_names;   // the strings the reader interned, by id (copied once each)
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not

@@ -114,14 +114,12 @@ inline std::string run_guarded(Job& job) {
   }
 }
 
-// The argument object read once (Snapshot), with the depth of the nesting the bindings read.
+// The argument object read once (Snapshot: args.h kSnapshotReader, two levels deep).
 inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
   EnvData& data = *env.GetInstanceData<EnvData>();
   if (data.snapshot_reader.IsEmpty()) data.snapshot_reader = Napi::Persistent(env.RunScript(kSnapshotReader).As<Napi::Function>());
-  const Napi::Value flat = data.snapshot_reader.Call({v, Napi::Number::New(env, 2)});
-  if (!flat.IsArray()) throw_type(env, op, "argument snapshot: not read");
-  return Snapshot(env, flat.As<Napi::Array>());
+  return Snapshot(env, data, data.snapshot_reader.Call({v}));
 }
 
 // Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
@@ -130,7 +128,7 @@ template <class J>
 void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, GpuCall* gpu = nullptr) {
   job.out.op = J::name;
   // caller-provided outputs (Outputs::make reads them); an async job writes them when it settles
-  if (const Snapshot::Entry* given = s.find("out"); given != nullptr && !given->value.IsUndefined() && !given->value.IsNull()) {
+  if (const Snapshot::Entry* given = s.find("out"); given != nullptr && !given->nullish()) {
     if (!given->object) throw_type(env, J::name, "out must be an object of output arrays");
     job.out.given = given->object.get();
     job.out.deferred = placement == Placement::copy;
@@ -207,7 +205,7 @@ std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool l
   auto job = std::make_unique<J>(env);
   const Snapshot s = snapshot(env, J::name, args_value);
   const Snapshot::Entry* results = s.find("deviceResults");
-  job->gpu = std::make_unique<GpuCall>(env, g, results != nullptr && results->value.ToBoolean().Value());
+  job->gpu = std::make_unique<GpuCall>(env, g, results != nullptr && results->truthy());
   job->out.gpu = job->gpu.get();
   prepare_job(env, *job, s, Placement::copy, job->gpu.get());
   job->gpu->begin(env);
