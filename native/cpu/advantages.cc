@@ -213,7 +213,7 @@ RK_ISA_KERNEL(groups, groups_impl)
 void gae(const GaeParams& p) {
   if (p.num_seqs <= 0) return;
   const int64_t tokens = std::max<int64_t>(1, p.offsets[p.num_seqs] - p.offsets[0]);
-  const int64_t per = std::clamp<int64_t>(p.num_seqs * 4 * TOKEN_BLOCK / tokens, 8, p.num_seqs);
+  const int64_t per = std::min(p.num_seqs, std::max<int64_t>(8, p.num_seqs * 4 * TOKEN_BLOCK / tokens));
   const int64_t blocks = (p.num_seqs + per - 1) / per;
   const bool f32 = p.rewards.dtype == DType::f32 && p.values.dtype == DType::f32;
   parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
