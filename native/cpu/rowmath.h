@@ -427,6 +427,29 @@ RK_INLINE typename Lanes<L>::f token_load(const FloatIn& x, int64_t t, int64_t n
   for (int64_t l = 0; l < n; l++) r[l] = F32 ? static_cast<const float*>(x.data)[t + l] : read(x, t + l);
   return r;
 }
+// n ≤ L elements of a typed row from p + i as float32 lanes, 0 past n (vload when n = L)
+template <int L, typename T>
+RK_INLINE typename Lanes<L>::f vload_n(const T* p, int64_t i, int64_t n) {
+  if (n == L) return vload<L>(p, i);
+  typename Lanes<L>::f r = {};
+  for (int64_t l = 0; l < n; l++) r[l] = load(p, i + l);
+  return r;
+}
+// the int64 lanes of L doubles, and a float/int32 lane mask (−1 / 0) widened to them, to select double lanes
+template <int L>
+struct LLanes {
+  typedef int64_t l __attribute__((vector_size(8 * L)));
+};
+template <int L, typename I>
+RK_INLINE typename LLanes<L>::l widen_mask(I m) { return __builtin_convertvector(m, typename LLanes<L>::l); }
+// the lanes below n (−1), as int32 lanes
+template <int L>
+RK_INLINE typename Lanes<L>::i lanes_below(int64_t n) {
+  typename Lanes<L>::i r;
+  for (int l = 0; l < L; l++) r[l] = l < n ? -1 : 0;
+  return r;
+}
+
 // the first n ≤ L lanes of v into p + t
 template <int L, typename V>
 RK_INLINE void token_store(float* p, int64_t t, int64_t n, V v) {
