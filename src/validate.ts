@@ -121,17 +121,39 @@ export function maskVector(op: string, name: string, value: unknown, length: num
       throwError(typeError(op, name, 'a Uint8Array, Float32Array, Float64Array or a uint8/float Tensor', value))
   }
   if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
-  if (data instanceof Uint8Array) {
-    let binary = true
-    for (let i = 0; i < data.length; i++) if (data[i] > 1) { binary = false; break }
-    if (binary) return data
-  }
+  if (data instanceof Uint8Array && isBinary(data)) return data
   const out = new Uint8Array(length)
   for (let i = 0; i < length; i++) {
     const m = data[i]
     out[i] = m !== 0 && m === m ? 1 : 0
   }
   return out
+}
+
+/**
+ * True when every byte is 0 or 1, that is when no byte has a bit of 0xfe set: the bytes are OR-ed four at a
+ * time through an Int32Array over the 4-byte-aligned middle (the unaligned head and the tail bytewise), into
+ * four accumulators (no chain of dependent ORs), in blocks of 4096 words so that a mask that is not binary
+ * stops early. 2^20 bytes: ~0.12 ms against ~0.83 for a byte loop. The addon checks its own copy again.
+ */
+function isBinary(bytes: Uint8Array): boolean {
+  const n = bytes.length
+  const head = Math.min(n, (4 - (bytes.byteOffset & 3)) & 3)
+  const words = Math.floor((n - head) / 4)
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0
+  for (let i = 0; i < head; i++) a0 |= bytes[i]
+  for (let i = head + 4 * words; i < n; i++) a0 |= bytes[i]
+  if ((a0 & 0xfe) !== 0) return false
+  if (words === 0) return true
+  const w = new Int32Array(bytes.buffer, bytes.byteOffset + head, words)
+  for (let start = 0; start < words; start += 4096) {
+    const end = Math.min(words, start + 4096)
+    let i = start
+    for (; i + 4 <= end; i += 4) { a0 |= w[i]; a1 |= w[i + 1]; a2 |= w[i + 2]; a3 |= w[i + 3] }
+    for (; i < end; i++) a0 |= w[i]
+    if (((a0 | a1 | a2 | a3) & 0xfefefefe) !== 0) return false
+  }
+  return true
 }
 
 /** The dtype of a logits gradient: float32, or the logits' own 16-bit dtype ('input'). */
