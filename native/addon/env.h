@@ -49,6 +49,7 @@ struct EnvData {
   std::vector<ResultShape> result_shapes;
   Napi::FunctionReference snapshot_reader;  // args.h kSnapshotReader, made on first use
   std::deque<std::string> snapshot_names;   // the strings the reader interned, by id (copied once each)
+  std::shared_ptr<void> snapshot_store;     // args.h SnapshotStore: the reads' entries, reused between calls
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not
