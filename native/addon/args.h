@@ -120,6 +120,7 @@ class Pins {
     const char* end;
   };
   void note_input(const char* key, const void* data, size_t bytes) {
+    if (inputs_.empty()) inputs_.reserve(8);  // one allocation for an op's inputs, not one per doubling
     if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
   }
   const std::vector<Range>& inputs() const { return inputs_; }
@@ -779,7 +780,7 @@ class Outputs {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return gpu->put(env_, list);
 #endif
-    for (size_t i = 0; i < names_.size(); i++) list.add(names_[i], arrays_[i].Value());
+    for (size_t i = 0; i < n_; i++) list.add(names_[i], arrays_[i].Value());
   }
 
   // After prepare: every given output was made by this call, and none shares a byte with an input or
@@ -789,10 +790,10 @@ class Outputs {
     for (const Snapshot::Entry& e : given->entries()) {
       if (e.nullish()) continue;
       bool made = false;
-      for (const Given& g : given_) made = made || e.key == g.name;
+      for (size_t i = 0; i < n_given_; i++) made = made || e.key == given_[i].name;
       if (!made) throw_type(env_, op, "out." + std::string(e.key) + " must be absent: this call makes no " + std::string(e.key));
     }
-    for (size_t i = 0; i < given_.size(); i++) {
+    for (size_t i = 0; i < n_given_; i++) {
       const Given& g = given_[i];
       const char* end = g.data + g.bytes;
       for (const Pins::Range& r : pins_.inputs()) {
@@ -809,7 +810,8 @@ class Outputs {
   // Async calls, on the JS thread after the kernel: the job's blocks copied into the given arrays, each
   // read again now (it may have been detached, transferred or resized while the kernel ran).
   void deliver() const {
-    for (const Given& g : given_) {
+    for (size_t i = 0; i < n_given_; i++) {
+      const Given& g = given_[i];
       if (g.block == nullptr) continue;
       const TypedView now = view_of(arrays_[g.array].Value().As<Napi::TypedArray>());
       if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
@@ -831,9 +833,10 @@ class Outputs {
   // A new host array of n elements, pinned and recorded as output `name`.
   template <typename E>
   E* fresh(const char* name, int64_t n) {
+    room();
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    names_[n_] = name;
+    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
     return a.Data();
   }
   // The given output `name` checked (class, length) and recorded, or null when none was given.
@@ -854,17 +857,26 @@ class Outputs {
     static char empty[16];
     const size_t bytes = size_t(n) * es;
     void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
-    given_.push_back({name, arrays_.size(), static_cast<const char*>(v.data), bytes, es, block});
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    room();
+    given_[n_given_++] = {name, n_, static_cast<const char*>(v.data), bytes, es, block};
+    names_[n_] = name;
+    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
     return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);
+  }
+
+  // before one more output (a job makes at most kMaxOutputs: a logic error past that, never an overflow)
+  void room() const {
+    if (n_ == kMaxOutputs) throw std::length_error("more than kMaxOutputs outputs");
   }
 
   Napi::Env env_;
   Pins& pins_;
-  std::vector<const char*> names_;
-  std::vector<Napi::ObjectReference> arrays_;
-  std::vector<Given> given_;
+  // the outputs in the order made, held inline (no allocation per call); given_ ⊆ them
+  const char* names_[kMaxOutputs];
+  Napi::ObjectReference arrays_[kMaxOutputs];
+  size_t n_ = 0;
+  Given given_[kMaxOutputs];
+  size_t n_given_ = 0;
 };
 
 }  // namespace rk::addon

@@ -14,9 +14,10 @@
 
 namespace rk::addon {
 
-// The most scalar results (ppoLoss with its metrics: 19) and output arrays (logProbs: 6) of one call.
+// The most scalar results (ppoLoss with its metrics: 19) and output arrays (logProbs: 6) of one call (the
+// outputs are held inline by each job: args.h Outputs).
 constexpr size_t kMaxScalars = 64;
-constexpr size_t kMaxOutputs = 16;
+constexpr size_t kMaxOutputs = 8;
 
 // The output arrays of one call, in the order the job made them: what the result object holds besides scalars.
 struct OutputList {
