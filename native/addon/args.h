@@ -120,6 +120,7 @@ class Pins {
     const char* end;
   };
   void note_input(const char* key, const void* data, size_t bytes) {
+    if (inputs_.empty()) inputs_.reserve(8);  // one allocation for an op's inputs, not one per doubling
     if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
   }
   const std::vector<Range>& inputs() const { return inputs_; }
@@ -249,6 +250,8 @@ inline constexpr const char* kSnapshotReader = R"((function () {
   }
 })())";
 
+// One object's entries as C++ reads them: a view of a range of the entries of a SnapshotRead (its own or
+// its env's reusable arena), children of one object contiguous, nested objects as views of their own.
 class Snapshot {
  public:
   // what a record holds (kSnapshotReader's kinds, in its order)
@@ -259,7 +262,7 @@ class Snapshot {
     double number = 0;               // a number; a boolean as 0 or 1
     std::string_view name;           // an interned string value
     Napi::Value value;               // Kind::value and Kind::object: the value itself
-    std::unique_ptr<Snapshot> object;  // the value's own snapshot, when it is a plain object
+    const Snapshot* object = nullptr;  // the value's own snapshot, when it is a plain object
     std::unique_ptr<std::string> own_key;  // a key that was not interned
     bool nullish() const { return kind == Kind::undefined || kind == Kind::null; }
     // JavaScript's ToBoolean of the value
@@ -273,8 +276,41 @@ class Snapshot {
       }
     }
   };
+  struct Range {
+    const Entry* first;
+    const Entry* last;
+    const Entry* begin() const { return first; }
+    const Entry* end() const { return last; }
+  };
+  Snapshot() = default;
+  Snapshot(const Entry* first, const Entry* last) : first_(first), last_(last) {}
+  const Entry* find(const char* key) const {
+    const std::string_view k(key);  // its length once, not per entry
+    for (const Entry* e = first_; e != last_; e++) if (e->key == k) return e;
+    return nullptr;
+  }
+  Range entries() const { return {first_, last_}; }
+
+ protected:
+  const Entry* first_ = nullptr;
+  const Entry* last_ = nullptr;
+};
+
+// The entries and nested views of one read. Their storage is reserved once for the read's record count, so
+// no view moves while it is filled. A read uses its env's arena (kept between calls: no allocation once it
+// has grown) unless another read holds it, and then storage of its own.
+struct SnapshotStore {
+  std::vector<Snapshot::Entry> entries;
+  std::vector<Snapshot> views;
+  bool busy = false;
+};
+
+// The argument object read (what kSnapshotReader returned): the top-level view, owning its entries.
+class SnapshotRead : public Snapshot {
+ public:
+  static constexpr size_t kKeptEntries = 1024;  // the most entries the env's arena keeps between calls
   // `read`: what kSnapshotReader returned.
-  Snapshot(Napi::Env env, EnvData& data, Napi::Value read) {
+  SnapshotRead(Napi::Env env, EnvData& data, Napi::Value read) {
     if (!read.IsArray()) throw_type(env, "rlhf-kernels", "argument snapshot: not read");
     Records r{env, data, read.As<Napi::Array>(), nullptr, 0};
     napi_value block;
@@ -287,17 +323,43 @@ class Snapshot {
       throw_type(env, "rlhf-kernels", "argument snapshot: no records");
     }
     r.at = static_cast<const double*>(records);
-    parse(r, 4, r.index(0, r.length + 1));
+    const size_t end = r.index(0, r.length + 1);
+    if (!data.snapshot_store) data.snapshot_store = std::make_shared<SnapshotStore>();
+    SnapshotStore* shared = static_cast<SnapshotStore*>(data.snapshot_store.get());
+    if (!shared->busy) {
+      shared->busy = true;
+      arena_ = data.snapshot_store;  // released (cleared, not freed) by the destructor
+      store_ = shared;
+    } else {
+      own_ = std::make_unique<SnapshotStore>();
+      store_ = own_.get();
+    }
+    try {
+      const size_t records_n = end / 4;  // at most this many entries and views
+      store_->entries.reserve(records_n);
+      store_->views.reserve(records_n);
+      parse(r, *this, 4, end);
+    } catch (...) {
+      release();
+      throw;
+    }
   }
-  const Entry* find(const char* key) const {
-    const std::string_view k(key);  // its length once, not per entry
-    for (const Entry& e : entries_) if (e.key == k) return &e;
-    return nullptr;
-  }
-  const std::vector<Entry>& entries() const { return entries_; }
+  SnapshotRead(const SnapshotRead&) = delete;
+  SnapshotRead& operator=(const SnapshotRead&) = delete;
+  ~SnapshotRead() { release(); }
 
  private:
-  Snapshot() = default;
+  void release() {
+    if (store_ == nullptr) return;
+    store_->entries.clear();
+    store_->views.clear();
+    if (store_->entries.capacity() > kKeptEntries) {  // an unusually large call's storage is not kept
+      std::vector<Entry>().swap(store_->entries);
+      std::vector<Snapshot>().swap(store_->views);
+    }
+    store_->busy = false;
+    store_ = nullptr;
+  }
   // The reader's output as C++ reads it: the records (a bad index is a TypeError, never a read out of bounds).
   struct Records {
     Napi::Env env;
@@ -329,15 +391,19 @@ class Snapshot {
       return names[id];
     }
   };
-  // the records in [begin, end)
-  void parse(const Records& r, size_t begin, size_t end) {
-    entries_.reserve((end - begin) / 4);
+  [[noreturn]] static void bad(const Records& r) { throw_type(r.env, "rlhf-kernels", "argument snapshot: a bad record"); }
+  // The records in [begin, end) into `view`: first the object's own entries (contiguous), then the nested
+  // objects' (whose record position waits in their entry's `number` until then).
+  void parse(const Records& r, Snapshot& view, size_t begin, size_t end) {
+    auto& entries = store_->entries;
+    const size_t first = entries.size();
     for (size_t i = begin; i + 4 <= end;) {
-      Entry e;
+      if (entries.size() == entries.capacity()) bad(r);  // never: each record is one entry (no view moves)
+      Entry& e = entries.emplace_back();
       if (r.at[i] >= 0) e.key = r.name(i);
       else {
         const double k = -r.at[i] - 1;
-        if (!(k >= 0 && k < 4294967295.0)) throw_type(r.env, "rlhf-kernels", "argument snapshot: a bad record");
+        if (!(k >= 0 && k < 4294967295.0)) bad(r);
         const Napi::Value key = r.objects.Get(uint32_t(k));
         if (!key.IsString()) throw_type(r.env, "rlhf-kernels", "argument snapshot: a key is not a string");
         e.own_key = std::make_unique<std::string>(key.As<Napi::String>().Utf8Value());
@@ -352,17 +418,26 @@ class Snapshot {
         case Kind::object: {
           e.value = r.object(i + 2);
           next = r.index(i + 3, end + 1);
-          if (next < i + 4) throw_type(r.env, "rlhf-kernels", "argument snapshot: a bad record");
-          if (plain_object(r.env, e.value)) {
-            e.object.reset(new Snapshot);
-            e.object->parse(r, i + 4, next);
-          }
+          if (next < i + 4) bad(r);
+          e.number = double(i);
           break;
         }
         default: break;
       }
-      entries_.push_back(std::move(e));
       i = next;
+    }
+    const size_t last = entries.size();
+    view = Snapshot(entries.data() + first, entries.data() + last);
+    for (size_t j = first; j < last; j++) {
+      Entry& e = entries[j];
+      if (e.kind != Kind::object) continue;
+      const size_t i = size_t(e.number);
+      e.number = 0;
+      if (!plain_object(r.env, e.value)) continue;
+      if (store_->views.size() == store_->views.capacity()) bad(r);
+      Snapshot& nested = store_->views.emplace_back();
+      parse(r, nested, i + 4, r.index(i + 3, end + 1));
+      e.object = &nested;
     }
   }
   // An object that is not a typed array, an array, an ArrayBuffer or a DataView (a function is not one).
@@ -375,7 +450,9 @@ class Snapshot {
     if (napi_is_arraybuffer(env, v, &is) != napi_ok || is) return false;
     return napi_is_dataview(env, v, &is) == napi_ok && !is;
   }
-  std::vector<Entry> entries_;
+  std::shared_ptr<void> arena_;         // the env's store while this read holds it
+  std::unique_ptr<SnapshotStore> own_;  // storage of its own when the env's was held
+  SnapshotStore* store_ = nullptr;
 };
 
 // Where the kernel reads a float input: in place (sync cpu calls), or a copy the job owns (async cpu calls).
@@ -703,7 +780,7 @@ class Outputs {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return gpu->put(env_, list);
 #endif
-    for (size_t i = 0; i < names_.size(); i++) list.add(names_[i], arrays_[i].Value());
+    for (size_t i = 0; i < n_; i++) list.add(names_[i], arrays_[i].Value());
   }
 
   // After prepare: every given output was made by this call, and none shares a byte with an input or
@@ -713,10 +790,10 @@ class Outputs {
     for (const Snapshot::Entry& e : given->entries()) {
       if (e.nullish()) continue;
       bool made = false;
-      for (const Given& g : given_) made = made || e.key == g.name;
+      for (size_t i = 0; i < n_given_; i++) made = made || e.key == given_[i].name;
       if (!made) throw_type(env_, op, "out." + std::string(e.key) + " must be absent: this call makes no " + std::string(e.key));
     }
-    for (size_t i = 0; i < given_.size(); i++) {
+    for (size_t i = 0; i < n_given_; i++) {
       const Given& g = given_[i];
       const char* end = g.data + g.bytes;
       for (const Pins::Range& r : pins_.inputs()) {
@@ -733,7 +810,8 @@ class Outputs {
   // Async calls, on the JS thread after the kernel: the job's blocks copied into the given arrays, each
   // read again now (it may have been detached, transferred or resized while the kernel ran).
   void deliver() const {
-    for (const Given& g : given_) {
+    for (size_t i = 0; i < n_given_; i++) {
+      const Given& g = given_[i];
       if (g.block == nullptr) continue;
       const TypedView now = view_of(arrays_[g.array].Value().As<Napi::TypedArray>());
       if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
@@ -755,9 +833,10 @@ class Outputs {
   // A new host array of n elements, pinned and recorded as output `name`.
   template <typename E>
   E* fresh(const char* name, int64_t n) {
+    room();
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    names_[n_] = name;
+    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
     return a.Data();
   }
   // The given output `name` checked (class, length) and recorded, or null when none was given.
@@ -778,17 +857,26 @@ class Outputs {
     static char empty[16];
     const size_t bytes = size_t(n) * es;
     void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
-    given_.push_back({name, arrays_.size(), static_cast<const char*>(v.data), bytes, es, block});
-    names_.push_back(name);
-    arrays_.push_back(Napi::Persistent(Napi::Object(a)));
+    room();
+    given_[n_given_++] = {name, n_, static_cast<const char*>(v.data), bytes, es, block};
+    names_[n_] = name;
+    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
     return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);
+  }
+
+  // before one more output (a job makes at most kMaxOutputs: a logic error past that, never an overflow)
+  void room() const {
+    if (n_ == kMaxOutputs) throw std::length_error("more than kMaxOutputs outputs");
   }
 
   Napi::Env env_;
   Pins& pins_;
-  std::vector<const char*> names_;
-  std::vector<Napi::ObjectReference> arrays_;
-  std::vector<Given> given_;
+  // the outputs in the order made, held inline (no allocation per call); given_ ⊆ them
+  const char* names_[kMaxOutputs];
+  Napi::ObjectReference arrays_[kMaxOutputs];
+  size_t n_ = 0;
+  Given given_[kMaxOutputs];
+  size_t n_given_ = 0;
 };
 
 }  // namespace rk::addon

@@ -14,9 +14,10 @@
 
 namespace rk::addon {
 
-// The most scalar results (ppoLoss with its metrics: 19) and output arrays (logProbs: 6) of one call.
+// The most scalar results (ppoLoss with its metrics: 19) and output arrays (logProbs: 6) of one call (the
+// outputs are held inline by each job: args.h Outputs).
 constexpr size_t kMaxScalars = 64;
-constexpr size_t kMaxOutputs = 16;
+constexpr size_t kMaxOutputs = 8;
 
 // The output arrays of one call, in the order the job made them: what the result object holds besides scalars.
 struct OutputList {
@@ -49,6 +50,7 @@ struct EnvData {
   std::vector<ResultShape> result_shapes;
   Napi::FunctionReference snapshot_reader;  // args.h kSnapshotReader, made on first use
   std::deque<std::string> snapshot_names;   // the strings the reader interned, by id (copied once each)
+  std::shared_ptr<void> snapshot_store;     // args.h SnapshotStore: the reads' entries, reused between calls
 #if RLHF_KERNELS_HAVE_CUDA
   bool gpu_tried = false;
   std::string gpu_why;          // why CUDA could not start, when it could not

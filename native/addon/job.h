@@ -115,11 +115,11 @@ inline std::string run_guarded(Job& job) {
 }
 
 // The argument object read once (Snapshot: args.h kSnapshotReader, two levels deep).
-inline Snapshot snapshot(Napi::Env env, const char* op, Napi::Value v) {
+inline SnapshotRead snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
   EnvData& data = *env.GetInstanceData<EnvData>();
   if (data.snapshot_reader.IsEmpty()) data.snapshot_reader = Napi::Persistent(env.RunScript(kSnapshotReader).As<Napi::Function>());
-  return Snapshot(env, data, data.snapshot_reader.Call({v}));
+  return SnapshotRead(env, data, data.snapshot_reader.Call({v}));
 }
 
 // Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
@@ -130,7 +130,7 @@ void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, 
   // caller-provided outputs (Outputs::make reads them); an async job writes them when it settles
   if (const Snapshot::Entry* given = s.find("out"); given != nullptr && !given->nullish()) {
     if (!given->object) throw_type(env, J::name, "out must be an object of output arrays");
-    job.out.given = given->object.get();
+    job.out.given = given->object;
     job.out.deferred = placement == Placement::copy;
   }
   try {
@@ -159,7 +159,7 @@ Napi::Value start_async_job(Napi::Env env, Napi::Value args, napi_deferred defer
   auto job = std::make_shared<J>(env);
   int64_t bytes = 0;
   try {
-    const Snapshot s = snapshot(env, J::name, args);
+    const SnapshotRead s = snapshot(env, J::name, args);
     prepare_job(env, *job, s, Placement::copy);
     bytes = typed_bytes(s);
   } catch (const Napi::Error& e) {
@@ -203,7 +203,7 @@ std::unique_ptr<J> enqueue_gpu_job(Napi::Env env, Napi::Value args_value, bool l
   // a non-sticky error an earlier call left behind (and reported) must not fail this one
   cudaGetLastError();
   auto job = std::make_unique<J>(env);
-  const Snapshot s = snapshot(env, J::name, args_value);
+  const SnapshotRead s = snapshot(env, J::name, args_value);
   const Snapshot::Entry* results = s.find("deviceResults");
   job->gpu = std::make_unique<GpuCall>(env, g, results != nullptr && results->truthy());
   job->out.gpu = job->gpu.get();
