@@ -237,7 +237,7 @@ function rows() {
       key: 'kl', op: `klDivergence grad q ${512}×${V}`, N: 512,
       make() { return { p: logits(3, this.N), q: logits(4, this.N) } },
       bytes() { return 3 * this.N * V * 4 }, exps() { return 2 * this.N * V },
-      rk: ({ p, q }, N) => { const r = rk.klDivergence({ pLogits: rk.tensor(p, [N, V]), qLogits: rk.tensor(q, [N, V]), grad: 'q' }); return { loss: r.loss, grad: r.gradQ } },
+      rk: ({ p, q, out }, N) => { const r = rk.klDivergence({ pLogits: rk.tensor(p, [N, V]), qLogits: rk.tensor(q, [N, V]), grad: 'q', out }); return { loss: r.loss, grad: r.gradQ } },
       ort: (N) => ortKl(N), ortIn: ({ p, q }, N) => [t('p', p, [N, V]), t('q', q, [N, V])],
       torch: ({ p, q }, N) => ({ op: 'kl', inputs: [t('P', p, [N, V]), t('Q', q, [N, V])] }),
     },
@@ -251,8 +251,8 @@ function rows() {
         return { x, actions, old: Float32Array.from(lp, (v, i) => v + shift[i]), adv: uniform(8, this.N, -1, 1), m: mask(9, this.N) }
       },
       bytes() { return 2 * this.N * V * 4 }, exps() { return this.N * V },
-      rk: ({ x, actions, old, adv, m }, N) => {
-        const r = rk.ppoLoss({ logits: rk.tensor(x, [4, N / 4, V]), actions, oldLogp: old, advantages: adv, mask: m })
+      rk: ({ x, actions, old, adv, m, out }, N) => {
+        const r = rk.ppoLoss({ logits: rk.tensor(x, [4, N / 4, V]), actions, oldLogp: old, advantages: adv, mask: m, out })
         return { loss: r.loss, grad: r.gradLogits }
       },
       torch: ({ x, actions, old, adv, m }, N) => ({
@@ -338,9 +338,9 @@ function rows() {
 }
 
 function withOut(list) {
-  // the token rows writing into the caller's arrays (out), as a training loop reuses them: no fresh output
-  // pages to fault in per call (their rk call passes `out` through; no peer row)
-  const outs = { reward: { probs: 4, gradScores: 4 }, policy: { perToken: 1, gradLogp: 1 }, value: { perToken: 1, gradValues: 1 }, klpen: { perToken: 1, gradLogp: 1 }, gae: { advantages: 1, returns: 1 } }
+  // the rows writing into the caller's arrays (out), as a training loop reuses them: no fresh output pages
+  // to fault in per call (their rk call passes `out` through; no peer row). Sizes per row (N).
+  const outs = { kl: { perRow: 1, gradQ: V }, ppo: { logp: 1, gradLogits: V }, reward: { probs: 4, gradScores: 4 }, policy: { perToken: 1, gradLogp: 1 }, value: { perToken: 1, gradValues: 1 }, klpen: { perToken: 1, gradLogp: 1 }, gae: { advantages: 1, returns: 1 } }
   for (const [key, names] of Object.entries(outs)) {
     const row = list.find((r) => r.key === key)
     list.splice(list.indexOf(row) + 1, 0, {
