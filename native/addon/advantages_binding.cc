@@ -61,7 +61,16 @@ struct GroupAdvantagesJob : Job {
   GroupAdvantagesParams p;
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
-    p.num_groups = groups(a, "offsets", p.scores.size, p.offsets);
+    if (a.has("groupSize")) {  // uniform groups: no offsets (src/advantages.ts passes them for cuda inputs)
+      if (a.on_gpu()) throw_type(a.env(), a.op(), "groupSize is for host scores; cuda takes offsets");
+      p.group_size = a.count("groupSize");
+      if (p.group_size < 1 || p.scores.size % p.group_size != 0) {
+        throw_range(a.env(), a.op(), "groupSize must be ≥ 1 and divide the score count " + std::to_string(p.scores.size));
+      }
+      p.num_groups = p.scores.size / p.group_size;
+    } else {
+      p.num_groups = groups(a, "offsets", p.scores.size, p.offsets);
+    }
     p.method = a.choice<GroupMethod>("method", kGroupMethods);
     p.eps = positive(a, "eps");
     p.unbiased = a.boolean("unbiased");
