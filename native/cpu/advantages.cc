@@ -18,6 +18,26 @@ namespace {
 
 // ---- gae ----
 
+// An 8 × 8 transpose of float lanes in registers (unpack, 64-bit pairs, 128-bit halves): a[i][j] → a[j][i].
+template <typename V>
+RK_INLINE void transpose8(V (&a)[8]) {
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    for (int h = 0; h < 2; h++) {
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  }
+  for (int j = 0; j < 4; j++) {
+    a[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    a[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 // Sequences [s0, s1) of p, W at a time: lane l walks one sequence backwards, and when it reaches the
 // sequence's first token takes the next one not yet started (in sequence order), so the recursion's latency
 // (one dependent add per token) overlaps across W sequences. Per step, lane l at token t_l:
@@ -55,7 +75,52 @@ RK_INLINE void gae_impl(const GaeParams& p, const int64_t& s0, const int64_t& s1
     for (;;) {
       int64_t steps = t[0] - begin[0] + 1;  // until the first lane finishes its sequence
       for (int l = 1; l < W; l++) steps = std::min(steps, t[l] - begin[l] + 1);
-      for (int64_t k = 0; k < steps; k++) {
+      int64_t k = 0;
+      if constexpr (W == 8 && F32) {
+        // 8 steps of the 8 lanes at once: each lane's 8 tokens [t − k − 7, t − k] by one vector load, transposed
+        // so that vector j holds token t_l − k − 7 + j of every lane (the mask: its 8 bytes as one int64 lane,
+        // byte j selected by a shift), then the same steps as below from j = 7 down to 0, and the outputs
+        // transposed back and stored by vector
+        auto chunks = [&]<bool MASKED>() {
+          const float* rp = static_cast<const float*>(p.rewards.data);
+          const float* vp = static_cast<const float*>(p.values.data);
+          for (; k + 8 <= steps; k += 8) {
+            vf R[8], V[8], A[8], Q[8];
+            vl bytes = {};  // lane l: the 8 mask bytes of its tokens, token j in byte j
+            for (int l = 0; l < 8; l++) {
+              const int64_t i = t[l] - k - 7;
+              R[l] = vload<8>(rp, i);
+              V[l] = vload<8>(vp, i);
+              if constexpr (MASKED) std::memcpy(&bytes[l], p.mask + i, 8);  // little-endian x86-64
+            }
+            transpose8(R);
+            transpose8(V);
+            for (int j = 7; j >= 0; j--) {
+              const vd r = widen<W>(R[j]), v = widen<W>(V[j]), zero = {};
+              const vd a = gae_step<vd>(r, next, v, acc, gamma, gl);
+              if constexpr (MASKED) {
+                const vl m = ((bytes >> (8 * j)) & 0xff) != 0;
+                acc = m ? a : acc;
+                next = m ? v : next;
+                A[j] = __builtin_convertvector(m ? a : zero, vf), Q[j] = __builtin_convertvector(m ? a + v : zero, vf);
+              } else {
+                acc = a, next = v;
+                A[j] = __builtin_convertvector(a, vf), Q[j] = __builtin_convertvector(a + v, vf);
+              }
+            }
+            transpose8(A);
+            transpose8(Q);
+            for (int l = 0; l < 8; l++) {
+              const int64_t i = t[l] - k - 7;
+              vstore(p.advantages, i, A[l]);
+              vstore(p.returns, i, Q[l]);
+            }
+          }
+        };
+        if (p.mask) chunks.template operator()<true>();
+        else chunks.template operator()<false>();
+      }
+      for (; k < steps; k++) {
         vf rf = {}, vv = {};
         vi mi = {};
         for (int l = 0; l < W; l++) {
