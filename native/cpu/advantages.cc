@@ -322,6 +322,28 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
   const int64_t G = p.group_size;
   const double den = double(p.unbiased ? G - 1 : G);
   const vl tail = widen_mask<L>(lanes_below<L>(G % L == 0 ? L : G % L));  // the lanes of a group's last vector
+  if (G == L) {  // a group is one vector: loaded once, kept in registers (the arithmetic of the loop below)
+    for (int64_t g = g0; g < g1; g += L) {
+      const int n = int(std::min<int64_t>(L, g1 - g));
+      vd X[L], D[L];
+      for (int k = 0; k < L; k++) X[k] = k < n ? widen<L>(vload<L>(x, (g + k) * L)) : vd{};
+      const vd S = lane_sums<L>(X), mean = S / double(G);
+      vd scale = vd{} + 1.0;
+      if (method == GroupMethod::grpo) {
+        for (int k = 0; k < L; k++) D[k] = X[k] - mean[k], D[k] *= D[k];
+        const vd var = lane_sums<L>(D) / den;
+        vd sd;
+        for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
+        scale = 1.0 / (sd + p.eps);
+      }
+      for (int k = 0; k < n; k++) {
+        const vd r = X[k];
+        const vd y = method == GroupMethod::rloo ? r - (S[k] - r) / double(G - 1) : method == GroupMethod::mean_centered ? r - mean[k] : (r - mean[k]) * scale[k];
+        vstore(p.out, (g + k) * L, __builtin_convertvector(y, vf));
+      }
+    }
+    return;
+  }
   for (int64_t g = g0; g < g1; g += L) {
     const int n = int(std::min<int64_t>(L, g1 - g));
     vd part[L];
