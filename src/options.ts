@@ -134,9 +134,19 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
     return off
   }
   if (size === undefined) throw typeError(op, 'offsets', `an Int32Array (or ${sizeName}: a number)`, undefined)
+  return uniformOffsets(total, groupSize(op, total, size, sizeName))
+}
+
+/** A uniform group size (≥ 1, dividing `total`), checked as groupOffsets checks it. */
+export function groupSize(op: string, total: number, size: unknown, sizeName: string): number {
   const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
   if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
   if (total > 0x7fffffff) throw rangeError(op, 'scores.length', 'at most 2^31 - 1 (offsets are int32)', total)
+  return k
+}
+
+/** The offsets of total / k groups of k. */
+export function uniformOffsets(total: number, k: number): Int32Array {
   const out = new Int32Array(total / k + 1)
   for (let n = 0; n < out.length; n++) out[n] = n * k
   return out

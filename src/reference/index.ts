@@ -4,6 +4,7 @@
  */
 import { decodeFloats } from '../dtypes.js'
 import type { Kernels } from '../kernels.js'
+import { uniformOffsets } from '../options.js'
 import { Tensor } from '../tensor.js'
 import type { FloatData } from '../validate.js'
 import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
@@ -126,7 +127,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
 
     groupAdvantages(a) {
       const out = f32(a.scores.data.length)
-      groupAdvantagesKernel(f(a.scores), a.offsets, a.method, a.eps, a.unbiased, out)
+      groupAdvantagesKernel(f(a.scores), a.offsets ?? uniformOffsets(a.scores.data.length, a.groupSize!), a.method, a.eps, a.unbiased, out)
       return out
     },
 
