@@ -12,10 +12,50 @@
 namespace rk {
 namespace {
 
+// Asks for the cache lines of x[i, i + n) (prefetch into all levels): the next row, read while this one is
+// computed from L2, so that its passes find it there instead of waiting for memory.
+template <typename T>
+RK_INLINE void prefetch_span(const T* x, int64_t i, int64_t n) {
+  const char* b = reinterpret_cast<const char*>(x + i);
+  for (int64_t k = 0; k < n * int64_t(sizeof(T)); k += 64) __builtin_prefetch(b + k, 0, 3);
+}
+
+// row_sum<L>(V, f, x…) (the same blocks, lanes and order, so the same value) that also writes
+// out_v = g(x_v…) in the same pass, and asks for next[0, V) of each row in `next` (null: nothing).
+template <int L, typename F, typename G, typename N, typename... P>
+RK_INLINE float row_sum_map(int64_t V, F&& f, float* out, G&& g, const N* const (&next)[2], const P*... x) {
+  KahanSum total;
+  auto both = [&](int64_t i, auto& s) {
+    s += f(vload<L>(x, i)...);
+    vstore(out, i, g(vload<L>(x, i)...));
+  };
+  int64_t v = 0;
+  for (; v + BLOCK <= V; v += BLOCK) {
+    if (next[0]) for (const N* n : next) prefetch_span(n, v, BLOCK);
+    typename Lanes<L>::f s0 = {}, s1 = {};
+    for (int64_t i = v; i < v + BLOCK; i += 2 * L) {
+      both(i, s0);
+      both(i + L, s1);
+    }
+    const auto s = s0 + s1;
+    float b = 0.f;
+    for (int l = 0; l < L; l++) b += s[l];
+    total.add(b);
+  }
+  if (next[0]) for (const N* n : next) prefetch_span(n, v, V - v);
+  for (; v < V; v++) {
+    total.add(f(load(x, v)...));
+    out[v] = g(load(x, v)...);
+  }
+  return total.value();
+}
+
 // Two exps per element: each row's lse pass keeps its exps (p's in a per-thread row, q's in gq), and the KL
-// and the gradients rescale them.
+// and the gradients rescale them. The passes over the KL and the gradients (ML lanes: at 16, GCC scalarises
+// kl_term's selects) run from L2; with only the q gradient they are one pass, which asks for the next rows.
 template <int L, typename T>
 RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, int64_t end) {
+  constexpr int ML = token_lanes<L>();
   thread_local std::vector<float> p_exps;
   thread_local std::vector<float> stage_q, stage_p;  // 16-bit gradients' float32 rows (GradRow)
   p_exps.resize(size_t(p.V));
@@ -60,13 +100,22 @@ RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, 
       iq = 1.f;
     }
     const float dc = sp.c - sq.c;
-    const float kl = row_sum<L>(V, [&](auto e, auto a, auto b) { return kl_term(e * ip, log_ratio(sp, sq, a, b, dc)); }, ep, rp, rq);
+    auto term = [&](auto e, auto a, auto b, auto) { return kl_term(e * ip, log_ratio(sp, sq, a, b, dc)); };
+    auto grad_q = [&](auto f, auto, auto, auto e) { return s * (e * iq - f * ip); };
+    float kl;
+    if (gq && !gp) {
+      const bool last = n + 1 == end;
+      const T* const next[2] = {last ? nullptr : rp + V, last ? nullptr : rq + V};
+      kl = row_sum_map<ML>(V, term, gq, grad_q, next, ep, rp, rq, static_cast<const float*>(gq));
+    } else {
+      kl = row_sum<ML>(V, [&](auto e, auto a, auto b) { return term(e, a, b, e); }, ep, rp, rq);
+      if (gq) row_map<ML>(V, gq, [&](auto e, auto f) { return grad_q(f, e, e, e); }, gq, ep);
+    }
     p.per_row[n] = kl;
-    if (gq) row_map<L>(V, gq, [&](auto e, auto f) { return s * (e * iq - f * ip); }, gq, ep);
     if (gp) {
       // an infinite KL (p > 0 where q = 0) has no finite gradient wrt p: 0 there
       if (kl == INFINITY) std::fill(gp, gp + V, 0.f);
-      else row_map<L>(V, gp, [&](auto e, auto a, auto b) { return s * xlogy_term(e * ip, log_ratio(sp, sq, a, b, dc - kl)); }, ep, rp, rq);
+      else row_map<ML>(V, gp, [&](auto e, auto a, auto b) { return s * xlogy_term(e * ip, log_ratio(sp, sq, a, b, dc - kl)); }, ep, rp, rq);
     }
   }
 }

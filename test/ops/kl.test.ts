@@ -19,7 +19,9 @@ describeParity('kl', () => {
   const divergence = [
     ...combos({ q: ['independent', 'near'] as const, reduction: ['mean', 'sum', 'none'] as const, temperature: [1, 1.3], grad: ['both'] as const, half: [false] }),
     ...combos({ q: ['independent', 'near'] as const, reduction: ['mean'] as const, temperature: [1, 1.3], grad: ['q', 'both'] as const, half: [true] }),
-  ].map((c) => ({ ...c, label: `${c.q} ${c.reduction} T=${c.temperature}${c.half ? ` grad ${c.grad} gradDtype input` : ''}` }))
+    // the q gradient alone: the KL and the gradient in one pass over the rows (native/cpu/kl.cc row_sum_map)
+    ...combos({ q: ['independent', 'near'] as const, reduction: ['mean'] as const, temperature: [1, 1.3], grad: ['q'] as const, half: [false] }),
+  ].map((c) => ({ ...c, label: `${c.q} ${c.reduction} T=${c.temperature}${c.half ? ` grad ${c.grad} gradDtype input` : c.grad === 'q' ? ' grad q' : ''}` }))
 
   const inputs = shared((dtype: Dtype, N: number, V: number) => {
     const r = rng(SEED + 2 + V)
@@ -109,5 +111,23 @@ describe.each(HOST_BACKENDS)('kl edge cases on %s', (backend) => {
     expect(r.gradQ!.data.slice(3 * V, 4 * V).every(Number.isNaN) && r.gradP!.data.slice(3 * V, 4 * V).every(Number.isNaN)).toBe(true)
     expect(Array.from(r.gradP!.data.slice(4 * V))).toEqual([0, 0, 0])  // no finite gradient of an infinite KL wrt p
     expect(allFinite(r.gradQ!.data.slice(4 * V))).toBe(true)  // softmax(q) − softmax(p), as cross-entropy's
+  })
+
+  // grad 'q' alone takes one pass over the KL and the q gradient (native/cpu/kl.cc): the same sums and values
+  // as the two passes of grad 'both', at V off the lane and block multiples, with −inf columns, over several rows
+  it.each(combos({ dtype: ['float32', 'bfloat16', 'float16'] as const, V: [37, 1001, 4099], T: [1, 1.3] }))('klDivergence grad q = grad both\'s q part and KL, $dtype V=$V T=$T', ({ dtype, V, T }) => {
+    const r = rng(SEED + 71 + V)
+    const N = 5
+    const pLogits = logitsOf(r, N, V, dtype, 3, true), qLogits = logitsOf(r, N, V, dtype, 3, true)
+    const options = { pLogits, qLogits, reduction: 'none' as const, temperature: T }
+    const one = rk.klDivergence({ ...options, grad: 'q' }), both = rk.klDivergence({ ...options, grad: 'both' })
+    expect(Array.from(one.perRow)).toEqual(Array.from(both.perRow))
+    expect(Array.from(one.gradQ!.data)).toEqual(Array.from(both.gradQ!.data))
+    expect(allFinite(one.perRow) && allFinite(one.gradQ!.data)).toBe(true)
+    // equal rows: KL exactly 0 (−inf columns included), and the gradient q − p zero but for the rounding of
+    // one product (the native kernels contract q·(1/S) − p·(1/S) into a fused multiply-add): |g| ≤ 2⁻²³
+    const same = rk.klDivergence({ pLogits, qLogits: pLogits, reduction: 'none', temperature: T, grad: 'q' })
+    expect(Array.from(same.perRow)).toEqual(new Array(N).fill(0))
+    expect(same.gradQ!.data.every((g) => Math.abs(g) <= 2 ** -23)).toBe(true)
   })
 })
