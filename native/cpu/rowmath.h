@@ -361,6 +361,25 @@ inline int64_t row_argmax(const T* x, int64_t V, float m) {
   return 0;  // not reached: m is an element
 }
 
+// row_argmax, 4L elements at a time: the vector compares find the block of the first maximum, row_argmax the
+// element in it. (The compares as selects of float lanes: a compare's int32 mask lanes were scalarised in the
+// AVX-512 build.)
+template <int L, typename T>
+RK_INLINE int64_t row_argmax_lanes(const T* x, int64_t V, float m) {
+  using vf = typename Lanes<L>::f;
+  const vf zero = {}, one = zero + 1.f;
+  int64_t v = 0;
+  for (; v + 4 * L <= V; v += 4 * L) {
+    const vf a = vload<L>(x, v), b = vload<L>(x, v + L), c = vload<L>(x, v + 2 * L), d = vload<L>(x, v + 3 * L);
+    const vf hit = ((a == m ? one : zero) + (b == m ? one : zero)) + ((c == m ? one : zero) + (d == m ? one : zero));
+    uint64_t w[sizeof(vf) / 8], any = 0;
+    std::memcpy(w, &hit, sizeof hit);
+    for (uint64_t b : w) any |= b;
+    if (any) break;
+  }
+  return v + row_argmax(x + v, V - v, m);
+}
+
 // Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.
 template <int L, typename T>
 RK_INLINE float row_entropy(const T* x, int64_t V, const RowSoftmax& r) {
