@@ -221,9 +221,9 @@ template <int L, bool Entropy, bool Squares = false, typename T>
 RK_INLINE void row_exps_ahead(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q, const RowAhead<T>& ahead) {
   // The maxima (e = 1) are counted apart from the others' sum, and the two added in double: in float32 the
   // others' small terms would be lost next to the 1s, and with them 1 − p of a confident row.
+  // Each block's partial sums are added to per-lane row totals with TwoSum compensation, the lanes kept apart
+  // until the row's end and then summed in double (a horizontal sum per block cost as much as the block's exps).
   using vf = typename Lanes<L>::f;
-  KahanSum st, ut, qt;
-  double ties = 0;
   const vf zero = {}, one = zero + 1.f;
   auto step = [&](auto z, int64_t i, auto& s, auto& u, auto& t, auto& q) {
     const auto d = (z - m) * invT;
@@ -235,35 +235,48 @@ RK_INLINE void row_exps_ahead(const T* x, int64_t V, float m, float invT, float*
     if constexpr (Entropy) u += xlogy_term(e, d);
     if constexpr (Squares) q += e * e;
   };
-  int64_t v = 0;
+  auto two_sum = [](vf& sum, vf& c, vf x) {  // sum + c += x, the rounding error of sum + x kept in c
+    const vf t = sum + x, z = t - sum;
+    c += (sum - (t - z)) + (x - z);
+    sum = t;
+  };
+  vf sS = zero, cS = zero, sU = zero, cU = zero, sQ = zero, cQ = zero, tt = zero;
+  double ties = 0;
+  int64_t v = 0, blocks = 0;
   for (; v + BLOCK <= V; v += BLOCK) {
-    vf s0 = {}, s1 = {}, u0 = {}, u1 = {}, t0 = {}, t1 = {}, q0 = {}, q1 = {};
+    vf s0 = zero, s1 = zero, u0 = zero, u1 = zero, t0 = zero, t1 = zero, q0 = zero, q1 = zero;
     for (int64_t i = v; i < v + BLOCK; i += 2 * L) {
       prefetch_ahead<2 * L>(ahead, i);
       step(vload<L>(x, i), i, s0, u0, t0, q0);
       step(vload<L>(x, i + L), i + L, s1, u1, t1, q1);
     }
-    const auto s = s0 + s1, u = u0 + u1, t = t0 + t1, q = q0 + q1;
-    float bs = 0.f, bu = 0.f, bt = 0.f, bq = 0.f;
-    for (int l = 0; l < L; l++) bs += s[l], bu += u[l], bt += t[l], bq += q[l];
-    st.add(bs);
-    ut.add(bu);
-    qt.add(bq);
-    ties += bt;
+    two_sum(sS, cS, s0 + s1);
+    if constexpr (Entropy) two_sum(sU, cU, u0 + u1);
+    if constexpr (Squares) two_sum(sQ, cQ, q0 + q1);
+    tt += t0 + t1;
+    if (++blocks % 4096 == 0) {  // the tie counts into double while each lane's stays exact (≤ 2^16 < 2^24)
+      for (int l = 0; l < L; l++) ties += tt[l];
+      tt = zero;
+    }
   }
-  for (; v < V; v++) {
-    float u = 0.f;
+  double s = 0, u = 0, q = 0;
+  for (int l = 0; l < L; l++) {
+    ties += tt[l];
+    s += double(sS[l]) + double(cS[l]);
+    u += double(sU[l]) + double(cU[l]);
+    q += double(sQ[l]) + double(cQ[l]);
+  }
+  for (; v < V; v++) {  // the tail, in double
     const float z = load(x, v), d = (z - m) * invT, e = exp_approx(d);
     if (out) out[v] = e;
     if (z == m) ties += 1;
-    else st.add(e);
-    if constexpr (Entropy) u = xlogy_term(e, d);
-    ut.add(u);
-    if constexpr (Squares) qt.add(e * e);
+    else s += e;
+    if constexpr (Entropy) u += xlogy_term(e, d);
+    if constexpr (Squares) q += double(e) * double(e);
   }
-  S = ties + double(st.value());
-  U = ut.value();
-  if constexpr (Squares) *Q = qt.value();
+  S = ties + s;
+  U = float(u);
+  if constexpr (Squares) *Q = float(q);
 }
 template <int L, bool Entropy, bool Squares = false, typename T>
 RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q = nullptr) {
