@@ -37,7 +37,7 @@ RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t en
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
     if (p.max_prob) {
-      // max p = exp(log p) at the largest logit m: its first index is found by a scan that stops there
+      // max p = exp(log p) at the largest logit m: its first index is found by a vector scan that stops there
       // (m is NaN for a row holding NaN: token −1, probability NaN; all −inf: token 0, probability 0)
       const int64_t a = r.m != r.m ? -1 : r.lse == -INFINITY ? 0 : row_argmax_lanes<L>(row, p.V, r.m);
       p.max_token[n] = float(a);
