@@ -57,13 +57,11 @@ struct Lanes {
 // exp(x) in float32: Cephes' expf (range reduction by ln 2, degree-6 polynomial), ≤ 2 ulp from std::exp
 // (tested against it in test/parity.test.ts through every op). x < −87.3 (−inf included) gives exactly 0,
 // so a −inf logit has probability 0; NaN gives NaN. The same code serves L lanes and one.
+// exp_poly: the polynomial and the exponent bits at x within the range (no clamps); exp_body clamps first.
 template <typename V, typename I>
-RK_INLINE V exp_body(V x, I& e) {
-  const float hi = 88.3762626647949f, lo = -87.3365447505531f;
-  V xc = x > hi ? hi : x;
-  xc = xc < lo ? lo : xc;
-  const V n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5·2^23)
-  const V r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;
+RK_INLINE V exp_poly(V x, I& e) {
+  const V n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (1.5·2^23)
+  const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   V p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
@@ -73,6 +71,14 @@ RK_INLINE V exp_body(V x, I& e) {
   if constexpr (sizeof(V) == sizeof(float)) e = (int32_t(n) + 127) << 23;
   else e = (__builtin_convertvector(n, I) + 127) << 23;
   return p;
+}
+
+template <typename V, typename I>
+RK_INLINE V exp_body(V x, I& e) {
+  const float hi = 88.3762626647949f, lo = -87.3365447505531f;
+  V xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  return exp_poly(xc, e);
 }
 
 // (A NaN input needs no select of its own: it makes r, and so p and the result, NaN.)
@@ -88,6 +94,16 @@ template <typename V>
 RK_INLINE V exp_approx(V x) {
   decltype(x < x) e;  // the int32 lanes of V
   const V p = exp_body(x, e);
+  return x < -87.3365447505531f ? 0.f : p * (V)e;
+}
+
+// exp_approx(x) of x ≤ 0 (or −inf), as L lanes, without the range clamps: below −87.3 the result is the select's
+// 0 whatever the polynomial gave (−inf too: its NaN is dropped), and above 0 nothing comes. Bit for bit
+// exp_approx there, 4 instructions a vector fewer.
+template <typename V>
+RK_INLINE V exp_nonpos(V x) {
+  decltype(x < x) e;  // the int32 lanes of V
+  const V p = exp_poly(x, e);
   return x < -87.3365447505531f ? 0.f : p * (V)e;
 }
 
@@ -181,55 +197,90 @@ RK_INLINE void row_map(int64_t V, float* out, F&& f, const P*... x) {
 template <typename V>
 RK_INLINE V xlogy_term(V p, V t) { return p != 0.f ? p * t : 0.f; }
 
+// Prefetch hints for the row after this one, issued from a row's exp pass: the bytes of `x` (the next row's
+// input) and of `out` (its output) at the offsets the pass is at, so the next row's max pass reads it from L2
+// (the exp pass computes while the memory streams in) and its first stores do not wait for their lines.
+template <typename T>
+struct RowAhead {
+  const T* x = nullptr;
+  float* out = nullptr;
+};
+
+// prefetch the bytes of the n elements of `ahead` from i (for reading; for writing into `out`)
+template <int64_t n, typename T>
+RK_INLINE void prefetch_ahead(const RowAhead<T>& ahead, int64_t i) {
+  constexpr int64_t line = 64;
+  if (ahead.x) for (int64_t b = 0; b < n * int64_t(sizeof(T)); b += line) __builtin_prefetch(reinterpret_cast<const char*>(ahead.x + i) + b, 0, 3);
+  if (ahead.out) for (int64_t b = 0; b < n * int64_t(sizeof(float)); b += line) __builtin_prefetch(reinterpret_cast<const char*>(ahead.out + i) + b, 1, 3);
+}
+
 // e_v = exp((x_v − m)·invT) of a row with a finite max m, written to out when out is given, with
 // S = Σ_v e_v, (Entropy) U = Σ_v xlogy(e_v, (x_v − m)·invT) and (Squares) Q = Σ_v e_v²: one exp per element.
-// Sums blocked as row_sum.
+// Sums blocked as row_sum. `ahead`: the next row, prefetched as the pass goes.
 template <int L, bool Entropy, bool Squares = false, typename T>
-RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q = nullptr) {
+RK_INLINE void row_exps_ahead(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q, const RowAhead<T>& ahead) {
   // The maxima (e = 1) are counted apart from the others' sum, and the two added in double: in float32 the
   // others' small terms would be lost next to the 1s, and with them 1 − p of a confident row.
+  // Each block's partial sums are added to per-lane row totals with TwoSum compensation, the lanes kept apart
+  // until the row's end and then summed in double (a horizontal sum per block cost as much as the block's exps).
   using vf = typename Lanes<L>::f;
-  KahanSum st, ut, qt;
-  double ties = 0;
   const vf zero = {}, one = zero + 1.f;
   auto step = [&](auto z, int64_t i, auto& s, auto& u, auto& t, auto& q) {
     const auto d = (z - m) * invT;
-    const auto e = exp_approx(d);
+    const auto e = exp_nonpos(d);  // d ≤ 0
     if (out) vstore(out, i, e);
     const auto top = z == m;
-    s += top ? zero : e;
-    t += top ? one : zero;
+    s = top ? s : s + e;  // masked adds (the same sums as adding 0)
+    t = top ? t + one : t;
     if constexpr (Entropy) u += xlogy_term(e, d);
     if constexpr (Squares) q += e * e;
   };
-  int64_t v = 0;
+  auto two_sum = [](vf& sum, vf& c, vf x) {  // sum + c += x, the rounding error of sum + x kept in c
+    const vf t = sum + x, z = t - sum;
+    c += (sum - (t - z)) + (x - z);
+    sum = t;
+  };
+  vf sS = zero, cS = zero, sU = zero, cU = zero, sQ = zero, cQ = zero, tt = zero;
+  double ties = 0;
+  int64_t v = 0, blocks = 0;
   for (; v + BLOCK <= V; v += BLOCK) {
-    vf s0 = {}, s1 = {}, u0 = {}, u1 = {}, t0 = {}, t1 = {}, q0 = {}, q1 = {};
+    vf s0 = zero, s1 = zero, u0 = zero, u1 = zero, t0 = zero, t1 = zero, q0 = zero, q1 = zero;
     for (int64_t i = v; i < v + BLOCK; i += 2 * L) {
+      prefetch_ahead<2 * L>(ahead, i);
       step(vload<L>(x, i), i, s0, u0, t0, q0);
       step(vload<L>(x, i + L), i + L, s1, u1, t1, q1);
     }
-    const auto s = s0 + s1, u = u0 + u1, t = t0 + t1, q = q0 + q1;
-    float bs = 0.f, bu = 0.f, bt = 0.f, bq = 0.f;
-    for (int l = 0; l < L; l++) bs += s[l], bu += u[l], bt += t[l], bq += q[l];
-    st.add(bs);
-    ut.add(bu);
-    qt.add(bq);
-    ties += bt;
+    two_sum(sS, cS, s0 + s1);
+    if constexpr (Entropy) two_sum(sU, cU, u0 + u1);
+    if constexpr (Squares) two_sum(sQ, cQ, q0 + q1);
+    tt += t0 + t1;
+    if (++blocks % 4096 == 0) {  // the tie counts into double while each lane's stays exact (≤ 2^16 < 2^24)
+      for (int l = 0; l < L; l++) ties += tt[l];
+      tt = zero;
+    }
   }
-  for (; v < V; v++) {
-    float u = 0.f;
+  double s = 0, u = 0, q = 0;
+  for (int l = 0; l < L; l++) {
+    ties += tt[l];
+    s += double(sS[l]) + double(cS[l]);
+    u += double(sU[l]) + double(cU[l]);
+    q += double(sQ[l]) + double(cQ[l]);
+  }
+  for (; v < V; v++) {  // the tail, in double
     const float z = load(x, v), d = (z - m) * invT, e = exp_approx(d);
     if (out) out[v] = e;
     if (z == m) ties += 1;
-    else st.add(e);
-    if constexpr (Entropy) u = xlogy_term(e, d);
-    ut.add(u);
-    if constexpr (Squares) qt.add(e * e);
+    else s += e;
+    if constexpr (Entropy) u += xlogy_term(e, d);
+    if constexpr (Squares) q += double(e) * double(e);
   }
-  S = ties + double(st.value());
-  U = ut.value();
-  if constexpr (Squares) *Q = qt.value();
+  S = ties + s;
+  U = float(u);
+  if constexpr (Squares) *Q = float(q);
+}
+template <int L, bool Entropy, bool Squares = false, typename T>
+RK_INLINE void row_exps(const T* x, int64_t V, float m, float invT, float* out, double& S, float& U, float* Q = nullptr) {
+  row_exps_ahead<L, Entropy, Squares>(x, V, m, invT, out, S, U, Q, RowAhead<T>{});
 }
 
 // A row's log-softmax at temperature T in shifted form: log p_v = (x_v − m)·invT + c, with m the largest
@@ -252,9 +303,10 @@ struct RowSoftmax {
 // e_v = exp((x_v − m)·invT) and `inv_sum` 1/Σ e_v, so p_v = e_v·inv_sum; `entropy` (when given) receives
 // −Σ p log p = log S − Σ e_v (x_v − m)/T / S (0 for an all −inf row, NaN for a row holding NaN or +inf);
 // `sum_sq` (when given) Σ p² = Σ e_v² / S² (0 for an all −inf row, NaN for a row holding NaN or +inf).
+// row_softmax_ahead: the same, its exp pass prefetching the next row (RowAhead).
 template <int L, typename T>
-RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr,
-                                 float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr, float* sum_sq = nullptr) {
+RK_INLINE RowSoftmax row_softmax_ahead(const RowAhead<T>& ahead, const T* x, int64_t V, double temperature, const float* given_lse = nullptr,
+                                       float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr, float* sum_sq = nullptr) {
   const float invT = float(1.0 / temperature);
   bool has_nan = false;
   const float m = row_max<L>(x, V, has_nan);
@@ -272,18 +324,23 @@ RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, cons
   double S;
   float U, Q = 0.f;
   if (sum_sq) {
-    if (entropy) row_exps<L, true, true>(x, V, m, invT, exps, S, U, &Q);
-    else row_exps<L, false, true>(x, V, m, invT, exps, S, U, &Q);
+    if (entropy) row_exps_ahead<L, true, true>(x, V, m, invT, exps, S, U, &Q, ahead);
+    else row_exps_ahead<L, false, true>(x, V, m, invT, exps, S, U, &Q, ahead);
   } else if (entropy) {
-    row_exps<L, true>(x, V, m, invT, exps, S, U);
+    row_exps_ahead<L, true>(x, V, m, invT, exps, S, U, nullptr, ahead);
   } else {
-    row_exps<L, false>(x, V, m, invT, exps, S, U);
+    row_exps_ahead<L, false>(x, V, m, invT, exps, S, U, nullptr, ahead);
   }
   const double s = std::log(S);
   if (entropy) *entropy = float(s - double(U) / double(S));
   if (sum_sq) *sum_sq = float(double(Q) / (S * S));
   if (inv_sum) *inv_sum = float(1.0 / double(S));
   return {m, float(-s), invT, double(m) / temperature + s};
+}
+template <int L, typename T>
+RK_INLINE RowSoftmax row_softmax(const T* x, int64_t V, double temperature, const float* given_lse = nullptr,
+                                 float* exps = nullptr, float* inv_sum = nullptr, float* entropy = nullptr, float* sum_sq = nullptr) {
+  return row_softmax_ahead<L>(RowAhead<T>{}, x, V, temperature, given_lse, exps, inv_sum, entropy, sum_sq);
 }
 
 // p_v (log p_v − log q_v) with xlogy semantics, and +inf wherever q_v = 0 under a finite p logit: float32
@@ -315,6 +372,25 @@ template <typename T>
 inline int64_t row_argmax(const T* x, int64_t V, float m) {
   for (int64_t v = 0; v < V; v++) if (load(x, v) == m) return v;
   return 0;  // not reached: m is an element
+}
+
+// row_argmax, 4L elements at a time: the vector compares find the block of the first maximum, row_argmax the
+// element in it. (The compares as selects of float lanes: a compare's int32 mask lanes were scalarised in the
+// AVX-512 build.)
+template <int L, typename T>
+RK_INLINE int64_t row_argmax_lanes(const T* x, int64_t V, float m) {
+  using vf = typename Lanes<L>::f;
+  const vf zero = {}, one = zero + 1.f;
+  int64_t v = 0;
+  for (; v + 4 * L <= V; v += 4 * L) {
+    const vf a = vload<L>(x, v), b = vload<L>(x, v + L), c = vload<L>(x, v + 2 * L), d = vload<L>(x, v + 3 * L);
+    const vf hit = ((a == m ? one : zero) + (b == m ? one : zero)) + ((c == m ? one : zero) + (d == m ? one : zero));
+    uint64_t w[sizeof(vf) / 8], any = 0;
+    std::memcpy(w, &hit, sizeof hit);
+    for (uint64_t b : w) any |= b;
+    if (any) break;
+  }
+  return v + row_argmax(x + v, V - v, m);
 }
 
 // Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.

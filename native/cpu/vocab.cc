@@ -30,14 +30,16 @@ RK_INLINE void log_probs_impl(const LogProbsParams& p, int64_t begin, int64_t en
     }
     const T* row = z + n * p.V;
     // the entropy and Σ p² in the lse's exp pass: one exp per element
-    const RowSoftmax r = row_softmax<L>(row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr,
-                                        p.entropy ? p.entropy + n : nullptr, p.sum_prob_sq ? p.sum_prob_sq + n : nullptr);
+    // (the exp pass prefetches the next row: its max pass then reads it from L2)
+    const RowAhead<T> ahead{n + 1 < p.N ? row + p.V : nullptr};
+    const RowSoftmax r = row_softmax_ahead<L>(ahead, row, p.V, row_temperature(p.temperatures, p.temperature, n), nullptr, nullptr, nullptr,
+                                              p.entropy ? p.entropy + n : nullptr, p.sum_prob_sq ? p.sum_prob_sq + n : nullptr);
     p.lse[n] = float(r.lse);
     p.logp[n] = r.logp(load(row, y));
     if (p.max_prob) {
-      // max p = exp(log p) at the largest logit m: its first index is found by a scan that stops there
+      // max p = exp(log p) at the largest logit m: its first index is found by a vector scan that stops there
       // (m is NaN for a row holding NaN: token −1, probability NaN; all −inf: token 0, probability 0)
-      const int64_t a = r.m != r.m ? -1 : r.lse == -INFINITY ? 0 : row_argmax(row, p.V, r.m);
+      const int64_t a = r.m != r.m ? -1 : r.lse == -INFINITY ? 0 : row_argmax_lanes<L>(row, p.V, r.m);
       p.max_token[n] = float(a);
       p.max_prob[n] = a < 0 ? NAN : exp_approx(r.logp(load(row, a)));
     }
@@ -93,8 +95,11 @@ RK_INLINE void cross_entropy_impl(const CrossEntropyParams& p, const float* cw, 
     float* g = grad_row.get();
     // with a gradient, the lse pass keeps the row's exps in g (rescaled below): one exp per element
     float inv_sum = 0.f;
+    // the exp pass prefetches the next row's logits (and its float32 gradient row, to be written)
+    const bool next = n + 1 < p.N;
+    const RowAhead<T> ahead{next ? row + V : nullptr, next && p.grad ? p.grad + (n + 1) * V : nullptr};
     const RowSoftmax r = y == p.ignore_index ? RowSoftmax{0.f, 0.f, 1.f, 0.0}
-                                             : row_softmax<L>(row, V, row_temperature(p.temperatures, p.temperature, n), nullptr, g, &inv_sum);
+                                             : row_softmax_ahead<L>(ahead, row, V, row_temperature(p.temperatures, p.temperature, n), nullptr, g, &inv_sum);
     const float l = float(r.lse);
     p.lse[n] = l;
     if (y == p.ignore_index || l == -INFINITY) {  // ignored: 0 everywhere; no mass anywhere: +inf, zero gradient
