@@ -77,8 +77,9 @@ RK_INLINE void kl_impl(const KlDivergenceParams& p, float scale, int64_t begin, 
     }
     float ip = 0.f, iq = 0.f;  // p_v = ep_v·ip, q_v = gq_v·iq
     const double temp = row_temperature(p.temperatures, p.temperature, n);
-    const RowSoftmax sp = row_softmax<L>(rp, V, temp, nullptr, ep, &ip);
-    const RowSoftmax sq = row_softmax<L>(rq, V, temp, nullptr, gq, &iq);
+    // p's exp pass asks for q's row (whose max pass comes next), q's for p's next row
+    const RowSoftmax sp = row_softmax_ahead<L>(RowAhead<T>{rq}, rp, V, temp, nullptr, ep, &ip);
+    const RowSoftmax sq = row_softmax_ahead<L>(RowAhead<T>{n + 1 < end ? rp + V : nullptr}, rq, V, temp, nullptr, gq, &iq);
     const float invT = sp.invT, s = scale * invT;
     // A NaN in either row makes the row NaN. Else a p without mass (all −inf) has KL 0, and a q without mass
     // KL +inf (as cross-entropy's all −inf row), neither with a gradient.

@@ -77,7 +77,11 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
     // the lse pass keeps the row's exps in g, rescaled below: one exp per element of the policy row
     float iq = 0.f;
     const double temp = row_temperature(p.temperatures, p.temperature, t);
-    const RowSoftmax sq = row_softmax<L>(row, V, temp, nullptr, g, &iq);
+    const T* arow = za ? za + t * V : nullptr;
+    // the exp pass asks for the anchor row (read next) or else the next row, and the next fp32 gradient row
+    const bool next = t + 1 < end;
+    const RowAhead<T> ahead{arow ? arow : next ? row + V : nullptr, next && p.grad_logits ? p.grad_logits + (t + 1) * V : nullptr};
+    const RowSoftmax sq = row_softmax_ahead<L>(ahead, row, V, temp, nullptr, g, &iq);
     if (!sq.finite()) {  // no exps kept: the probabilities exp(log q) instead
       row_map<L>(V, g, [&](auto z) { return exp_approx(sq.logp(z)); }, row);
       iq = 1.f;
@@ -85,7 +89,6 @@ RK_INLINE void ppo_impl(const PpoLossParams& p, const float* w, TokenTerms* term
     const float invT = sq.invT;
     const float lp = pre_grad ? p.logp[t] : sq.logp(load(row, y));
     p.logp[t] = lp;
-    const T* arow = za ? za + t * V : nullptr;
     const RowSoftmax sa = arow ? row_softmax<L>(arow, V, temp) : RowSoftmax{0.f, 0.f, invT, 0.0};
     const float anchor_lp = arow ? sa.logp(load(arow, y)) : 0.f;
     const float old = p.old_logp.present() ? read(p.old_logp, t) : anchor_lp;
