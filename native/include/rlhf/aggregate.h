@@ -6,6 +6,10 @@
 
 namespace rk {
 
+// The bytes of p[0, n) that are nonzero: the tokens a mask counts (a byte counts where it is nonzero, whatever
+// its value; see native/addon/args.h on masks read in place).
+int64_t count_nonzero(const uint8_t* p, int64_t n);
+
 // ws[s]: the weight of each counted token of sequence s (w_t = ws[s], or 0 where masked), for every
 // sequence; returns the number of counted tokens. The one place the aggregation's weights are formed.
 int64_t sequence_weights(const TokenBatch& b, float* ws);
