@@ -46,7 +46,7 @@ describeParity('token masks', () => {
     const common = { seqLengths: x.seqLengths, mask, aggregation: c.aggregation }
     compare(c.backend, rk.policyLoss, { logp: x.logp, oldLogp: x.old, advantages: x.adv, ...common }, 'policyLoss')
     compare(c.backend, rk.policyLoss, { logp: x.logp, oldLogp: x.old, advantages: x.adv, dualClip: 3, ...common }, 'policyLoss dual clip')
-    compare(c.backend, rk.klPenalty, { logp: x.logp, refLogp: x.old, estimator: 'k3', ...common }, 'klPenalty')
+    compare(c.backend, rk.klPenalty, { logp: x.logp, refLogp: x.old, estimator: 'k3' as const, ...common }, 'klPenalty')
     compare(c.backend, rk.valueLoss, { values: x.logp, returns: x.ret, oldValues: x.old, clip: 0.2, ...common }, 'valueLoss')
     // a float mask counts the tokens its bytes count
     const byBytes = rk.policyLoss({ logp: x.logp, oldLogp: x.old, advantages: x.adv, ...common, mask: x.bytes })
