@@ -6,11 +6,15 @@
 // and those of its plain-object values, each read once, so getters and Proxy traps run before any check),
 // and nothing after the snapshot runs JavaScript. Sizes are 64-bit and their products checked.
 //
-// What the kernel reads: integer arrays (indices, offsets, masks) are always copied before they are checked,
+// What the kernel reads: index arrays (indices, labels, offsets) are always copied before they are checked,
 // so neither a later change nor another thread writing a SharedArrayBuffer can move an index out of range
-// after its check. Float arrays are read in place by a sync call (no JavaScript runs until it returns) and
-// copied by an async one (Placement::copy), so a buffer changed, detached, transferred or resized while the
-// job runs is never read by it.
+// after its check. Every other input is read in place by a sync call (no JavaScript runs until it returns)
+// and copied by an async one (Placement::copy), so a buffer changed, detached, transferred or resized while
+// the job runs is never read by it: float arrays, and masks. A mask is no index: every kernel counts a
+// token (or row) where its byte is nonzero, and no size, offset or address is derived from its values, so
+// memory safety does not depend on them; its 0/1 check (a RangeError for a caller that bypasses the
+// TypeScript layer) is on the bytes as read then, and a byte another thread changes during a sync call
+// changes at most which tokens count.
 //
 // The same reader serves both native backends. For the cpu backend the pointers are into the host arrays or
 // the job's copies. For the cuda backend (a GpuCall is given) a host typed array is checked here and
@@ -572,9 +576,10 @@ class Args {
   }
   FloatIn floats_or_absent(const char* key, int64_t length) const { return has(key) ? floats(key, length) : FloatIn{}; }
 
-  // An integer array of exactly `length` elements (length < 0: any), copied (see the top of this file).
+  // An integer array of exactly `length` elements (length < 0: any): copied when its values are indices
+  // (`index`), else placed as a float array is (a mask; see the top of this file).
   template <typename E, napi_typedarray_type Want>
-  const E* typed(const char* key, int64_t length, const char* what, int64_t* size = nullptr) const {
+  const E* typed(const char* key, int64_t length, const char* what, int64_t* size = nullptr, bool index = true) const {
     Napi::Value v = get(key);
     const void* device = nullptr;
     int64_t n = 0;
@@ -589,7 +594,7 @@ class Args {
     if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
     if (size) *size = int64_t(a.length);
     pins_.note_input(key, a.data, a.length * sizeof(E));
-    return static_cast<const E*>(place(a.data, a.length * sizeof(E), true));
+    return static_cast<const E*>(place(a.data, a.length * sizeof(E), index || placement_ == Placement::copy));
   }
 
   // The host copy of an array this reader returned: itself on the cpu backend (a copy for integer arrays),
@@ -606,15 +611,37 @@ class Args {
   }
   // offsets: an Int32Array of any length ≥ 1 (n + 1 entries for n groups), its entry count in `n`
   const int32_t* offsets(const char* key, int64_t& n) const { return typed<int32_t, napi_int32_array>(key, -1, "an Int32Array", &n); }
-  // a 0/1 Uint8Array of `length`, or null
+  // a 0/1 Uint8Array of `length`, or null; in place for a sync cpu call (see the top of this file)
   const uint8_t* mask(const char* key, int64_t length) const {
     if (!has(key)) return nullptr;
-    const uint8_t* m = typed<uint8_t, napi_uint8_array>(key, length, "a Uint8Array");
+    const uint8_t* m = typed<uint8_t, napi_uint8_array>(key, length, "a Uint8Array", nullptr, false);
     // a device mask counts a token where it is nonzero, as the TypeScript layer reads every mask
     if (const uint8_t* h = host_view(m)) {
-      for (int64_t i = 0; i < length; i++) if (h[i] > 1) throw_range(env_, op_, std::string(key) + " must hold 0 or 1");
+      if (!binary_bytes(h, length)) throw_range(env_, op_, std::string(key) + " must hold 0 or 1");
     }
     return m;
+  }
+  // True when every byte of p[0, n) is 0 or 1 (none has a bit of 0xfe set): 8-byte words OR-ed into four
+  // accumulators per block of 4 KiB (the compiler vectorises it), so a mask that is not binary stops at the
+  // end of its block; the bytes past the last whole block one at a time.
+  static bool binary_bytes(const uint8_t* p, int64_t n) {
+    constexpr uint64_t high = 0xfefefefefefefefeull;
+    constexpr int64_t block = 4096;
+    int64_t i = 0;
+    for (; i + block <= n; i += block) {
+      uint64_t acc[4] = {};
+      for (int64_t j = i; j < i + block; j += 32) {
+        for (int k = 0; k < 4; k++) {
+          uint64_t w;
+          std::memcpy(&w, p + j + 8 * k, 8);
+          acc[k] |= w;
+        }
+      }
+      if (((acc[0] | acc[1] | acc[2] | acc[3]) & high) != 0) return false;
+    }
+    uint8_t tail = 0;
+    for (; i < n; i++) tail |= p[i];
+    return (tail & 0xfe) == 0;
   }
 
   // Every index in [0, limit) or equal to `ignore` (when allowed); the first bad row is named.

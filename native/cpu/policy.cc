@@ -96,7 +96,7 @@ RK_INLINE void plain_impl(const PolicyLossParams& p, const float* const& ws, con
   vf ratio_max = zero - INFINITY, low = zero, high = zero, duals = zero;  // counts of at most TOKEN_BLOCK, exact
   token_runs<L>(p.batch, ws, begin, end, [&](int64_t t, int64_t n, float w) {
     const vf lp = token_load<L, F32>(p.logp, t, n), old = token_load<L, F32>(p.old_logp, t, n), A = token_load<L, F32>(p.advantages, t, n);
-    const vi m = token_counted<L>(p.batch.mask, t, n);
+    const vi m = n == L && p.batch.mask ? mask_lanes<vi>(p.batch.mask + t) : token_counted<L>(p.batch.mask, t, n);
     const vf d = lp - old;
     const vf dc = d > C ? C : (d < -C ? -C : d);
     const vf r = exp_approx(dc);

@@ -2,9 +2,29 @@
 // Math in src/reference/aggregate.ts.
 #pragma once
 #include <algorithm>
+#include <cstring>
 #include "common.h"
 
 namespace rk {
+
+// The bytes of p[0, n) that are nonzero: the tokens a mask counts (a byte counts where it is nonzero, whatever
+// its value; see native/addon/args.h on masks read in place).
+int64_t count_nonzero(const uint8_t* p, int64_t n);
+
+// The L = sizeof(I) / 4 mask bytes from p as the int32 lanes of I: −1 where the byte is nonzero, else 0 (L a
+// multiple of 4). Each 32-bit word of the bytes is broadcast to its four lanes and each lane keeps its own
+// byte (an AND, a compare): a broadcast and three vector instructions, where converting a vector of bytes
+// to int32 lanes (__builtin_convertvector) compiles to a scalar insert per byte.
+template <typename I>
+inline I mask_lanes(const uint8_t* p) {
+  constexpr int L = int(sizeof(I) / 4);
+  static_assert(L % 4 == 0, "whole 32-bit words of mask bytes");
+  uint32_t w[L / 4];
+  std::memcpy(w, p, sizeof w);
+  I x, byte;
+  for (int l = 0; l < L; l++) x[l] = int32_t(w[l / 4]), byte[l] = int32_t(0xffu << (8 * (l % 4)));
+  return (x & byte) != 0;
+}
 
 // ws[s]: the weight of each counted token of sequence s (w_t = ws[s], or 0 where masked), for every
 // sequence; returns the number of counted tokens. The one place the aggregation's weights are formed.
