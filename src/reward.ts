@@ -49,6 +49,8 @@ export interface RewardLossResult {
 export interface RewardLossArgs {
   scores: FloatData
   offsets: Int32Array
+  /** the uniform K when the caller gave K (offsets are then n·K; the cpu backend reads K, not offsets) */
+  K: number | null
   chosen: Int32Array | null
   targetProbs: FloatData | null
   margins: FloatData | null
@@ -82,7 +84,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
     }
   }
   return {
-    scores, offsets, chosen, targetProbs,
+    scores, offsets, K: o.K === undefined ? null : o.K, chosen, targetProbs,
     margins: o.margins === undefined ? null : floatVector(op, 'margins', o.margins, total),
     centerCoef: numberOption(op, 'centerCoef', o.centerCoef, 0, { min: 0 }),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),

@@ -6,8 +6,9 @@ namespace rk {
 
 struct RewardLossParams {
   FloatIn scores;                  // [total]
-  const int32_t* offsets = nullptr;  // [N + 1]
+  const int32_t* offsets = nullptr;  // [N + 1]; null when K > 0
   int64_t N = 0;
+  int64_t K = 0;                     // > 0: every prompt has K candidates, prompt n from n·K (offsets null)
   const int32_t* chosen = nullptr;   // [N] or null (then target_probs)
   FloatIn target_probs;            // [total] or absent
   FloatIn margins;                 // [total] or absent
