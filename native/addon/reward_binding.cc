@@ -16,8 +16,8 @@ struct RewardLossJob : Job {
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
     const int64_t total = p.scores.size;
-    // a uniform K on the cpu backend: prompt n starts at n·K, and offsets are neither copied nor read
-    if (a.has("K") && !a.on_gpu()) {
+    // a uniform K: prompt n starts at n·K (reward_first), and there are no offsets to copy or check
+    if (a.has("K")) {
       p.K = a.count("K");
       if (p.K < 1 || total % p.K != 0) throw_range(a.env(), name, "scores.length must be a multiple of K = " + std::to_string(p.K));
       p.N = total / p.K;

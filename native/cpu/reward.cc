@@ -24,8 +24,6 @@ struct BlockSums {
   int64_t correct = 0;
 };
 
-int64_t first_candidate(const RewardLossParams& p, int64_t n) { return p.offsets ? p.offsets[n] : n * p.K; }
-
 // Prompts [begin, end): probs, grad and losses, and the counted prompts that rank their label first.
 // Scores are read through their storage type T (no per-element dtype switch).
 template <typename T>
@@ -36,8 +34,8 @@ void reward_prompts(const RewardLossParams& p, float scale, int64_t begin, int64
   thread_local std::vector<double> large;
   KahanSum block_loss;
   for (int64_t n = begin; n < end; n++) {
-    const int64_t a = first_candidate(p, n);
-    const int64_t K = first_candidate(p, n + 1) - a;
+    const int64_t a = reward_first(p, n);
+    const int64_t K = reward_first(p, n + 1) - a;
     const T* sc = scores + a;
     float* probs = p.probs + a;
     if (K > SMALL) large.resize(size_t(K));
@@ -139,66 +137,150 @@ RK_INLINE V log1p_approx(V x) {
   return x == x ? r : x;
 }
 
-// Prompts [begin, end) of p.K candidates each (2 ≤ K ≤ VECTOR_MAX_K), a hard label, no margins or centering;
-// L prompts a lane each, their scores transposed through the stack (x[i] holds candidate i of the L prompts).
-// Per lane the math of reward_prompts: m the max, e_i = exp_approx(s_i − m) (s − m rounded once to float32,
-// as there), Σe and Σ_{i≠b} e_i in double in candidate order, p_i = e_i · (1/Σe), the chosen gradient
-// −Σ_{i≠b} e_i / Σe, and the loss log Σe − (s_b − m) as log1p(Σe − 1) + (m − s_b): both terms ≥ 0 (the max
-// gives e = 1), so nothing cancels where p_b is near 1. Ignored prompts (b = ignoreIndex) are selected out.
-template <int ISA_L, typename T>
-RK_INLINE void uniform_impl(const RewardLossParams& p, const float& scale, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
-  constexpr int L = token_lanes<ISA_L>();
+// The L-lane index vectors of the shuffles below: even / odd elements of a pair of vectors (unzip), and the
+// low / high halves of their interleaving (zip). Constants once inlined.
+template <typename VI, int L>
+RK_INLINE VI shuffle_mask(int kind) {
+  VI m;
+  for (int l = 0; l < L; l++) {
+    m[l] = kind == 0 ? 2 * l : kind == 1 ? 2 * l + 1 : (kind == 2 ? 0 : L / 2) + l / 2 + (l % 2 ? L : 0);
+  }
+  return m;
+}
+// K = 2^k vectors holding K·L consecutive values: out[i] = the values i, i + K, i + 2K, … (candidate i of L
+// prompts), by k rounds of even/odd splits
+template <int K, typename VF, typename VI, int L>
+RK_INLINE void unzip(const VF* in, VF* out) {
+  if constexpr (K == 1) {
+    out[0] = in[0];
+  } else {
+    const VI even = shuffle_mask<VI, L>(0), odd = shuffle_mask<VI, L>(1);
+    VF e[K / 2], o[K / 2], ee[K / 2], oo[K / 2];
+    for (int j = 0; j < K / 2; j++) {
+      e[j] = __builtin_shuffle(in[2 * j], in[2 * j + 1], even);
+      o[j] = __builtin_shuffle(in[2 * j], in[2 * j + 1], odd);
+    }
+    unzip<K / 2, VF, VI, L>(e, ee);
+    unzip<K / 2, VF, VI, L>(o, oo);
+    for (int i = 0; i < K / 2; i++) out[2 * i] = ee[i], out[2 * i + 1] = oo[i];
+  }
+}
+// the inverse: out holds in[0][0], in[1][0], …, in[K−1][0], in[0][1], … (prompt after prompt)
+template <int K, typename VF, typename VI, int L>
+RK_INLINE void zip(const VF* in, VF* out) {
+  if constexpr (K == 1) {
+    out[0] = in[0];
+  } else {
+    const VI lo = shuffle_mask<VI, L>(2), hi = shuffle_mask<VI, L>(3);
+    VF ie[K / 2], io[K / 2], e[K / 2], o[K / 2];
+    for (int i = 0; i < K / 2; i++) ie[i] = in[2 * i], io[i] = in[2 * i + 1];
+    zip<K / 2, VF, VI, L>(ie, e);
+    zip<K / 2, VF, VI, L>(io, o);
+    for (int j = 0; j < K / 2; j++) {
+      out[2 * j] = __builtin_shuffle(e[j], o[j], lo);
+      out[2 * j + 1] = __builtin_shuffle(e[j], o[j], hi);
+    }
+  }
+}
+
+// Prompts [begin, end) of K candidates each (2 ≤ K ≤ VECTOR_MAX_K), a hard label, no margins or centering;
+// L prompts a lane each, x[i] holding candidate i of the L prompts: transposed by shuffles for KC = K a power
+// of 2 (KC = 0: any K, through the stack). Per lane the math of reward_prompts: m the max, e_i =
+// exp_approx(s_i − m) (s − m rounded once to float32, as there), p_i = e_i · (1/Σe), the chosen gradient
+// −Σ_{i≠b} e_i / Σe, and the loss log Σe − (s_b − m) as log1p(r) + (m − s_b) with r = Σe − 1 summed without
+// the first max's e = 1: both terms ≥ 0, so nothing cancels where p_b is near 1, and a tiny r keeps its
+// digits. The sums over at most VECTOR_MAX_K terms ≥ 0 are in float32 (relative error ≤ K · 2^−24, within
+// the parity tolerance) where reward_prompts keeps double; the loss total in double lanes.
+// Ignored prompts (b = ignoreIndex) are selected out.
+template <int L, int KC, typename T>
+RK_INLINE void uniform_prompts(const RewardLossParams& p, float scale, int64_t begin, int64_t end, BlockSums& out) {
   using vf = typename Lanes<L>::f;
   using vi = typename Lanes<L>::i;
   using vd = typename DLanes<L>::d;
+  constexpr int KX = KC ? KC : VECTOR_MAX_K;
   const T* scores = static_cast<const T*>(p.scores.data);
-  const int64_t K = p.K;
+  const int64_t K = KC ? KC : p.K;
   const vf zero = {};
-  const vd one_d = vd{} + 1.0;
+  const vi zero_i = {};
   vd loss_sum = {};
   vi correct = {};  // −1 per prompt ranking its label first: at most PROMPT_BLOCK per lane
-  float buf[L * VECTOR_MAX_K];
-  vf x[VECTOR_MAX_K];
+  float buf[L * KX];
+  vf x[KX], flat[KX];
+  // the L·K values from buf (count prompts, zeros after) or out of x, prompt after prompt
+  auto transpose_in = [&](bool full, int64_t a) {
+    if constexpr (KC != 0) {
+      if (full) for (int j = 0; j < KC; j++) flat[j] = vload<L>(scores, a + j * L);
+      else for (int j = 0; j < KC; j++) flat[j] = vload<L>(buf, j * L);
+      unzip<KC, vf, vi, L>(flat, x);
+    } else {
+      for (int64_t i = 0; i < K; i++) for (int l = 0; l < L; l++) x[i][l] = buf[l * K + i];
+    }
+  };
+  auto store = [&](float* dst, int64_t a, int64_t len) {
+    if constexpr (KC != 0) {
+      zip<KC, vf, vi, L>(x, flat);
+      if (len == L * K) {
+        for (int j = 0; j < KC; j++) vstore(dst, a + j * L, flat[j]);
+        return;
+      }
+      for (int j = 0; j < KC; j++) vstore(buf, j * L, flat[j]);
+    } else {
+      for (int64_t i = 0; i < K; i++) for (int l = 0; l < L; l++) buf[l * K + i] = x[i][l];
+    }
+    std::memcpy(dst + a, buf, size_t(len) * sizeof(float));
+  };
+  vf e[KX];
   for (int64_t n0 = begin; n0 < end; n0 += L) {
     const int64_t count = std::min<int64_t>(L, end - n0), a = n0 * K, len = count * K;
+    const bool full = count == L;
     vi b;
     for (int l = 0; l < L; l++) b[l] = l < count ? p.chosen[n0 + l] : p.ignore_index;
     const vi counted = b != p.ignore_index;
-    if constexpr (std::is_same_v<T, float>) std::memcpy(buf, scores + a, size_t(len) * sizeof(float));
-    else for (int64_t j = 0; j < len; j++) buf[j] = load(scores, a + j);
-    for (int64_t j = len; j < L * K; j++) buf[j] = 0.f;
-    for (int64_t i = 0; i < K; i++) for (int l = 0; l < L; l++) x[i][l] = buf[l * K + i];
+    if (!full || KC == 0) {
+      for (int64_t j = 0; j < len; j++) buf[j] = load(scores, a + j);
+      for (int64_t j = len; j < L * K; j++) buf[j] = 0.f;
+    }
+    transpose_in(full, a);
     vf m = zero - INFINITY, sb = zero;
+    vi first = zero_i;  // the first candidate at the max, whose e is exactly 1
     for (int64_t i = 0; i < K; i++) {
-      m = x[i] > m ? x[i] : m;
+      const vi above = x[i] > m;
+      first = above ? int32_t(i) : first;
+      m = above ? x[i] : m;
       sb = b == int32_t(i) ? x[i] : sb;
     }
     vi top = counted;  // strictly above every other raw score (NaN or a tie: not first)
     for (int64_t i = 0; i < K; i++) top &= (b == int32_t(i)) | (sb > x[i]);
-    vd se = {}, others = {};
+    vf rest = zero, others = zero;  // Σ e but the first max's 1, and Σ_{i≠b} e_i: K ≤ 16 terms ≥ 0, in float32
     for (int64_t i = 0; i < K; i++) {
-      x[i] = exp_approx(x[i] - m);
-      se += __builtin_convertvector(x[i], vd);
-      others += __builtin_convertvector(b == int32_t(i) ? zero : x[i], vd);
+      e[i] = exp_approx(x[i] - m);
+      rest += first == int32_t(i) ? zero : e[i];
+      others += b == int32_t(i) ? zero : e[i];
     }
-    const vf inv = __builtin_convertvector(one_d / se, vf), gb = __builtin_convertvector(-others / se, vf);
-    const vf loss = counted ? log1p_approx(__builtin_convertvector(se - one_d, vf)) + (m - sb) : zero;
+    const vf se = 1.f + rest, inv = 1.f / se, gb = -others / se;
+    const vf loss = counted ? log1p_approx(rest) + (m - sb) : zero;
     loss_sum += __builtin_convertvector(loss, vd);
     correct += top;
     if (p.losses) token_store<L>(p.losses, n0, count, loss);
-    for (int64_t i = 0; i < K; i++) {
-      const vf pr = x[i] * inv;
-      for (int l = 0; l < L; l++) buf[l * K + i] = pr[l];
-    }
-    std::memcpy(p.probs + a, buf, size_t(len) * sizeof(float));
-    for (int64_t i = 0; i < K; i++) {
-      const vf g = counted ? scale * (b == int32_t(i) ? gb : x[i] * inv) : zero;
-      for (int l = 0; l < L; l++) buf[l * K + i] = g[l];
-    }
-    std::memcpy(p.grad + a, buf, size_t(len) * sizeof(float));
+    for (int64_t i = 0; i < K; i++) x[i] = e[i] * inv;
+    store(p.probs, a, len);
+    for (int64_t i = 0; i < K; i++) x[i] = counted ? scale * (b == int32_t(i) ? gb : x[i]) : zero;
+    store(p.grad, a, len);
   }
-  out->loss += lane_sum(loss_sum);
-  for (int l = 0; l < L; l++) out->correct -= correct[l];
+  out.loss += lane_sum(loss_sum);
+  for (int l = 0; l < L; l++) out.correct -= correct[l];
+}
+
+template <int ISA_L, typename T>
+RK_INLINE void uniform_impl(const RewardLossParams& p, const float& scale, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
+  constexpr int L = token_lanes<ISA_L>();  // 16 AVX-512 lanes: GCC scalarises this loop, 3x slower
+  switch (p.K) {
+    case 2: return uniform_prompts<L, 2, T>(p, scale, begin, end, *out);
+    case 4: return uniform_prompts<L, 4, T>(p, scale, begin, end, *out);
+    case 8: return uniform_prompts<L, 8, T>(p, scale, begin, end, *out);
+    case 16: return uniform_prompts<L, 16, T>(p, scale, begin, end, *out);
+    default: return uniform_prompts<L, 0, T>(p, scale, begin, end, *out);
+  }
 }
 RK_ISA_KERNEL(uniform_block, uniform_impl)
 

@@ -4,6 +4,7 @@
  */
 import { decodeFloats } from '../dtypes.js'
 import type { Kernels } from '../kernels.js'
+import { groupStart } from '../options.js'
 import { Tensor } from '../tensor.js'
 import type { FloatData } from '../validate.js'
 import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
@@ -63,9 +64,10 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
 
     rewardLoss(a) {
       const K = a.scores.data.length
-      const N = a.offsets.length - 1
+      const N = a.N
+      const offsets = a.offsets ?? Int32Array.from({ length: N + 1 }, (_, n) => groupStart(a, n))
       const probs = f32(K), gradScores = f32(K), losses = f32(N)
-      const r = rewardLossKernel(f(a.scores), a.offsets, {
+      const r = rewardLossKernel(f(a.scores), offsets, {
         ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
       }, probs, gradScores, losses)
       return {

@@ -25,4 +25,7 @@ struct RewardLossResult {
 };
 RewardLossResult reward_loss(const RewardLossParams& p);
 
+// The first candidate of prompt n (0 ≤ n ≤ N): offsets[n], or n·K for a uniform K
+RK_HD inline int64_t reward_first(const RewardLossParams& p, int64_t n) { return p.offsets ? int64_t(p.offsets[n]) : n * p.K; }
+
 }  // namespace rk
