@@ -251,14 +251,18 @@ RK_INLINE void uniform_prompts(const RewardLossParams& p, float scale, int64_t b
     }
     vi top = counted;  // strictly above every other raw score (NaN or a tie: not first)
     for (int64_t i = 0; i < K; i++) top &= (b == int32_t(i)) | (sb > x[i]);
-    vf rest = zero, others = zero;  // Σ e but the first max's 1, and Σ_{i≠b} e_i: K ≤ 16 terms ≥ 0, in float32
+    // Σ e but the first max's e (1, or NaN where the max is +inf or every score −inf), that e, and Σ_{i≠b} e_i:
+    // K ≤ 16 terms ≥ 0, in float32
+    vf rest = zero, top_e = zero, others = zero;
     for (int64_t i = 0; i < K; i++) {
       e[i] = exp_approx(x[i] - m);
       rest += first == int32_t(i) ? zero : e[i];
+      top_e = first == int32_t(i) ? e[i] : top_e;
       others += b == int32_t(i) ? zero : e[i];
     }
-    const vf se = 1.f + rest, inv = 1.f / se, gb = -others / se;
-    const vf loss = counted ? log1p_approx(rest) + (m - sb) : zero;
+    const vf se = top_e + rest, inv = 1.f / se, gb = -others / se;
+    const vf lse_less_m = log1p_approx(rest);
+    const vf loss = counted ? (se == se ? lse_less_m + (m - sb) : se) : zero;
     loss_sum += __builtin_convertvector(loss, vd);
     correct += top;
     if (p.losses) token_store<L>(p.losses, n0, count, loss);
