@@ -15,7 +15,7 @@
 import Benchmark from 'benchmark'
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import os, { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as rk from '../dist/index.js'
@@ -532,4 +532,59 @@ export async function hostSuite() {
     for (const [what, us] of tiny) lines.push(`| ${what} | ${us.toFixed(1)} |`)
   }
   return { title: 'host table (issue 13), 1 thread', text: lines.join('\n') }
+}
+
+/** the rows of the thread-scaling table (`--scaling`) unless BENCH_ROWS names others */
+const SCALING_ROWS = ['ce', 'ce-bwd-out', 'logprobs', 'kl-out', 'ppo-out', 'reward-out', 'policy-out', 'klpen-out', 'gae-out', 'whiten', 'group']
+
+/**
+ * One child of the scaling table: the cpu rows' wall-clock medians at this process's thread count
+ * (RLHF_KERNELS_THREADS, set by the parent before the addon loads), each checked against the float64
+ * reference first.
+ */
+export async function cpuTimes() {
+  const only = process.env.BENCH_ROWS?.split(',') ?? SCALING_ROWS
+  const times = []
+  for (const row of withOut(rows())) {
+    if (!only.includes(row.key)) continue
+    const inputs = row.make()
+    rk.setBackend('js')
+    const ref = Object.fromEntries(Object.entries((row.ref ?? row.rk)(inputs, row.N)).map(([k, v]) => [k, typeof v === 'number' ? v : f32(v).slice()]))
+    rk.setBackend('cpu')
+    check('cpu', row.rk(inputs, row.N), ref)
+    times.push({ key: row.key, op: row.op, ms: await timeSync(() => row.rk(inputs, row.N)) })
+  }
+  return { threads: rk.nativeStatus.info?.threads, times }
+}
+
+/**
+ * `npm run bench -- --scaling`: the cpu rows at 1 thread and at every count in BENCH_THREADS (default: 1 and
+ * the cores), each count in a child process (the pool is sized when the addon loads), wall-clock medians.
+ * Scaling needs an idle machine: the load average is printed with the table.
+ */
+export async function scalingSuite() {
+  if (!rk.backends().find((b) => b.name === 'cpu')?.available) return { skipped: 'scaling table: the cpu backend is not available' }
+  const cores = os.cpus().length
+  const counts = process.env.BENCH_THREADS?.split(',').map(Number) ?? [...new Set([1, cores])]
+  const load = [os.loadavg()[0]]
+  const runs = counts.map((threads) => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL('./run.js', import.meta.url)), '--threads-child'], {
+      encoding: 'utf8', maxBuffer: 1 << 24, env: { ...process.env, RLHF_KERNELS_THREADS: String(threads), BENCH_CLOCK: '' },
+    })
+    if (r.status !== 0) throw new Error(`scaling child at ${threads} threads: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`)
+    return JSON.parse(r.stdout.trim().split('\n').pop())
+  })
+  load.push(os.loadavg()[0])
+  const fmt = (x) => (x < 10 ? x.toFixed(2) : x.toFixed(1))
+  const lines = [
+    `ms, medians of wall time; load average (1 min) ${load.map((l) => l.toFixed(1)).join(' → ')} on ${cores} cores`,
+    '',
+    `| op | ${runs.map((r) => `${r.threads} thread${r.threads === 1 ? '' : 's'}`).join(' | ')} | ${runs.slice(1).map((r) => `speed-up at ${r.threads}`).join(' | ')} |`,
+    `|---|${runs.map(() => '---|').join('')}${runs.slice(1).map(() => '---|').join('')}`,
+  ]
+  for (const [i, t] of runs[0].times.entries()) {
+    const ms = runs.map((r) => r.times[i].ms)
+    lines.push(`| ${t.op} | ${ms.map(fmt).join(' | ')} | ${ms.slice(1).map((m) => `${(ms[0] / m).toFixed(2)}×`).join(' | ')} |`)
+  }
+  return { title: 'thread scaling, cpu backend', text: lines.join('\n') }
 }

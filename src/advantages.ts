@@ -1,9 +1,9 @@
 /** Advantage estimation (DESIGN §1.8): GAE, masked whitening, and group (GRPO/RLOO) advantages. */
 import { GROUP_METHODS, type GroupMethod } from './choices.js'
 import { defineOp } from './ops.js'
-import { groupOffsets } from './options.js'
+import { groupOffsets, groupSize } from './options.js'
 import { type TokenFloats, type TokenLayout, type TokenMask, tokenLayout, tokenShape } from './tokens.js'
-import type { Tensor } from './tensor.js'
+import { type Tensor, isDeviceData } from './tensor.js'
 import { type FloatData, type OptionNames, booleanOption, choiceOption, floatVector, maskVector, numberOption, optionsObject } from './validate.js'
 import { PRESET_OPTION, type PresetOption } from './presets.js'
 
@@ -111,7 +111,10 @@ export interface GroupAdvantagesOptions extends PresetOption {
 
 export interface GroupAdvantagesArgs {
   scores: FloatData
-  offsets: Int32Array
+  /** ragged groups (or uniform ones of device scores: the cuda kernel reads offsets); null with groupSize */
+  offsets: Int32Array | null
+  /** uniform groups of host scores: their size, and no offsets built per call; null with offsets */
+  groupSize: number | null
   method: GroupMethod
   eps: number
   unbiased: boolean
@@ -125,9 +128,12 @@ function validateGroupAdvantages(options: GroupAdvantagesOptions): GroupAdvantag
   const op = 'groupAdvantages'
   const o = optionsObject(op, options, GROUP_ADVANTAGES_OPTIONS)
   const scores = floatVector(op, 'scores', o.scores)
+  const total = scores.data.length
+  const uniform = o.offsets === undefined && o.groupSize !== undefined && !isDeviceData(scores.data)
   return {
     scores,
-    offsets: groupOffsets(op, scores.data.length, o.offsets, o.groupSize, 'groupSize'),
+    offsets: uniform ? null : groupOffsets(op, total, o.offsets, o.groupSize, 'groupSize'),
+    groupSize: uniform ? groupSize(op, total, o.groupSize, 'groupSize') : null,
     method: choiceOption(op, 'method', o.method, GROUP_METHODS, 'grpo'),
     eps: numberOption(op, 'eps', o.eps, 1e-6, EPS),
     unbiased: booleanOption(op, 'unbiased', o.unbiased, true),

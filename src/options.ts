@@ -101,14 +101,6 @@ export function groupStart(g: { offsets: Int32Array | null; K: number | null }, 
   return g.offsets === null ? n * g.K! : g.offsets[n]
 }
 
-/** A uniform group size `size` of `total` items, checked as groupOffsets checks it, without making the offsets. */
-export function uniformGroups(op: string, total: number, size: unknown, sizeName: string): UniformGroups {
-  const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
-  if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
-  if (total > 0x7fffffff) throw rangeError(op, 'scores.length', 'at most 2^31 - 1 (offsets are int32)', total)
-  return { N: total / k, K: k }
-}
-
 /**
  * The label of rewardLoss and preferenceLoss: `chosen` (one index per prompt, checked; host data only when
  * `host`), or the op's other label `otherName` (the caller reads it), exactly one of the two. null: the other.
@@ -154,7 +146,19 @@ export function groupOffsets(op: string, total: number, offsets: unknown, size: 
     return off
   }
   if (size === undefined) throw typeError(op, 'offsets', `an Int32Array (or ${sizeName}: a number)`, undefined)
-  const { K: k } = uniformGroups(op, total, size, sizeName)
+  return uniformOffsets(total, groupSize(op, total, size, sizeName))
+}
+
+/** A uniform group size (≥ 1, dividing `total`), checked as groupOffsets checks it. */
+export function groupSize(op: string, total: number, size: unknown, sizeName: string): number {
+  const k = numberOption(op, sizeName, size, 1, { integer: true, min: 1 })
+  if (total % k !== 0) throw rangeError(op, 'scores.length', `a multiple of ${sizeName} = ${k}`, total)
+  if (total > 0x7fffffff) throw rangeError(op, 'scores.length', 'at most 2^31 - 1 (offsets are int32)', total)
+  return k
+}
+
+/** The offsets of total / k groups of k. */
+export function uniformOffsets(total: number, k: number): Int32Array {
   const out = new Int32Array(total / k + 1)
   for (let n = 0; n < out.length; n++) out[n] = n * k
   return out

@@ -5,7 +5,7 @@
 import { REDUCTIONS, type Reduction } from './choices.js'
 import { rangeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { chosenLabels, groupOffsets, groupStart, uniformGroups } from './options.js'
+import { type UniformGroups, chosenLabels, groupOffsets, groupSize, groupStart } from './options.js'
 import type { Tensor } from './tensor.js'
 import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
@@ -72,7 +72,8 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const scores = floatVector(op, 'scores', o.scores)
   const total = scores.data.length
   // a uniform K makes no offsets array (1M prompts: 4 MiB written per call, more than the kernel takes)
-  const uniform = o.offsets === undefined && o.K !== undefined ? uniformGroups(op, total, o.K, 'K') : null
+  const K = o.offsets === undefined && o.K !== undefined ? groupSize(op, total, o.K, 'K') : null
+  const uniform: UniformGroups | null = K === null ? null : { N: total / K, K }
   const offsets = uniform === null ? groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt') : null
   const N = uniform === null ? offsets!.length - 1 : uniform.N
   const start = (n: number) => groupStart({ offsets, K: uniform?.K ?? null }, n)

@@ -29,6 +29,7 @@
 
 #include "env.h"
 #include "gpu.h"
+#include "pages.h"
 #include "rlhf/common.h"
 
 namespace rk::addon {
@@ -67,7 +68,9 @@ class CopyPool {
         return block;
       }
     }
-    return {new char[bytes], bytes};
+    char* block = new char[bytes];
+    advise_huge_pages(block, bytes);  // written in full (a copy, or an output) before it is read
+    return {block, bytes};
   }
   void give(std::pair<char*, size_t> block) {
     {
@@ -835,6 +838,7 @@ class Outputs {
   E* fresh(const char* name, int64_t n) {
     room();
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
+    advise_huge_pages(a.Data(), size_t(n) * sizeof(E));  // untouched pages the kernel writes in full
     names_[n_] = name;
     arrays_[n_++] = Napi::Persistent(Napi::Object(a));
     return a.Data();

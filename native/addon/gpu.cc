@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "env.h"
+#include "pages.h"
 
 namespace rk::addon {
 
@@ -250,6 +251,7 @@ void GpuCall::put(Napi::Env env, OutputList& list) {
   for (const Output& o : outputs_) {
     if (o.host != nullptr) {
       Napi::TypedArray a = o.es == 4 ? Napi::TypedArray(Napi::Float32Array::New(env, size_t(o.n))) : Napi::TypedArray(Napi::Uint16Array::New(env, size_t(o.n)));
+      advise_huge_pages(data_of(a), size_t(o.n) * o.es);  // fresh pages, written in full by the copy
       if (o.n > 0) std::memcpy(data_of(a), o.host, size_t(o.n) * o.es);
       list.add(o.name, a);
     } else {

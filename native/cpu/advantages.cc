@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "parallel.h"
@@ -16,6 +17,26 @@ namespace rk {
 namespace {
 
 // ---- gae ----
+
+// An 8 × 8 transpose of float lanes in registers (unpack, 64-bit pairs, 128-bit halves): a[i][j] → a[j][i].
+template <typename V>
+RK_INLINE void transpose8(V (&a)[8]) {
+  V t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(a[i], a[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(a[i], a[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    for (int h = 0; h < 2; h++) {
+      u[i + 2 * h] = __builtin_shufflevector(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + 2 * h + 1] = __builtin_shufflevector(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  }
+  for (int j = 0; j < 4; j++) {
+    a[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    a[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
 
 // Sequences [s0, s1) of p, W at a time: lane l walks one sequence backwards, and when it reaches the
 // sequence's first token takes the next one not yet started (in sequence order), so the recursion's latency
@@ -54,7 +75,52 @@ RK_INLINE void gae_impl(const GaeParams& p, const int64_t& s0, const int64_t& s1
     for (;;) {
       int64_t steps = t[0] - begin[0] + 1;  // until the first lane finishes its sequence
       for (int l = 1; l < W; l++) steps = std::min(steps, t[l] - begin[l] + 1);
-      for (int64_t k = 0; k < steps; k++) {
+      int64_t k = 0;
+      if constexpr (W == 8 && F32) {
+        // 8 steps of the 8 lanes at once: each lane's 8 tokens [t − k − 7, t − k] by one vector load, transposed
+        // so that vector j holds token t_l − k − 7 + j of every lane (the mask: its 8 bytes as one int64 lane,
+        // byte j selected by a shift), then the same steps as below from j = 7 down to 0, and the outputs
+        // transposed back and stored by vector
+        auto chunks = [&]<bool MASKED>() {
+          const float* rp = static_cast<const float*>(p.rewards.data);
+          const float* vp = static_cast<const float*>(p.values.data);
+          for (; k + 8 <= steps; k += 8) {
+            vf R[8], V[8], A[8], Q[8];
+            vl bytes = {};  // lane l: the 8 mask bytes of its tokens, token j in byte j
+            for (int l = 0; l < 8; l++) {
+              const int64_t i = t[l] - k - 7;
+              R[l] = vload<8>(rp, i);
+              V[l] = vload<8>(vp, i);
+              if constexpr (MASKED) std::memcpy(&bytes[l], p.mask + i, 8);  // little-endian x86-64
+            }
+            transpose8(R);
+            transpose8(V);
+            for (int j = 7; j >= 0; j--) {
+              const vd r = widen<W>(R[j]), v = widen<W>(V[j]), zero = {};
+              const vd a = gae_step<vd>(r, next, v, acc, gamma, gl);
+              if constexpr (MASKED) {
+                const vl m = ((bytes >> (8 * j)) & 0xff) != 0;
+                acc = m ? a : acc;
+                next = m ? v : next;
+                A[j] = __builtin_convertvector(m ? a : zero, vf), Q[j] = __builtin_convertvector(m ? a + v : zero, vf);
+              } else {
+                acc = a, next = v;
+                A[j] = __builtin_convertvector(a, vf), Q[j] = __builtin_convertvector(a + v, vf);
+              }
+            }
+            transpose8(A);
+            transpose8(Q);
+            for (int l = 0; l < 8; l++) {
+              const int64_t i = t[l] - k - 7;
+              vstore(p.advantages, i, A[l]);
+              vstore(p.returns, i, Q[l]);
+            }
+          }
+        };
+        if (p.mask) chunks.template operator()<true>();
+        else chunks.template operator()<false>();
+      }
+      for (; k < steps; k++) {
         vf rf = {}, vv = {};
         vi mi = {};
         for (int l = 0; l < W; l++) {
@@ -207,6 +273,119 @@ RK_INLINE void groups_impl(const GroupAdvantagesParams& p, const int64_t& g0, co
 }
 RK_ISA_KERNEL(groups, groups_impl)
 
+// The lane sums of L double vectors at once: lane k of the result is the sum of the lanes of a[k]. A tree of
+// log2 L levels; at each, pairs of vectors fold their halves (block size H: the lanes [0, H) of each 2H-block
+// plus [H, 2H)), so every vector's lanes are added in the same order, ((a0 + a4) + (a2 + a6)) + ((a1 + a5) +
+// (a3 + a7)) at L = 8, wherever it sits. The inputs are taken in bit-reversed order, which the tree undoes.
+template <int L, int H, bool HI, typename V, size_t... J>
+RK_INLINE V fold_pick(V z, V w, std::index_sequence<J...>) {
+  return __builtin_shufflevector(z, w, (((J / H) % 2 ? L : 0) + (J / H / 2) * 2 * H + J % H + (HI ? H : 0))...);
+}
+constexpr int bit_reverse(int i, int L) {
+  int r = 0;
+  for (int b = 1; b < L; b <<= 1, i >>= 1) r = (r << 1) | (i & 1);
+  return r;
+}
+template <int L, int H, typename V>
+RK_INLINE void fold_levels(V* v) {
+  constexpr int n = H;  // pairs at this level (L/2 at the first, H = L/2)
+  for (int i = 0; i < n; i++) {
+    v[i] = fold_pick<L, H, false>(v[2 * i], v[2 * i + 1], std::make_index_sequence<L>{}) +
+           fold_pick<L, H, true>(v[2 * i], v[2 * i + 1], std::make_index_sequence<L>{});
+  }
+  if constexpr (H > 1) fold_levels<L, H / 2>(v);
+}
+template <int L, typename V>
+RK_INLINE V lane_sums(const V (&a)[L]) {
+  V v[L];
+  for (int i = 0; i < L; i++) v[i] = a[bit_reverse(i, L)];
+  fold_levels<L, L / 2>(v);
+  return v[0];
+}
+
+// Uniform groups of G = p.group_size, [g0, g1), L groups at a time, a group's scores in its own vector(s) as
+// in groups_impl (G/L vectors, the last one partial): its partial sums vector per group, then the L groups'
+// sums at once (lane_sums), and so their means, the sums of squared deviations, the std and the scale all in
+// one vector of L groups (one sqrt and one division per L groups): mean = S/G, std = sqrt(SS/(G − 1 or G)),
+// grpo (r − mean)·(1/(std + eps)), rloo r − (S − r)/(G − 1), mean-centered r − mean, in double; dividing by G
+// (no reciprocal) keeps a constant group's mean exact, so its outputs are exactly 0. The outputs are written
+// group by group, contiguous. A group's arithmetic does not depend on its place among the L (a missing group
+// is all zeros), nor on the block or the thread.
+template <int ISA_L, typename T>
+RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t& g0, const int64_t& g1) {
+  constexpr int L = token_lanes<ISA_L>();
+  using vf = typename Lanes<L>::f;
+  using vd = typename DLanes<L>::d;
+  using vl = typename LLanes<L>::l;
+  const T* x = static_cast<const T*>(p.scores.data);
+  const GroupMethod method = p.method;
+  const int64_t G = p.group_size;
+  const double den = double(p.unbiased ? G - 1 : G);
+  const vl tail = widen_mask<L>(lanes_below<L>(G % L == 0 ? L : G % L));  // the lanes of a group's last vector
+  if (G == L) {  // a group is one vector: loaded once, kept in registers (the arithmetic of the loop below)
+    for (int64_t g = g0; g < g1; g += L) {
+      const int n = int(std::min<int64_t>(L, g1 - g));
+      vd X[L], D[L];
+      for (int k = 0; k < L; k++) X[k] = k < n ? widen<L>(vload<L>(x, (g + k) * L)) : vd{};
+      const vd S = lane_sums<L>(X), mean = S / double(G);
+      vd scale = vd{} + 1.0;
+      if (method == GroupMethod::grpo) {
+        for (int k = 0; k < L; k++) D[k] = X[k] - mean[k], D[k] *= D[k];
+        const vd var = lane_sums<L>(D) / den;
+        vd sd;
+        for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
+        scale = 1.0 / (sd + p.eps);
+      }
+      for (int k = 0; k < n; k++) {
+        const vd r = X[k];
+        const vd y = method == GroupMethod::rloo ? r - (S[k] - r) / double(G - 1) : method == GroupMethod::mean_centered ? r - mean[k] : (r - mean[k]) * scale[k];
+        vstore(p.out, (g + k) * L, __builtin_convertvector(y, vf));
+      }
+    }
+    return;
+  }
+  for (int64_t g = g0; g < g1; g += L) {
+    const int n = int(std::min<int64_t>(L, g1 - g));
+    vd part[L];
+    for (int k = 0; k < L; k++) {
+      part[k] = vd{};
+      if (k >= n) continue;
+      const int64_t a = (g + k) * G;
+      for (int64_t i = 0; i < G; i += L) part[k] += widen<L>(vload_n<L>(x, a + i, std::min<int64_t>(L, G - i)));
+    }
+    const vd S = lane_sums<L>(part), mean = S / double(G);  // exact for a constant group (no reciprocal)
+    vd scale = vd{} + 1.0;
+    if (method == GroupMethod::grpo) {
+      for (int k = 0; k < L; k++) {
+        part[k] = vd{};
+        if (k >= n) continue;
+        const int64_t a = (g + k) * G;
+        for (int64_t i = 0; i < G; i += L) {
+          const int64_t m = std::min<int64_t>(L, G - i);
+          vd d = widen<L>(vload_n<L>(x, a + i, m)) - mean[k];
+          if (m < L) d = tail ? d : vd{};  // the lanes past the group count 0
+          part[k] += d * d;
+        }
+      }
+      const vd var = lane_sums<L>(part) / den;
+      vd sd;
+      for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
+      scale = 1.0 / (sd + p.eps);
+    }
+    for (int k = 0; k < n; k++) {
+      const int64_t a = (g + k) * G;
+      const double mk = mean[k], sk = scale[k], Sk = S[k];
+      for (int64_t i = 0; i < G; i += L) {
+        const int64_t m = std::min<int64_t>(L, G - i);
+        const vd r = widen<L>(vload_n<L>(x, a + i, m));
+        const vd y = method == GroupMethod::rloo ? r - (Sk - r) / double(G - 1) : method == GroupMethod::mean_centered ? r - mk : (r - mk) * sk;
+        token_store<L>(p.out, a + i, m, __builtin_convertvector(y, vf));
+      }
+    }
+  }
+}
+RK_ISA_KERNEL(uniform_groups, uniform_groups_impl)
+
 }  // namespace
 
 // Fixed blocks of sequences (by the data alone: ~4 token blocks each, at least one lane set), over the pool.
@@ -265,6 +444,16 @@ void whiten(const WhitenParams& p) {
 // Groups over the pool, ~TOKEN_BLOCK scores per chunk; each group is computed by one thread alone.
 void group_advantages(const GroupAdvantagesParams& p) {
   if (p.num_groups <= 0) return;
+  if (p.group_size > 0) {  // uniform groups: blocks of whole lane sets of groups
+    const int64_t G = p.group_size;
+    if (G < 2) return std::fill(p.out, p.out + p.num_groups * G, 0.f);
+    const int64_t grain = std::max<int64_t>(8, (TOKEN_BLOCK / G + 7) / 8 * 8);
+    dispatch_dtype(p.scores.dtype, [&]<typename T>() {
+      const int64_t blocks = (p.num_groups + grain - 1) / grain;
+      parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { uniform_groups<T>(p, b0 * grain, std::min(p.num_groups, b1 * grain)); });
+    });
+    return;
+  }
   const int64_t N = std::max<int64_t>(1, p.offsets[p.num_groups] - p.offsets[0]);
   const int64_t grain = std::max<int64_t>(1, TOKEN_BLOCK * p.num_groups / N);
   dispatch_dtype(p.scores.dtype, [&]<typename T>() {

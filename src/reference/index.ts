@@ -4,7 +4,7 @@
  */
 import { decodeFloats } from '../dtypes.js'
 import type { Kernels } from '../kernels.js'
-import { groupStart } from '../options.js'
+import { uniformOffsets } from '../options.js'
 import { Tensor } from '../tensor.js'
 import type { FloatData } from '../validate.js'
 import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
@@ -65,7 +65,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
     rewardLoss(a) {
       const K = a.scores.data.length
       const N = a.N
-      const offsets = a.offsets ?? Int32Array.from({ length: N + 1 }, (_, n) => groupStart(a, n))
+      const offsets = a.offsets ?? uniformOffsets(K, a.K!)
       const probs = f32(K), gradScores = f32(K), losses = f32(N)
       const r = rewardLossKernel(f(a.scores), offsets, {
         ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
@@ -128,7 +128,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
 
     groupAdvantages(a) {
       const out = f32(a.scores.data.length)
-      groupAdvantagesKernel(f(a.scores), a.offsets, a.method, a.eps, a.unbiased, out)
+      groupAdvantagesKernel(f(a.scores), a.offsets ?? uniformOffsets(a.scores.data.length, a.groupSize!), a.method, a.eps, a.unbiased, out)
       return out
     },
 

@@ -59,8 +59,9 @@ enum class GroupMethod : int32_t { RK_GROUP_METHODS(RK_ENUM_MEMBER) };
 
 struct GroupAdvantagesParams {
   FloatIn scores;
-  const int32_t* offsets = nullptr;
+  const int32_t* offsets = nullptr;  // ragged groups: [num_groups + 1]; null with group_size
   int64_t num_groups = 0;
+  int64_t group_size = 0;  // > 0: uniform groups of this size (offsets unused; CPU only)
   GroupMethod method = GroupMethod::grpo;
   double eps = 1e-6;
   bool unbiased = true;

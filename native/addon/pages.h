@@ -1,0 +1,47 @@
+// Transparent huge pages for the large blocks a kernel is about to write in full: fresh output arrays and the
+// copy pool's new blocks.
+//
+// A fresh typed array's memory is untouched (calloc hands out new anonymous pages), so the kernel's first
+// write to each 4 KiB page faults: ~11 µs per page on a virtual machine measured here, 360 ms for a
+// 1024 × 32000 float32 gradient whose writing alone takes ~6 ms. Where the kernel's transparent-huge-page mode
+// is `madvise` (the default of several distributions), asking for huge pages over the block's 2 MiB-aligned
+// interior makes that one fault per 2 MiB (13 ms for 128 MiB there). Only blocks that are then written in full
+// are advised, so no memory is committed that would not be anyway. RLHF_KERNELS_HUGEPAGES=0 turns it off;
+// it does nothing where the mode is `never` or off Linux.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace rk::addon {
+
+inline constexpr size_t kHugePage = size_t(2) << 20;
+// the smallest block advised: one that surely holds a whole aligned huge page
+inline constexpr size_t kHugePagesFrom = 2 * kHugePage;
+
+inline bool huge_pages_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("RLHF_KERNELS_HUGEPAGES");
+    return !(v != nullptr && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// Advise huge pages over the aligned interior of [p, p + bytes); a no-op for small blocks.
+inline void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (p == nullptr || bytes < kHugePagesFrom || !huge_pages_on()) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~uintptr_t(kHugePage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~uintptr_t(kHugePage - 1);
+  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+}  // namespace rk::addon
