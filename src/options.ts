@@ -90,27 +90,39 @@ export function promptCandidates(op: string, key: string, values: unknown, o: { 
   return { data, total, offsets, N: offsets.length - 1 }
 }
 
+/** N groups of K items each, for callers that need no offsets array (a uniform K of rewardLoss). */
+export interface UniformGroups {
+  N: number
+  K: number
+}
+
+/** The first item of group n (0 ≤ n ≤ N): offsets[n], or n·K for a uniform K (offsets null). */
+export function groupStart(g: { offsets: Int32Array | null; K: number | null }, n: number): number {
+  return g.offsets === null ? n * g.K! : g.offsets[n]
+}
+
 /**
  * The label of rewardLoss and preferenceLoss: `chosen` (one index per prompt, checked; host data only when
  * `host`), or the op's other label `otherName` (the caller reads it), exactly one of the two. null: the other.
  */
 export function chosenLabels(
-  op: string, chosen: unknown, otherName: string, other: unknown, offsets: Int32Array, ignoreIndex: number, host: boolean,
+  op: string, chosen: unknown, otherName: string, other: unknown, groups: Int32Array | UniformGroups, ignoreIndex: number, host: boolean,
 ): Int32Array | null {
   if ((chosen === undefined) === (other === undefined)) {
     throw typeError(op, 'chosen', `given, or ${otherName}, but not both`, chosen === undefined ? undefined : 'both')
   }
   if (chosen === undefined) return null
-  const labels = intVector(op, 'chosen', chosen, offsets.length - 1)
-  checkChosen(op, host ? hostOnly(op, 'chosen', labels) : labels, offsets, ignoreIndex)
+  const labels = intVector(op, 'chosen', chosen, groups instanceof Int32Array ? groups.length - 1 : groups.N)
+  checkChosen(op, host ? hostOnly(op, 'chosen', labels) : labels, groups, ignoreIndex)
   return labels
 }
 
 /** Each group's chosen index in [0, K_n), or equal to ignoreIndex (rewardLoss, preferenceLoss); device labels are the kernel's to check. */
-function checkChosen(op: string, chosen: Int32Array, offsets: Int32Array, ignoreIndex: number): void {
+function checkChosen(op: string, chosen: Int32Array, groups: Int32Array | UniformGroups, ignoreIndex: number): void {
   if (isDeviceData(chosen)) return  // a device flag, then a RangeError naming the prompt
+  const offsets = groups instanceof Int32Array ? groups : null, uniformK = offsets === null ? (groups as UniformGroups).K : 0
   for (let n = 0; n < chosen.length; n++) {
-    const b = chosen[n], K = offsets[n + 1] - offsets[n]
+    const b = chosen[n], K = offsets === null ? uniformK : offsets[n + 1] - offsets[n]
     if (!(b >= 0 && b < K) && b !== ignoreIndex) throw rangeError(op, `chosen[${n}]`, `in [0, ${K}) or equal to ignoreIndex (${ignoreIndex})`, b)
   }
 }

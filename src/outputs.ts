@@ -46,7 +46,7 @@ export const OUTPUTS: { readonly [N in OpName]: OutputSpec<ArgsOf<N>> } = {
   logProbs: (a) => ({ logp: a.N, lse: a.N, entropy: a.entropy ? a.N : undefined, sumProbSq: a.sumProbSq ? a.N : undefined, maxProb: a.maxProb ? a.N : undefined }),
   logProbsBackward: (a) => ({ gradLogits: a.N * a.V }),
   crossEntropy: (a) => ({ losses: a.reduction === 'none' ? a.N : undefined, lse: a.N, gradLogits: a.grad ? gradOut(a.N * a.V, a.gradDtype) : undefined }),
-  rewardLoss: (a) => ({ probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.offsets.length - 1 : undefined }),
+  rewardLoss: (a) => ({ probs: a.scores.data.length, gradScores: a.scores.data.length, losses: a.reduction === 'none' ? a.N : undefined }),
   policyLoss: (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }),
   klDivergence: (a) => ({ perRow: a.N, gradQ: a.gradQ ? gradOut(a.N * a.V, a.gradDtype) : undefined, gradP: a.gradP ? gradOut(a.N * a.V, a.gradDtype) : undefined }),
   klPenalty: (a) => ({ perToken: a.layout.tokens, gradLogp: a.layout.tokens }),

@@ -5,7 +5,7 @@
 import { REDUCTIONS, type Reduction } from './choices.js'
 import { rangeError } from './errors.js'
 import { defineOp } from './ops.js'
-import { chosenLabels, promptCandidates } from './options.js'
+import { type UniformGroups, chosenLabels, groupOffsets, groupSize, groupStart } from './options.js'
 import type { Tensor } from './tensor.js'
 import { type FloatData, type OptionNames, INT32, choiceOption, floatVector, hostOnly, numberOption, optionsObject } from './validate.js'
 import { decodeFloats } from './dtypes.js'
@@ -48,7 +48,12 @@ export interface RewardLossResult {
 
 export interface RewardLossArgs {
   scores: FloatData
-  offsets: Int32Array
+  /** N + 1 offsets (ragged K), or null when the caller gave a uniform K */
+  offsets: Int32Array | null
+  /** the uniform K, or null (offsets given); prompt n's candidates are then n·K .. (n + 1)·K */
+  K: number | null
+  /** prompts */
+  N: number
   chosen: Int32Array | null
   targetProbs: FloatData | null
   margins: FloatData | null
@@ -64,9 +69,16 @@ const REWARD_LOSS_OPTIONS: OptionNames<RewardLossOptions> = {
 function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const op = 'rewardLoss'
   const o = optionsObject(op, options, REWARD_LOSS_OPTIONS)
-  const { data: scores, total, offsets, N } = promptCandidates(op, 'scores', o.scores, o)
+  const scores = floatVector(op, 'scores', o.scores)
+  const total = scores.data.length
+  // a uniform K makes no offsets array (1M prompts: 4 MiB written per call, more than the kernel takes)
+  const K = o.offsets === undefined && o.K !== undefined ? groupSize(op, total, o.K, 'K') : null
+  const uniform: UniformGroups | null = K === null ? null : { N: total / K, K }
+  const offsets = uniform === null ? groupOffsets(op, total, o.offsets, o.K, 'K', 'prompt') : null
+  const N = uniform === null ? offsets!.length - 1 : uniform.N
+  const start = (n: number) => groupStart({ offsets, K: uniform?.K ?? null }, n)
   const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  const chosen = chosenLabels(op, o.chosen, 'targetProbs', o.targetProbs, offsets, ignoreIndex, false)
+  const chosen = chosenLabels(op, o.chosen, 'targetProbs', o.targetProbs, offsets ?? uniform!, ignoreIndex, false)
   let targetProbs: FloatData | null = null
   if (chosen === null) {
     targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)
@@ -74,7 +86,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
     const y = decodeFloats(targetProbs.data, targetProbs.dtype)
     for (let n = 0; n < N; n++) {
       let sum = 0
-      for (let i = offsets[n]; i < offsets[n + 1]; i++) {
+      for (let i = start(n); i < start(n + 1); i++) {
         if (!(y[i] >= 0 && y[i] <= 1)) throw rangeError(op, `targetProbs[${i}]`, 'in [0, 1]', y[i])
         sum += y[i]
       }
@@ -82,7 +94,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
     }
   }
   return {
-    scores, offsets, chosen, targetProbs,
+    scores, offsets, K: uniform === null ? null : uniform.K, N, chosen, targetProbs,
     margins: o.margins === undefined ? null : floatVector(op, 'margins', o.margins, total),
     centerCoef: numberOption(op, 'centerCoef', o.centerCoef, 0, { min: 0 }),
     reduction: choiceOption(op, 'reduction', o.reduction, REDUCTIONS, 'mean'),

@@ -11,7 +11,7 @@ import { compareCase, contractCases, cudaUnusable, parity, parityCases, tilePath
 import { registerBackend } from '../src/backend.js'
 import type { Kernels } from '../src/kernels.js'
 import type { CrossEntropyArgs } from '../src/vocab.js'
-import { invTemperature } from '../src/options.js'
+import { groupStart, invTemperature } from '../src/options.js'
 import { jsKernels } from '../src/reference/index.js'
 import type { FloatData } from '../src/validate.js'
 import { decodeFloats } from '../src/dtypes.js'
@@ -193,7 +193,7 @@ const EARLIER: Record<string, Partial<Kernels>> = {
       const r = jsKernels.rewardLoss(a)
       const s = f32(a.scores)
       const losses = Float32Array.from(r.losses!, (l, i) => {
-        const lo = a.offsets[i], hi = a.offsets[i + 1]
+        const lo = groupStart(a, i), hi = groupStart(a, i + 1)
         let m = -Infinity, sum = 0
         for (let j = lo; j < hi; j++) m = Math.max(m, s[j])
         for (let j = lo; j < hi; j++) sum = f(sum + f(Math.exp(f(s[j] - m))))

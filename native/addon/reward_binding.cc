@@ -16,13 +16,21 @@ struct RewardLossJob : Job {
   void prepare(const Args& a) {
     p.scores = a.floats("scores", -1);
     const int64_t total = p.scores.size;
-    p.N = groups(a, "offsets", total, p.offsets);
+    // a uniform K: prompt n starts at n·K (reward_first), and there are no offsets to copy or check
+    if (a.has("K")) {
+      p.K = a.count("K");
+      if (p.K < 1 || total % p.K != 0) throw_range(a.env(), name, "scores.length must be a multiple of K = " + std::to_string(p.K));
+      p.N = total / p.K;
+    } else {
+      p.N = groups(a, "offsets", total, p.offsets);
+    }
     p.ignore_index = a.int32("ignoreIndex");
     if (a.has("chosen")) {
       p.chosen = a.int32s("chosen", p.N);
       const int32_t* chosen = a.host_view(p.chosen);
       const int32_t* offsets = a.host_view(p.offsets);
       if (chosen == nullptr) a.device_indices("chosen", "in [0, K) for its prompt's K candidates, or equal to ignoreIndex (" + std::to_string(p.ignore_index) + ")");
+      else if (p.K > 0) check_uniform_labels(a, chosen);
       else a.check_group_labels("chosen", chosen, offsets, p.N, p.ignore_index);
     } else {
       p.target_probs = a.floats("targetProbs", total);
@@ -32,7 +40,17 @@ struct RewardLossJob : Job {
     p.reduction = a.reduction();
     p.probs = out.make("probs", total);
     p.grad = out.make("gradScores", total);
-    p.losses = out.make("losses", p.N);
+    // per-prompt losses are an output of reduction 'none' only (the cpu kernel sums without them)
+    p.losses = p.reduction == Reduction::none || a.on_gpu() ? out.make("losses", p.N) : nullptr;
+  }
+  // every chosen[n] in [0, K) or equal to ignoreIndex; the first bad prompt is named
+  void check_uniform_labels(const Args& a, const int32_t* chosen) const {
+    bool ok = true;
+    for (int64_t n = 0; n < p.N; n++) ok &= (chosen[n] >= 0 && chosen[n] < p.K) || chosen[n] == p.ignore_index;
+    if (ok) return;
+    int64_t bad = 0;
+    while ((chosen[bad] >= 0 && chosen[bad] < p.K) || chosen[bad] == p.ignore_index) bad++;
+    throw_range(a.env(), name, "chosen[" + std::to_string(bad) + "] must be in [0, " + std::to_string(p.K) + ") or equal to ignoreIndex, got " + std::to_string(chosen[bad]));
   }
   void run() override { r = reward_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA

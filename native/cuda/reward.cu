@@ -9,7 +9,7 @@ namespace rk::gpu {
 namespace {
 
 __device__ __forceinline__ bool counted(const RewardLossParams& p, int64_t n) {
-  return p.offsets[n + 1] - p.offsets[n] >= 2 && (p.chosen == nullptr || p.chosen[n] != p.ignore_index);
+  return reward_first(p, n + 1) - reward_first(p, n) >= 2 && (p.chosen == nullptr || p.chosen[n] != p.ignore_index);
 }
 
 constexpr int REWARD_THREADS = 256;
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(REWARD_THREADS, blocks_within(REWARD_THREADS, 
 __device__ __forceinline__ void reward_prompt(const RewardLossParams& p, int64_t n, const float* result, float& loss_out, float& correct_out,
                                               DeviceFlags* flags) {
   loss_out = correct_out = 0.f;
-  const int64_t a = p.offsets[n], K = p.offsets[n + 1] - a;
+  const int64_t a = reward_first(p, n), K = reward_first(p, n + 1) - a;
   const int32_t b = p.chosen ? p.chosen[n] : -1;
   if (p.chosen && b != p.ignore_index && (b < 0 || b >= K)) {  // device labels: flagged, never read out of the group
     atomicMin(&flags->first_bad_row, int32_t(n));

@@ -64,9 +64,10 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
 
     rewardLoss(a) {
       const K = a.scores.data.length
-      const N = a.offsets.length - 1
+      const N = a.N
+      const offsets = a.offsets ?? uniformOffsets(K, a.K!)
       const probs = f32(K), gradScores = f32(K), losses = f32(N)
-      const r = rewardLossKernel(f(a.scores), a.offsets, {
+      const r = rewardLossKernel(f(a.scores), offsets, {
         ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),
       }, probs, gradScores, losses)
       return {

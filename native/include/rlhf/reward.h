@@ -6,8 +6,9 @@ namespace rk {
 
 struct RewardLossParams {
   FloatIn scores;                  // [total]
-  const int32_t* offsets = nullptr;  // [N + 1]
+  const int32_t* offsets = nullptr;  // [N + 1]; null when K > 0
   int64_t N = 0;
+  int64_t K = 0;                     // > 0: every prompt has K candidates, prompt n from n·K (offsets null)
   const int32_t* chosen = nullptr;   // [N] or null (then target_probs)
   FloatIn target_probs;            // [total] or absent
   FloatIn margins;                 // [total] or absent
@@ -23,5 +24,8 @@ struct RewardLossResult {
   RK_REWARD_LOSS_FIELDS(RK_RESULT_MEMBER)
 };
 RewardLossResult reward_loss(const RewardLossParams& p);
+
+// The first candidate of prompt n (0 ≤ n ≤ N): offsets[n], or n·K for a uniform K
+RK_HD inline int64_t reward_first(const RewardLossParams& p, int64_t n) { return p.offsets ? int64_t(p.offsets[n]) : n * p.K; }
 
 }  // namespace rk
