@@ -538,10 +538,7 @@ RK_INLINE typename Lanes<L>::i token_counted(const uint8_t* mask, int64_t t, int
   using vi = typename Lanes<L>::i;
   if (n == L) {
     if (!mask) return vi{} - 1;
-    typedef uint8_t vb __attribute__((vector_size(L)));
-    vb bits;
-    std::memcpy(&bits, mask + t, sizeof bits);
-    return __builtin_convertvector(bits, vi) != 0;
+    return mask_lanes<vi>(mask + t);  // a broadcast and a compare per 32-bit word, not a byte insert per lane
   }
   vi c = {};
   for (int64_t l = 0; l < n; l++) c[l] = !mask || mask[t + l] ? -1 : 0;
