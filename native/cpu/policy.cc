@@ -80,7 +80,7 @@ void policy_block(const PolicyLossParams& p, const float* ws, int64_t begin, int
 //   ℓ = −min(s1, s2), with dual clip c (A < 0, −cA < ℓ): ℓ = −cA; dℓ/dlogp = 0 when clipped, dual-clipped or
 //   |d| > C, else −rA,
 // with exp_approx (≤ 2 ulp) for std::exp (the CUDA kernels keep the scalar form); masked tokens are selected
-// out (0 outputs, nothing summed). Loss, KL and ratio sums in double lanes. T = float: every input float32.
+// out (0 outputs, nothing summed). Loss, KL and ratio sums in float32 lanes over 16 steps, then in double lanes. T = float: every input float32.
 template <int ISA_L, typename T>
 RK_INLINE void plain_impl(const PolicyLossParams& p, const float* const& ws, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
   constexpr int L = token_lanes<ISA_L>();
@@ -94,6 +94,15 @@ RK_INLINE void plain_impl(const PolicyLossParams& p, const float* const& ws, con
   vd loss_sum = {}, kl_sum = {}, ratio_sum = {};
   const vf zero = {}, one = zero + 1.f;
   vf ratio_max = zero - INFINITY, low = zero, high = zero, duals = zero;  // counts of at most TOKEN_BLOCK, exact
+  // the sums' float32 lanes over kRun steps (each lane ≤ kRun terms), then added to the double lanes
+  constexpr int kRun = 16;
+  vf loss_run = zero, kl_run = zero, ratio_run = zero;
+  int run = 0;
+  auto flush = [&] {
+    loss_sum += widen<L>(loss_run), kl_sum += widen<L>(kl_run), ratio_sum += widen<L>(ratio_run);
+    loss_run = kl_run = ratio_run = zero;
+    run = 0;
+  };
   token_runs<L>(p.batch, ws, begin, end, [&](int64_t t, int64_t n, float w) {
     const vf lp = token_load<L, F32>(p.logp, t, n), old = token_load<L, F32>(p.old_logp, t, n), A = token_load<L, F32>(p.advantages, t, n);
     const vi m = n == L && p.batch.mask ? mask_lanes<vi>(p.batch.mask + t) : token_counted<L>(p.batch.mask, t, n);
@@ -112,15 +121,17 @@ RK_INLINE void plain_impl(const PolicyLossParams& p, const float* const& ws, con
     const vf g = clipped + dual != 0.f ? zero : g0;
     token_store<L>(p.per_token, t, n, m ? loss : zero);
     token_store<L>(p.grad, t, n, m ? w * g : zero);
-    loss_sum += widen<L>(m ? w * loss : zero);
-    kl_sum += widen<L>(m ? w * (old - lp) : zero);
-    ratio_sum += widen<L>(m ? r : zero);
+    loss_run += m ? w * loss : zero;
+    kl_run += m ? w * (old - lp) : zero;
+    ratio_run += m ? r : zero;
+    if (++run == kRun) flush();
     const vf rm = m ? r : zero - INFINITY;
     ratio_max = rm > ratio_max ? rm : ratio_max;
     low += m ? (A < 0.f ? clipped : zero) : zero;
     high += m ? (A > 0.f ? clipped : zero) : zero;
     duals += m ? dual : zero;
   });
+  flush();
   BlockSums& s = *out;
   s.loss += lane_sum(loss_sum), s.kl += lane_sum(kl_sum), s.ratio += lane_sum(ratio_sum);
   for (int l = 0; l < L; l++) {
