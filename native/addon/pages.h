@@ -4,7 +4,7 @@
 // A fresh typed array's memory is untouched (calloc hands out new anonymous pages), so the kernel's first
 // write to each 4 KiB page faults: ~11 µs per page on a virtual machine measured here, 360 ms for a
 // 1024 × 32000 float32 gradient whose writing alone takes ~6 ms. Where the kernel's transparent-huge-page mode
-// is `madvise` (the default of several distributions), asking for huge pages over the block's 2 MiB-aligned
+// is `madvise` (Ubuntu's default, among others), asking for huge pages over the block's 2 MiB-aligned
 // interior makes that one fault per 2 MiB (13 ms for 128 MiB there). Only blocks that are then written in full
 // are advised, so no memory is committed that would not be anyway. RLHF_KERNELS_HUGEPAGES=0 turns it off;
 // it does nothing where the mode is `never` or off Linux.
