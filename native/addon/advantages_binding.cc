@@ -11,19 +11,6 @@ namespace {
 // the group methods' names in ordinal order (src/choices.ts GROUP_METHODS)
 constexpr const char* kGroupMethods[] = {RK_GROUP_METHODS(RK_ENUM_NAME)};
 
-// A 0/1 Uint8Array mask of `length` read as Args::mask reads it (copied), its bytes checked at once: an OR of
-// them all (a vector loop, no branch per byte), the byte loop only to refuse a mask that holds more than 0/1.
-const uint8_t* byte_mask(const Args& a, const char* key, int64_t length) {
-  if (!a.has(key)) return nullptr;
-  const uint8_t* m = a.typed<uint8_t, napi_uint8_array>(key, length, "a Uint8Array");
-  if (const uint8_t* h = a.host_view(m)) {
-    uint8_t any = 0;
-    for (int64_t i = 0; i < length; i++) any |= h[i];
-    if (any > 1) throw_range(a.env(), a.op(), std::string(key) + " must hold 0 or 1");
-  }
-  return m;
-}
-
 struct GaeJob : Job {
   static constexpr const char* name = "gae";
   using Job::Job;
@@ -38,7 +25,7 @@ struct GaeJob : Job {
     p.rewards = a.floats("rewards", M);
     p.values = a.floats("values", M);
     p.last_values = a.floats_or_absent("lastValues", p.num_seqs);
-    p.mask = byte_mask(a, "mask", M);
+    p.mask = a.mask("mask", M);
     p.gamma = a.number("gamma");
     p.lambda = a.number("lambda");
     p.advantages = out.make("advantages", M);
