@@ -178,14 +178,9 @@ float kl_penalty(const KlPenaltyParams& p) {
   std::vector<float> ws(static_cast<size_t>(b.num_seqs));
   sequence_weights(b, ws.data());
   const bool f32 = p.logp.dtype == DType::f32 && p.ref_logp.dtype == DType::f32;
-  const int64_t blocks = (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
-  std::vector<double> sums(static_cast<size_t>(blocks));
-  parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
-    for (int64_t k = bb; k < be; k++) {
-      const int64_t t0 = k * TOKEN_BLOCK, t1 = std::min(b.tokens, t0 + TOKEN_BLOCK);
-      if (f32) kl_penalty_block<float>(p, ws.data(), t0, t1, &sums[size_t(k)]);
-      else kl_penalty_block<void>(p, ws.data(), t0, t1, &sums[size_t(k)]);
-    }
+  const std::vector<double> sums = token_block_sums<double>(b.tokens, [&](int64_t t0, int64_t t1, double& s) {
+    if (f32) kl_penalty_block<float>(p, ws.data(), t0, t1, &s);
+    else kl_penalty_block<void>(p, ws.data(), t0, t1, &s);
   });
   double loss = 0;
   for (double s : sums) loss += s;

@@ -2,6 +2,7 @@
 // vector extensions (L = 16, 8 or 4: the widest vectors the CPU runs natively), sums blocked and
 // compensated (row_sum), then a scalar tail; the order of every sum is fixed by the row length and L.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "parallel.h"
 #include "rlhf/aggregate.h"
 #include "rlhf/common.h"
 
@@ -586,6 +588,17 @@ RK_INLINE double token_loss_block(const TokenBatch& b, const float* ws, float* p
   });
   for (int l = 0; l < L; l++) flags += int64_t(count[l]);
   return lane_sum(sum);
+}
+
+// One S per TOKEN_BLOCK block of [0, tokens), block(t0, t1, s) filling it, the blocks over the pool; the caller
+// adds them in block order, so results do not depend on the thread count.
+template <typename S, typename Block>
+std::vector<S> token_block_sums(int64_t tokens, Block&& block) {
+  std::vector<S> sums(static_cast<size_t>((tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK));
+  parallel_for(int64_t(sums.size()), 1, [&](int64_t bb, int64_t be) {
+    for (int64_t k = bb; k < be; k++) block(k * TOKEN_BLOCK, std::min(tokens, (k + 1) * TOKEN_BLOCK), sums[size_t(k)]);
+  });
+  return sums;
 }
 
 }  // namespace rk

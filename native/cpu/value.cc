@@ -53,14 +53,9 @@ ValueLossResult value_loss(const ValueLossParams& p) {
   std::vector<float> ws(static_cast<size_t>(b.num_seqs));
   const int64_t count = sequence_weights(b, ws.data());
   const bool f32 = p.values.dtype == DType::f32 && p.returns.dtype == DType::f32 && (!p.old_values.present() || p.old_values.dtype == DType::f32);
-  const int64_t blocks = (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
-  std::vector<ValueSums> sums(static_cast<size_t>(blocks));
-  parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
-    for (int64_t k = bb; k < be; k++) {
-      const int64_t t0 = k * TOKEN_BLOCK, t1 = std::min(b.tokens, t0 + TOKEN_BLOCK);
-      if (f32) value_block<float>(p, ws.data(), t0, t1, &sums[size_t(k)]);
-      else value_block<void>(p, ws.data(), t0, t1, &sums[size_t(k)]);
-    }
+  const std::vector<ValueSums> sums = token_block_sums<ValueSums>(b.tokens, [&](int64_t t0, int64_t t1, ValueSums& s) {
+    if (f32) value_block<float>(p, ws.data(), t0, t1, &s);
+    else value_block<void>(p, ws.data(), t0, t1, &s);
   });
   double loss = 0;
   int64_t clipped = 0;
