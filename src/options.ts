@@ -102,23 +102,27 @@ export function groupStart(g: { offsets: Int32Array | null; K: number | null }, 
 }
 
 /**
- * The label of rewardLoss and preferenceLoss: `chosen` (one index per prompt, checked; host data only when
- * `host`), or the op's other label `otherName` (the caller reads it), exactly one of the two. null: the other.
+ * The label of rewardLoss and preferenceLoss: `chosen` (one index per prompt; host data only when `host`), or
+ * the op's other label `otherName` (the caller reads it), exactly one of the two. null: the other. The indices
+ * are checked here when `check`, else by the kernel that reads them (rewardLoss: the js kernel through
+ * checkChosen, the addon after its last copy; once, not twice per call over a million prompts).
  */
 export function chosenLabels(
   op: string, chosen: unknown, otherName: string, other: unknown, groups: Int32Array | UniformGroups, ignoreIndex: number, host: boolean,
+  check = true,
 ): Int32Array | null {
   if ((chosen === undefined) === (other === undefined)) {
     throw typeError(op, 'chosen', `given, or ${otherName}, but not both`, chosen === undefined ? undefined : 'both')
   }
   if (chosen === undefined) return null
   const labels = intVector(op, 'chosen', chosen, groups instanceof Int32Array ? groups.length - 1 : groups.N)
-  checkChosen(op, host ? hostOnly(op, 'chosen', labels) : labels, groups, ignoreIndex)
+  if (host) hostOnly(op, 'chosen', labels)
+  if (check) checkChosen(op, labels, groups, ignoreIndex)
   return labels
 }
 
 /** Each group's chosen index in [0, K_n), or equal to ignoreIndex (rewardLoss, preferenceLoss); device labels are the kernel's to check. */
-function checkChosen(op: string, chosen: Int32Array, groups: Int32Array | UniformGroups, ignoreIndex: number): void {
+export function checkChosen(op: string, chosen: Int32Array, groups: Int32Array | UniformGroups, ignoreIndex: number): void {
   if (isDeviceData(chosen)) return  // a device flag, then a RangeError naming the prompt
   const offsets = groups instanceof Int32Array ? groups : null, uniformK = offsets === null ? (groups as UniformGroups).K : 0
   for (let n = 0; n < chosen.length; n++) {

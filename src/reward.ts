@@ -78,7 +78,7 @@ function validateRewardLoss(options: RewardLossOptions): RewardLossArgs {
   const N = uniform === null ? offsets!.length - 1 : uniform.N
   const start = (n: number) => groupStart({ offsets, K: uniform?.K ?? null }, n)
   const ignoreIndex = numberOption(op, 'ignoreIndex', o.ignoreIndex, -100, INT32)
-  const chosen = chosenLabels(op, o.chosen, 'targetProbs', o.targetProbs, offsets ?? uniform!, ignoreIndex, false)
+  const chosen = chosenLabels(op, o.chosen, 'targetProbs', o.targetProbs, offsets ?? uniform!, ignoreIndex, false, false)
   let targetProbs: FloatData | null = null
   if (chosen === null) {
     targetProbs = floatVector(op, 'targetProbs', o.targetProbs, total)

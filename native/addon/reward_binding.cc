@@ -43,10 +43,25 @@ struct RewardLossJob : Job {
     // per-prompt losses are an output of reduction 'none' only (the cpu kernel sums without them)
     p.losses = p.reduction == Reduction::none || a.on_gpu() ? out.make("losses", p.N) : nullptr;
   }
-  // every chosen[n] in [0, K) or equal to ignoreIndex; the first bad prompt is named
-  void check_uniform_labels(const Args& a, const int32_t* chosen) const {
-    bool ok = true;
-    for (int64_t n = 0; n < p.N; n++) ok &= (chosen[n] >= 0 && chosen[n] < p.K) || chosen[n] == p.ignore_index;
+  // every chosen[n] in [0, K) or equal to ignoreIndex, the first bad prompt named; counts the ignored ones
+  // for the kernel in the same pass (p.ignored)
+  void check_uniform_labels(const Args& a, const int32_t* chosen) {
+    const int64_t N = p.N;
+    const int32_t skip = p.ignore_index, last = int32_t(std::min<int64_t>(p.K - 1, INT32_MAX));
+    int32_t flagged = 0;  // int32 lanes: vectorised (the count in blocks of 2^30 prompts)
+    int64_t total = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += int64_t(1) << 30) {
+      const int64_t n1 = std::min(N, n0 + (int64_t(1) << 30));
+      int32_t ignored = 0;
+      for (int64_t n = n0; n < n1; n++) {
+        const int32_t c = chosen[n];
+        flagged |= ((c < 0) | (c > last)) & (c != skip);
+        ignored += c == skip;
+      }
+      total += ignored;
+    }
+    p.ignored = total;
+    const bool ok = flagged == 0;
     if (ok) return;
     int64_t bad = 0;
     while ((chosen[bad] >= 0 && chosen[bad] < p.K) || chosen[bad] == p.ignore_index) bad++;

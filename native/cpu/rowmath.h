@@ -29,6 +29,7 @@ Isa host_isa();
 const char* isa_name(Isa isa);
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RK_NO_MULTIVERSION)
+#define RK_MULTIVERSION 1
 #define RK_ISA_KERNEL(name, impl)                                                                              \
   template <typename T, typename... A>                                                                       \
   __attribute__((target("arch=x86-64-v4"), flatten, noinline)) void name##_v4(const A&... a) { impl<16, T>(a...); } \
@@ -45,6 +46,7 @@ const char* isa_name(Isa isa);
     }                                                                                                        \
   }
 #else
+#define RK_MULTIVERSION 0
 #define RK_ISA_KERNEL(name, impl) \
   template <typename T, typename... A> __attribute__((flatten)) void name(const A&... a) { impl<8, T>(a...); }
 #endif

@@ -4,7 +4,7 @@
  */
 import { decodeFloats } from '../dtypes.js'
 import type { Kernels } from '../kernels.js'
-import { uniformOffsets } from '../options.js'
+import { checkChosen, uniformOffsets } from '../options.js'
 import { Tensor } from '../tensor.js'
 import type { FloatData } from '../validate.js'
 import { gaeKernel, groupAdvantagesKernel, whitenKernel } from './advantages.js'
@@ -66,6 +66,7 @@ export function referenceKernels(precision: OutputPrecision): Kernels {
       const K = a.scores.data.length
       const N = a.N
       const offsets = a.offsets ?? uniformOffsets(K, a.K!)
+      if (a.chosen !== null) checkChosen('rewardLoss', a.chosen, offsets, a.ignoreIndex)
       const probs = f32(K), gradScores = f32(K), losses = f32(N)
       const r = rewardLossKernel(f(a.scores), offsets, {
         ...a, targetProbs: fOrNull(a.targetProbs), margins: fOrNull(a.margins),

@@ -10,6 +10,7 @@ struct RewardLossParams {
   int64_t N = 0;
   int64_t K = 0;                     // > 0: every prompt has K candidates, prompt n from n·K (offsets null)
   const int32_t* chosen = nullptr;   // [N] or null (then target_probs)
+  int64_t ignored = -1;              // the prompts whose chosen is ignore_index when the caller counted them, else −1
   FloatIn target_probs;            // [total] or absent
   FloatIn margins;                 // [total] or absent
   float center_coef = 0.f;
