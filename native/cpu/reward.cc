@@ -111,53 +111,24 @@ void reward_prompts(const RewardLossParams& p, float scale, int64_t begin, int64
 }  // namespace rk
 
 #define RK_REWARD_LANES lanes
+#define RK_LANES_V4 0
 #include "reward_lanes.h"
 #undef RK_REWARD_LANES
+#undef RK_LANES_V4
 #if RK_MULTIVERSION
-#pragma GCC push_options
-#pragma GCC target("arch=x86-64-v4")
+RK_V4_BEGIN
 #define RK_REWARD_LANES lanes_v4
+#define RK_LANES_V4 1
 #include "reward_lanes.h"
 #undef RK_REWARD_LANES
-namespace rk {
-namespace {
-// a call, not inlined: the caller is code built for the baseline that only the v4 build reaches
-template <int KC, typename T>
-__attribute__((noinline)) void uniform_prompts_v4(const RewardLossParams& p, float scale, int64_t begin, int64_t end, BlockSums& out) {
-  lanes_v4::uniform_prompts<16, KC, T>(p, scale, begin, end, out);
-}
-}  // namespace
-}  // namespace rk
-#pragma GCC pop_options
+#undef RK_LANES_V4
+RK_V4_END
 #endif
 
 namespace rk {
 namespace {
 
-
-template <int ISA_L, typename T>
-RK_INLINE void uniform_impl(const RewardLossParams& p, const float& scale, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
-#if RK_MULTIVERSION
-  if constexpr (ISA_L == 16) {
-    switch (p.K) {
-      case 2: return uniform_prompts_v4<2, T>(p, scale, begin, end, *out);
-      case 4: return uniform_prompts_v4<4, T>(p, scale, begin, end, *out);
-      case 8: return uniform_prompts_v4<8, T>(p, scale, begin, end, *out);
-      case 16: return uniform_prompts_v4<16, T>(p, scale, begin, end, *out);
-      default: return uniform_prompts_v4<0, T>(p, scale, begin, end, *out);
-    }
-  }
-#endif
-  constexpr int L = token_lanes<ISA_L>();
-  switch (p.K) {
-    case 2: return lanes::uniform_prompts<L, 2, T>(p, scale, begin, end, *out);
-    case 4: return lanes::uniform_prompts<L, 4, T>(p, scale, begin, end, *out);
-    case 8: return lanes::uniform_prompts<L, 8, T>(p, scale, begin, end, *out);
-    case 16: return lanes::uniform_prompts<L, 16, T>(p, scale, begin, end, *out);
-    default: return lanes::uniform_prompts<L, 0, T>(p, scale, begin, end, *out);
-  }
-}
-RK_ISA_KERNEL(uniform_block, uniform_impl)
+RK_ISA_KERNEL_V4(uniform_block, lanes_v4::uniform_impl, lanes::uniform_impl)
 
 // K when every prompt has K candidates (given, or offsets all K apart), else 0
 int64_t uniform_k(const RewardLossParams& p) {

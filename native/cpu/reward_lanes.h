@@ -1,9 +1,7 @@
 // The vector path of the K-wise reward loss (native/cpu/reward.cc): L prompts a lane each. Included twice by
-// reward.cc, into namespace RK_REWARD_LANES: once as plain code (the v3 and baseline builds) and once under
-// `#pragma GCC target("arch=x86-64-v4")` for the AVX-512 build's 16 lanes. Code inlined into a v4 function
-// from a function compiled for the baseline had its selects on comparisons folded for the baseline first:
-// GCC 12 then lowered them lane by lane (5x slower at 16 lanes); compiled for v4 they stay mask selects.
-// No include guard: each inclusion defines the namespace it is given.
+// reward.cc, into namespace RK_REWARD_LANES with RK_LANES_V4 0 or 1: as plain code (the v3 and baseline builds) and between
+// RK_V4_BEGIN and RK_V4_END for the AVX-512 build's 16 lanes (rowmath.h, RK_ISA_KERNEL_V4: why). No include
+// guard: each inclusion defines the namespace it is given.
 
 namespace rk {
 namespace {
@@ -177,6 +175,19 @@ RK_INLINE void uniform_prompts(const RewardLossParams& p, float scale, int64_t b
   }
   out.loss += lane_sum(loss_sum);
   for (int l = 0; l < L; l++) out.correct += correct[l];
+}
+
+// The lanes of this build: all 16 where this file is compiled for v4 (RK_LANES_V4), else at most 8
+template <int ISA_L, typename T>
+RK_INLINE void uniform_impl(const RewardLossParams& p, const float& scale, const int64_t& begin, const int64_t& end, BlockSums* const& out) {
+  constexpr int L = RK_LANES_V4 ? ISA_L : token_lanes<ISA_L>();
+  switch (p.K) {
+    case 2: return uniform_prompts<L, 2, T>(p, scale, begin, end, *out);
+    case 4: return uniform_prompts<L, 4, T>(p, scale, begin, end, *out);
+    case 8: return uniform_prompts<L, 8, T>(p, scale, begin, end, *out);
+    case 16: return uniform_prompts<L, 16, T>(p, scale, begin, end, *out);
+    default: return uniform_prompts<L, 0, T>(p, scale, begin, end, *out);
+  }
 }
 
 }  // namespace RK_REWARD_LANES

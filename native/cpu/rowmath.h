@@ -28,11 +28,19 @@ enum class Isa { baseline = 0, v3 = 1, v4 = 2 };
 Isa host_isa();
 const char* isa_name(Isa isa);
 
+//
+// Token kernels whose lanes select on comparisons are written apart, in a header of lane code included twice:
+// as plain code, and between RK_V4_BEGIN and RK_V4_END into a namespace of its own, compiled for x86-64-v4.
+// RK_ISA_KERNEL_V4(name, impl_v4, impl) builds the v4 kernel from the latter. (Code compiled for the baseline
+// and inlined into a v4 function has had its selects folded for the baseline first; GCC 12 then lowers 16-lane
+// selects lane by lane, 3-5x slower than 8 lanes, where code compiled for v4 keeps mask selects.)
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(RK_NO_MULTIVERSION)
 #define RK_MULTIVERSION 1
-#define RK_ISA_KERNEL(name, impl)                                                                              \
+#define RK_V4_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"arch=x86-64-v4\")")
+#define RK_V4_END _Pragma("GCC pop_options")
+#define RK_ISA_KERNEL_V4(name, impl_v4, impl)                                                                  \
   template <typename T, typename... A>                                                                       \
-  __attribute__((target("arch=x86-64-v4"), flatten, noinline)) void name##_v4(const A&... a) { impl<16, T>(a...); } \
+  __attribute__((target("arch=x86-64-v4"), flatten, noinline)) void name##_v4(const A&... a) { impl_v4<16, T>(a...); } \
   template <typename T, typename... A>                                                                       \
   __attribute__((target("arch=x86-64-v3"), flatten, noinline)) void name##_v3(const A&... a) { impl<8, T>(a...); }  \
   template <typename T, typename... A>                                                                       \
@@ -45,10 +53,12 @@ const char* isa_name(Isa isa);
       default: return name##_base<T>(a...);                                                                  \
     }                                                                                                        \
   }
+#define RK_ISA_KERNEL(name, impl) RK_ISA_KERNEL_V4(name, impl, impl)
 #else
 #define RK_MULTIVERSION 0
 #define RK_ISA_KERNEL(name, impl) \
   template <typename T, typename... A> __attribute__((flatten)) void name(const A&... a) { impl<8, T>(a...); }
+#define RK_ISA_KERNEL_V4(name, impl_v4, impl) RK_ISA_KERNEL(name, impl)
 #endif
 
 // L float lanes, and the int32 lanes of the same width
@@ -564,7 +574,7 @@ RK_INLINE void token_runs(const TokenBatch& b, const float* ws, int64_t t0, int6
 
 // The lanes a token kernel runs with: at most 8. With 16 (AVX-512) GCC scalarises the token kernels'
 // selects on comparisons (226 vcomiss in policyLoss's loop, 2.5x slower); 8 lanes of the same ISA keep them
-// vectors.
+// vectors. A kernel whose lane code is compiled for v4 (RK_ISA_KERNEL_V4) runs all 16.
 template <int L>
 constexpr int token_lanes() { return L < 8 ? L : 8; }
 
