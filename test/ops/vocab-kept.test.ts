@@ -412,6 +412,33 @@ describe.each(NATIVE_BACKENDS)('keptLogProbs on %s: the drawn kept set is the re
   })
 })
 
+describe.each(NATIVE_BACKENDS)('keptLogProbs on %s: top-k over long rows (the selection\'s buffer refills and grows)', (backend) => {
+  // rows of 20000: ascending (every logit raises the bound: the buffer refills again and again), mostly tied at
+  // the k-th largest (the buffer holds the ties and grows), random with −inf among them; top-k alone (the whole
+  // row's selection) and after min-p (the survivors' selection)
+  const V = 20000
+  const r = rng(SEED + 23)
+  const rows = [
+    Float32Array.from({ length: V }, (_, v) => v * 1e-3),
+    Float32Array.from({ length: V }, (_, v) => (v % 997 === 0 ? 2 : v % 13 === 0 ? -Infinity : 1)),
+    Float32Array.from({ length: V }, (_, v) => (v % 7 === 0 ? -Infinity : r.normal() * 2)),
+  ]
+  it.each([
+    ['top-k 10', 10, 0], ['top-k 1', 1, 0], ['top-k 4000', 4000, 0], ['top-k 25 after min-p 1e-3', 25, 1e-3],
+  ] as const)('%s', (_, k, minP) => {
+    const N = rows.length
+    const z = new Float32Array(N * V)
+    rows.forEach((row, n) => z.set(row, n * V))
+    const targets = Int32Array.from(rows, (row) => row.reduce((b, x, v, a) => (x >= a[b] ? v : b), 0))
+    const res = on(backend, () => rk.keptLogProbs({ logits: rk.tensor(z, [N, V]), targets, topK: k, minP, gradLogp: new Float32Array(N).fill(1) }))
+    const g = res.gradLogits!.toFloat32Array()
+    for (let n = 0; n < N; n++) {
+      const got = Array.from({ length: V }, (_, v) => v).filter((v) => v === targets[n] || g[n * V + v] !== 0)
+      expect(got, `row ${n}`).toEqual(referenceKeep(rows[n], 1, k, 1, minP))
+    }
+  })
+})
+
 describe('keptLogProbs: special rows and options', () => {
   const logits = rk.tensor(Float32Array.of(1, 2, NaN, 0, -Infinity, 3, Infinity, 1, 0), [3, 3])
   it.each(HOST_BACKENDS)('%s: NaN only where it is read; a target outside the set is −inf', (backend) => on(backend, () => {
