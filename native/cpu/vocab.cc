@@ -259,21 +259,42 @@ void sampling_kept(const float* s, int64_t V, float mx, double invT, int32_t k, 
     cut.key.resize(m);
     cut.mass.resize(m);
     uint64_t total = 0;
+    uint32_t key_and = ~0u, key_or = 0;
     for (size_t i = 0; i < m; i++) {
       const float z = s[kept[i]];
-      cut.key[i] = kept_order_key(z);
-      cut.mass[i] = uint64_t(std::nearbyint(std::exp((double(z) - double(mx)) * invT) * scale));
+      const uint32_t key = cut.key[i] = kept_order_key(z);
+      key_and &= key, key_or |= key;
+      // q rounded to nearest even (nearbyint, as the CUDA kernel's __double2ull_rn) without a libm call: below
+      // 2^52 by adding and taking off 2^52, at and above it q is an integer already
+      const double q = std::exp((double(z) - double(mx)) * invT) * scale;
+      cut.mass[i] = uint64_t(q >= 0x1p52 ? q : (q + 0x1p52) - 0x1p52);
       total += cut.mass[i];
     }
     const uint64_t limit = uint64_t((1.0 - double(top_p)) * double(total));
     cut.cand.resize(m);
     for (size_t i = 0; i < m; i++) cut.cand[i] = uint32_t(i);
     uint64_t below = 0;
+    // the digits every survivor's key shares: each such digit's bucket holds the whole mass, so the walk below
+    // would pick it and keep every candidate; the walk starts at the first digit where the keys differ
+    const uint32_t same = ~(key_and ^ key_or);
     uint32_t prefix = 0;
+    int shift = 24;
+    for (; shift > 0 && ((same >> shift) & 255) == 255; shift -= 8) prefix |= key_and & (255u << shift);
     bool found = true;
-    for (int shift = 24; shift >= 0 && found; shift -= 8) {
-      uint64_t hist[256] = {};
-      for (uint32_t i : cut.cand) hist[(cut.key[i] >> shift) & 255] += cut.mass[i];
+    for (; shift >= 0 && found; shift -= 8) {
+      // four histograms, so that runs of one bucket do not wait on each other's adds
+      uint64_t hist4[4][256] = {};
+      const size_t nc = cut.cand.size();
+      size_t j = 0;
+      for (; j + 4 <= nc; j += 4) {
+        for (int u = 0; u < 4; u++) {
+          const uint32_t i = cut.cand[j + size_t(u)];
+          hist4[u][(cut.key[i] >> shift) & 255] += cut.mass[i];
+        }
+      }
+      for (; j < nc; j++) hist4[0][(cut.key[cut.cand[j]] >> shift) & 255] += cut.mass[cut.cand[j]];
+      uint64_t hist[256];
+      for (int b = 0; b < 256; b++) hist[b] = (hist4[0][b] + hist4[1][b]) + (hist4[2][b] + hist4[3][b]);
       int d = 0;
       for (; d < 256 && below + hist[d] <= limit; d++) below += hist[d];
       if (d == 256) {  // the whole mass within the limit (rounding, p near 0): only the last survivor stays
@@ -281,8 +302,11 @@ void sampling_kept(const float* s, int64_t V, float mx, double invT, int32_t k, 
         break;
       }
       prefix |= uint32_t(d) << shift;
-      size_t w = 0;
-      for (uint32_t i : cut.cand) if (((cut.key[i] >> shift) & 255) == uint32_t(d)) cut.cand[w++] = i;
+      size_t w = 0;  // compacted without a branch (a survivor is in the bucket about as often as not)
+      for (const uint32_t i : cut.cand) {
+        cut.cand[w] = i;
+        w += ((cut.key[i] >> shift) & 255) == uint32_t(d);
+      }
       cut.cand.resize(w);
     }
     KeptCut c;
@@ -296,7 +320,8 @@ void sampling_kept(const float* s, int64_t V, float mx, double invT, int32_t k, 
     size_t w = 0;
     for (size_t i = 0; i < m; i++) {
       const uint32_t key = cut.key[i];
-      if (key > c.key || (key == c.key && kept[i] >= c.index)) kept[w++] = kept[i];
+      kept[w] = kept[i];
+      w += (key > c.key) | ((key == c.key) & (kept[i] >= c.index));
     }
     kept.resize(w);
   }
