@@ -664,7 +664,8 @@ class Args {
       const int32_t b = labels[n];
       const int64_t K = offsets[n + 1] - offsets[n];
       if ((b < 0 || b >= K) && b != ignore) {
-        throw_range(env_, op_, std::string(key) + "[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex, got " + std::to_string(b));
+        throw_range(env_, op_, std::string(key) + "[" + std::to_string(n) + "] must be in [0, " + std::to_string(K) + ") or equal to ignoreIndex (" +
+                                   std::to_string(ignore) + "), got " + std::to_string(b));
       }
     }
   }

@@ -65,7 +65,8 @@ struct RewardLossJob : Job {
     if (ok) return;
     int64_t bad = 0;
     while ((chosen[bad] >= 0 && chosen[bad] < p.K) || chosen[bad] == p.ignore_index) bad++;
-    throw_range(a.env(), name, "chosen[" + std::to_string(bad) + "] must be in [0, " + std::to_string(p.K) + ") or equal to ignoreIndex, got " + std::to_string(chosen[bad]));
+    throw_range(a.env(), name, "chosen[" + std::to_string(bad) + "] must be in [0, " + std::to_string(p.K) + ") or equal to ignoreIndex (" +
+                                   std::to_string(p.ignore_index) + "), got " + std::to_string(chosen[bad]));
   }
   void run() override { r = reward_loss(p); }
 #if RLHF_KERNELS_HAVE_CUDA
