@@ -1,7 +1,7 @@
 // The vector path of the K-wise reward loss (native/cpu/reward.cc): L prompts a lane each. Included twice by
-// reward.cc, into namespace RK_REWARD_LANES with RK_LANES_V4 0 or 1: as plain code (the v3 and baseline builds) and between
-// RK_V4_BEGIN and RK_V4_END for the AVX-512 build's 16 lanes (rowmath.h, RK_ISA_KERNEL_V4: why). No include
-// guard: each inclusion defines the namespace it is given.
+// reward.cc, into namespace RK_REWARD_LANES with RK_LANES_V4 0 or 1: as plain code (the v3 and baseline
+// builds) and between RK_V4_BEGIN and RK_V4_END for the AVX-512 build's 16 lanes (rowmath.h,
+// RK_ISA_KERNEL_V4: why). No include guard: each inclusion defines the namespace it is given.
 
 namespace rk {
 namespace {
@@ -19,7 +19,7 @@ RK_INLINE V log1p_approx(V x) {
   const I fbits = (bits & 0x007fffff) | 0x3f000000;  // the mantissa of u as f in [0.5, 1)
   V f0;
   std::memcpy(&f0, &fbits, sizeof f0);
-  // below √½: take 2f − 1, one power of 2 less (each select on its compare: see select_lanes)
+  // below √½: take 2f − 1, one power of 2 less (each select on its own compare, none on a mask variable)
   const I below = f0 < 0.707106781186547524f ? I{} - 1 : I{};
   const V e = __builtin_convertvector(((bits >> 23) & 0xff) - 126 + below, V);
   const V f = f0 < 0.707106781186547524f ? f0 + f0 - 1.f : f0 - 1.f;

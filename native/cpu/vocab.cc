@@ -190,11 +190,13 @@ namespace {
 
 // s: the row's raw logits (the order of z/T is theirs); differences are scaled by invT in double, so that
 // |z|/T up to 1e4 loses nothing to a float32 z/T
-// Per-thread buffers of sampling_kept's top-p: each survivor's order key and mass, and the candidates left.
+// Per-thread buffers of sampling_kept: top-p's order key and mass of each survivor and the candidates left,
+// and top-k's buffer of candidate values (kth_largest).
 struct CutScratch {
   std::vector<uint32_t> key;
   std::vector<uint64_t> mass;
   std::vector<uint32_t> cand;
+  std::vector<float> values;
 };
 
 // The k-th largest of x[0, m) (1 ≤ k ≤ m, no NaN): every value ≥ a running bound t goes into buf, and t rises
@@ -242,8 +244,7 @@ void sampling_kept(const float* s, int64_t V, float mx, double invT, int32_t k, 
   if (k > 0 && int64_t(k) < int64_t(kept.size())) {
     scratch.resize(kept.size());
     for (size_t i = 0; i < kept.size(); i++) scratch[i] = s[kept[i]];
-    thread_local std::vector<float> buf;
-    const float t = kth_largest(scratch.data(), scratch.size(), size_t(k), buf);  // every token tied with it stays
+    const float t = kth_largest(scratch.data(), scratch.size(), size_t(k), cut.values);  // every token tied with it stays
     size_t w = 0;
     for (size_t i = 0; i < kept.size(); i++) if (s[kept[i]] >= t) kept[w++] = kept[i];
     kept.resize(w);
@@ -327,16 +328,10 @@ void sampling_kept(const float* s, int64_t V, float mx, double invT, int32_t k, 
   }
 }
 
-// row_max of one row, in the build for this CPU's ISA
+// *mx = row_max of one row (and whether it holds NaN), in the build for this CPU's ISA
 template <int L, typename T>
 RK_INLINE void kept_max_impl(const T* const& row, const int64_t& V, float* const& mx, bool* const& has_nan) { *mx = row_max<L>(row, V, *has_nan); }
-RK_ISA_KERNEL(kept_row_max_into, kept_max_impl)
-template <typename T>
-float kept_row_max(const T* row, int64_t V, bool* has_nan) {
-  float mx = -INFINITY;
-  kept_row_max_into<T>(row, V, &mx, has_nan);
-  return mx;
-}
+RK_ISA_KERNEL(kept_row_max, kept_max_impl)
 
 template <typename T>
 void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
@@ -373,7 +368,8 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
     } else {
       // NaN, or a max that is +inf over T (then so is the row's largest z/T)
       bool has_nan = false;
-      const float mx = kept_row_max<T>(row, V, &has_nan);
+      float mx = -INFINITY;
+      kept_row_max<T>(row, V, &mx, &has_nan);
       bad = has_nan || mx * invT == INFINITY;
       for (int64_t v = 0; v < V; v++) s[v] = load(row, v);
       if (!bad) sampling_kept(s.data(), V, mx, double(invT), p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch, cut);
