@@ -10,6 +10,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { markAsUntransferable } from 'node:worker_threads'
 import { registerBackend } from './backend.js'
 import {
   AGGREGATIONS, GROUP_METHODS, IS_LEVELS, KL_ESTIMATORS, POLICY_VARIANTS, PPO_KL_ESTIMATORS, PREFERENCE_TYPES, REDUCTIONS, ROLLOUT_CORRECTIONS,
@@ -115,9 +116,10 @@ function load(): { addon: Addon | null; status: NativeStatus } {
     }
     try {
       const addon = require(path) as Addon
-      // native failures are made as RlhfKernelsError instances (the addon keeps the class, per thread), and
-      // outputs longer than a typed array can be are refused before the engine would abort on them
-      addon.setup({ errorClass: RlhfKernelsError, maxArrayLength: bufferConstants.MAX_LENGTH })
+      // native failures are made as RlhfKernelsError instances (the addon keeps the class, per thread),
+      // outputs longer than a typed array can be are refused before the engine would abort on them, and the
+      // buffers small results share (native/addon/env.h ResultPool) cannot be transferred away from them
+      addon.setup({ errorClass: RlhfKernelsError, maxArrayLength: bufferConstants.MAX_LENGTH, markAsUntransferable })
       status.info = addon.info()
       status.loaded = true
       status.path = path

@@ -214,7 +214,7 @@ describe.runIf(cpu.available)('determinism of the cpu backend', () => {
       const kl = rk.klDivergence({ pLogits: other, qLogits: logits, grad: 'both' })
       const ppo = rk.ppoLoss({ logits, actions: targets, oldLogits: other, advantages: Float32Array.from({ length: N }, u), beta: 0.1 })
       const h = require('node:crypto').createHash('sha256')
-      for (const x of [ce.gradLogits.data, ce.lse, kl.gradQ.data, kl.gradP.data, ppo.gradLogits.data, Float64Array.of(ce.loss, kl.loss, ppo.loss)]) h.update(new Uint8Array(x.buffer))
+      for (const x of [ce.gradLogits.data, ce.lse, kl.gradQ.data, kl.gradP.data, ppo.gradLogits.data, Float64Array.of(ce.loss, kl.loss, ppo.loss)]) h.update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
       console.log(rk.currentBackend(), h.digest('hex'))
     })`
     const run = (threads: string) => execFileSync(process.execPath, ['-e', script], { env: { ...process.env, RLHF_KERNELS_THREADS: threads }, encoding: 'utf8' }).trim()

@@ -6,9 +6,10 @@
  * strings per thread (and reads the others as strings), and gives a call made from a getter its own records.
  * No timing here: speed lives in `npm run bench -- --host` (the `tiny` rows).
  */
+import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { Worker } from 'node:worker_threads'
+import { MessageChannel, Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
 import { validatorOf } from '../src/ops.js'
@@ -249,3 +250,87 @@ for (const backend of HOST_BACKENDS) {
     })
   })
 }
+
+describe.runIf(HOST_BACKENDS.includes('cpu'))('small results of sync cpu calls share a pool buffer (native/addon/env.h ResultPool)', () => {
+  useBackend('cpu')
+  const o = { logp: values(1), oldLogp: values(2), advantages: values(3) }
+  const arrays = (r: rk.PolicyLossResult) => [r.perToken, r.gradLogp]
+  // the same call on arrays of their own (bitwise: the cpu backend is deterministic)
+  const reference = (options: typeof o & { mask?: Uint8Array }) => rk.policyLoss(Object.fromEntries(Object.entries(options).map(([k, v]) => [k, v.slice()])) as typeof o)
+
+  it('hands out each range once: results of later calls neither overlap nor change earlier ones', () => {
+    const results = Array.from({ length: 150 }, (_, i) => rk.policyLoss({ ...o, advantages: values(10 + i) }))  // more than one pool
+    const views = results.flatMap(arrays)
+    expect(new Set(views.map((v) => v.buffer)).size).toBeGreaterThan(1)
+    for (const [i, a] of views.entries()) {
+      expect(a.byteOffset % 64, 'aligned').toBe(0)
+      for (const b of views.slice(0, i)) {
+        if (a.buffer === b.buffer) expect(a.byteOffset >= b.byteOffset + b.byteLength || b.byteOffset >= a.byteOffset + a.byteLength).toBe(true)
+      }
+    }
+    for (const [i, r] of results.entries()) {
+      const want = reference({ ...o, advantages: values(10 + i) })
+      expect(Array.from(r.perToken)).toEqual(Array.from(want.perToken))
+      expect(Array.from(r.gradLogp)).toEqual(Array.from(want.gradLogp))
+    }
+  })
+
+  it('an input that views the pool past what it handed out (a view of a result\'s whole buffer) is never written', () => {
+    const first = rk.policyLoss(o)
+    const end = Math.max(...arrays(first).map((a) => a.byteOffset + a.byteLength))
+    // spans the end of the last result and the range the next result would get
+    const advantages = new Float32Array(first.gradLogp.buffer, end - 128, M)
+    advantages.set(values(7))
+    const copy = advantages.slice()
+    const r = rk.policyLoss({ ...o, advantages })
+    expect(Array.from(advantages)).toEqual(Array.from(copy))
+    const want = reference({ ...o, advantages: copy })
+    expect(r.loss).toBe(want.loss)
+    expect(Array.from(r.perToken)).toEqual(Array.from(want.perToken))
+    expect(r.perToken.buffer).not.toBe(first.gradLogp.buffer)
+  })
+
+  it('is not transferable: a transfer copies it, and the other results keep their memory', async () => {
+    const a = rk.policyLoss(o), b = rk.policyLoss(o)
+    expect(b.perToken.buffer).toBe(a.perToken.buffer)
+    const before = Array.from(b.perToken)
+    const moved = structuredClone(a.perToken, { transfer: [a.perToken.buffer as ArrayBuffer] })
+    expect(Array.from(moved)).toEqual(Array.from(a.perToken))
+    const { port1, port2 } = new MessageChannel()
+    const got = new Promise<Float32Array>((resolve) => port2.once('message', resolve))
+    port1.postMessage(b.gradLogp, [b.gradLogp.buffer as ArrayBuffer])
+    expect(Array.from(await got)).toEqual(Array.from(b.gradLogp))
+    port1.close()
+    expect(a.perToken.length).toBe(M)
+    expect(Array.from(b.perToken)).toEqual(before)
+  })
+
+  it('a pool detached meanwhile is replaced, never written (the addon set up without markAsUntransferable)', () => {
+    const dist = (f: string) => JSON.stringify(new URL(`../dist/${f}`, import.meta.url).href)
+    const script = `Promise.all([import(${dist('ops.js')}), import(${dist('native.js')}), import(${dist('index.js')})]).then(([ops, native]) => {
+      const addon = require(${JSON.stringify(addonPath)})
+      addon.setup({ errorClass: Error })
+      const v = (s) => Float32Array.from({ length: 16 }, (_, i) => Math.sin(s * 2.3 + i * 1.7) - 1.2)
+      const args = native.nativeArgs(ops.validatorOf('policyLoss')({ logp: v(1), oldLogp: v(2), advantages: v(3) }))
+      const a = addon.policyLoss(args)
+      const want = Array.from(a.perToken)
+      const moved = structuredClone(a.perToken, { transfer: [a.perToken.buffer] })
+      const before = Array.from(new Float32Array(moved.buffer))
+      const b = addon.policyLoss(args)
+      console.log(JSON.stringify({ detached: a.gradLogp.length === 0, same: JSON.stringify(Array.from(b.perToken)) === JSON.stringify(want),
+        untouched: JSON.stringify(Array.from(new Float32Array(moved.buffer))) === JSON.stringify(before), apart: b.perToken.buffer !== moved.buffer }))
+    })`
+    const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+    expect(JSON.parse(out)).toEqual({ detached: true, same: true, untouched: true, apart: true })
+  })
+
+  it('arrays over 2 KiB and async results off the calling thread have buffers of their own', async () => {
+    const n = 1024  // 4 KiB per output; 12 KiB of inputs: an async call runs inline
+    const big = { logp: Float32Array.from({ length: n }, (_, i) => Math.sin(i) - 1.2), oldLogp: new Float32Array(n).fill(-1), advantages: new Float32Array(n).fill(0.5) }
+    for (const x of arrays(rk.policyLoss(big))) expect(x.byteLength === x.buffer.byteLength && x.byteOffset === 0).toBe(true)
+    const m = 2048  // 24 KiB of inputs: off the calling thread; 8 KiB outputs
+    const far = { logp: new Float32Array(m).fill(-1), oldLogp: new Float32Array(m).fill(-1.5), advantages: new Float32Array(m).fill(1) }
+    for (const x of arrays(await rk.policyLossAsync(far))) expect(x.byteLength === x.buffer.byteLength).toBe(true)
+    for (const x of arrays(await rk.policyLossAsync(o))) expect(x.byteLength).toBe(4 * M)  // inline: pooled like sync
+  })
+})

@@ -54,8 +54,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// setup({ errorClass, maxArrayLength }), once per env: the class native failures are made of (coded_error in
-// env.h), and the engine's longest typed array (buffer.constants.MAX_LENGTH; check_host_array).
+// setup({ errorClass, maxArrayLength, markAsUntransferable }), once per env: the class native failures are made
+// of (coded_error in env.h), the engine's longest typed array (buffer.constants.MAX_LENGTH; check_host_array),
+// and worker_threads.markAsUntransferable for the result pool's buffers (env.h ResultPool).
 Napi::Value Setup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = info[0].IsObject() ? info[0].As<Napi::Object>() : Napi::Object::New(env);
@@ -66,6 +67,9 @@ Napi::Value Setup(const Napi::CallbackInfo& info) {
   if (!(m >= 0 && m <= 9007199254740991.0)) throw_type(env, "setup", "maxArrayLength must be a count (or absent)");
   EnvData* data = env.GetInstanceData<EnvData>();
   data->error_class = Napi::Persistent(cls.As<Napi::Function>());
+  const Napi::Value mark = o.Get("markAsUntransferable");
+  if (mark.IsFunction()) data->pool.untransferable = Napi::Persistent(mark.As<Napi::Function>());
+  else data->pool.untransferable.Reset();
   if (m > 0) data->max_array_length = int64_t(m);
   return env.Undefined();
 }

@@ -28,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -94,6 +95,30 @@ class CopyPool {
   size_t cached_ = 0;
 };
 
+// A list of a job's (an op's inputs, its copies): the first N held inline, so a call of a few inputs
+// allocates nothing for it; the rest on the heap.
+template <typename T, size_t N>
+class InlineList {
+ public:
+  void push_back(const T& v) {
+    if (n_ < N) inline_[n_] = v;
+    else more_.push_back(v);
+    n_++;
+  }
+  size_t size() const { return n_; }
+  const T& operator[](size_t i) const { return i < N ? inline_[i] : more_[i - N]; }
+  T& back() { return n_ <= N ? inline_[n_ - 1] : more_.back(); }
+  // room for one more, so that push_back cannot throw
+  void reserve_one() {
+    if (n_ >= N) more_.reserve(n_ + 1 - N);
+  }
+
+ private:
+  T inline_[N] = {};
+  std::vector<T> more_;
+  size_t n_ = 0;
+};
+
 // Keeps what a job reads or writes alive until it is done (async jobs run on the libuv pool): the JS objects
 // it writes (outputs), and the copies of inputs it reads.
 class Pins {
@@ -102,7 +127,7 @@ class Pins {
   Pins(const Pins&) = delete;
   Pins& operator=(const Pins&) = delete;
   ~Pins() {
-    for (auto& block : copies_) CopyPool::instance().give(block);
+    for (size_t i = 0; i < copies_.size(); i++) CopyPool::instance().give(copies_[i]);
   }
   void pin(const Napi::Value& v) {
     if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
@@ -113,9 +138,15 @@ class Pins {
     std::memcpy(block, from, bytes);
     return block;
   }
-  // A block of `bytes` bytes (from the copy pool) that lives as long as the job.
+  // A block of `bytes` bytes that lives as long as the job: in the job itself while kSmallBytes last (a
+  // tiny call's offsets and labels), else from the copy pool.
   void* scratch(size_t bytes) {
-    copies_.reserve(copies_.size() + 1);  // so that push_back cannot throw with the block taken
+    const size_t at = (small_used_ + 63) & ~size_t(63);
+    if (bytes <= kSmallBytes && at + bytes <= kSmallBytes) {
+      small_used_ = at + bytes;
+      return small_ + at;
+    }
+    copies_.reserve_one();
     copies_.push_back(CopyPool::instance().take(bytes));
     return copies_.back().first;
   }
@@ -127,15 +158,17 @@ class Pins {
     const char* end;
   };
   void note_input(const char* key, const void* data, size_t bytes) {
-    if (inputs_.empty()) inputs_.reserve(8);  // one allocation for an op's inputs, not one per doubling
     if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
   }
-  const std::vector<Range>& inputs() const { return inputs_; }
+  const InlineList<Range, 16>& inputs() const { return inputs_; }
 
  private:
+  static constexpr size_t kSmallBytes = 512;
   std::vector<Napi::ObjectReference> refs_;
-  std::vector<std::pair<char*, size_t>> copies_;
-  std::vector<Range> inputs_;
+  InlineList<std::pair<char*, size_t>, 8> copies_;
+  InlineList<Range, 16> inputs_;
+  alignas(64) char small_[kSmallBytes];
+  size_t small_used_ = 0;
 };
 
 // A typed array as the engine describes it now (no JavaScript runs to read this).
@@ -764,8 +797,34 @@ class Args {
   GpuCall* gpu_;
 };
 
-// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), held (arrays_)
-// for the job, written by the kernel.
+// True when the snapshot holds a typed array whose memory begins in [lo, hi] (a view into that buffer).
+inline bool holds_view_into(napi_env env, const Snapshot& s, const char* lo, const char* hi) {
+  for (const Snapshot::Entry& e : s.entries()) {
+    if (e.object) {
+      if (holds_view_into(env, *e.object, lo, hi)) return true;
+      continue;
+    }
+    if (e.value.IsEmpty() || !e.value.IsTypedArray()) continue;
+    const char* p = static_cast<const char*>(view_of(env, e.value).data);
+    if (p != nullptr && p >= lo && p <= hi) return true;
+  }
+  return false;
+}
+
+// Before a sync cpu call makes its outputs: arguments that hold a view into the current result pool (a
+// caller's view of a result's whole buffer, which spans ranges not handed out yet) retire it, so what the call
+// writes never shares memory with what it reads.
+inline void pool_apart_from(napi_env env, EnvData& data, const Snapshot& s) {
+  ResultPool& pool = data.pool;
+  if (pool.base == nullptr || !holds_view_into(env, s, pool.base, pool.base + ResultPool::kBytes)) return;
+  pool.buffer.Reset();
+  pool.base = nullptr;
+  pool.used = 0;
+}
+
+// Output arrays: V8 Float32Arrays made on the JS thread (so results are ordinary typed arrays), held for the
+// job (`local`, a sync call: as the call's handles; else as references), written by the kernel. A sync cpu
+// call's array of at most ResultPool::kMaxArray bytes is a view into the env's result pool (env.h).
 //
 // Caller-provided outputs (`out`, src/outputs.ts): when the arguments hold `out: { name: typedArray }`, make()
 // returns the given array's memory instead of a new array (after checking its class and length), and the
@@ -781,6 +840,7 @@ class Outputs {
   const char* op = "rlhf-kernels";  // the op, for error messages
   const Snapshot* given = nullptr;  // the arguments' `out` object, or null
   bool deferred = false;            // async: given outputs are written by deliver()
+  bool local = false;               // a sync cpu call: outputs held as handles, small ones from the pool
   float* make(const char* name, int64_t n) {
     if (void* p = from_given(name, n, napi_float32_array, sizeof(float), "a Float32Array")) return static_cast<float*>(p);
     host_fits(name, n, sizeof(float));
@@ -811,7 +871,7 @@ class Outputs {
 #if RLHF_KERNELS_HAVE_CUDA
     if (gpu) return gpu->put(env_, list);
 #endif
-    for (size_t i = 0; i < n_; i++) list.add(names_[i], arrays_[i].Value());
+    for (size_t i = 0; i < n_; i++) list.add(names_[i], value(i));
   }
 
   // After prepare: every given output was made by this call, and none shares a byte with an input or
@@ -827,7 +887,8 @@ class Outputs {
     for (size_t i = 0; i < n_given_; i++) {
       const Given& g = given_[i];
       const char* end = g.data + g.bytes;
-      for (const Pins::Range& r : pins_.inputs()) {
+      for (size_t k = 0; k < pins_.inputs().size(); k++) {
+        const Pins::Range& r = pins_.inputs()[k];
         if (g.bytes > 0 && g.data < r.end && r.begin < end) throw_range(env_, op, std::string("out.") + g.name + " must not share memory with the input " + r.key);
       }
       for (size_t j = 0; j < i; j++) {
@@ -844,7 +905,7 @@ class Outputs {
     for (size_t i = 0; i < n_given_; i++) {
       const Given& g = given_[i];
       if (g.block == nullptr) continue;
-      const TypedView now = view_of(arrays_[g.array].Value().As<Napi::TypedArray>());
+      const TypedView now = view_of(env_, value(g.array));
       if (now.length * g.element != g.bytes || (g.bytes > 0 && now.data == nullptr)) {
         throw coded_error(env_, "ERR_OUTPUT_CHANGED", std::string(op) + ": out." + g.name + " was detached or resized while the call ran; the result was not written into it");
       }
@@ -861,16 +922,48 @@ class Outputs {
     size_t element;
     void* block;       // async: where the kernel writes (copied into the array by deliver)
   };
-  // A new host array of n elements, pinned and recorded as output `name`.
+  // A new host array of n elements (zero-filled), held and recorded as output `name`.
   template <typename E>
   E* fresh(const char* name, int64_t n) {
     room();
+    const size_t bytes = size_t(n) * sizeof(E);
+    if (local && bytes <= ResultPool::kMaxArray) {
+      napi_value a;
+      E* data = static_cast<E*>(pooled(bytes, std::is_same_v<E, float> ? napi_float32_array : napi_uint16_array, size_t(n), &a));
+      hold(name, a);
+      return data;
+    }
     Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    advise_huge_pages(a.Data(), size_t(n) * sizeof(E));  // untouched pages the kernel writes in full
-    names_[n_] = name;
-    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
+    advise_huge_pages(a.Data(), bytes);  // untouched pages the kernel writes in full
+    hold(name, a);
     return a.Data();
   }
+  // `bytes` of the env's result pool (a new pool when this one is full or was detached), zeroed, as a typed
+  // array of n elements of `type` in *array.
+  void* pooled(size_t bytes, napi_typedarray_type type, size_t n, napi_value* array) {
+    ResultPool& pool = env_.GetInstanceData<EnvData>()->pool;
+    void* now = nullptr;
+    size_t length = 0;
+    if (!pool.buffer.IsEmpty() && napi_get_arraybuffer_info(env_, pool.buffer.Value(), &now, &length) != napi_ok) now = nullptr;
+    if (now == nullptr || now != pool.base || length != ResultPool::kBytes || pool.used + bytes > ResultPool::kBytes) {
+      Napi::ArrayBuffer b = Napi::ArrayBuffer::New(env_, ResultPool::kBytes);
+      if (!pool.untransferable.IsEmpty()) pool.untransferable.Value().Call({b});
+      pool.buffer = Napi::Persistent(b);
+      pool.base = static_cast<char*>(b.Data());
+      pool.used = 0;
+    }
+    const size_t at = pool.used;
+    pool.used = (at + bytes + ResultPool::kAlign - 1) & ~(ResultPool::kAlign - 1);
+    std::memset(pool.base + at, 0, bytes);
+    if (napi_create_typedarray(env_, type, n, pool.buffer.Value(), at, array) != napi_ok) throw coded_error(env_, "ERR_NATIVE", "cannot make an output array");
+    return pool.base + at;
+  }
+  void hold(const char* name, napi_value a) {
+    names_[n_] = name;
+    if (local) values_[n_++] = a;
+    else arrays_[n_++] = Napi::Persistent(Napi::Object(env_, a));
+  }
+  napi_value value(size_t i) const { return local ? values_[i] : napi_value(arrays_[i].Value()); }
   // The given output `name` checked (class, length) and recorded, or null when none was given.
   void* from_given(const char* name, int64_t n, napi_typedarray_type want, size_t es, const char* what) {
     if (given == nullptr) return nullptr;
@@ -891,8 +984,7 @@ class Outputs {
     void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
     room();
     given_[n_given_++] = {name, n_, static_cast<const char*>(v.data), bytes, es, block};
-    names_[n_] = name;
-    arrays_[n_++] = Napi::Persistent(Napi::Object(a));
+    hold(name, a);
     return block ? block : bytes > 0 ? v.data : static_cast<void*>(empty);
   }
 
@@ -903,8 +995,10 @@ class Outputs {
 
   Napi::Env env_;
   Pins& pins_;
-  // the outputs in the order made, held inline (no allocation per call); given_ ⊆ them
+  // the outputs in the order made, held inline (no allocation per call): as handles (local) or references;
+  // given_ ⊆ them
   const char* names_[kMaxOutputs];
+  napi_value values_[kMaxOutputs];
   Napi::ObjectReference arrays_[kMaxOutputs];
   size_t n_ = 0;
   Given given_[kMaxOutputs];

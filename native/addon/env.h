@@ -40,8 +40,22 @@ struct ResultShape {
   Napi::FunctionReference make;
 };
 
+// The small output arrays of sync cpu calls, as Node's Buffer.allocUnsafe pools small Buffers: views into
+// one ArrayBuffer of kBytes (marked untransferable), each range handed out once and zeroed when handed out.
+// A result array of at most kMaxArray bytes is such a view, so a tiny call makes no ArrayBuffer (V8 makes
+// each with four allocations, which its sweeper thread frees while the next calls allocate: on 2 cores, half
+// of a 64-token call's time). Async calls' outputs, written off the JS thread, are never pooled.
+struct ResultPool {
+  static constexpr size_t kBytes = 16384, kMaxArray = 2048, kAlign = 64;
+  Napi::Reference<Napi::ArrayBuffer> buffer;  // the current one (empty before the first)
+  char* base = nullptr;                       // its memory when made (a detached one no longer has it)
+  size_t used = 0;
+  Napi::FunctionReference untransferable;  // worker_threads.markAsUntransferable, given by setup()
+};
+
 struct EnvData {
   uint32_t id = 0;
+  ResultPool pool;
   Napi::FunctionReference error_class;  // RlhfKernelsError, given by setup() when the package loads the addon
   int64_t max_array_length = int64_t(1) << 32;  // the engine's longest typed array (setup(); Node 20's by default)
   // the scalar results of the call whose result is being made, read by its ResultShape at once (JS thread only)
@@ -88,6 +102,7 @@ inline void check_host_array(Napi::Env env, const char* op, const char* name, in
     throw_range(env, op, std::string(name) + " would have " + std::to_string(n) + " elements, more than a typed array holds (" +
                              std::to_string(data->max_array_length) + ")");
   }
+  if (size_t(n) * es < (size_t(1) << 20)) return;  // a process that cannot allocate less has nothing left to report with
   void* probe = std::malloc(size_t(n) * es);
   if (probe == nullptr && n > 0) throw coded_error(env, "ERR_OUT_OF_MEMORY", std::string(op) + ": out of memory for " + name);
   std::free(probe);

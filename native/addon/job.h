@@ -119,7 +119,8 @@ inline SnapshotRead snapshot(Napi::Env env, const char* op, Napi::Value v) {
   if (!v.IsObject()) throw_type(env, op, "arguments must be an object");
   EnvData& data = *env.GetInstanceData<EnvData>();
   if (data.snapshot_reader.IsEmpty()) data.snapshot_reader = Napi::Persistent(env.RunScript(kSnapshotReader).As<Napi::Function>());
-  return SnapshotRead(env, data, data.snapshot_reader.Call({v}));
+  // through the function's handle (a FunctionReference's Call opens an escapable scope: an allocation)
+  return SnapshotRead(env, data, data.snapshot_reader.Value().Call({v}));
 }
 
 // Reads and checks the arguments into a job: read once, then check. A copy the job cannot allocate is an
@@ -180,11 +181,17 @@ template <class J>
 Napi::Value run_job(const Napi::CallbackInfo& info, bool async) {
   Napi::Env env = info.Env();
   if (!async) {
-    auto job = std::make_unique<J>(env);
-    prepare_job(env, *job, snapshot(env, J::name, info[0]), Placement::in_place);
-    const std::string failure = run_guarded(*job);
+    // the job on this frame, its outputs held as this call's handles (small ones from the result pool)
+    J job(env);
+    job.out.local = true;
+    {
+      const SnapshotRead s = snapshot(env, J::name, info[0]);
+      pool_apart_from(env, *env.GetInstanceData<EnvData>(), s);
+      prepare_job(env, job, s, Placement::in_place);
+    }
+    const std::string failure = run_guarded(job);
     if (!failure.empty()) throw coded_error(env, failure.substr(0, failure.find(':')), "native kernel failed: " + failure);
-    return result_of(env, *job);
+    return result_of(env, job);
   }
   AsyncLane& lane = AsyncLane::of(env);
   if (!lane.admits() && info[0].IsObject()) {

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "scratch.h"
+
 namespace rk {
 
 int64_t count_nonzero(const uint8_t* p, int64_t n) {
@@ -26,7 +28,7 @@ int64_t count_nonzero(const uint8_t* p, int64_t n) {
 }
 
 int64_t sequence_weights(const TokenBatch& b, float* ws) {
-  std::vector<int64_t> counts(static_cast<size_t>(b.num_seqs));
+  SmallArray<int64_t> counts(static_cast<size_t>(b.num_seqs));
   int64_t tokens = 0, seqs = 0;
   for (int64_t s = 0; s < b.num_seqs; s++) {
     const int64_t begin = b.offsets[s], end = b.offsets[s + 1];
@@ -54,7 +56,7 @@ int64_t sequence_weights(const TokenBatch& b, float* ws) {
 }
 
 int64_t aggregation_weights(const TokenBatch& b, float* w) {
-  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  SmallArray<float> ws(static_cast<size_t>(b.num_seqs));
   const int64_t tokens = sequence_weights(b, ws.data());
   for (int64_t s = 0; s < b.num_seqs; s++) {
     for (int64_t t = b.offsets[s]; t < b.offsets[s + 1]; t++) w[t] = b.mask == nullptr || b.mask[t] ? ws[size_t(s)] : 0.f;

@@ -175,10 +175,10 @@ KlDivergenceResult kl_divergence(const KlDivergenceParams& p) {
 
 float kl_penalty(const KlPenaltyParams& p) {
   const TokenBatch& b = p.batch;
-  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  SmallArray<float> ws(static_cast<size_t>(b.num_seqs));
   sequence_weights(b, ws.data());
   const bool f32 = p.logp.dtype == DType::f32 && p.ref_logp.dtype == DType::f32;
-  const std::vector<double> sums = token_block_sums<double>(b.tokens, [&](int64_t t0, int64_t t1, double& s) {
+  const SmallArray<double> sums = token_block_sums<double>(b.tokens, [&](int64_t t0, int64_t t1, double& s) {
     if (f32) kl_penalty_block<float>(p, ws.data(), t0, t1, &s);
     else kl_penalty_block<void>(p, ws.data(), t0, t1, &s);
   });

@@ -15,7 +15,8 @@ namespace {
 
 // One parallel_for call: the caller and the helping pool threads take chunks from `next` until none remain.
 struct Job {
-  const std::function<void(int64_t, int64_t)>* fn;
+  explicit Job(FnRef<void(int64_t, int64_t)> f) : fn(f) {}
+  FnRef<void(int64_t, int64_t)> fn;
   int64_t n, chunk;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -29,7 +30,7 @@ struct Job {
       const int64_t c = next.fetch_add(1);
       if (c >= chunks) return;
       const int64_t b = c * chunk;
-      (*fn)(b, std::min(n, b + chunk));
+      fn(b, std::min(n, b + chunk));
       if (done.fetch_add(1) + 1 == chunks) {
         std::lock_guard<std::mutex> lock(m);
         finished.notify_all();
@@ -142,7 +143,7 @@ size_t cancel(const void* owner) { return Pool::instance().cancel(owner); }
 
 // The caller works, and up to pool_threads() − 1 pool threads help: pool_threads() threads in all, whether
 // the caller is the JS thread (a sync call) or a pool thread (an async job).
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, int64_t grain, FnRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   Pool& pool = Pool::instance();
@@ -152,8 +153,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
     fn(0, n);
     return;
   }
-  auto job = std::make_shared<Job>();
-  job->fn = &fn;
+  auto job = std::make_shared<Job>(fn);
   job->n = n;
   job->chunk = (n + chunks - 1) / chunks;
   job->chunks = (n + job->chunk - 1) / job->chunk;

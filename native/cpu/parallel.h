@@ -12,10 +12,31 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
 
 namespace rk {
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end)>& fn);
+// A callable borrowed for the length of a call (what parallel_for runs): a pointer and a trampoline, so a
+// kernel's lambda is never copied to the heap as a std::function capturing more than two pointers would be.
+template <typename F>
+class FnRef;
+template <typename R, typename... A>
+class FnRef<R(A...)> {
+ public:
+  template <typename F, typename = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FnRef>>>
+  FnRef(F&& f)  // NOLINT: implicit, as std::function's
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, A... a) -> R { return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<A>(a)...); }) {}
+  R operator()(A... a) const { return call_(obj_, std::forward<A>(a)...); }
+
+ private:
+  void* obj_;
+  R (*call_)(void*, A...);
+};
+
+void parallel_for(int64_t n, int64_t grain, FnRef<void(int64_t begin, int64_t end)> fn);
 
 // Threads in the pool (the cores of the machine; RLHF_KERNELS_THREADS overrides).
 int pool_threads();

@@ -13,6 +13,7 @@
 #include "parallel.h"
 #include "rlhf/aggregate.h"
 #include "rowmath.h"
+#include "scratch.h"
 
 namespace rk {
 namespace {
@@ -134,7 +135,7 @@ void policy_sequence(const PolicyLossParams& p, const float* ws, int64_t i, Bloc
 
 PolicyLossResult policy_loss(const PolicyLossParams& p) {
   const TokenBatch& b = p.batch;
-  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  SmallArray<float> ws(static_cast<size_t>(b.num_seqs));
   PolicyLossResult r;
   r.count = sequence_weights(b, ws.data());
   const bool f32 = p.logp.dtype == DType::f32 && p.old_logp.dtype == DType::f32 && p.advantages.dtype == DType::f32 &&
@@ -142,7 +143,7 @@ PolicyLossResult policy_loss(const PolicyLossParams& p) {
                    (!p.divergence.present() || p.divergence.dtype == DType::f32);
   const bool by_seq = p.opts.needs_sequences(), plain = p.opts.plain() && !p.behavior_logp.present();
   const int64_t blocks = by_seq ? b.num_seqs : (b.tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK;
-  std::vector<BlockSums> sums(static_cast<size_t>(blocks));
+  SmallArray<BlockSums> sums(static_cast<size_t>(blocks));
   parallel_for(blocks, 1, [&](int64_t bb, int64_t be) {
     for (int64_t k = bb; k < be; k++) {
       BlockSums& s = sums[size_t(k)];

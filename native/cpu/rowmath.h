@@ -13,6 +13,7 @@
 #include "parallel.h"
 #include "rlhf/aggregate.h"
 #include "rlhf/common.h"
+#include "scratch.h"
 
 #define RK_INLINE inline __attribute__((always_inline))
 
@@ -605,8 +606,8 @@ RK_INLINE double token_loss_block(const TokenBatch& b, const float* ws, float* p
 // One S per TOKEN_BLOCK block of [0, tokens), block(t0, t1, s) filling it, the blocks over the pool; the caller
 // adds them in block order, so results do not depend on the thread count.
 template <typename S, typename Block>
-std::vector<S> token_block_sums(int64_t tokens, Block&& block) {
-  std::vector<S> sums(static_cast<size_t>((tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK));
+SmallArray<S> token_block_sums(int64_t tokens, Block&& block) {
+  SmallArray<S> sums(static_cast<size_t>((tokens + TOKEN_BLOCK - 1) / TOKEN_BLOCK));
   parallel_for(int64_t(sums.size()), 1, [&](int64_t bb, int64_t be) {
     for (int64_t k = bb; k < be; k++) block(k * TOKEN_BLOCK, std::min(tokens, (k + 1) * TOKEN_BLOCK), sums[size_t(k)]);
   });

@@ -50,10 +50,10 @@ RK_ISA_KERNEL(value_block, value_impl)
 
 ValueLossResult value_loss(const ValueLossParams& p) {
   const TokenBatch& b = p.batch;
-  std::vector<float> ws(static_cast<size_t>(b.num_seqs));
+  SmallArray<float> ws(static_cast<size_t>(b.num_seqs));
   const int64_t count = sequence_weights(b, ws.data());
   const bool f32 = p.values.dtype == DType::f32 && p.returns.dtype == DType::f32 && (!p.old_values.present() || p.old_values.dtype == DType::f32);
-  const std::vector<ValueSums> sums = token_block_sums<ValueSums>(b.tokens, [&](int64_t t0, int64_t t1, ValueSums& s) {
+  const SmallArray<ValueSums> sums = token_block_sums<ValueSums>(b.tokens, [&](int64_t t0, int64_t t1, ValueSums& s) {
     if (f32) value_block<float>(p, ws.data(), t0, t1, &s);
     else value_block<void>(p, ws.data(), t0, t1, &s);
   });
