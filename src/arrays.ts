@@ -46,6 +46,28 @@ export function plainView<N extends ArrayName>(x: unknown, name: N): ArrayOf<N> 
   return n === 0 ? new Cls(0) : new Cls(bufferOf.call(x) as ArrayBufferLike, byteOffsetOf.call(x) as number, n)
 }
 
+/**
+ * A zero-filled Int32Array or Uint8Array that validation makes for the kernels (a layout's offsets, a mask read
+ * as bytes), never returned to a caller. A small one is a view into a shared buffer, each range handed out once:
+ * V8 keeps a new typed array of at most 64 bytes inside its object and moves it out to a new ArrayBuffer (four
+ * allocations, freed later by its sweeper thread) the first time its buffer is asked for, which the addon does
+ * for every input; a 64-token policyLoss spent ~1 µs there (bench/NOTES.md "Version 11").
+ */
+export function madeArray<C extends Int32ArrayConstructor | Uint8ArrayConstructor>(Cls: C, n: number): InstanceType<C> {
+  const bytes = n * Cls.BYTES_PER_ELEMENT
+  if (bytes > MADE_MAX || bytes === 0) return new Cls(n) as InstanceType<C>
+  if (madeUsed + bytes > MADE_BYTES) {
+    made = new ArrayBuffer(MADE_BYTES)
+    madeUsed = 0
+  }
+  const a = new Cls(made, madeUsed, n) as InstanceType<C>
+  madeUsed = (madeUsed + bytes + 7) & ~7
+  return a
+}
+const MADE_BYTES = 8192, MADE_MAX = 512
+let made = new ArrayBuffer(MADE_BYTES)
+let madeUsed = 0
+
 /** The largest element count: every dimension and the product of the nonzero ones are exact doubles. */
 export const MAX_ELEMENTS = Number.MAX_SAFE_INTEGER
 

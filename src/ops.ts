@@ -110,27 +110,31 @@ export function defineOp<N extends OpName, O>(name: N, validate: (options: O) =>
     (k[`${name}Async` as keyof Kernels] as unknown as ((a: A) => Promise<R>) | undefined)?.(forKernel(k, args))?.then((r) => cast(k, args, r))
   // the caller's options are read once, into a snapshot; its preset is applied and foreign tensors are wrapped
   // in it; `out` is checked against the op's declared outputs once the other options are
-  const prepare = (options: O): A => {
+  // (the validated arguments, and whether they hold device tensors: onDevice, asked once)
+  const prepare = (options: O): [A, boolean] => {
     const { options: rest, out } = optionsAndOut(name, options)
     const args = validate(wrapForeign(name, applyPreset(name, rest) as O))
-    if (out === undefined || out === null) return args
-    if (onDevice(args as object)) throw new TypeError(`${name}: out is for host results; a call on cuda tensors returns cuda tensors`)
+    const device = onDevice(args as object)
+    if (out === undefined || out === null) return [args, device]
+    if (device) throw new TypeError(`${name}: out is for host results; a call on cuda tensors returns cuda tensors`)
     const checked = readOut(name, out, (OUTPUTS[name] as OutputSpec<A>)(args), args)
-    // Object.assign: V8 adds a property after a spread (`{ ...args, out }`) through a slow path, ~1.5 µs
-    return (checked === null ? args : Object.assign({}, args, { out: checked })) as A
+    // added to the validated arguments (made for this call): a copy of them (a spread, Object.assign) costs ~1 µs
+    if (checked !== null) (args as { out?: CheckedOut }).out = checked
+    return [args, device]
   }
-  defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)), names: names && Object.keys(names) })
+  defined.set(name, { validate, runOn: (k: Kernels, options: O) => run(k, prepare(options)[0]), names: names && Object.keys(names) })
   const sync = (options: O): R => {
-    const args = prepare(options)
-    return run(kernels(onDevice(args as object)), args)
+    const [args, device] = prepare(options)
+    return run(kernels(device), args)
   }
   const async = (options: O): Promise<R> => {
     let args: A
     let k: Kernels
     let native: Promise<R> | undefined
     try {
-      args = prepare(options)
-      k = kernels(onDevice(args as object))
+      let device: boolean
+      ;[args, device] = prepare(options)
+      k = kernels(device)
       if (k.inlineBytes !== undefined && inputBytes(args as object) <= k.inlineBytes) return Promise.resolve(run(k, args))
       native = runAsync(k, args)
     } catch (error) {

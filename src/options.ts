@@ -9,7 +9,7 @@ import {
 } from './choices.js'
 import { rangeError, typeError } from './errors.js'
 import { isDeviceData } from './tensor.js'
-import { plainView } from './arrays.js'
+import { madeArray, plainView } from './arrays.js'
 import type { TokenFloats } from './tokens.js'
 import { type FloatData, type NumberRule, type OptionNames, TEMPERATURE, booleanOption, choiceOption, floatVector, hostOnly, intVector, numberOption, optionalNumber } from './validate.js'
 
@@ -163,7 +163,7 @@ export function groupSize(op: string, total: number, size: unknown, sizeName: st
 
 /** The offsets of total / k groups of k. */
 export function uniformOffsets(total: number, k: number): Int32Array {
-  const out = new Int32Array(total / k + 1)
+  const out = madeArray(Int32Array, total / k + 1)
   for (let n = 0; n < out.length; n++) out[n] = n * k
   return out
 }

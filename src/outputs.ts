@@ -99,6 +99,15 @@ function sharedInput(value: unknown, o: ArrayBufferView): string | undefined {
   return undefined
 }
 
+/** The host typed arrays of validated arguments, in sharedInput's order (what an output is checked against). */
+function inputViews(value: unknown, into: ArrayBufferView[]): ArrayBufferView[] {
+  if (ArrayBuffer.isView(value)) into.push(value)
+  else if (value !== null && typeof value === 'object' && !(value instanceof Tensor) && (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) {
+    for (const k in value) if (Object.hasOwn(value, k)) inputViews((value as Record<string, unknown>)[k], into)
+  }
+  return into
+}
+
 /** True when two views share at least one byte. */
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
   if (a.buffer !== b.buffer || a.byteLength === 0 || b.byteLength === 0) return false
@@ -143,10 +152,13 @@ export function readOut(op: string, value: unknown, declared: Record<string, Out
     views[name] = view
   }
   const names = Object.keys(outputs)
+  // the arguments' arrays gathered once for all outputs; an input's name is only made for a hit
+  const inputs = names.length > 0 ? inputViews(args, []) : []
   for (let i = 0; i < names.length; i++) {
     const o = outputs[names[i]].view
-    const input = sharedInput(args, o)
-    if (input !== undefined) throw rangeError(op, label(names[i]), 'memory apart from every input', `an array sharing memory with ${input}`)
+    if (inputs.some((v) => overlaps(o, v))) {
+      throw rangeError(op, label(names[i]), 'memory apart from every input', `an array sharing memory with ${sharedInput(args, o)}`)
+    }
     for (let j = 0; j < i; j++) {
       if (overlaps(o, outputs[names[j]].view)) throw rangeError(op, label(names[i]), 'memory apart from every other output', `an array sharing memory with ${label(names[j])}`)
     }

@@ -4,7 +4,7 @@
  * their layout, mask and aggregation, validated once.
  */
 import { type Aggregation, type AggregationOptions, aggregationOptions } from './aggregate.js'
-import { arrayName, plainView } from './arrays.js'
+import { arrayName, madeArray, plainView } from './arrays.js'
 import { rangeError, typeError } from './errors.js'
 import { type Tensor, isTensor } from './tensor.js'
 import { hostOnly, intVector, maskVector } from './validate.js'
@@ -35,7 +35,7 @@ export function tokenLayout(op: string, name: string, shape: readonly number[], 
   if (tokens > 0x7fffffff) throw rangeError(op, `${name}.length`, 'at most 2^31 - 1 tokens', tokens)
   if (seqLengths !== undefined) {
     const lengths = hostOnly(op, 'seqLengths', intVector(op, 'seqLengths', seqLengths))
-    const offsets = new Int32Array(lengths.length + 1)
+    const offsets = madeArray(Int32Array, lengths.length + 1)
     let width = 0
     let sum = 0  // a double: an int32 running sum could wrap back to the token count
     for (let s = 0; s < lengths.length; s++) {
@@ -50,12 +50,14 @@ export function tokenLayout(op: string, name: string, shape: readonly number[], 
   }
   if (shape.length === 2) {
     const [B, T] = shape
-    const offsets = new Int32Array(B + 1)
+    const offsets = madeArray(Int32Array, B + 1)
     for (let s = 0; s <= B; s++) offsets[s] = s * T
     return { tokens, offsets, width: T }
   }
   if (shape.length > 2) throw rangeError(op, `${name}.shape`, 'rank 1 [N] or rank 2 [B, T]', `[${shape.join(', ')}]`)
-  return { tokens, offsets: Int32Array.of(0, tokens), width: tokens }
+  const offsets = madeArray(Int32Array, 2)
+  offsets[1] = tokens
+  return { tokens, offsets, width: tokens }
 }
 
 export interface TokenBatch {

@@ -8,7 +8,7 @@
  * backend, the only one that reads them; values that only the GPU holds (device targets) are checked there,
  * and inputs whose values must be checked here (offsets, soft labels) must be host data.
  */
-import { plainView } from './arrays.js'
+import { madeArray, plainView } from './arrays.js'
 import { GRAD_DTYPES } from './choices.js'
 import { type FloatDType } from './dtypes.js'
 import { describe, rangeError, typeError } from './errors.js'
@@ -122,7 +122,7 @@ export function maskVector(op: string, name: string, value: unknown, length: num
   }
   if (data.length !== length) throw rangeError(op, `${name}.length`, String(length), data.length)
   if (data instanceof Uint8Array && isBinary(data)) return data
-  const out = new Uint8Array(length)
+  const out = madeArray(Uint8Array, length)
   if (data instanceof Float32Array) return float32Counted(data, out)
   for (let i = 0; i < length; i++) {
     const m = data[i]
@@ -134,7 +134,7 @@ export function maskVector(op: string, name: string, value: unknown, length: num
 /**
  * out[i] = 1 where the float32 m[i] counts (nonzero, not NaN), else 0, from its bits without a branch: with
  * x = |m[i]| as bits − 1, it counts when 0 ≤ x < 0x7f800000 (a subnormal up to infinity), the sign bit of
- * ~x & (x − 0x7f800000). Four bytes are written as one word (out is fresh: offset 0; little-endian hosts). 2^20 floats: about half
+ * ~x & (x − 0x7f800000). Four bytes are written as one word (out is madeArray's: its offset a multiple of 8; little-endian hosts). 2^20 floats: about half
  * the time of reading them as numbers (whose 0/NaN test is a mispredicted branch on a mixed mask).
  */
 const LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1
@@ -147,7 +147,7 @@ function float32Counted(m: Float32Array, out: Uint8Array): Uint8Array {
     return (~x & (x - 0x7f800000)) >>> 31
   }
   const words = LITTLE_ENDIAN ? n >>> 2 : 0
-  const w = new Int32Array(out.buffer, 0, words)
+  const w = new Int32Array(out.buffer, out.byteOffset, words)
   for (let k = 0, i = 0; k < words; k++, i += 4) w[k] = counts(i) | (counts(i + 1) << 8) | (counts(i + 2) << 16) | (counts(i + 3) << 24)
   for (let i = 4 * words; i < n; i++) out[i] = counts(i)
   return out
