@@ -322,7 +322,7 @@ function rows() {
       key: 'whiten', op: 'whiten 2^20', N: TOKENS,
       make() { return { x: uniform(16, this.N, -3, 5) } },
       bytes() { return this.N * 8 }, exps() { return 0 },
-      rk: ({ x }) => ({ values: rk.whiten({ values: x }) }),
+      rk: ({ x, out }) => ({ values: rk.whiten({ values: x, out }) }),
       ort: () => ortStandardise(1e-8), ortIn: ({ x }, N) => [t('x', x, [N])],
       torch: ({ x }, N) => ({ op: 'whiten', params: { eps: 1e-8 }, inputs: [t('x', x, [N])] }),
     },
@@ -330,9 +330,30 @@ function rows() {
       key: 'group', op: 'groupAdvantages 2^20, G = 8', N: TOKENS,
       make() { return { x: uniform(17, this.N, 0, 1) } },
       bytes() { return this.N * 8 }, exps() { return 0 },
-      rk: ({ x }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 8 }) }),
+      rk: ({ x, out }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 8, out }) }),
       ort: () => ortStandardise(1e-6, 8), ortIn: ({ x }, N) => [t('x', x, [N])],
       torch: ({ x }, N) => ({ op: 'group', params: { G: 8, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
+    },
+    {
+      // a size that is not a multiple of the lanes (advantages.cc strided_groups)
+      key: 'group4', op: 'groupAdvantages 2^20, G = 4', N: TOKENS,
+      make() { return { x: uniform(18, this.N, 0, 1) } },
+      bytes() { return this.N * 8 }, exps() { return 0 },
+      rk: ({ x, out }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 4, out }) }),
+      ort: () => ortStandardise(1e-6, 4), ortIn: ({ x }, N) => [t('x', x, [N])],
+      torch: ({ x }, N) => ({ op: 'group', params: { G: 4, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
+    },
+    {
+      // ragged groups of 2 to 9 (advantages.cc ragged_lanes); neither peer takes ragged groups as such
+      key: 'group-ragged', op: 'groupAdvantages ~2^20, ragged groups of 2–9', N: TOKENS,
+      make() {
+        const sizes = Int32Array.from({ length: Math.floor(this.N / 5.5) }, (_, i) => 2 + ((i * 5 + (i >> 4)) % 8))
+        const offsets = new Int32Array(sizes.length + 1)
+        for (let i = 0; i < sizes.length; i++) offsets[i + 1] = offsets[i] + sizes[i]
+        return { x: uniform(19, offsets[sizes.length], 0, 1), offsets }
+      },
+      bytes() { return this.N * 8 }, exps() { return 0 },
+      rk: ({ x, offsets, out }) => ({ values: rk.groupAdvantages({ scores: x, offsets, out }) }),
     },
   ]
 }
@@ -340,12 +361,20 @@ function rows() {
 function withOut(list) {
   // the rows writing into the caller's arrays (out), as a training loop reuses them: no fresh output pages
   // to fault in per call (their rk call passes `out` through; no peer row). Sizes per row (N).
-  const outs = { kl: { perRow: 1, gradQ: V }, ppo: { logp: 1, gradLogits: V }, reward: { probs: 4, gradScores: 4 }, policy: { perToken: 1, gradLogp: 1 }, value: { perToken: 1, gradValues: 1 }, klpen: { perToken: 1, gradLogp: 1 }, gae: { advantages: 1, returns: 1 } }
+  // (null: an op whose result is one array, of its scores' length, which `out` is itself)
+  const outs = {
+    kl: { perRow: 1, gradQ: V }, ppo: { logp: 1, gradLogits: V }, reward: { probs: 4, gradScores: 4 }, policy: { perToken: 1, gradLogp: 1 },
+    value: { perToken: 1, gradValues: 1 }, klpen: { perToken: 1, gradLogp: 1 }, gae: { advantages: 1, returns: 1 },
+    whiten: null, group: null, group4: null, 'group-ragged': null,
+  }
   for (const [key, names] of Object.entries(outs)) {
     const row = list.find((r) => r.key === key)
     list.splice(list.indexOf(row) + 1, 0, {
       ...row, key: `${key}-out`, op: `${row.op}, out`, ort: undefined, torch: undefined,
-      make() { return { ...row.make.call(this), out: Object.fromEntries(Object.entries(names).map(([k, per]) => [k, new Float32Array(per * this.N)])) } },
+      make() {
+        const inputs = row.make.call(this)
+        return { ...inputs, out: names === null ? new Float32Array(inputs.x.length) : Object.fromEntries(Object.entries(names).map(([k, per]) => [k, new Float32Array(per * this.N)])) }
+      },
     })
   }
   return list

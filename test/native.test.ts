@@ -213,8 +213,15 @@ describe.runIf(cpu.available)('determinism of the cpu backend', () => {
       const ce = rk.crossEntropy({ logits, targets, grad: true, labelSmoothing: 0.1 })
       const kl = rk.klDivergence({ pLogits: other, qLogits: logits, grad: 'both' })
       const ppo = rk.ppoLoss({ logits, actions: targets, oldLogits: other, advantages: Float32Array.from({ length: N }, u), beta: 0.1 })
+      // groups one per lane or one at a time by the blocks (uniform sizes that are not a multiple of the lanes,
+      // ragged sizes 1 to 12): many blocks, so that the threads split them
+      const sizes = Int32Array.from({ length: 9000 }, (_, i) => 1 + ((i * 7 + (i >> 3)) % 12))
+      const offsets = new Int32Array(sizes.length + 1)
+      for (let i = 0; i < sizes.length; i++) offsets[i + 1] = offsets[i] + sizes[i]
+      const ragged = rk.groupAdvantages({ scores: Float32Array.from({ length: offsets[sizes.length] }, u), offsets })
+      const uniform = rk.groupAdvantages({ scores: Float32Array.from({ length: 5 * 12000 }, u), groupSize: 5 })
       const h = require('node:crypto').createHash('sha256')
-      for (const x of [ce.gradLogits.data, ce.lse, kl.gradQ.data, kl.gradP.data, ppo.gradLogits.data, Float64Array.of(ce.loss, kl.loss, ppo.loss)]) h.update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
+      for (const x of [ce.gradLogits.data, ce.lse, kl.gradQ.data, kl.gradP.data, ppo.gradLogits.data, ragged, uniform, Float64Array.of(ce.loss, kl.loss, ppo.loss)]) h.update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength))
       console.log(rk.currentBackend(), h.digest('hex'))
     })`
     const run = (threads: string) => execFileSync(process.execPath, ['-e', script], { env: { ...process.env, RLHF_KERNELS_THREADS: threads }, encoding: 'utf8' }).trim()

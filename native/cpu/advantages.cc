@@ -225,6 +225,65 @@ RK_ISA_KERNEL(whiten_apply, whiten_apply_impl)
 
 // ---- group_advantages ----
 
+// The largest group that runs one group per lane (ragged_lanes, strided_groups): its rows (kStridedGroup
+// vectors of L) stay in L1.
+constexpr int64_t kStridedGroup = 64;
+
+// Ragged groups [g, g + L), one group per lane (sizes K_k ≤ kStridedGroup): row j is score j of each group, 0
+// past a group's end, so the statistics are vertical operations on the L groups at once, as strided_groups
+// does for uniform ones; the lanes past a group's end are cleared (and-ed with a lane mask) before they are
+// squared. The arithmetic of groups_impl per group but for the order of the sums (in j order, as the js
+// kernel) and the mean (S/K, not S·(1/K): exact for a constant group); a group of fewer than 2 gives 0.
+template <int L, typename T>
+RK_INLINE void ragged_lanes(const GroupAdvantagesParams& p, int64_t g, int64_t Kmax) {
+  using vf = typename Lanes<L>::f;
+  using vd = typename DLanes<L>::d;
+  using vl = typename LLanes<L>::l;
+  const T* x = static_cast<const T*>(p.scores.data);
+  const GroupMethod method = p.method;
+  using vi = typename Lanes<L>::i;
+  int64_t a[L], K[L];
+  vl Kl;
+  for (int k = 0; k < L; k++) a[k] = p.offsets[g + k], K[k] = p.offsets[g + k + 1] - a[k], Kl[k] = K[k];
+  const vi Ki = __builtin_convertvector(Kl, vi);
+  const vd Kd = __builtin_convertvector(Kl, vd);
+  // without a branch per lane (the sizes vary): each lane loads at min(a + j, last score) and is cleared past
+  // its group's end; a lane past its end writes to a scratch float
+  const int64_t last = p.scores.size - 1;  // ≥ 0: some group of these has a score
+  vf rows[kStridedGroup];
+  vd S = {};
+  for (int64_t j = 0; j < Kmax; j++) {
+    vf r;
+    for (int k = 0; k < L; k++) r[k] = load(x, std::min(a[k] + j, last));
+    r = (vf)((vi)r & (vi{} + int32_t(j) < Ki));
+    rows[j] = r;
+    S += widen<L>(r);
+  }
+  const vd one = vd{} + 1.0, mean = S / (Kd > one ? Kd : one);  // (a lane of K < 2 is never written from)
+  vd scale = one;
+  if (method == GroupMethod::grpo) {
+    vd ss = {};
+    for (int64_t j = 0; j < Kmax; j++) {
+      const vd d = (vd)((vl)(widen<L>(rows[j]) - mean) & (vl{} + j < Kl));
+      ss += d * d;
+    }
+    const vd den = p.unbiased ? Kd - 1.0 : Kd;
+    const vd var = ss / (den > one ? den : one);
+    vd sd;
+    for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
+    scale = 1.0 / (sd + p.eps);
+  } else if (method == GroupMethod::rloo) {
+    scale = 1.0 / (Kd > 2.0 ? Kd - 1.0 : one);
+  }
+  for (int64_t j = 0; j < Kmax; j++) {
+    const vd r = widen<L>(rows[j]);
+    const vd y = method == GroupMethod::rloo ? r - (S - r) * scale : method == GroupMethod::mean_centered ? r - mean : (r - mean) * scale;
+    const vf f = __builtin_convertvector(y, vf);
+    float scratch;
+    for (int k = 0; k < L; k++) *(j < K[k] ? p.out + a[k] + j : &scratch) = K[k] < 2 ? 0.f : f[k];
+  }
+}
+
 // Groups [g0, g1), each L scores at a time (a group's last n < L in one partial vector): its sum and the sum
 // of squared deviations from its mean in double lanes (two passes over a group, which is in cache), then
 //   mean = sum·(1/K), std = sqrt(Σ (r − mean)² · 1/(K − 1 or K)),
@@ -240,7 +299,19 @@ RK_INLINE void groups_impl(const GroupAdvantagesParams& p, const int64_t& g0, co
   const GroupMethod method = p.method;
   int64_t last = -1;  // the size whose reciprocals these are (groups often share one size)
   double inv_k = 0, inv_den = 0, inv_k1 = 0;
+  const int64_t end_in = p.scores.size, end_out = p.offsets[g1];  // what may be read; what this range writes
   for (int64_t g = g0; g < g1; g++) {
+    // L groups of at most kStridedGroup scores, whose rows are at least half used, run one group per lane
+    // (ragged_lanes); whether is a matter of the data and of g − g0, a multiple of L (never of the threads)
+    if ((g - g0) % L == 0 && g + L <= g1) {
+      int64_t Kmax = 0;
+      for (int k = 0; k < L; k++) Kmax = std::max<int64_t>(Kmax, p.offsets[g + k + 1] - p.offsets[g + k]);
+      if (Kmax <= kStridedGroup && Kmax * L <= 2 * (p.offsets[g + L] - p.offsets[g]) + 8 * L) {
+        ragged_lanes<L, T>(p, g, Kmax);
+        g += L - 1;
+        continue;
+      }
+    }
     const int64_t a = p.offsets[g], K = p.offsets[g + 1] - a;
     if (K < 2) {
       std::fill(p.out + a, p.out + a + K, 0.f);
@@ -248,14 +319,14 @@ RK_INLINE void groups_impl(const GroupAdvantagesParams& p, const int64_t& g0, co
     }
     if (K != last) last = K, inv_k = 1.0 / double(K), inv_den = 1.0 / double(p.unbiased ? K - 1 : K), inv_k1 = 1.0 / double(K - 1);
     vd sum = {};
-    for (int64_t i = 0; i < K; i += L) sum += widen<L>(vload_n<L>(x, a + i, std::min<int64_t>(L, K - i)));
+    for (int64_t i = 0; i < K; i += L) sum += widen<L>(vload_within<L>(x, a + i, std::min<int64_t>(L, K - i), end_in));
     const double S = lane_sum(sum), mean = S * inv_k;
     double scale = 1.0;
     if (method == GroupMethod::grpo) {
       vd ss = {};
       for (int64_t i = 0; i < K; i += L) {
         const int64_t n = std::min<int64_t>(L, K - i);
-        vd d = widen<L>(vload_n<L>(x, a + i, n)) - mean;
+        vd d = widen<L>(vload_within<L>(x, a + i, n, end_in)) - mean;
         if (n < L) d = widen_mask<L>(lanes_below<L>(n)) ? d : vd{};  // the lanes past the group count 0
         ss += d * d;
       }
@@ -265,9 +336,9 @@ RK_INLINE void groups_impl(const GroupAdvantagesParams& p, const int64_t& g0, co
     }
     for (int64_t i = 0; i < K; i += L) {
       const int64_t n = std::min<int64_t>(L, K - i);
-      const vd r = widen<L>(vload_n<L>(x, a + i, n));
+      const vd r = widen<L>(vload_within<L>(x, a + i, n, end_in));
       const vd y = method == GroupMethod::rloo ? r - (S - r) * scale : method == GroupMethod::mean_centered ? r - mean : (r - mean) * scale;
-      token_store<L>(p.out, a + i, n, __builtin_convertvector(y, vf));
+      vstore_within<L>(p.out, a + i, n, __builtin_convertvector(y, vf), end_out);
     }
   }
 }
@@ -301,6 +372,60 @@ RK_INLINE V lane_sums(const V (&a)[L]) {
   for (int i = 0; i < L; i++) v[i] = a[bit_reverse(i, L)];
   fold_levels<L, L / 2>(v);
   return v[0];
+}
+
+// Lane k: x[a + k·G] as float32, the vector built in registers (a constructor of L loads: no scalar store
+// followed by a vector load, which the store buffer cannot forward).
+template <int L, typename T, size_t... K>
+RK_INLINE typename Lanes<L>::f strided_load(const T* x, int64_t a, int64_t G, std::index_sequence<K...>) {
+  return typename Lanes<L>::f{load(x, a + int64_t(K) * G)...};
+}
+
+// Uniform groups of a size G that is not a multiple of L (G ≤ kStridedGroup), [g0, g1), L groups at a time,
+// one group per lane: row j is score j of each of the L groups (strided loads), so every statistic is a
+// vertical operation on L groups, with no partial vector per group (a group of G = 4 in an 8-lane vector cost
+// ~12 ns a score that way, 20× the G = 8 path).
+//   S = Σ_j r_j (in j order, as the js kernel), mean = S/G, std = sqrt(Σ_j (r_j − mean)² / (G − 1 or G)),
+//   grpo (r − mean)·(1/(std + eps)), rloo r − (S − r)/(G − 1), mean-centered r − mean, in double; row j's
+// outputs are written back lane by lane. A last block of fewer than L groups goes to uniform_groups' loop.
+template <int L, typename T>
+RK_INLINE int64_t strided_groups(const GroupAdvantagesParams& p, int64_t g0, int64_t g1) {
+  using vf = typename Lanes<L>::f;
+  using vd = typename DLanes<L>::d;
+  const T* x = static_cast<const T*>(p.scores.data);
+  const GroupMethod method = p.method;
+  const int64_t G = p.group_size;
+  const double den = double(p.unbiased ? G - 1 : G);
+  vf rows[kStridedGroup];
+  int64_t g = g0;
+  for (; g + L <= g1; g += L) {
+    const int64_t a = g * G;
+    vd S = {};
+    for (int64_t j = 0; j < G; j++) {
+      rows[j] = strided_load<L>(x, a + j, G, std::make_index_sequence<L>{});
+      S += widen<L>(rows[j]);
+    }
+    const vd mean = S / double(G);  // exact for a constant group (no reciprocal)
+    vd scale = vd{} + 1.0;
+    if (method == GroupMethod::grpo) {
+      vd ss = {};
+      for (int64_t j = 0; j < G; j++) {
+        const vd d = widen<L>(rows[j]) - mean;
+        ss += d * d;
+      }
+      const vd var = ss / den;
+      vd sd;
+      for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
+      scale = 1.0 / (sd + p.eps);
+    }
+    for (int64_t j = 0; j < G; j++) {
+      const vd r = widen<L>(rows[j]);
+      const vd y = method == GroupMethod::rloo ? r - (S - r) / double(G - 1) : method == GroupMethod::mean_centered ? r - mean : (r - mean) * scale;
+      const vf f = __builtin_convertvector(y, vf);
+      for (int k = 0; k < L; k++) p.out[a + k * G + j] = f[k];
+    }
+  }
+  return g;
 }
 
 // Uniform groups of G = p.group_size, [g0, g1), L groups at a time, a group's scores in its own vector(s) as
@@ -344,14 +469,16 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
     }
     return;
   }
-  for (int64_t g = g0; g < g1; g += L) {
+  const int64_t first = G % L != 0 && G <= kStridedGroup ? strided_groups<L, T>(p, g0, g1) : g0;
+  const int64_t end_in = p.scores.size, end_out = g1 * G;  // what may be read; what this range writes
+  for (int64_t g = first; g < g1; g += L) {
     const int n = int(std::min<int64_t>(L, g1 - g));
     vd part[L];
     for (int k = 0; k < L; k++) {
       part[k] = vd{};
       if (k >= n) continue;
       const int64_t a = (g + k) * G;
-      for (int64_t i = 0; i < G; i += L) part[k] += widen<L>(vload_n<L>(x, a + i, std::min<int64_t>(L, G - i)));
+      for (int64_t i = 0; i < G; i += L) part[k] += widen<L>(vload_within<L>(x, a + i, std::min<int64_t>(L, G - i), end_in));
     }
     const vd S = lane_sums<L>(part), mean = S / double(G);  // exact for a constant group (no reciprocal)
     vd scale = vd{} + 1.0;
@@ -362,7 +489,7 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
         const int64_t a = (g + k) * G;
         for (int64_t i = 0; i < G; i += L) {
           const int64_t m = std::min<int64_t>(L, G - i);
-          vd d = widen<L>(vload_n<L>(x, a + i, m)) - mean[k];
+          vd d = widen<L>(vload_within<L>(x, a + i, m, end_in)) - mean[k];
           if (m < L) d = tail ? d : vd{};  // the lanes past the group count 0
           part[k] += d * d;
         }
@@ -377,9 +504,9 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
       const double mk = mean[k], sk = scale[k], Sk = S[k];
       for (int64_t i = 0; i < G; i += L) {
         const int64_t m = std::min<int64_t>(L, G - i);
-        const vd r = widen<L>(vload_n<L>(x, a + i, m));
+        const vd r = widen<L>(vload_within<L>(x, a + i, m, end_in));
         const vd y = method == GroupMethod::rloo ? r - (Sk - r) / double(G - 1) : method == GroupMethod::mean_centered ? r - mk : (r - mk) * sk;
-        token_store<L>(p.out, a + i, m, __builtin_convertvector(y, vf));
+        vstore_within<L>(p.out, a + i, m, __builtin_convertvector(y, vf), end_out);
       }
     }
   }
@@ -441,7 +568,7 @@ void whiten(const WhitenParams& p) {
   });
 }
 
-// Groups over the pool, ~TOKEN_BLOCK scores per chunk; each group is computed by one thread alone.
+// Groups over the pool, ~TOKEN_BLOCK scores per block; each group is computed by one thread alone.
 void group_advantages(const GroupAdvantagesParams& p) {
   if (p.num_groups <= 0) return;
   if (p.group_size > 0) {  // uniform groups: blocks of whole lane sets of groups
@@ -454,10 +581,13 @@ void group_advantages(const GroupAdvantagesParams& p) {
     });
     return;
   }
+  // blocks of a multiple of 16 groups (any build's lanes), fixed by the data alone: where groups_impl runs
+  // groups one per lane depends on the block, never on the threads
   const int64_t N = std::max<int64_t>(1, p.offsets[p.num_groups] - p.offsets[0]);
-  const int64_t grain = std::max<int64_t>(1, TOKEN_BLOCK * p.num_groups / N);
+  const int64_t grain = (std::max<int64_t>(1, TOKEN_BLOCK * p.num_groups / N) + 15) / 16 * 16;
+  const int64_t blocks = (p.num_groups + grain - 1) / grain;
   dispatch_dtype(p.scores.dtype, [&]<typename T>() {
-    parallel_for(p.num_groups, grain, [&](int64_t g0, int64_t g1) { groups<T>(p, g0, g1); });
+    parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { groups<T>(p, b0 * grain, std::min(p.num_groups, b1 * grain)); });
   });
 }
 

@@ -533,12 +533,32 @@ struct LLanes {
 };
 template <int L, typename I>
 RK_INLINE typename LLanes<L>::l widen_mask(I m) { return __builtin_convertvector(m, typename LLanes<L>::l); }
-// the lanes below n (−1), as int32 lanes
+// the lanes below n (−1), as int32 lanes: one compare of the lane indices
 template <int L>
 RK_INLINE typename Lanes<L>::i lanes_below(int64_t n) {
-  typename Lanes<L>::i r;
-  for (int l = 0; l < L; l++) r[l] = l < n ? -1 : 0;
-  return r;
+  using vi = typename Lanes<L>::i;
+  vi index;
+  for (int l = 0; l < L; l++) index[l] = l;
+  return index < vi{} + int32_t(std::min<int64_t>(std::max<int64_t>(n, 0), L));
+}
+
+// vload_n where p[0, end) may be read: a whole vector with its lanes from n on cleared (an and with a lane
+// mask) when it lies below end. vload_n's element loads go through memory (GCC makes them a memcpy), and the
+// vector reload then waits for the stores: ~20 ns a partial vector, most of a small group's time.
+template <int L, typename T>
+RK_INLINE typename Lanes<L>::f vload_within(const T* p, int64_t i, int64_t n, int64_t end) {
+  if (n == L) return vload<L>(p, i);
+  if (i + L > end) return vload_n<L>(p, i, n);
+  using vi = typename Lanes<L>::i;
+  return (typename Lanes<L>::f)((vi)vload<L>(p, i) & lanes_below<L>(n));
+}
+// token_store where p[0, end) may be written and every element of [t + n, end) is written again afterwards by the
+// same thread (the scores after this group's belong to the groups that follow it in the thread's range): a whole
+// vector when it lies below end.
+template <int L, typename V>
+RK_INLINE void vstore_within(float* p, int64_t t, int64_t n, V v, int64_t end) {
+  if (n == L || t + L <= end) return vstore(p, t, v);
+  for (int64_t l = 0; l < n; l++) p[t + l] = v[l];
 }
 
 // the first n ≤ L lanes of v into p + t

@@ -1,7 +1,7 @@
 /**
  * groupAdvantages in uniform groups (`groupSize`): the cpu kernel takes the size itself (no offsets) and runs
  * several groups at once, one per double lane, so group counts that are not a multiple of the lanes, sizes
- * below, at and above the lane count, constant groups and large values are checked here against the float64
+ * below, at, between and above the lane count, constant groups and large values are checked here against the float64
  * reference (test/parity.ts compare), and constant groups against the formula (exactly 0).
  */
 import { describe, expect, it } from 'vitest'
@@ -10,8 +10,11 @@ import { NATIVE_BACKENDS, on } from '../backends.js'
 import { rng } from '../helpers.js'
 import { SEED, asDtype, compare } from '../parity.js'
 
-const SIZES = [2, 3, 8, 16, 64]
-const COUNTS = [1, 5, 13]
+// sizes that divide the lanes, fall between them, equal them, exceed them and are multiples of them (a size
+// that is not a multiple runs one group per lane: advantages.cc strided_groups); counts of groups below the
+// lanes, with a partial last block, and of several blocks
+const SIZES = [2, 3, 4, 5, 8, 12, 16, 20, 64]
+const COUNTS = [1, 5, 13, 37]
 
 describe.each(NATIVE_BACKENDS)(`groupAdvantages in uniform groups on %s (seed ${SEED})`, (backend) => {
   const cases = SIZES.flatMap((G) => COUNTS.map((groups) => ({ G, groups })))
