@@ -227,6 +227,23 @@ inline constexpr const char* kSnapshotReader = R"((function () {
     ids.set(s, names.length)
     return names.push(s) - 1
   }
+  // the key (and string value) last read at each record position, and its id: a call with the keys of the
+  // call before, in the same order, finds each by one compare instead of a Map lookup
+  const lastKey = [], lastKeyId = [], lastValue = [], lastValueId = []
+  const keyId = (s, slot) => {
+    if (lastKey[slot] === s) return lastKeyId[slot]
+    const id = intern(s)
+    lastKey[slot] = s
+    lastKeyId[slot] = id
+    return id
+  }
+  const valueId = (s, slot) => {
+    if (lastValue[slot] === s) return lastValueId[slot]
+    const id = intern(s)
+    lastValue[slot] = s
+    lastValueId[slot] = id
+    return id
+  }
   let block = new Float64Array(256)
   let b = block, n = 0, objects = null, busy = false
   const record = () => {
@@ -242,7 +259,7 @@ inline constexpr const char* kSnapshotReader = R"((function () {
     for (const key in o) {
       const value = o[key]
       const at = record()
-      const id = intern(key)
+      const id = keyId(key, at >> 2)
       b[at] = id >= 0 ? id : -objects.push(key)
       if (value === undefined) b[at + 1] = 0
       else if (value === null) b[at + 1] = 1
@@ -251,7 +268,7 @@ inline constexpr const char* kSnapshotReader = R"((function () {
           case 'number': b[at + 1] = 2; b[at + 2] = value; break
           case 'boolean': b[at + 1] = 3; b[at + 2] = value ? 1 : 0; break
           case 'string': {
-            const s = intern(value)
+            const s = valueId(value, at >> 2)
             if (s >= 0) { b[at + 1] = 4; b[at + 2] = s } else { b[at + 1] = 5; b[at + 2] = objects.push(value) - 1 }
             break
           }
