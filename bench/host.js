@@ -568,7 +568,7 @@ export async function hostSuite() {
 }
 
 /** the rows of the thread-scaling table (`--scaling`) unless BENCH_ROWS names others */
-const SCALING_ROWS = ['ce', 'ce-bwd-out', 'logprobs', 'kl-out', 'ppo-out', 'reward-out', 'policy-out', 'klpen-out', 'gae-out', 'whiten', 'group']
+const SCALING_ROWS = ['ce', 'ce-bwd-out', 'logprobs', 'kl-out', 'ppo-out', 'reward-out', 'policy-out', 'klpen-out', 'gae-out', 'whiten-out', 'group-out']
 
 /**
  * One child of the scaling table: the cpu rows' wall-clock medians at this process's thread count
