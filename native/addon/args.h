@@ -229,21 +229,17 @@ inline constexpr const char* kSnapshotReader = R"((function () {
   }
   // the key (and string value) last read at each record position, and its id: a call with the keys of the
   // call before, in the same order, finds each by one compare instead of a Map lookup
-  const lastKey = [], lastKeyId = [], lastValue = [], lastValueId = []
-  const keyId = (s, slot) => {
-    if (lastKey[slot] === s) return lastKeyId[slot]
-    const id = intern(s)
-    lastKey[slot] = s
-    lastKeyId[slot] = id
-    return id
+  const remembered = () => {
+    const last = [], lastId = []
+    return (s, slot) => {
+      if (last[slot] === s) return lastId[slot]
+      const id = intern(s)
+      last[slot] = s
+      lastId[slot] = id
+      return id
+    }
   }
-  const valueId = (s, slot) => {
-    if (lastValue[slot] === s) return lastValueId[slot]
-    const id = intern(s)
-    lastValue[slot] = s
-    lastValueId[slot] = id
-    return id
-  }
+  const keyId = remembered(), valueId = remembered()
   let block = new Float64Array(256)
   let b = block, n = 0, objects = null, busy = false
   const record = () => {
