@@ -53,6 +53,24 @@ describe('maskVector on byte masks', () => {
   }
 })
 
+describe('maskVector on float masks', () => {
+  // 0 and −0 and NaN do not count; a subnormal and any other number do. Short masks are read into views of a
+  // shared buffer at nonzero offsets (src/arrays.ts madeArray), longer ones into arrays of their own.
+  const value = (i: number) => [0, Number.NaN, -0, 1e-40, 2.5, -3][i % 6]
+  const expected = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i % 6 === 0 || i % 6 === 1 || i % 6 === 2 ? 0 : 1))
+  for (const length of [1, 3, 4, 5, 9, 100, 511, 512, 513, 4097]) {
+    it(`length ${length}, Float32Array and Float64Array, read twice`, () => {
+      for (const Cls of [Float32Array, Float64Array]) {
+        const m = Cls.from({ length }, (_, i) => value(i))
+        for (let k = 0; k < 2; k++) {
+          const got = maskVector('t', 'mask', m, length)!
+          expect(firstDifference(got, expected(length)), `${Cls.name} read ${k}`).toBe(-1)
+        }
+      }
+    })
+  }
+})
+
 describe('a byte mask with values > 1 runs on every host backend', () => {
   const M = 4 * 4096 + 5
   const logp = Float32Array.from({ length: M }, (_, i) => -1 - 0.5 * Math.sin(i))
