@@ -326,23 +326,15 @@ function rows() {
       ort: () => ortStandardise(1e-8), ortIn: ({ x }, N) => [t('x', x, [N])],
       torch: ({ x }, N) => ({ op: 'whiten', params: { eps: 1e-8 }, inputs: [t('x', x, [N])] }),
     },
-    {
-      key: 'group', op: 'groupAdvantages 2^20, G = 8', N: TOKENS,
-      make() { return { x: uniform(17, this.N, 0, 1) } },
+    // G = 4: a size that is not a multiple of the lanes (advantages.cc strided_groups)
+    ...[['group', 8, 17], ['group4', 4, 18]].map(([key, G, seed]) => ({
+      key, op: `groupAdvantages 2^20, G = ${G}`, N: TOKENS,
+      make() { return { x: uniform(seed, this.N, 0, 1) } },
       bytes() { return this.N * 8 }, exps() { return 0 },
-      rk: ({ x, out }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 8, out }) }),
-      ort: () => ortStandardise(1e-6, 8), ortIn: ({ x }, N) => [t('x', x, [N])],
-      torch: ({ x }, N) => ({ op: 'group', params: { G: 8, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
-    },
-    {
-      // a size that is not a multiple of the lanes (advantages.cc strided_groups)
-      key: 'group4', op: 'groupAdvantages 2^20, G = 4', N: TOKENS,
-      make() { return { x: uniform(18, this.N, 0, 1) } },
-      bytes() { return this.N * 8 }, exps() { return 0 },
-      rk: ({ x, out }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: 4, out }) }),
-      ort: () => ortStandardise(1e-6, 4), ortIn: ({ x }, N) => [t('x', x, [N])],
-      torch: ({ x }, N) => ({ op: 'group', params: { G: 4, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
-    },
+      rk: ({ x, out }) => ({ values: rk.groupAdvantages({ scores: x, groupSize: G, out }) }),
+      ort: () => ortStandardise(1e-6, G), ortIn: ({ x }, N) => [t('x', x, [N])],
+      torch: ({ x }, N) => ({ op: 'group', params: { G, eps: 1e-6 }, inputs: [t('x', x, [N])] }),
+    })),
     {
       // ragged groups of 2 to 9 (advantages.cc ragged_lanes); neither peer takes ragged groups as such
       key: 'group-ragged', op: 'groupAdvantages ~2^20, ragged groups of 2–9', N: TOKENS,

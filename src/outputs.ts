@@ -80,18 +80,21 @@ export interface CheckedOut {
 
 const OUT_TYPES = "output arrays by result name (e.g. { gradLogits: Float32Array })"
 
+/** A value of validated arguments whose entries hold arrays an output is checked against: a plain object or an array. */
+const holdsInputs = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !(value instanceof Tensor) && (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)
+
 /**
  * The name of the first host typed array in validated arguments (plain objects and arrays one level deep and
  * below, in key order) that shares memory with `o`: the keys on its path joined by dots, a float input's `data`
- * left out (`logp`, `layout.offsets`); undefined when none does. The name is only built for a hit: a call that
- * passes the check allocates nothing here.
+ * left out (`logp`, `layout.offsets`); undefined when none does (readOut asks only after a hit).
  */
 function sharedInput(value: unknown, o: ArrayBufferView): string | undefined {
   if (ArrayBuffer.isView(value)) return overlaps(o, value) ? '' : undefined
-  if (value === null || typeof value !== 'object' || value instanceof Tensor || !(Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) return undefined
+  if (!holdsInputs(value)) return undefined
   for (const k in value) {
     if (!Object.hasOwn(value, k)) continue
-    const hit = sharedInput((value as Record<string, unknown>)[k], o)
+    const hit = sharedInput(value[k], o)
     if (hit === undefined) continue
     const key = k === 'data' ? '' : k
     return key === '' ? hit : hit === '' ? key : `${key}.${hit}`
@@ -102,9 +105,7 @@ function sharedInput(value: unknown, o: ArrayBufferView): string | undefined {
 /** The host typed arrays of validated arguments, in sharedInput's order (what an output is checked against). */
 function inputViews(value: unknown, into: ArrayBufferView[]): ArrayBufferView[] {
   if (ArrayBuffer.isView(value)) into.push(value)
-  else if (value !== null && typeof value === 'object' && !(value instanceof Tensor) && (Array.isArray(value) || Object.getPrototypeOf(value) === Object.prototype)) {
-    for (const k in value) if (Object.hasOwn(value, k)) inputViews((value as Record<string, unknown>)[k], into)
-  }
+  else if (holdsInputs(value)) for (const k in value) if (Object.hasOwn(value, k)) inputViews(value[k], into)
   return into
 }
 

@@ -225,6 +225,15 @@ RK_ISA_KERNEL(whiten_apply, whiten_apply_impl)
 
 // ---- group_advantages ----
 
+// 1/(sqrt(var) + eps) in each lane: grpo's scale of L groups at once (a sqrt per lane; GCC makes it one
+// vector sqrt)
+template <typename VD>
+RK_INLINE VD inv_std_eps(const VD& var, double eps) {
+  VD sd;
+  for (int l = 0; l < int(sizeof(VD) / sizeof(double)); l++) sd[l] = __builtin_sqrt(var[l]);
+  return 1.0 / (sd + eps);
+}
+
 // The largest group that runs one group per lane (ragged_lanes, strided_groups): its rows (kStridedGroup
 // vectors of L) stay in L1.
 constexpr int64_t kStridedGroup = 64;
@@ -239,9 +248,9 @@ RK_INLINE void ragged_lanes(const GroupAdvantagesParams& p, int64_t g, int64_t K
   using vf = typename Lanes<L>::f;
   using vd = typename DLanes<L>::d;
   using vl = typename LLanes<L>::l;
+  using vi = typename Lanes<L>::i;
   const T* x = static_cast<const T*>(p.scores.data);
   const GroupMethod method = p.method;
-  using vi = typename Lanes<L>::i;
   int64_t a[L], K[L];
   vl Kl;
   for (int k = 0; k < L; k++) a[k] = p.offsets[g + k], K[k] = p.offsets[g + k + 1] - a[k], Kl[k] = K[k];
@@ -268,10 +277,7 @@ RK_INLINE void ragged_lanes(const GroupAdvantagesParams& p, int64_t g, int64_t K
       ss += d * d;
     }
     const vd den = p.unbiased ? Kd - 1.0 : Kd;
-    const vd var = ss / (den > one ? den : one);
-    vd sd;
-    for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
-    scale = 1.0 / (sd + p.eps);
+    scale = inv_std_eps(ss / (den > one ? den : one), p.eps);
   } else if (method == GroupMethod::rloo) {
     scale = 1.0 / (Kd > 2.0 ? Kd - 1.0 : one);
   }
@@ -413,10 +419,7 @@ RK_INLINE int64_t strided_groups(const GroupAdvantagesParams& p, int64_t g0, int
         const vd d = widen<L>(rows[j]) - mean;
         ss += d * d;
       }
-      const vd var = ss / den;
-      vd sd;
-      for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
-      scale = 1.0 / (sd + p.eps);
+      scale = inv_std_eps(ss / den, p.eps);
     }
     for (int64_t j = 0; j < G; j++) {
       const vd r = widen<L>(rows[j]);
@@ -456,10 +459,7 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
       vd scale = vd{} + 1.0;
       if (method == GroupMethod::grpo) {
         for (int k = 0; k < L; k++) D[k] = X[k] - mean[k], D[k] *= D[k];
-        const vd var = lane_sums<L>(D) / den;
-        vd sd;
-        for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
-        scale = 1.0 / (sd + p.eps);
+        scale = inv_std_eps(lane_sums<L>(D) / den, p.eps);
       }
       for (int k = 0; k < n; k++) {
         const vd r = X[k];
@@ -494,10 +494,7 @@ RK_INLINE void uniform_groups_impl(const GroupAdvantagesParams& p, const int64_t
           part[k] += d * d;
         }
       }
-      const vd var = lane_sums<L>(part) / den;
-      vd sd;
-      for (int l = 0; l < L; l++) sd[l] = __builtin_sqrt(var[l]);
-      scale = 1.0 / (sd + p.eps);
+      scale = inv_std_eps(lane_sums<L>(part) / den, p.eps);
     }
     for (int k = 0; k < n; k++) {
       const int64_t a = (g + k) * G;
