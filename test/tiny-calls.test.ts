@@ -331,6 +331,6 @@ describe.runIf(HOST_BACKENDS.includes('cpu'))('small results of sync cpu calls s
     const m = 2048  // 24 KiB of inputs: off the calling thread; 8 KiB outputs
     const far = { logp: new Float32Array(m).fill(-1), oldLogp: new Float32Array(m).fill(-1.5), advantages: new Float32Array(m).fill(1) }
     for (const x of arrays(await rk.policyLossAsync(far))) expect(x.byteLength === x.buffer.byteLength).toBe(true)
-    for (const x of arrays(await rk.policyLossAsync(o))) expect(x.byteLength).toBe(4 * M)  // inline: pooled like sync
+    for (const x of arrays(await rk.policyLossAsync(o))) expect(x.buffer.byteLength).toBeGreaterThan(x.byteLength)  // inline: pooled like sync
   })
 })
