@@ -3,8 +3,9 @@
  * (memory safety never depends on the TypeScript layer), worker_threads, and async work off the event loop.
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { describe, expect, it } from 'vitest'
 import * as rk from '../src/index.js'
@@ -197,6 +198,59 @@ describe('the loader', () => {
   it('RLHF_KERNELS_REQUIRE=cpu with the addon switched off throws ERR_BACKEND_UNAVAILABLE', () => {
     const r = probe({ RLHF_KERNELS_REQUIRE: 'cpu', RLHF_KERNELS_BACKEND: 'js' })
     expect(r.code).toBe('ERR_BACKEND_UNAVAILABLE')
+  })
+})
+
+describe.runIf(cpu.available)('the kernels pool size', () => {
+  const dist = new URL('../dist/index.js', import.meta.url).href
+  const script = `import(${JSON.stringify(dist)}).then((rk) => console.log(rk.nativeStatus.info.threads))`
+  const threads = (command: string[], env: Record<string, string> = {}) =>
+    Number(execFileSync(command[0], [...command.slice(1), process.execPath, '--input-type=module', '-e', script], { env: { ...process.env, ...env }, encoding: 'utf8' }).trim())
+  const hasTaskset = (() => {
+    try {
+      execFileSync('taskset', ['-c', '0', 'true'])
+      return true
+    } catch {
+      return false
+    }
+  })()
+
+  it('defaults to the cores of the affinity mask (taskset) and RLHF_KERNELS_THREADS overrides it', () => {
+    const { RLHF_KERNELS_THREADS: _, ...env } = process.env
+    const bare = Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' }).trim())
+    expect(bare).toBe(availableParallelism())
+    if (process.platform === 'linux' && hasTaskset) {
+      expect(threads(['env', '-u', 'RLHF_KERNELS_THREADS', 'taskset', '-c', '0'])).toBe(1)
+      expect(threads(['taskset', '-c', '0'], { RLHF_KERNELS_THREADS: '3' })).toBe(3)
+    }
+  })
+
+  // a cgroup v1 CPU quota of 0.5 and 1.5 CPUs (an inner group under a limited one): where this process may
+  // make cgroups (root, cgroup v1's cpu controller mounted); else nothing to check
+  it('is capped by a cgroup CPU quota, its own or an ancestor\'s', () => {
+    const base = '/sys/fs/cgroup/cpu'
+    const group = `${base}/rlhf-kernels-test-${process.pid}`
+    try {
+      mkdirSync(`${group}/inner`, { recursive: true })
+    } catch {
+      return
+    }
+    const inGroup = (dir: string) => {
+      const { RLHF_KERNELS_THREADS: _, ...env } = process.env
+      const cmd = `echo $$ > ${dir}/cgroup.procs && exec "${process.execPath}" --input-type=module -e '${script}'`
+      return Number(execFileSync('sh', ['-c', cmd], { env, encoding: 'utf8' }).trim())
+    }
+    try {
+      writeFileSync(`${group}/cpu.cfs_period_us`, '100000')
+      writeFileSync(`${group}/cpu.cfs_quota_us`, '50000')
+      expect(inGroup(group)).toBe(1)
+      expect(inGroup(`${group}/inner`)).toBe(1)
+      writeFileSync(`${group}/cpu.cfs_quota_us`, '150000')
+      expect(inGroup(`${group}/inner`)).toBe(Math.min(2, availableParallelism()))
+    } finally {
+      rmdirSync(`${group}/inner`)
+      rmdirSync(group)
+    }
   })
 })
 

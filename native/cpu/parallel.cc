@@ -5,10 +5,15 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace rk {
 namespace {
@@ -38,6 +43,88 @@ struct Job {
     }
   }
 };
+
+#if defined(__linux__)
+// The CPUs of this process's affinity mask (taskset, a cpuset), or 0 when it cannot be read.
+int affinity_cpus() {
+  for (int n = 1024; n <= (1 << 16); n *= 4) {
+    cpu_set_t* set = CPU_ALLOC(n);
+    if (set == nullptr) return 0;
+    const size_t size = CPU_ALLOC_SIZE(n);
+    const int got = sched_getaffinity(0, size, set) == 0 ? CPU_COUNT_S(size, set) : -1;
+    CPU_FREE(set);
+    if (got >= 0) return got;
+  }
+  return 0;
+}
+
+// The first line of a file, or "" when it cannot be read.
+std::string first_line(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  return line;
+}
+
+// The CPUs a cgroup quota allows (quota / period, rounded up), or 0 without one: cgroup v2's cpu.max
+// ("max 100000", "200000 100000") or v1's cpu.cfs_quota_us and cpu.cfs_period_us, in this process's cgroup
+// (/proc/self/cgroup) and each of its ancestors, the smallest. A container started with --cpus has one.
+int quota_cpus() {
+  std::ifstream f("/proc/self/cgroup");
+  std::string line, v2, v1;
+  while (std::getline(f, line)) {  // "0::/path" (v2), "4:cpu,cpuacct:/path" (v1)
+    const size_t a = line.find(':'), b = a == std::string::npos ? a : line.find(':', a + 1);
+    if (b == std::string::npos) continue;
+    std::string controllers(1, ',');
+    controllers.append(line, a + 1, b - a - 1).push_back(',');
+    if (line.compare(0, a, "0") == 0 && b == a + 1) v2 = line.substr(b + 1);
+    else if (controllers.find(",cpu,") != std::string::npos) v1 = line.substr(b + 1);
+  }
+  int best = 0;
+  const auto consider = [&](double quota, double period) {
+    if (quota > 0 && period > 0) {
+      const double n = quota / period;
+      const int cpus = n >= 1 << 16 ? 1 << 16 : std::max(1, int(n + 0.999999));
+      if (best == 0 || cpus < best) best = cpus;
+    }
+  };
+  // each directory from the process's cgroup up to the hierarchy's root
+  const auto walk = [&](const std::string& root, std::string path, auto&& read) {
+    for (;;) {
+      read(root + (path == "/" ? "" : path));
+      if (path.empty() || path == "/") return;
+      const size_t slash = path.rfind('/');
+      path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
+    }
+  };
+  if (!v2.empty()) {
+    walk("/sys/fs/cgroup", v2, [&](const std::string& dir) {
+      const std::string max = first_line(dir + "/cpu.max");
+      const size_t space = max.find(' ');
+      if (space != std::string::npos && max.compare(0, space, "max") != 0) {
+        consider(std::atof(max.substr(0, space).c_str()), std::atof(max.c_str() + space + 1));
+      }
+    });
+  }
+  if (!v1.empty()) {
+    walk("/sys/fs/cgroup/cpu", v1, [&](const std::string& dir) {
+      consider(std::atof(first_line(dir + "/cpu.cfs_quota_us").c_str()), std::atof(first_line(dir + "/cpu.cfs_period_us").c_str()));
+    });
+  }
+  return best;
+}
+#endif
+
+// The cores this process may use: the machine's, or (Linux) those of its affinity mask, capped by a cgroup CPU
+// quota; at least 1.
+int cores_available() {
+  int n = int(std::thread::hardware_concurrency());
+#if defined(__linux__)
+  if (const int a = affinity_cpus(); a > 0) n = a;
+  if (const int q = quota_cpus(); q > 0 && (n <= 0 || q < n)) n = q;
+#endif
+  return std::max(1, n);
+}
 
 class Pool {
  public:
@@ -102,7 +189,7 @@ class Pool {
       const int n = std::atoi(env);
       if (n >= 1) return std::min(n, 256);
     }
-    return int(std::max(1u, std::thread::hardware_concurrency()));
+    return std::min(cores_available(), 256);
   }
 
   // Chunks first (they finish what has started), then tasks in order.

@@ -1,5 +1,5 @@
-// The one thread pool of the CPU kernels: `pool_threads()` threads (the cores; RLHF_KERNELS_THREADS
-// overrides), shared by every env of the process. It runs two kinds of work:
+// The one thread pool of the CPU kernels: `pool_threads()` threads (the cores this process may use;
+// RLHF_KERNELS_THREADS overrides), shared by every env of the process. It runs two kinds of work:
 //   - parallel_for chunks: a kernel splits [0, n) into chunks of at least `grain` items; the thread that
 //     calls parallel_for works too, and idle pool threads help;
 //   - tasks (submit): whole async jobs, each run by one pool thread, in the order submitted. A task's kernel
@@ -38,7 +38,8 @@ class FnRef<R(A...)> {
 
 void parallel_for(int64_t n, int64_t grain, FnRef<void(int64_t begin, int64_t end)> fn);
 
-// Threads in the pool (the cores of the machine; RLHF_KERNELS_THREADS overrides).
+// Threads in the pool: the cores this process may use (Linux: its CPU affinity, capped by a cgroup CPU quota;
+// parallel.cc cores_available), at most 256; RLHF_KERNELS_THREADS overrides.
 int pool_threads();
 
 // Runs task(true) on a pool thread, never on the caller's. `owner` tags the task for cancel(). The task must
