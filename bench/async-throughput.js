@@ -1,6 +1,7 @@
 // Async throughput on the cpu backend (issue 13): calls/s and elements/s with 1, 2, 4, 8, 16 and 32 calls in
 // flight, against sync calls one after another, for crossEntropy 64×32000 fwd+bwd (also into one set of
-// caller-provided outputs, `out`) and policyLoss on 2^16 tokens, with the kernels' pool at 1 and 2 threads (each thread count in a child process: the pool is sized
+// caller-provided outputs, `out`) and policyLoss on 2^16 tokens (each also with every array over a
+// SharedArrayBuffer, which an async call reads in place instead of copying), with the kernels' pool at 1 and 2 threads (each thread count in a child process: the pool is sized
 // when the addon loads). k in flight: k calls started, and each one that settles is replaced by a new one
 // until `calls` have settled; the rate is calls / the wall time from the first start to the last settle.
 // Each cell is the median of BENCH_ROUNDS rounds (default 3) of at least BENCH_SECONDS (default 0.5) each;
@@ -12,8 +13,10 @@
 // before the kernels' pool took async jobs, the libuv pool's too).
 //
 //   npm run bench -- --async                 (or: npm run build && node bench/async-throughput.js)
-//   BENCH_THREADS=1,2 BENCH_INFLIGHT=1,2,4,8,16,32 BENCH_OPS=ce,ce-out,policy  select what runs
+//   BENCH_THREADS=1,2 BENCH_INFLIGHT=1,2,4,8,16,32 BENCH_OPS=ce,ce-out,ce-out-shared,policy,policy-shared  select what runs
 //   RLHF_KERNELS_NATIVE_PATH=<addon>         time another build of the addon (e.g. an older one)
+//   BENCH_PIN=1                              (Linux, taskset) run the child for t threads on the first t CPUs
+//                                            only, its pool at its default size: throughput against cores
 import { execFileSync } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
 import os from 'node:os'
@@ -22,7 +25,7 @@ import { fileURLToPath } from 'node:url'
 const list = (name, fallback) => (process.env[name] ?? fallback).split(',').filter(Boolean)
 const THREADS = list('BENCH_THREADS', '1,2').map(Number)
 const INFLIGHT = list('BENCH_INFLIGHT', '1,2,4,8,16,32').map(Number)
-const OPS = list('BENCH_OPS', 'ce,ce-out,policy')
+const OPS = list('BENCH_OPS', 'ce,ce-out,ce-out-shared,policy,policy-shared')
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 0.5)
 
@@ -66,6 +69,12 @@ async function child() {
   const { mulberry32 } = await import('../dist/internal.js')
   rk.setBackend('cpu')
   const u = mulberry32(13).uniform
+  // a copy of `a` over a SharedArrayBuffer
+  const shared = (a) => {
+    const s = new a.constructor(new SharedArrayBuffer(a.byteLength))
+    s.set(a)
+    return s
+  }
   const floats = (n, lo, hi) => Float32Array.from({ length: n }, () => lo + (hi - lo) * u())
   const ops = {
     ce: () => {
@@ -80,11 +89,24 @@ async function child() {
       const args = { logits: rk.tensor(floats(N * V, -4, 4), [N, V]), targets: Int32Array.from({ length: N }, () => Math.floor(u() * V)), grad: true, out }
       return { op: `crossEntropy ${N}×${V} fwd+bwd, out`, elements: N * V, sync: () => rk.crossEntropy(args), async: () => rk.crossEntropyAsync(args), value: (r) => r.loss }
     },
+    // the same with every array over a SharedArrayBuffer: an async call reads those in place (no copy)
+    'ce-out-shared': () => {
+      const N = 64, V = 32000
+      const out = { gradLogits: shared(new Float32Array(N * V)) }
+      const args = { logits: rk.tensor(shared(floats(N * V, -4, 4)), [N, V]), targets: shared(Int32Array.from({ length: N }, () => Math.floor(u() * V))), grad: true, out }
+      return { op: `crossEntropy ${N}×${V} fwd+bwd, out, shared`, elements: N * V, sync: () => rk.crossEntropy(args), async: () => rk.crossEntropyAsync(args), value: (r) => r.loss }
+    },
     policy: () => {
       const T = 1 << 16
       const logp = floats(T, -3, 0), shift = floats(T, -0.3, 0.3)
       const args = { logp, oldLogp: Float32Array.from(logp, (v, i) => v + shift[i]), advantages: floats(T, -1, 1), mask: Uint8Array.from({ length: T }, () => (u() < 0.9 ? 1 : 0)) }
       return { op: 'policyLoss 2^16 tokens', elements: T, sync: () => rk.policyLoss(args), async: () => rk.policyLossAsync(args), value: (r) => r.loss }
+    },
+    'policy-shared': () => {
+      const T = 1 << 16
+      const logp = floats(T, -3, 0), shift = floats(T, -0.3, 0.3)
+      const args = { logp: shared(logp), oldLogp: shared(Float32Array.from(logp, (v, i) => v + shift[i])), advantages: shared(floats(T, -1, 1)), mask: shared(Uint8Array.from({ length: T }, () => (u() < 0.9 ? 1 : 0))) }
+      return { op: 'policyLoss 2^16 tokens, shared', elements: T, sync: () => rk.policyLoss(args), async: () => rk.policyLossAsync(args), value: (r) => r.loss }
     },
   }
   const rows = []
@@ -140,9 +162,13 @@ async function child() {
 export async function asyncThroughputSuite() {
   const rows = []
   const load = [os.loadavg()[0]]
+  const pin = process.env.BENCH_PIN === '1'
   for (const threads of THREADS) {
-    const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child'], {
-      env: { ...process.env, RLHF_KERNELS_THREADS: String(threads) },
+    const { RLHF_KERNELS_THREADS: _, ...env } = process.env
+    const command = [process.execPath, fileURLToPath(import.meta.url), '--child']
+    if (pin) command.unshift('taskset', '-c', `0-${threads - 1}`)
+    const out = execFileSync(command[0], command.slice(1), {
+      env: pin ? env : { ...env, RLHF_KERNELS_THREADS: String(threads) },
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     })
@@ -154,7 +180,7 @@ export async function asyncThroughputSuite() {
     `|---|---|---|---|---|---|---|---|`,
     ...rows.map((r) => `| ${r.op} | ${r.threads} | ${r.inFlight} | ${r.callsPerS.toFixed(1)} | ${(r.elementsPerS / 1e6).toFixed(1)} M | ${r.cpuMsPerCall.toFixed(2)} | ${r.jsMsPerCall == null || Number.isNaN(r.jsMsPerCall) ? '' : r.jsMsPerCall.toFixed(2)} | ${r.busyThreads == null || Number.isNaN(r.busyThreads) ? '' : r.busyThreads} |`),
     '',
-    `medians of ${ROUNDS} rounds of ≥ ${SECONDS} s (kernel threads: the most in a round); load average (1 min) ${load.map((l) => l.toFixed(1)).join(' → ')} on ${os.cpus().length} cores`,
+    `medians of ${ROUNDS} rounds of ≥ ${SECONDS} s (kernel threads: the most in a round)${pin ? '; each child on as many CPUs as threads (taskset)' : ''}; load average (1 min) ${load.map((l) => l.toFixed(1)).join(' → ')} on ${os.cpus().length} cores`,
   ]
   return { title: 'async throughput, cpu backend (issue 13)', text: lines.join('\n') }
 }

@@ -115,6 +115,75 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     rk.setBackend('auto')
   }, 60_000)
 
+  it('read inputs and write outputs over a SharedArrayBuffer in place: only index arrays count against the bound', async () => {
+    rk.setBackend('cpu')
+    before = scheduler().limit
+    const N = 24, V = 3000
+    const overShared = <T extends Float32Array | Int32Array | Uint8Array>(a: T): T => {
+      const c = new (a.constructor as new (b: SharedArrayBuffer) => T)(new SharedArrayBuffer(a.byteLength))
+      c.set(a as never)
+      return c
+    }
+    const plain = ceArgs(400, N, V)
+    const want = rk.crossEntropy(plain)
+    const peakOf = async (args: Parameters<typeof rk.crossEntropyAsync>[0]) => {
+      scheduler(1 << 30)
+      const got = await rk.crossEntropyAsync(args)
+      same(got, want)
+      return scheduler().peakBytes
+    }
+    const logits = rk.tensor(overShared(plain.logits.data as Float32Array), [N, V])
+    const targets = overShared(plain.targets)
+    // copied: logits, targets and a block for out.gradLogits; over shared memory, only the targets
+    expect(await peakOf({ ...plain, out: { gradLogits: new Float32Array(N * V) } })).toBe(2 * N * V * 4 + N * 4)
+    expect(await peakOf({ ...plain, logits, targets })).toBe(N * 4)
+    const gradLogits = overShared(new Float32Array(N * V))
+    expect(await peakOf({ ...plain, logits, out: { gradLogits } })).toBe(N * 4)
+    const direct = await rk.crossEntropyAsync({ ...plain, logits, out: { gradLogits } })
+    expect(direct.gradLogits!.data).toBe(gradLogits)
+    // the per-token ops: a mask and the float inputs in place, the layout's offsets copied
+    const r = rng(401)
+    const T = 5000
+    const policy = { logp: r.f32(T, 1), oldLogp: r.f32(T, 1), advantages: r.f32(T, 1), mask: Uint8Array.from(r.ints(T, 2)), seqLengths: Int32Array.of(1000, 3000, 1000) }
+    const policyWant = rk.policyLoss(policy)
+    scheduler(1 << 30)
+    const got = await rk.policyLossAsync({ ...policy, logp: overShared(policy.logp), oldLogp: overShared(policy.oldLogp), advantages: overShared(policy.advantages), mask: overShared(policy.mask) })
+    expect(scheduler().peakBytes).toBe(4 * 4)
+    expect(got.loss).toBe(policyWant.loss)
+    expect(Array.from(got.gradLogp!)).toEqual(Array.from(policyWant.gradLogp!))
+    rk.setBackend('auto')
+  }, 60_000)
+
+  it('SharedArrayBuffer inputs rewritten by another thread while async calls read them: results or RangeErrors, never a crash', () => {
+    const r = child(`import * as rk from ${JSON.stringify(dist)}
+      import { Worker } from 'node:worker_threads'
+      rk.setBackend('cpu')
+      const N = 16, V = 2000, T = 20000
+      const shared = new SharedArrayBuffer(4 * (N * V + 3 * T) + T + 4)
+      const logits = new Float32Array(shared, 0, N * V), logp = new Float32Array(shared, 4 * N * V, T)
+      const old = new Float32Array(shared, 4 * (N * V + T), T), adv = new Float32Array(shared, 4 * (N * V + 2 * T), T)
+      const mask = new Uint8Array(shared, 4 * (N * V + 3 * T), T).fill(1), stop = new Int32Array(shared, shared.byteLength - 4, 1)
+      const floats = new Float32Array(shared, 0, N * V + 3 * T)
+      const code = 'const { parentPort, workerData: s } = require("node:worker_threads");'
+        + 'const f = new Float32Array(s, 0, ' + (N * V + 3 * T) + '), m = new Uint8Array(s, ' + 4 * (N * V + 3 * T) + ', ' + T + '), stop = new Int32Array(s, s.byteLength - 4, 1);'
+        + 'const bad = [NaN, Infinity, -Infinity, 1e38, -3, 0]; let x = 1; parentPort.postMessage(0);'
+        + 'for (let k = 0; Atomics.load(stop, 0) === 0; k++) { x = (Math.imul(x, 1103515245) + 12345) >>> 0;'
+        + 'f[x % f.length] = k % 3 ? -Math.random() : bad[k % 6]; m[x % m.length] = x % 3 }'
+      const worker = new Worker(code, { eval: true, execArgv: [], workerData: shared })
+      await new Promise((r) => worker.once('message', r))
+      const targets = Int32Array.from({ length: N }, (_, i) => (i * 131) % V)
+      let results = 0, refused = 0, other = []
+      const call = (k) => (k % 2 ? rk.crossEntropyAsync({ logits: rk.tensor(logits, [N, V]), targets, grad: true }) : rk.policyLossAsync({ logp, oldLogp: old, advantages: adv, mask }))
+        .then((r) => { results += typeof r.loss === 'number' ? 1 : 0 }, (e) => { if (e instanceof RangeError && /mask must hold 0 or 1/.test(e.message)) refused++; else other.push(String(e)) })
+      for (let k = 0; k < 400; k += 8) await Promise.all(Array.from({ length: 8 }, (_, i) => call(k + i)))
+      Atomics.store(stop, 0, 1)
+      await worker.terminate()
+      console.log(JSON.stringify({ calls: results + refused, other }))`)
+    expect(r.signal).toBeNull()
+    expect(r.err).toBe('')
+    expect(JSON.parse(r.out)).toEqual({ calls: 400, other: [] })
+  }, 120_000)
+
   it('run on a one-thread pool (RLHF_KERNELS_THREADS=1): the async job has a pool thread of its own; RLHF_KERNELS_ASYNC_MB sets the bound', () => {
     const r = child(`import * as rk from ${JSON.stringify(dist)}
       import { createRequire } from 'node:module'

@@ -10,7 +10,10 @@
 // so neither a later change nor another thread writing a SharedArrayBuffer can move an index out of range
 // after its check. Every other input is read in place by a sync call (no JavaScript runs until it returns)
 // and copied by an async one (Placement::copy), so a buffer changed, detached, transferred or resized while
-// the job runs is never read by it: float arrays, and masks. A mask is no index: every kernel counts a
+// the job runs is never read by it: float arrays, and masks. An async call reads these in place too when
+// they are views of a SharedArrayBuffer (the job holds the view): such a buffer is never detached, never
+// shrinks and never frees its memory while it is referenced, so only its values can change, as they can
+// during a sync call (below). A mask is no index: every kernel counts a
 // token (or row) where its byte is nonzero, and no size, offset or address is derived from its values, so
 // memory safety does not depend on them; its 0/1 check (a RangeError for a caller that bypasses the
 // TypeScript layer) is on the bytes as read then, and a byte another thread changes during a sync call
@@ -141,6 +144,7 @@ class Pins {
   // A block of `bytes` bytes that lives as long as the job: in the job itself while kSmallBytes last (a
   // tiny call's offsets and labels), else from the copy pool.
   void* scratch(size_t bytes) {
+    held_ += bytes;
     const size_t at = (small_used_ + 63) & ~size_t(63);
     if (bytes <= kSmallBytes && at + bytes <= kSmallBytes) {
       small_used_ = at + bytes;
@@ -161,6 +165,9 @@ class Pins {
     if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
   }
   const InlineList<Range, 16>& inputs() const { return inputs_; }
+  // The bytes of scratch() blocks this job holds (input copies, and the blocks of caller-provided outputs
+  // an async job writes): what counts against the async memory bound (scheduler.h).
+  int64_t held_bytes() const { return int64_t(held_); }
 
  private:
   static constexpr size_t kSmallBytes = 512;
@@ -169,6 +176,7 @@ class Pins {
   InlineList<Range, 16> inputs_;
   alignas(64) char small_[kSmallBytes];
   size_t small_used_ = 0;
+  size_t held_ = 0;
 };
 
 // A typed array as the engine describes it now (no JavaScript runs to read this).
@@ -176,18 +184,25 @@ struct TypedView {
   napi_typedarray_type type = napi_int8_array;
   size_t length = 0;  // elements (0 once detached, or out of bounds of a shrunk resizable buffer)
   void* data = nullptr;
+  napi_value buffer = nullptr;  // its ArrayBuffer or SharedArrayBuffer
 };
 
 // (A value known to be a typed array is read by the (env, value) form: Napi::TypedArray's constructor asks
 // the engine for the same information once more.)
 inline TypedView view_of(napi_env env, napi_value a) {
   TypedView v{};
-  napi_value buffer;
   size_t offset;
-  if (napi_get_typedarray_info(env, a, &v.type, &v.length, &v.data, &buffer, &offset) != napi_ok) {
+  if (napi_get_typedarray_info(env, a, &v.type, &v.length, &v.data, &v.buffer, &offset) != napi_ok) {
     throw coded_error(env, "ERR_NATIVE", "cannot read a typed array");
   }
   return v;
+}
+
+// True when a typed array's buffer is a SharedArrayBuffer (a typed array's buffer is an ArrayBuffer or one):
+// it cannot be detached, transferred or shrunk, and its memory lives while the view is referenced.
+inline bool over_shared_memory(napi_env env, const TypedView& v) {
+  bool is_plain = true;
+  return v.buffer != nullptr && napi_is_arraybuffer(env, v.buffer, &is_plain) == napi_ok && !is_plain;
 }
 inline TypedView view_of(const Napi::TypedArray& a) { return view_of(a.Env(), a); }
 
@@ -613,9 +628,12 @@ class Args {
       if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
       in.size = int64_t(host.length);
       pins_.note_input(key, host.data, host.length * es);
+      if (length >= 0 && in.size != length) throw_length(key, length, in.size);
+      in.data = place(data, host, host.length * es, false);
+    } else {
+      if (length >= 0 && in.size != length) throw_length(key, length, in.size);
+      in.data = device;
     }
-    if (length >= 0 && in.size != length) throw_length(key, length, in.size);
-    in.data = device ? device : place(host.data, host.length * es, placement_ == Placement::copy);
     static const double empty = 0;
     if (in.data == nullptr) in.data = &empty;  // a given but empty input is present(), and never read
     return in;
@@ -640,7 +658,7 @@ class Args {
     if (length >= 0 && int64_t(a.length) != length) throw_length(key, length, int64_t(a.length));
     if (size) *size = int64_t(a.length);
     pins_.note_input(key, a.data, a.length * sizeof(E));
-    return static_cast<const E*>(place(a.data, a.length * sizeof(E), index || placement_ == Placement::copy));
+    return static_cast<const E*>(place(v, a, a.length * sizeof(E), index));
   }
 
   // The host copy of an array this reader returned: itself on the cpu backend (a copy for integer arrays),
@@ -791,15 +809,23 @@ class Args {
     (void)es; (void)n; (void)ptr;
     throw_type(env_, op_, std::string(key) + " is a device tensor: it runs on the cuda backend only");
   }
-  // Where the kernel reads a host array: in place or a copy the job owns (cpu), or uploaded (cuda).
-  const void* place(const void* host, size_t bytes, bool copy) const {
+  // Where the kernel reads the host typed array `array` (`v` its view, `bytes` its length): uploaded (cuda);
+  // on cpu a copy the job owns for indices and for an async call's other inputs, except those over a
+  // SharedArrayBuffer, which the job holds and reads in place as a sync call does (see the top of this file).
+  const void* place(Napi::Value array, const TypedView& v, size_t bytes, bool index) const {
 #if RLHF_KERNELS_HAVE_CUDA
-    if (gpu_) return gpu_->upload(env_, host, bytes);
+    if (gpu_) return gpu_->upload(env_, v.data, bytes);
 #endif
     // an empty input is present all the same (FloatIn::present): a non-null pointer that is never read
     static const char empty = 0;
     if (bytes == 0) return &empty;
-    return copy ? pins_.copy(host, bytes) : host;
+    if (index) return pins_.copy(v.data, bytes);
+    if (placement_ == Placement::in_place) return v.data;
+    if (over_shared_memory(env_, v)) {
+      pins_.pin(array);
+      return v.data;
+    }
+    return pins_.copy(v.data, bytes);
   }
 
   Napi::Env env_;
@@ -994,7 +1020,8 @@ class Outputs {
     }
     static char empty[16];
     const size_t bytes = size_t(n) * es;
-    void* block = deferred && bytes > 0 ? pins_.scratch(bytes) : nullptr;
+    // an async job writes a block of its own, except into a SharedArrayBuffer (never detached nor shrunk)
+    void* block = deferred && bytes > 0 && !over_shared_memory(env_, v) ? pins_.scratch(bytes) : nullptr;
     room();
     given_[n_given_++] = {name, n_, static_cast<const char*>(v.data), bytes, es, block};
     hold(name, a);

@@ -144,15 +144,6 @@ void AsyncLane::close() {
   waiting_.clear();  // their references, freed while the env is alive; their promises never settle
 }
 
-int64_t typed_bytes(const Snapshot& s) {
-  int64_t bytes = 0;
-  for (const Snapshot::Entry& e : s.entries()) {
-    if (e.object) bytes += typed_bytes(*e.object);
-    else if (e.value.IsTypedArray()) bytes += int64_t(e.value.As<Napi::TypedArray>().ByteLength());
-  }
-  return bytes;
-}
-
 void export_scheduler(Napi::Env env, Napi::Object exports) {
   exports.Set("_asyncScheduler", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     Napi::Env env = info.Env();

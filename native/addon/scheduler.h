@@ -5,8 +5,9 @@
 // are idle. So the threads running kernels are the pool's, whatever the number of calls in flight: no libuv
 // pool thread runs or waits on a kernel, and the cores are not oversubscribed.
 //
-// Memory: an async call copies its inputs (args.h, Placement::copy). Each env counts the bytes of the typed
-// arrays of the calls it has started and not yet settled; a new call starts only while that count is below
+// Memory: an async call copies its inputs (args.h, Placement::copy; not those over a SharedArrayBuffer).
+// Each env counts the bytes of the copies (and output blocks, Pins::held_bytes) of the calls it has started
+// and not yet settled; a new call starts only while that count is below
 // the limit (asyncLimit; RLHF_KERNELS_ASYNC_MB, default 512 MiB, the copy pool's cache) or nothing is in
 // flight, so an env holds at most limit + one call's bytes of copies. A call that does not start waits in
 // line, not read and not copied (only its argument object is referenced); as calls settle, the waiting ones
@@ -27,8 +28,6 @@
 #include "completions.h"
 
 namespace rk::addon {
-
-class Snapshot;
 
 class AsyncLane : public std::enable_shared_from_this<AsyncLane> {
  public:
@@ -81,10 +80,6 @@ class AsyncLane : public std::enable_shared_from_this<AsyncLane> {
   std::condition_variable idle_;
   int64_t outstanding_ = 0;
 };
-
-// Sum of the byte lengths of the typed arrays in a snapshot's tree: what an async cpu call copies (its float
-// and integer inputs, and a block per caller-provided output).
-int64_t typed_bytes(const Snapshot& s);
 
 // _asyncScheduler([limitBytes]) → { limit, jobs, bytes, peakBytes, waiting, threads }: this env's lane; given a
 // number, it first sets the process-wide limit and restarts peakBytes (the most bytes in flight) from now.
