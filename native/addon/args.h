@@ -961,21 +961,44 @@ class Outputs {
     size_t element;
     void* block;       // async: where the kernel writes (copied into the array by deliver)
   };
-  // A new host array of n elements (zero-filled), held and recorded as output `name`.
+  // A new host array of n elements, held and recorded as output `name`: a range of the result pool (a small
+  // one of a sync call), else an array of its own, its memory not zeroed (the kernel writes every element;
+  // pages.h poison_outputs).
   template <typename E>
   E* fresh(const char* name, int64_t n) {
     room();
     const size_t bytes = size_t(n) * sizeof(E);
-    if (local && bytes <= ResultPool::kMaxArray) {
-      napi_value a;
-      E* data = static_cast<E*>(pooled(bytes, std::is_same_v<E, float> ? napi_float32_array : napi_uint16_array, size_t(n), &a));
-      hold(name, a);
+    constexpr napi_typedarray_type type = std::is_same_v<E, float> ? napi_float32_array : napi_uint16_array;
+    napi_value a;
+    void* data = local && bytes <= ResultPool::kMaxArray ? pooled(bytes, type, size_t(n), &a) : unfilled(bytes, type, size_t(n), &a);
+    if (poison_outputs()) std::memset(data, 0xff, bytes);
+    hold(name, a);
+    return static_cast<E*>(data);
+  }
+  // A typed array of n elements of `type` (`bytes` bytes) over an ArrayBuffer of its own whose memory is not
+  // zeroed first: a Node Buffer's (napi_create_buffer, as Buffer.allocUnsafeSlow), which V8 would otherwise
+  // fill with zeros on the JS thread before the kernel writes it all again. Zero-filled (V8's own) when
+  // Node cannot make one (past its Buffer size limit).
+  void* unfilled(size_t bytes, napi_typedarray_type type, size_t n, napi_value* array) {
+    void* data = nullptr;
+    napi_value buffer, ab;
+    napi_typedarray_type t;
+    size_t length, offset = 1;
+    if (bytes > 0 && napi_create_buffer(env_, bytes, &data, &buffer) == napi_ok &&
+        napi_get_typedarray_info(env_, buffer, &t, &length, &data, &ab, &offset) == napi_ok && offset == 0 &&
+        napi_create_typedarray(env_, type, n, ab, 0, array) == napi_ok) {
+      advise_huge_pages(data, bytes);  // untouched pages the kernel writes in full
       return data;
     }
-    Napi::TypedArrayOf<E> a = Napi::TypedArrayOf<E>::New(env_, size_t(n));
-    advise_huge_pages(a.Data(), bytes);  // untouched pages the kernel writes in full
-    hold(name, a);
-    return a.Data();
+    if (bytes > 0) {
+      napi_value pending;
+      napi_get_and_clear_last_exception(env_, &pending);
+    }
+    Napi::TypedArray a = type == napi_float32_array ? Napi::TypedArray(Napi::Float32Array::New(env_, n)) : Napi::TypedArray(Napi::Uint16Array::New(env_, n));
+    *array = a;
+    data = view_of(a).data;
+    advise_huge_pages(data, bytes);
+    return data;
   }
   // `bytes` of the env's result pool (a new pool when this one is full or was detached), zeroed, as a typed
   // array of n elements of `type` in *array.

@@ -193,9 +193,7 @@ void* GpuCall::output(Napi::Env env, const char* name, int64_t n, const char* dt
   // a device result is owned by its handle from put() on; until then it is this call's to free
   device_temps_.push_back(dev);
   void* host = device_results_ ? nullptr : take(env, env_->pinned, bytes, pinned_temps_);
-  // RLHF_KERNELS_POISON=1: outputs start as NaN, so a test sees any element a kernel fails to write
-  static const bool poison = [] { const char* v = std::getenv("RLHF_KERNELS_POISON"); return v && *v && *v != '0'; }();
-  if (poison && bytes > 0) cudaMemsetAsync(dev, 0xff, bytes, stream());
+  if (poison_outputs() && bytes > 0) cudaMemsetAsync(dev, 0xff, bytes, stream());  // pages.h
   outputs_.push_back({name, dev, n, es, dtype, host});
   return dev;
 }

@@ -1,7 +1,7 @@
-// Transparent huge pages for the large blocks a kernel is about to write in full: fresh output arrays and the
-// copy pool's new blocks.
+// Output memory: transparent huge pages for the large blocks a kernel is about to write in full (fresh output
+// arrays and the copy pool's new blocks), and the poison that tests fill outputs with.
 //
-// A fresh typed array's memory is untouched (calloc hands out new anonymous pages), so the kernel's first
+// A large fresh output's memory is untouched (malloc hands out new anonymous pages), so the kernel's first
 // write to each 4 KiB page faults: ~11 µs per page on a virtual machine measured here, 360 ms for a
 // 1024 × 32000 float32 gradient whose writing alone takes ~6 ms. Where the kernel's transparent-huge-page mode
 // is `madvise` (Ubuntu's default, among others), asking for huge pages over the block's 2 MiB-aligned
@@ -22,6 +22,17 @@ namespace rk::addon {
 inline constexpr size_t kHugePage = size_t(2) << 20;
 // the smallest block advised: one that surely holds a whole aligned huge page
 inline constexpr size_t kHugePagesFrom = 2 * kHugePage;
+
+// RLHF_KERNELS_POISON=1: every output starts as all-ones bytes (NaN in float32, bfloat16 and float16), on the
+// cpu backend as on cuda, so that a test sees any element a kernel fails to write (the parity suites set it).
+// Otherwise a fresh cpu output is not zeroed first: every kernel writes each element of its outputs.
+inline bool poison_outputs() {
+  static const bool on = [] {
+    const char* v = std::getenv("RLHF_KERNELS_POISON");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  return on;
+}
 
 inline bool huge_pages_on() {
   static const bool on = [] {
