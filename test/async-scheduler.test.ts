@@ -61,7 +61,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     rk.setBackend('auto')
   }, 180_000)
 
-  it('hold at most the limit plus one call of copied inputs in flight; the rest wait', async () => {
+  it('hold at most the limit plus one call of copied inputs and outputs in flight; the rest wait', async () => {
     rk.setBackend('cpu')
     before = scheduler().limit
     const jobs = Array.from({ length: 20 }, (_, i) => ceArgs(200 + i))
@@ -70,8 +70,8 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     scheduler(0)
     await Promise.all([rk.crossEntropyAsync(jobs[0]), rk.crossEntropyAsync(jobs[1])])
     const one = scheduler().peakBytes
-    expect(one).toBeGreaterThanOrEqual(16 * 4000 * 4)  // the logits at least
-    expect(one).toBeLessThan(16 * 4000 * 4 * 2)
+    // the logits' copy, the targets', the gradient and the per-row losses and lse
+    expect(one).toBe(2 * 16 * 4000 * 4 + 3 * 16 * 4)
     for (const limit of [0, one, 2.5 * one, 3 * one]) {
       scheduler(limit)
       const pending = jobs.map((j) => rk.crossEntropyAsync(j))
@@ -115,7 +115,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     rk.setBackend('auto')
   }, 60_000)
 
-  it('read inputs and write outputs over a SharedArrayBuffer in place: only index arrays count against the bound', async () => {
+  it('read inputs and write outputs over a SharedArrayBuffer in place: only index arrays are copied', async () => {
     rk.setBackend('cpu')
     before = scheduler().limit
     const N = 24, V = 3000
@@ -134,11 +134,14 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     }
     const logits = rk.tensor(overShared(plain.logits.data as Float32Array), [N, V])
     const targets = overShared(plain.targets)
-    // copied: logits, targets and a block for out.gradLogits; over shared memory, only the targets
-    expect(await peakOf({ ...plain, out: { gradLogits: new Float32Array(N * V) } })).toBe(2 * N * V * 4 + N * 4)
-    expect(await peakOf({ ...plain, logits, targets })).toBe(N * 4)
+    // a job holds its copies and its fresh outputs (the per-row losses and lse, the gradient unless given)
+    // until it settles: copied, logits, targets and a block for out.gradLogits; over shared memory, only the
+    // targets, and a shared out.gradLogits is written in place
+    const rows = N * 4 + 2 * N * 4, grad = N * V * 4
+    expect(await peakOf({ ...plain, out: { gradLogits: new Float32Array(N * V) } })).toBe(grad + rows + grad)
+    expect(await peakOf({ ...plain, logits, targets })).toBe(rows + grad)
     const gradLogits = overShared(new Float32Array(N * V))
-    expect(await peakOf({ ...plain, logits, out: { gradLogits } })).toBe(N * 4)
+    expect(await peakOf({ ...plain, logits, out: { gradLogits } })).toBe(rows)
     const direct = await rk.crossEntropyAsync({ ...plain, logits, out: { gradLogits } })
     expect(direct.gradLogits!.data).toBe(gradLogits)
     // the per-token ops: a mask and the float inputs in place, the layout's offsets copied
@@ -148,7 +151,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     const policyWant = rk.policyLoss(policy)
     scheduler(1 << 30)
     const got = await rk.policyLossAsync({ ...policy, logp: overShared(policy.logp), oldLogp: overShared(policy.oldLogp), advantages: overShared(policy.advantages), mask: overShared(policy.mask) })
-    expect(scheduler().peakBytes).toBe(4 * 4)
+    expect(scheduler().peakBytes).toBe(4 * 4 + 2 * T * 4)  // the layout's 4 offsets; perToken and gradLogp
     expect(got.loss).toBe(policyWant.loss)
     expect(Array.from(got.gradLogp!)).toEqual(Array.from(policyWant.gradLogp!))
     rk.setBackend('auto')
@@ -158,7 +161,7 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
     const r = child(`import * as rk from ${JSON.stringify(dist)}
       import { Worker } from 'node:worker_threads'
       rk.setBackend('cpu')
-      const N = 16, V = 2000, T = 20000
+      const N = 16, V = 2048, T = 20000  // V a multiple of every build's 4 vectors: maxProb's scan ends at V
       const shared = new SharedArrayBuffer(4 * (N * V + 3 * T) + T + 4)
       const logits = new Float32Array(shared, 0, N * V), logp = new Float32Array(shared, 4 * N * V, T)
       const old = new Float32Array(shared, 4 * (N * V + T), T), adv = new Float32Array(shared, 4 * (N * V + 2 * T), T)
@@ -173,8 +176,21 @@ describe.runIf(addonPath)('async cpu calls on the kernels pool', () => {
       await new Promise((r) => worker.once('message', r))
       const targets = Int32Array.from({ length: N }, (_, i) => (i * 131) % V)
       let results = 0, refused = 0, other = []
-      const call = (k) => (k % 2 ? rk.crossEntropyAsync({ logits: rk.tensor(logits, [N, V]), targets, grad: true }) : rk.policyLossAsync({ logp, oldLogp: old, advantages: adv, mask }))
-        .then((r) => { results += typeof r.loss === 'number' ? 1 : 0 }, (e) => { if (e instanceof RangeError && /mask must hold 0 or 1/.test(e.message)) refused++; else other.push(String(e)) })
+      // the kernels that read a shared input more than once: GSPO's mask (the gradient written in a later
+      // pass), maxProb's row (its argmax a second scan), the sampled kept set (the row's max and its copy)
+      const seqLengths = Int32Array.of(T / 4, T / 4, T / 2)
+      const calls = [
+        () => rk.crossEntropyAsync({ logits: rk.tensor(logits, [N, V]), targets, grad: true }),
+        () => rk.policyLossAsync({ logp, oldLogp: old, advantages: adv, mask }),
+        () => rk.policyLossAsync({ logp, oldLogp: old, advantages: adv, mask, seqLengths, isLevel: 'sequence' }),
+        () => rk.logProbsAsync({ logits: rk.tensor(logits, [N, V]), targets, maxProb: true, entropy: true }).then((r) => {
+          if (!r.maxToken.every((a) => a >= -1 && a < V)) throw new Error('maxToken out of the row: ' + r.maxToken)
+          return r
+        }),
+        () => rk.keptLogProbsAsync({ logits: rk.tensor(logits, [N, V]), targets, topK: 50, topP: 0.9, minP: 0.01, gradLogp: new Float32Array(N).fill(1) }),
+      ]
+      const call = (k) => calls[k % calls.length]()
+        .then((r) => { results += typeof r === 'object' && Object.values(r).every((v) => typeof v === 'number' || ArrayBuffer.isView(v) || ArrayBuffer.isView(v?.data)) ? 1 : 0 }, (e) => { if (e instanceof RangeError && /mask must hold 0 or 1/.test(e.message)) refused++; else other.push(String(e)) })
       for (let k = 0; k < 400; k += 8) await Promise.all(Array.from({ length: 8 }, (_, i) => call(k + i)))
       Atomics.store(stop, 0, 1)
       await worker.terminate()

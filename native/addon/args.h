@@ -165,9 +165,11 @@ class Pins {
     if (bytes > 0) inputs_.push_back({key, static_cast<const char*>(data), static_cast<const char*>(data) + bytes});
   }
   const InlineList<Range, 16>& inputs() const { return inputs_; }
-  // The bytes of scratch() blocks this job holds (input copies, and the blocks of caller-provided outputs
-  // an async job writes): what counts against the async memory bound (scheduler.h).
+  // The bytes this job holds until it settles: its scratch() blocks (input copies, the blocks of caller-
+  // provided outputs an async job writes) and the fresh output arrays of an async job (held_too). What counts
+  // against the async memory bound (scheduler.h).
   int64_t held_bytes() const { return int64_t(held_); }
+  void held_too(size_t bytes) { held_ += bytes; }
 
  private:
   static constexpr size_t kSmallBytes = 512;
@@ -971,26 +973,31 @@ class Outputs {
     constexpr napi_typedarray_type type = std::is_same_v<E, float> ? napi_float32_array : napi_uint16_array;
     napi_value a;
     void* data = local && bytes <= ResultPool::kMaxArray ? pooled(bytes, type, size_t(n), &a) : unfilled(bytes, type, size_t(n), &a);
-    if (poison_outputs()) std::memset(data, 0xff, bytes);
+    if (poison_outputs() && bytes > 0) std::memset(data, 0xff, bytes);
+    if (!local) pins_.held_too(bytes);  // an async job's outputs count against the memory bound as its copies do
     hold(name, a);
     return static_cast<E*>(data);
   }
   // A typed array of n elements of `type` (`bytes` bytes) over an ArrayBuffer of its own whose memory is not
   // zeroed first: a Node Buffer's (napi_create_buffer, as Buffer.allocUnsafeSlow), which V8 would otherwise
-  // fill with zeros on the JS thread before the kernel writes it all again. Zero-filled (V8's own) when
-  // Node cannot make one (past its Buffer size limit).
+  // fill with zeros on the JS thread before the kernel writes it all again. V8's own zero-filled array below
+  // kUnfilledFrom (a Buffer object costs more than zeroing so few bytes) and when Node cannot make one (past
+  // its Buffer size limit).
+  static constexpr size_t kUnfilledFrom = 4096;
   void* unfilled(size_t bytes, napi_typedarray_type type, size_t n, napi_value* array) {
     void* data = nullptr;
     napi_value buffer, ab;
     napi_typedarray_type t;
-    size_t length, offset = 1;
-    if (bytes > 0 && napi_create_buffer(env_, bytes, &data, &buffer) == napi_ok &&
-        napi_get_typedarray_info(env_, buffer, &t, &length, &data, &ab, &offset) == napi_ok && offset == 0 &&
-        napi_create_typedarray(env_, type, n, ab, 0, array) == napi_ok) {
-      advise_huge_pages(data, bytes);  // untouched pages the kernel writes in full
-      return data;
-    }
-    if (bytes > 0) {
+    size_t length, offset = 1, ab_bytes = 0;
+    void* ab_data = nullptr;
+    if (bytes >= kUnfilledFrom) {
+      if (napi_create_buffer(env_, bytes, &data, &buffer) == napi_ok &&
+          napi_get_typedarray_info(env_, buffer, &t, &length, &data, &ab, &offset) == napi_ok && offset == 0 &&
+          napi_get_arraybuffer_info(env_, ab, &ab_data, &ab_bytes) == napi_ok && ab_bytes == bytes && ab_data == data &&
+          napi_create_typedarray(env_, type, n, ab, 0, array) == napi_ok) {
+        advise_huge_pages(data, bytes);  // untouched pages the kernel writes in full
+        return data;
+      }
       napi_value pending;
       napi_get_and_clear_last_exception(env_, &pending);
     }
@@ -1045,6 +1052,7 @@ class Outputs {
     const size_t bytes = size_t(n) * es;
     // an async job writes a block of its own, except into a SharedArrayBuffer (never detached nor shrunk)
     void* block = deferred && bytes > 0 && !over_shared_memory(env_, v) ? pins_.scratch(bytes) : nullptr;
+    if (block && poison_outputs()) std::memset(block, 0xff, bytes);  // as fresh outputs (pages.h)
     room();
     given_[n_given_++] = {name, n_, static_cast<const char*>(v.data), bytes, es, block};
     hold(name, a);

@@ -1,7 +1,9 @@
 // Output memory: transparent huge pages for the large blocks a kernel is about to write in full (fresh output
 // arrays and the copy pool's new blocks), and the poison that tests fill outputs with.
 //
-// A large fresh output's memory is untouched (malloc hands out new anonymous pages), so the kernel's first
+// A large fresh output's memory is often untouched (malloc hands out new anonymous pages; glibc's heap reuses
+// freed blocks below its mmap threshold, which holds whatever they held: so every kernel writes each element
+// of its outputs, and poison_outputs() is how the tests see one left unwritten), so the kernel's first
 // write to each 4 KiB page faults: ~11 µs per page on a virtual machine measured here, 360 ms for a
 // 1024 × 32000 float32 gradient whose writing alone takes ~6 ms. Where the kernel's transparent-huge-page mode
 // is `madvise` (Ubuntu's default, among others), asking for huge pages over the block's 2 MiB-aligned

@@ -6,13 +6,13 @@
 // pool thread runs or waits on a kernel, and the cores are not oversubscribed.
 //
 // Memory: an async call copies its inputs (args.h, Placement::copy; not those over a SharedArrayBuffer).
-// Each env counts the bytes of the copies (and output blocks, Pins::held_bytes) of the calls it has started
-// and not yet settled; a new call starts only while that count is below
-// the limit (asyncLimit; RLHF_KERNELS_ASYNC_MB, default 512 MiB, the copy pool's cache) or nothing is in
-// flight, so an env holds at most limit + one call's bytes of copies. A call that does not start waits in
-// line, not read and not copied (only its argument object is referenced); as calls settle, the waiting ones
-// start in order, on the JS thread: their argument objects are read and checked then, and their inputs copied
-// then. A bad argument found then rejects that call's promise.
+// Each env counts the bytes of the copies and outputs (Pins::held_bytes) of the calls it has started and not
+// yet settled; a new call starts only while that count is below the limit (asyncLimit; RLHF_KERNELS_ASYNC_MB,
+// default 512 MiB, the copy pool's cache) or nothing is in flight, so an env holds at most limit + one call's
+// bytes of copies and outputs. A call that does not start waits in line, not read and not copied (only its
+// argument object is referenced); as calls settle, the waiting ones start in order, on the JS thread: their
+// argument objects are read and checked then, and their inputs copied then. A bad argument found then
+// rejects that call's promise.
 #pragma once
 #include <napi.h>
 

@@ -13,6 +13,7 @@
 #include <vector>
 #if defined(__linux__)
 #include <sched.h>
+#include <unistd.h>
 #endif
 
 namespace rk {
@@ -51,7 +52,8 @@ int affinity_cpus() {
     cpu_set_t* set = CPU_ALLOC(n);
     if (set == nullptr) return 0;
     const size_t size = CPU_ALLOC_SIZE(n);
-    const int got = sched_getaffinity(0, size, set) == 0 ? CPU_COUNT_S(size, set) : -1;
+    // the main thread's mask (its id is the process's): the pool may be made from any thread
+    const int got = sched_getaffinity(getpid(), size, set) == 0 ? CPU_COUNT_S(size, set) : -1;
     CPU_FREE(set);
     if (got >= 0) return got;
   }

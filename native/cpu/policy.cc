@@ -128,7 +128,9 @@ void policy_sequence(const PolicyLossParams& p, const float* ws, int64_t i, Bloc
   }
   if (!p.opts.coupled()) return;
   const float g = n > 0 ? float(g_sum / double(n)) : 0.f;
-  for (int64_t t = begin; t < end; t++) if (!b.mask || b.mask[t]) p.grad[t] = g;
+  // every token written again, masked ones 0: a mask another thread rewrites between the passes (a shared
+  // input) must not leave a token unwritten (outputs are not zero-filled)
+  for (int64_t t = begin; t < end; t++) p.grad[t] = b.mask && !b.mask[t] ? 0.f : g;
 }
 
 }  // namespace

@@ -405,7 +405,9 @@ RK_INLINE int64_t row_argmax_lanes(const T* x, int64_t V, float m) {
     for (uint64_t b : w) any |= b;
     if (any) break;
   }
-  return v + row_argmax(x + v, V - v, m);
+  // v = V only when no element equals m any more: a shared row another thread rewrote since row_max; then
+  // any index in the row will do, and none past it is read
+  return v < V ? v + row_argmax(x + v, V - v, m) : 0;
 }
 
 // Entropy −Σ p log p of a row, with xlogy semantics: 0 for an all −inf row, NaN for a row holding NaN.

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <type_traits>
 #include <vector>
 
 #include "parallel.h"
@@ -367,11 +369,14 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
       s[y] = load(row, y);
     } else {
       // NaN, or a max that is +inf over T (then so is the row's largest z/T)
+      // (of the row's copy, which every later pass reads: a shared row another thread rewrites meanwhile
+      // cannot hold a value above mx)
+      if constexpr (std::is_same_v<T, float>) std::memcpy(s.data(), row, size_t(V) * sizeof(float));
+      else for (int64_t v = 0; v < V; v++) s[v] = load(row, v);
       bool has_nan = false;
       float mx = -INFINITY;
-      kept_row_max<T>(row, V, &mx, &has_nan);
+      kept_row_max<float>(s.data(), V, &mx, &has_nan);
       bad = has_nan || mx * invT == INFINITY;
-      for (int64_t v = 0; v < V; v++) s[v] = load(row, v);
       if (!bad) sampling_kept(s.data(), V, mx, double(invT), p.top_k[n], p.top_p[n], p.min_p[n], kept, scratch, cut);
       tok = kept.data();
       count = int64_t(kept.size());
