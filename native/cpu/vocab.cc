@@ -362,11 +362,11 @@ void kept_rows(const KeptLogProbsParams& p, int64_t begin, int64_t end) {
     if (p.keep_offsets) {
       tok = p.keep_tokens + p.keep_offsets[n];
       count = p.keep_offsets[n + 1] - p.keep_offsets[n];
+      s[y] = load(row, y);  // first: where y is kept, the value checked below is the one read
       for (int64_t i = 0; i < count; i++) {
         const float x = s[tok[i]] = load(row, tok[i]);
         bad |= x != x || x * invT == INFINITY;
       }
-      s[y] = load(row, y);
     } else {
       // NaN, or a max that is +inf over T (then so is the row's largest z/T)
       // (of the row's copy, which every later pass reads: a shared row another thread rewrites meanwhile
