@@ -145,11 +145,22 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       kl += w[t] * ks[0]
       cLogp += o.beta * w[t] * ks[1]
     }
+    // the target's 1 − q_y as the mass of the other tokens where the row has a finite lse: q_y rounds to 1 in
+    // float64 once lse − s_y is below an ulp of lse (a confident row of large logits), where that mass does not
+    let rest = 0
+    const complement = Number.isFinite(lse)
     for (let v = 0; v < V; v++) {
       const q = exp(logProb(z[base + v], invT, lse))
+      if (v !== y) rest += q
       let d = cLogp * ((v === y ? 1 : 0) - q)
       if (cFull !== 0) d += cFull * (q - exp(logProb((x.anchorLogits as Floats)[base + v], invT, lseA)))
       gradLogits[base + v] = d * invT
+    }
+    if (complement && y >= 0 && y < V) {
+      const qy = exp(logProb(z[base + y], invT, lse))
+      let d = cLogp * rest
+      if (cFull !== 0) d += cFull * (qy - exp(logProb((x.anchorLogits as Floats)[base + y], invT, lseA)))
+      gradLogits[base + y] = d * invT
     }
     if (x.values !== null && x.returns !== null) {
       if (valueToken(x.values[t], x.returns[t], x.oldValues === null ? 0 : x.oldValues[t], o.value, vs)) vclip++
