@@ -623,19 +623,17 @@ class Args {
     const size_t es = in.dtype == DType::f64 ? 8 : in.dtype == DType::f32 ? 4 : 2;
     const void* device = nullptr;
     TypedView host;
+    Napi::Value data;
     if (!f.device_input(key, es, in.size, device)) {
-      Napi::Value data = f.get("data");
+      data = f.get("data");
       if (!data.IsTypedArray()) throw_type(env_, op_, std::string(key) + ".data must be a typed array");
       host = view_of(env_, data);
       if (host.type != want) throw_type(env_, op_, std::string(key) + ".data does not match its dtype " + dtype);
       in.size = int64_t(host.length);
       pins_.note_input(key, host.data, host.length * es);
-      if (length >= 0 && in.size != length) throw_length(key, length, in.size);
-      in.data = place(data, host, host.length * es, false);
-    } else {
-      if (length >= 0 && in.size != length) throw_length(key, length, in.size);
-      in.data = device;
     }
+    if (length >= 0 && in.size != length) throw_length(key, length, in.size);
+    in.data = device ? device : place(data, host, host.length * es, false);
     static const double empty = 0;
     if (in.data == nullptr) in.data = &empty;  // a given but empty input is present(), and never read
     return in;

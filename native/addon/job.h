@@ -143,9 +143,10 @@ void prepare_job(Napi::Env env, J& job, const Snapshot& s, Placement placement, 
 }
 
 // Starts an async cpu call: reads and checks its arguments, copies its inputs (Placement::copy: the caller's
-// arrays are not read after this returns, but for views of a SharedArrayBuffer, which the job holds) and queues its kernel on the kernels' pool (scheduler.h). `deferred`
-// is the promise of a call that waited (settled here or by the lane; returns undefined), or null for a new
-// call (returns its promise). A bad argument rejects the promise, as the TypeScript layer does.
+// arrays are not read after this returns, but for views of a SharedArrayBuffer, which the job holds) and
+// queues its kernel on the kernels' pool (scheduler.h). `deferred` is the promise of a call that waited
+// (settled here or by the lane; returns undefined), or null for a new call (returns its promise). A bad
+// argument rejects the promise, as the TypeScript layer does.
 template <class J>
 Napi::Value start_async_job(Napi::Env env, Napi::Value args, napi_deferred deferred) {
   auto reject = [&](napi_value e) -> Napi::Value {

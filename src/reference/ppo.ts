@@ -156,7 +156,7 @@ export function ppoLossKernel(x: PpoKernelInputs, o: PpoKernelOptions, gradLogit
       if (cFull !== 0) d += cFull * (q - exp(logProb((x.anchorLogits as Floats)[base + v], invT, lseA)))
       gradLogits[base + v] = d * invT
     }
-    if (complement && y >= 0 && y < V) {
+    if (complement) {
       const qy = exp(logProb(z[base + y], invT, lse))
       let d = cLogp * rest
       if (cFull !== 0) d += cFull * (qy - exp(logProb((x.anchorLogits as Floats)[base + y], invT, lseA)))
